@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (each sets itself up first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stgmtl-installed
+
+.PHONY: setup demo test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/cifar100_grouping.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check stgmtl tests examples benchmarks
+	$(VENV)/bin/ruff format --check stgmtl tests examples benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/recording_overhead.py
+	$(PY) benchmarks/grouping.py
