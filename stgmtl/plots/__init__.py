@@ -1,0 +1,1 @@
+"""Plots: data maps (datamap.py), task groups (groups.py), evaluation (evaluation.py)."""
