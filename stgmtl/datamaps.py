@@ -128,7 +128,8 @@ class DataMaps:
             return getattr(self, name)
         if snapshot not in self.snapshot_epochs:
             raise ValueError(
-                f"snapshot: expected 'final' or a snapshot epoch {self.snapshot_epochs}, got {snapshot!r}"
+                f"snapshot: expected 'final' or a snapshot epoch {self.snapshot_epochs}, "
+                f"got {snapshot!r}"
             )
         return getattr(self, f"snapshot_{name}")[self.snapshot_epochs.index(snapshot)]
 

@@ -38,7 +38,9 @@ class IndexedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any, int]:
         item = self.dataset[index]
         if not isinstance(item, tuple | list) or len(item) != 2:
-            raise ValueError(f"dataset: expected items (inputs, targets), got {type(item).__name__}")
+            raise ValueError(
+                f"dataset: expected items (inputs, targets), got {type(item).__name__}"
+            )
         return item[0], item[1], index
 
 
@@ -186,8 +188,14 @@ def fit_datamaps(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
-    pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32, device=dev)
-    tw = None if task_weights is None else torch.as_tensor(task_weights, dtype=torch.float32, device=dev)
+    pw = (
+        None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32, device=dev)
+    )
+    tw = (
+        None
+        if task_weights is None
+        else torch.as_tensor(task_weights, dtype=torch.float32, device=dev)
+    )
     world = torch.distributed.is_available() and torch.distributed.is_initialized()
     ckpt = None if checkpoint_path is None else Path(checkpoint_path)
     if ckpt is not None and world and torch.distributed.get_world_size() > 1:
@@ -272,7 +280,9 @@ def fit_datamaps(
                     "optimizer": opt.state_dict(),
                     "recorder": rec.state_dict(),
                     "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "cuda_rng": torch.cuda.get_rng_state_all()
+                    if torch.cuda.is_available()
+                    else None,
                 }
                 _save_checkpoint(ckpt, payload)
     finally:
@@ -285,7 +295,9 @@ def fit_datamaps(
 def _eval_pass(model: nn.Module, loader: Any, dev: torch.device, update: Callable) -> None:
     """Record one evaluation pass (model.eval(), no_grad); padded DDP repeats are dropped."""
     sampler = getattr(loader, "sampler", None)
-    vmask = distributed_valid_mask(sampler).to(dev) if isinstance(sampler, DistributedSampler) else None
+    vmask = (
+        distributed_valid_mask(sampler).to(dev) if isinstance(sampler, DistributedSampler) else None
+    )
     model.eval()
     pos = 0
     for x, y, idx in loader:

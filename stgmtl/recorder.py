@@ -152,7 +152,9 @@ class DataMapRecorder:
         self._state: dict[str, torch.Tensor | None] | None = None
         self._targets: torch.Tensor | None = None
         self._snapshots: dict[int, dict[str, torch.Tensor | None]] = {}
-        self._baseline: dict[str, torch.Tensor | None] | None = None
+        # "epoch" snapshots: the state before a snapshot epoch is moved here and the live state
+        # restarts at zero, so that the epoch's sums are exact; it is added back at epoch end.
+        self._carry: dict[str, torch.Tensor | None] | None = None
         self._scratch: dict[str, torch.Tensor] = {}
         self.epoch = 0
         self._synced = False
@@ -182,7 +184,7 @@ class DataMapRecorder:
             lut[torch.from_numpy(self.probe_indices)] = torch.arange(n)
             self._lut = lut.to(device)
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
-            self._baseline = _clone(self._state)
+            self._carry = _clone(self._state)
 
     def _check_open(self) -> None:
         if self._synced:
@@ -322,13 +324,13 @@ class DataMapRecorder:
         assert self._state is not None
         self.epoch += 1
         if self.epoch in self.snapshot_epochs:
-            snap = _clone(self._state)
-            if self.snapshot_kind == "epoch" and self._baseline is not None:
-                snap = _subtract(snap, self._baseline)
-            self._snapshots[self.epoch] = snap
-        self._baseline = None
+            self._snapshots[self.epoch] = _clone(self._state)
+        if self._carry is not None:
+            _add_(self._state, self._carry)
+            self._carry = None
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
-            self._baseline = _clone(self._state)
+            self._carry = self._state
+            self._state = _zeros_like(self._state)
 
     # ---------------------------------------------------------------- compute
     @torch.no_grad()
@@ -351,15 +353,15 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         state, targets, snaps = self._state, self._targets, self._snapshots
+        if self._carry is not None:  # mid-epoch: live part + carried part
+            state = _add_(_clone(state), self._carry)
         if sync is None:
             sync = _world_size() > 1 and not self._synced
         if sync and _world_size() > 1:
-            state, targets, snaps = (
-                _clone(state),
-                targets.clone(),
-                {e: _clone(s) for e, s in snaps.items()},
-            )  # type: ignore[union-attr]
-            _all_reduce(state, targets, snaps, self)
+            state = _clone(state) if state is self._state else state
+            targets = targets.clone()  # type: ignore[union-attr]
+            snaps = {e: _clone(s) for e, s in snaps.items()}
+            _all_reduce([state] + [snaps[e] for e in sorted(snaps)], targets, self)
         assert state is not None and targets is not None
         conf, var, corr, count = _statistics(state, self.ddof, dtype)
         snap_stats = [_statistics(snaps[e], self.ddof, dtype) for e in sorted(snaps)]
@@ -410,14 +412,17 @@ class DataMapRecorder:
         if _world_size() > 1 and not self._synced:
             if self._state is None:
                 self._allocate(torch.device("cpu"))
-            _all_reduce(self._state, self._targets, self._snapshots, self)  # type: ignore[arg-type]
+            raws = [self._state] + [self._snapshots[e] for e in sorted(self._snapshots)]
+            if self._carry is not None:
+                raws.append(self._carry)
+            _all_reduce(raws, self._targets, self)  # type: ignore[arg-type]
             self._synced = True
         return self
 
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:
         """Forget everything recorded (statistics, snapshots, epoch count, scratch memory)."""
-        self._state, self._targets, self._lut, self._baseline = None, None, None, None
+        self._state, self._targets, self._lut, self._carry = None, None, None, None
         self._snapshots, self._scratch = {}, {}
         self.epoch, self._synced, self.num_classes = 0, False, None
 
@@ -433,7 +438,7 @@ class DataMapRecorder:
             "state": None if self._state is None else dict(self._state),
             "targets": self._targets,
             "snapshots": {e: dict(s) for e, s in self._snapshots.items()},
-            "baseline": None if self._baseline is None else dict(self._baseline),
+            "carry": None if self._carry is None else dict(self._carry),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -468,8 +473,8 @@ class DataMapRecorder:
             self._state = _clone(state)
             self._targets = state_dict["targets"].clone()
             self._snapshots = {int(e): _clone(s) for e, s in state_dict["snapshots"].items()}
-            base = state_dict["baseline"]
-            self._baseline = None if base is None else _clone(base)
+            carry = state_dict["carry"]
+            self._carry = None if carry is None else _clone(carry)
             if self.probe_indices is not None:
                 lut = torch.full((self.num_samples,), -1, dtype=torch.int64)
                 lut[torch.from_numpy(self.probe_indices)] = torch.arange(self._rows)
@@ -499,12 +504,20 @@ def _clone(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None
     return {k: (None if raw.get(k) is None else raw[k].clone()) for k in _RAW_KEYS}  # type: ignore[union-attr]
 
 
-def _subtract(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tensor | None]) -> dict:
-    out: dict[str, torch.Tensor | None] = {}
+def _zeros_like(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
+    return {k: (None if raw.get(k) is None else torch.zeros_like(raw[k])) for k in _RAW_KEYS}  # type: ignore[arg-type]
+
+
+def _add_(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tensor | None]) -> dict:
+    """a += b in place (a missing-label count absent on one side counts as zero)."""
     for k in _RAW_KEYS:
         x, y = a.get(k), b.get(k)
-        out[k] = None if x is None else (x if y is None else x - y)
-    return out
+        if y is not None:
+            if x is None:
+                a[k] = y.clone()
+            else:
+                x.add_(y)
+    return a
 
 
 def _statistics(raw: dict[str, torch.Tensor | None], ddof: int, dtype: Any) -> tuple:
@@ -519,7 +532,7 @@ def _statistics(raw: dict[str, torch.Tensor | None], ddof: int, dtype: Any) -> t
     conf = s1 / nf  # NaN where never observed
     m2 = (s2 - s1 * conf).clamp_(min=0.0)
     denom = (nf - ddof).clamp_(min=1.0)  # ddof=1 and one observation -> variability 0
-    var = torch.where(nf > 0, (m2 / denom).sqrt_(), torch.full_like(conf, float("nan")))
+    var = (m2 / denom).sqrt_().masked_fill_(nf <= 1, 0.0).masked_fill_(nf == 0, float("nan"))
     corr = raw["correct"].to(torch.float64) / nf
 
     def out(x: torch.Tensor) -> np.ndarray:
@@ -533,45 +546,34 @@ def _world_size() -> int:
 
 
 def _all_reduce(
-    state: dict[str, torch.Tensor | None],
-    targets: torch.Tensor,
-    snaps: dict[int, dict[str, torch.Tensor | None]],
-    rec: DataMapRecorder,
+    raws: list[dict[str, torch.Tensor | None]], targets: torch.Tensor, rec: DataMapRecorder
 ) -> None:
     """Sum raw states (and max targets) over all ranks, after checking they are compatible."""
-    dev = state["sums"].device  # type: ignore[union-attr]
-    has_missing = [state["missing"] is not None] + [
-        s["missing"] is not None for s in snaps.values()
-    ]
+    dev = raws[0]["sums"].device  # type: ignore[union-attr]
     header = torch.tensor(
-        [
-            rec.epoch,
-            len(snaps),
-            rec.num_tasks,
-            rec._rows,
-            sum(snaps),
-            -1 if rec.num_classes is None else rec.num_classes,
-        ],
+        [rec.epoch, len(raws), rec.num_tasks, rec._rows, sum(rec._snapshots),
+         -1 if rec.num_classes is None else rec.num_classes],
         dtype=torch.int64,
         device=dev,
-    )
+    )  # fmt: skip
     lo, hi = header.clone(), header.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     if not torch.equal(lo[:5], hi[:5]):
         raise RuntimeError(
-            "sync: ranks disagree on (epochs, snapshots, tasks, rows, snapshot epochs): "
+            "sync: ranks disagree on (epochs, states, tasks, rows, snapshot epochs): "
             f"min {lo[:5].tolist()} max {hi[:5].tolist()}; call end_epoch() equally on every rank"
         )
     if rec.num_classes is None and int(hi[5]) >= 0:
         rec.num_classes = int(hi[5])
-    flags = torch.tensor(has_missing, dtype=torch.int64, device=dev)
+    flags = torch.tensor([r["missing"] is not None for r in raws], dtype=torch.int64, device=dev)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    raws = [state] + [snaps[e] for e in sorted(snaps)]
     for raw, flag in zip(raws, flags.tolist(), strict=True):
         if flag and raw["missing"] is None:
             raw["missing"] = torch.zeros_like(raw["correct"])  # type: ignore[arg-type]
         for k in _RAW_KEYS:
             if raw[k] is not None:
                 dist.all_reduce(raw[k], op=dist.ReduceOp.SUM)  # type: ignore[arg-type]
-    dist.all_reduce(targets, op=dist.ReduceOp.MAX)
+    wide = targets.to(torch.int32)  # gloo has no int16 reductions
+    dist.all_reduce(wide, op=dist.ReduceOp.MAX)
+    targets.copy_(wide)

@@ -13,6 +13,9 @@ import torch
 from stgmtl.datamaps import FEATURE_KINDS, DataMaps, register_feature_kind
 from stgmtl.recorder import DataMapRecorder
 
+_ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
+        "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
+
 
 def _maps(kind="cumulative", task_type="binary", t=4, n=12, seed=0, snaps=(1, 2, 3)):
     g = torch.Generator().manual_seed(seed)
@@ -41,8 +44,7 @@ def test_save_load_round_trip_is_bitwise(tmp_path):
     assert np.isnan(dm.confidence).any()
     out = dm.save(tmp_path / "maps")
     back = DataMaps.load(out)
-    for name in ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
-                 "snapshot_confidence", "snapshot_variability", "snapshot_correctness"):  # fmt: skip
+    for name in _ALL:
         assert _bits(getattr(back, name)) == _bits(getattr(dm, name)), name
     for name in ("task_names", "snapshot_epochs", "snapshot_kind", "ddof", "task_type",
                  "recording", "epochs", "num_classes"):  # fmt: skip
@@ -134,7 +136,9 @@ def test_cartography_round_trip(tmp_path, task_type):
     root = dm.to_cartography(tmp_path / "carto")
     files = sorted(p.name for p in (root / "task_0" / "training_dynamics").iterdir())
     assert files == [f"dynamics_epoch_{e}.jsonl" for e in range(3)]
-    line = json.loads((root / "task_0" / "training_dynamics" / files[0]).read_text().splitlines()[0])
+    line = json.loads(
+        (root / "task_0" / "training_dynamics" / files[0]).read_text().splitlines()[0]
+    )
     assert set(line) == {"guid", "logits_epoch_0", "gold"}
     back = DataMaps.from_cartography(root)
     seen = dm.count[0] > 0

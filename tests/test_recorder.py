@@ -12,6 +12,9 @@ import torch
 import stgmtl.recorder as recorder_mod
 from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
 
+_ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
+        "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
+
 
 def _stream(rng, *, epochs, batches, b, t, n, c, masked):
     """Random batches with duplicate indices (sampled with replacement) and optional masks."""
@@ -207,9 +210,21 @@ _I = torch.tensor([0, 1, 2, 2])
         ((_Z[0], _Y, _I), ValueError, "logits: expected shape"),
         ((_Z.long(), _Y, _I), TypeError, "logits: expected a floating"),
         ((_Z.numpy(), _Y, _I), TypeError, "logits: expected a torch.Tensor"),
-        ((torch.where(_I[:, None] == 1, float("nan"), _Z), _Y, _I), ValueError, "logits: expected finite"),
-        ((torch.where(_I[:, None] == 1, float("inf"), _Z), _Y, _I), ValueError, "logits: expected finite"),
-        ((_Z, _Y, torch.tensor([0, 1, 2, 5])), ValueError, r"indices: expected sample ids in \[0, 5\)"),
+        (
+            (torch.where(_I[:, None] == 1, float("nan"), _Z), _Y, _I),
+            ValueError,
+            "logits: expected finite",
+        ),
+        (
+            (torch.where(_I[:, None] == 1, float("inf"), _Z), _Y, _I),
+            ValueError,
+            "logits: expected finite",
+        ),
+        (
+            (_Z, _Y, torch.tensor([0, 1, 2, 5])),
+            ValueError,
+            r"indices: expected sample ids in \[0, 5\)",
+        ),
         ((_Z, _Y, torch.tensor([0, -1, 2, 2])), ValueError, "indices: expected sample ids"),
         ((_Z, _Y, _I.float()), TypeError, "indices: expected an integer"),
         ((_Z, _Y, _I[:3]), ValueError, "indices: expected shape"),
@@ -281,8 +296,7 @@ def test_resume_from_state_dict_is_exact(kind):
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert resumed.epoch == 2
     dm = _record(resumed, epochs[2:]).compute()
-    for name in ("confidence", "variability", "correctness", "count", "targets",
-                 "snapshot_confidence", "snapshot_variability", "snapshot_correctness"):  # fmt: skip
+    for name in _ALL[1:]:
         np.testing.assert_array_equal(getattr(dm, name), getattr(straight, name))
     with pytest.raises(ValueError, match="configuration differs"):
         DataMapRecorder(3, 10).load_state_dict(first.state_dict())

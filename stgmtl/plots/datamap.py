@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -105,7 +105,9 @@ def plot_datamap(
     if mappable is not None:
         fig.colorbar(mappable, ax=axes[: len(chosen)].tolist(), label="correctness")
     when = "final" if snapshot == "final" else f"epoch {snapshot}"
-    fig.suptitle(f"Data maps ({when}, {datamaps.snapshot_kind if snapshot != 'final' else 'all epochs'})")
+    fig.suptitle(
+        f"Data maps ({when}, {datamaps.snapshot_kind if snapshot != 'final' else 'all epochs'})"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
