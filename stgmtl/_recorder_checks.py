@@ -98,8 +98,8 @@ def _check_values(
     ilo, ihi = torch.aminmax(indices)
     y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
     if rec.task_type == "binary" and targets.dtype.is_floating_point:
-        bad_y = ((y != 0) & (y != 1)).any().to(torch.float64)
-        ylo = yhi = torch.zeros((), dtype=torch.float64, device=y.device)
+        bad_y = torch.frac(y).any().to(torch.float64)  # with the range check: 0 or 1
+        ylo, yhi = torch.aminmax(y)
     else:
         bad_y = torch.zeros((), dtype=torch.float64, device=y.device)
         ylo, yhi = torch.aminmax(y.to(torch.int64) if y.dtype == torch.bool else y)

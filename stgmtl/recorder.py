@@ -19,10 +19,7 @@ from stgmtl.datamaps import DataMaps
 __all__ = ["DataMapRecorder", "distributed_valid_mask"]
 
 _STATE_VERSION = 1
-# Rows of a batch are processed in chunks of about this many (row, task) values so that the
-# per-step temporaries stay in cache and avoid page faults (measured: see benchmarks/).
-_CHUNK_VALUES = 1 << 17
-_RAW_KEYS = ("sums", "correct", "seen", "missing")
+_RAW_KEYS = ("s1", "s2", "correct", "seen", "missing")
 
 
 def distributed_valid_mask(sampler: Any) -> torch.Tensor:
@@ -163,7 +160,7 @@ class DataMapRecorder:
     @property
     def device(self) -> torch.device | None:
         """Device of the state, or ``None`` before the first update."""
-        return None if self._state is None else self._state["sums"].device  # type: ignore[union-attr]
+        return None if self._state is None else self._state["s1"].device  # type: ignore[union-attr]
 
     @property
     def _rows(self) -> int:
@@ -172,7 +169,8 @@ class DataMapRecorder:
     def _allocate(self, device: torch.device) -> None:
         n, t = self._rows, self.num_tasks
         self._state = {
-            "sums": torch.zeros(n, t, 2, dtype=torch.float64, device=device),
+            "s1": torch.zeros(n, t, dtype=torch.float64, device=device),
+            "s2": torch.zeros(n, t, dtype=torch.float64, device=device),
             "correct": torch.zeros(n, t, dtype=torch.int32, device=device),
             "seen": torch.zeros(n, dtype=torch.int64, device=device),
             "missing": None,
@@ -240,24 +238,14 @@ class DataMapRecorder:
             mask = None if mask is None else mask[sel]
         if rows.numel() == 0:
             return
-        state = self._state
-        assert state is not None and self._targets is not None
-        state["seen"].index_put_((rows,), torch.ones_like(rows), accumulate=True)
-        if mask is not None and state["missing"] is None:
-            state["missing"] = torch.zeros_like(state["correct"])
-        step = max(
-            1,
-            _CHUNK_VALUES
-            // (self.num_tasks * logits.shape[2] if logits.ndim == 3 else self.num_tasks),
-        )
-        for start in range(0, rows.shape[0], step):
-            end = min(start + step, rows.shape[0])
-            m = None if mask is None else mask[start:end]
-            self._update_chunk(logits[start:end], targets[start:end], rows[start:end], m)
+        if mask is not None and self._state["missing"] is None:  # type: ignore[index]
+            self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[index]
+        self._accumulate(logits, targets, rows, mask)
 
     def _buffer(
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
+        """Reused per-step scratch (fresh large allocations cost page faults every step)."""
         buf = self._scratch.get(name)
         need = int(np.prod(shape))
         if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != device:
@@ -265,50 +253,65 @@ class DataMapRecorder:
             self._scratch[name] = buf
         return buf[:need].view(shape)
 
-    def _update_chunk(
+    def _accumulate(
         self, z: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, m: torch.Tensor | None
     ) -> None:
+        """Add a validated batch: a few elementwise passes, then one scatter per state tensor.
+
+        The whole batch is processed at once: chunking it (to stay in cache) was slower when
+        the CPU is shared, as every small parallel region waits for a descheduled thread.
+        """
         state, dev = self._state, z.device
         assert state is not None and self._targets is not None
         r, t = rows.shape[0], self.num_tasks
-        w = self._buffer("w", (r, t, 2), torch.float64, dev)
-        ok = self._buffer("ok", (r, t), torch.bool, dev)
-        tgt = self._buffer("tgt", (r, t), self._targets.dtype, dev)
-        if z.ndim == 2:  # binary: p = sigmoid(z) if y else sigmoid(-z)
-            yb = y if y.dtype == torch.bool else self._buffer("yb", (r, t), torch.bool, dev)
-            if y.dtype != torch.bool:
+        p = self._buffer("p", (r, t), torch.float64, dev)
+        cnt = self._buffer("cnt", (r, t), torch.int32, dev)
+        if z.ndim == 2:  # binary: p = sigmoid(z) if y = 1 else sigmoid(-z)
+            if y.dtype == torch.bool:
+                yb = y
+            else:
+                yb = self._buffer("yb", (r, t), torch.bool, dev)
                 torch.gt(y, 0.5, out=yb)
             f = self._buffer("f", (r, t), z.dtype, dev)
             torch.neg(z, out=f)
-            torch.where(yb, z, f, out=f)
-            torch.sigmoid(f, out=f)
+            if y.dtype == z.dtype:  # -z + y * 2z: lerp is a cheaper pass than where
+                torch.lerp(f, z, y, out=f)
+            else:
+                torch.where(yb, z, f, out=f)
+            f.sigmoid_()
+            p.copy_(f)
+            ok = self._buffer("ok", (r, t), torch.bool, dev)
             torch.gt(z, 0, out=ok)
-            torch.eq(ok, yb, out=ok)
-            w[..., 0].copy_(f)
-            tgt.copy_(yb)
-        else:  # multi-class: p = softmax(z)[y]
+            torch.eq(ok, yb, out=cnt)  # right iff (z > 0) == y
+            tgt = yb.view(torch.int8) if self._targets.dtype == torch.int8 else yb.to(torch.int8)
+        else:  # multi-class: p = softmax(z)[y], right iff argmax(z) == y
             yl = y.long() if m is None else torch.where(m, y.long(), 0)
             zy = z.gather(2, yl.unsqueeze(2)).squeeze(2)
-            w[..., 0].copy_(torch.exp(zy - torch.logsumexp(z, dim=2)))
-            torch.eq(z.argmax(dim=2), yl, out=ok)
-            tgt.copy_(yl)
+            torch.exp(zy - torch.logsumexp(z, dim=2), out=p)
+            torch.eq(z.argmax(dim=2), yl, out=cnt)
+            tgt = yl.to(self._targets.dtype)
         if m is not None:
-            w[..., 0].mul_(m)
-            ok.logical_and_(m)
-            tgt.masked_fill_(~m, -1)
+            p.mul_(m)
+            cnt.mul_(m)
+            tgt = tgt.masked_fill(~m, -1)
             miss = state["missing"]
             assert miss is not None
             miss.index_put_((rows,), (~m).to(miss.dtype), accumulate=True)
-        torch.mul(w[..., 0], w[..., 0], out=w[..., 1])
-        cnt = self._buffer("cnt", (r, t), torch.int32, dev)
-        cnt.copy_(ok)
+        p2 = self._buffer("p2", (r, t), torch.float64, dev)
+        torch.mul(p, p, out=p2)  # exact: a product of two float32 values fits a float64
+        state["seen"].index_put_((rows,), torch.ones_like(rows), accumulate=True)  # type: ignore[union-attr]
         if dev.type == "cuda":  # atomics are fastest on GPU; index_put_ is robust on CPU
-            state["sums"].index_add_(0, rows, w)
-            state["correct"].index_add_(0, rows, cnt)
+            state["s1"].index_add_(0, rows, p)  # type: ignore[union-attr]
+            state["s2"].index_add_(0, rows, p2)  # type: ignore[union-attr]
+            state["correct"].index_add_(0, rows, cnt)  # type: ignore[union-attr]
         else:
-            state["sums"].index_put_((rows,), w, accumulate=True)
-            state["correct"].index_put_((rows,), cnt, accumulate=True)
-        self._targets.scatter_reduce_(0, rows.view(-1, 1).expand(r, t), tgt, "amax")
+            state["s1"].index_put_((rows,), p, accumulate=True)  # type: ignore[union-attr]
+            state["s2"].index_put_((rows,), p2, accumulate=True)  # type: ignore[union-attr]
+            state["correct"].index_put_((rows,), cnt, accumulate=True)  # type: ignore[union-attr]
+        if m is None:  # every target observed: plain (cheaper) scatter
+            self._targets.index_put_((rows,), tgt)
+        else:  # keep earlier targets where this batch's are missing (-1)
+            self._targets.scatter_reduce_(0, rows.view(-1, 1).expand(r, t), tgt, "amax")
 
     def _check(self, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any) -> tuple:
         from stgmtl._recorder_checks import check_update
@@ -459,7 +462,7 @@ class DataMapRecorder:
         state = state_dict["state"]
         if state is not None:
             n, t = self._rows, self.num_tasks
-            if tuple(state["sums"].shape) != (n, t, 2) or tuple(state_dict["targets"].shape) != (
+            if tuple(state["s1"].shape) != (n, t) or tuple(state_dict["targets"].shape) != (
                 n,
                 t,
             ):
@@ -469,7 +472,7 @@ class DataMapRecorder:
         self._synced = bool(state_dict["synced"])
         self.num_classes = state_dict["num_classes"]
         if state is not None:
-            device = state["sums"].device
+            device = state["s1"].device
             self._state = _clone(state)
             self._targets = state_dict["targets"].clone()
             self._snapshots = {int(e): _clone(s) for e, s in state_dict["snapshots"].items()}
@@ -522,13 +525,12 @@ def _add_(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tensor | None]) 
 
 def _statistics(raw: dict[str, torch.Tensor | None], ddof: int, dtype: Any) -> tuple:
     """(T, N) numpy confidence, variability, correctness, count from raw sums."""
-    sums, seen, miss = raw["sums"], raw["seen"], raw.get("missing")
-    assert sums is not None and seen is not None and raw["correct"] is not None
+    s1, s2, seen, miss = raw["s1"], raw["s2"], raw["seen"], raw.get("missing")
+    assert s1 is not None and s2 is not None and seen is not None and raw["correct"] is not None
     n = seen.unsqueeze(1).expand_as(raw["correct"])
     if miss is not None:
         n = n - miss
     nf = n.to(torch.float64)
-    s1, s2 = sums[..., 0], sums[..., 1]
     conf = s1 / nf  # NaN where never observed
     m2 = (s2 - s1 * conf).clamp_(min=0.0)
     denom = (nf - ddof).clamp_(min=1.0)  # ddof=1 and one observation -> variability 0
@@ -549,7 +551,7 @@ def _all_reduce(
     raws: list[dict[str, torch.Tensor | None]], targets: torch.Tensor, rec: DataMapRecorder
 ) -> None:
     """Sum raw states (and max targets) over all ranks, after checking they are compatible."""
-    dev = raws[0]["sums"].device  # type: ignore[union-attr]
+    dev = raws[0]["s1"].device  # type: ignore[union-attr]
     header = torch.tensor(
         [rec.epoch, len(raws), rec.num_tasks, rec._rows, sum(rec._snapshots),
          -1 if rec.num_classes is None else rec.num_classes],

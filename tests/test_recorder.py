@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import stgmtl.recorder as recorder_mod
 from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
 
 _ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
@@ -143,14 +142,25 @@ def test_duplicates_within_a_batch_each_count_and_single_observation():
     assert np.isnan(dm.confidence[0, 2]) and dm.targets.tolist() == [[1, 0, -1]]
 
 
-def test_chunked_update_equals_one_chunk(monkeypatch):
+def test_target_dtypes_give_identical_maps():
     rng = np.random.default_rng(5)
-    epochs = _stream(rng, epochs=2, batches=2, b=10, t=6, n=9, c=3, masked=True)
-    whole = _record(DataMapRecorder(6, 9, task_type="multiclass"), epochs).compute()
-    monkeypatch.setattr(recorder_mod, "_CHUNK_VALUES", 12)  # 2 rows per chunk
-    part = _record(DataMapRecorder(6, 9, task_type="multiclass"), epochs).compute()
-    for name in ("confidence", "variability", "correctness", "count", "targets"):
-        np.testing.assert_array_equal(getattr(whole, name), getattr(part, name))
+    epochs = _stream(rng, epochs=2, batches=2, b=10, t=6, n=9, c=None, masked=True)
+    maps = []
+    for cast in (
+        lambda y: y,
+        lambda y: y.double(),
+        lambda y: y.bool(),
+        lambda y: y.to(torch.uint8),
+    ):
+        rec = DataMapRecorder(6, 9)
+        for ep in epochs:
+            for z, y, i, m in ep:
+                rec.update(z, cast(y), i, mask=m)
+            rec.end_epoch()
+        maps.append(rec.compute())
+    for other in maps[1:]:
+        for name in _ALL:
+            np.testing.assert_array_equal(getattr(other, name), getattr(maps[0], name))
 
 
 def test_probe_indices_and_valid_rows():
