@@ -28,7 +28,11 @@ def _is_int(t: torch.Tensor) -> bool:
 def check_update(
     rec: DataMapRecorder, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Validate one update's arguments and return them detached, on the state's device."""
+    """Check shapes, dtypes and index range; return the arguments detached, on one device.
+
+    Values (finite logits, targets in range) are checked by :func:`check_values` on the rows
+    the recorder keeps, so samples outside ``probe_indices`` cost no value pass.
+    """
     logits = _tensor("logits", logits).detach()
     targets = _tensor("targets", targets).detach()
     indices = _tensor("indices", indices).detach()
@@ -81,21 +85,20 @@ def check_update(
     mask = None if mask is None else mask.to(device)
     valid = None if valid is None else valid.to(device)
     if rec.validate and b > 0:
-        _check_values(rec, logits, targets, indices, mask)
-    if multiclass and rec.num_classes is None:
-        rec.num_classes = int(logits.shape[2])
+        ilo_, ihi_ = torch.stack(torch.aminmax(indices)).tolist()  # (B,): one small transfer
+        if ilo_ < 0 or ihi_ >= rec.num_samples:
+            raise ValueError(
+                f"indices: expected sample ids in [0, {rec.num_samples}), got values in "
+                f"[{ilo_}, {ihi_}]"
+            )
     return logits.contiguous(), targets.contiguous(), indices, mask, valid
 
 
-def _check_values(
-    rec: DataMapRecorder,
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    indices: torch.Tensor,
-    mask: torch.Tensor | None,
+def check_values(
+    rec: DataMapRecorder, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None
 ) -> None:
+    """Finite logits and targets in range (rows the recorder keeps), one host transfer."""
     zlo, zhi = torch.aminmax(logits)
-    ilo, ihi = torch.aminmax(indices)
     y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
     if rec.task_type == "binary" and targets.dtype.is_floating_point:
         bad_y = torch.frac(y).any().to(torch.float64)  # with the range check: 0 or 1
@@ -103,17 +106,10 @@ def _check_values(
     else:
         bad_y = torch.zeros((), dtype=torch.float64, device=y.device)
         ylo, yhi = torch.aminmax(y.to(torch.int64) if y.dtype == torch.bool else y)
-    vals = torch.stack(
-        [v.to(torch.float64) for v in (zlo, zhi, ilo, ihi, ylo, yhi, bad_y)]
-    ).tolist()  # the one host transfer
-    zlo_, zhi_, ilo_, ihi_, ylo_, yhi_, bad = vals
+    vals = torch.stack([v.to(torch.float64) for v in (zlo, zhi, ylo, yhi, bad_y)]).tolist()
+    zlo_, zhi_, ylo_, yhi_, bad = vals
     if not (abs(zlo_) < float("inf") and abs(zhi_) < float("inf")):
         raise ValueError(f"logits: expected finite values, got NaN or inf (min {zlo_}, max {zhi_})")
-    if ilo_ < 0 or ihi_ >= rec.num_samples:
-        raise ValueError(
-            f"indices: expected sample ids in [0, {rec.num_samples}), got values in "
-            f"[{int(ilo_)}, {int(ihi_)}]"
-        )
     top = (int(logits.shape[2]) - 1) if rec.task_type == "multiclass" else 1
     if bad or ylo_ < 0 or yhi_ > top:
         what = f"class ids in [0, {top}]" if top > 1 else "labels 0 or 1"

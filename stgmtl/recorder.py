@@ -98,6 +98,11 @@ class DataMapRecorder:
         host sync per update on a GPU; turn it off there once the pipeline is known good.
     recording : str
         Recording mode stored in the data maps (``"train"``, ``"eval"`` or ``"manual"``).
+    cpu_threads : int or None
+        Torch threads used while recording a CPU batch (restored afterwards); ``None`` keeps
+        torch's setting. Default 1: the recording passes are short and memory-bound, and on a
+        shared CPU every multi-threaded pass can wait for a descheduled thread (measured in
+        benchmarks/recording_overhead.py).
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class DataMapRecorder:
         probe_indices: Any = None,
         validate: bool = True,
         recording: str = "manual",
+        cpu_threads: int | None = 1,
     ) -> None:
         for name, value in (("num_tasks", num_tasks), ("num_samples", num_samples)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -135,6 +141,9 @@ class DataMapRecorder:
         self.task_names, self.task_type, self.ddof = names, task_type, int(ddof)
         self.snapshot_epochs, self.snapshot_kind = epochs, snapshot_kind
         self.validate, self.recording = bool(validate), recording
+        if cpu_threads is not None and (not isinstance(cpu_threads, int) or cpu_threads < 1):
+            raise ValueError(f"cpu_threads: expected None or a positive int, got {cpu_threads!r}")
+        self.cpu_threads = cpu_threads
         self.probe_indices: np.ndarray | None = None
         if probe_indices is not None:
             probe = np.unique(np.asarray(probe_indices, dtype=np.int64))
@@ -177,12 +186,17 @@ class DataMapRecorder:
         }
         tdtype = torch.int8 if self.task_type == "binary" else torch.int16
         self._targets = torch.full((n, t), -1, dtype=tdtype, device=device)
-        if self.probe_indices is not None:
-            lut = torch.full((self.num_samples,), -1, dtype=torch.int64)
-            lut[torch.from_numpy(self.probe_indices)] = torch.arange(n)
-            self._lut = lut.to(device)
+        if self.probe_indices is not None and self._lut is None:
+            self._lut = self._make_lut(device)
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
             self._carry = _clone(self._state)
+
+    def _make_lut(self, device: torch.device) -> torch.Tensor:
+        """Sample id -> state row (-1 for samples outside ``probe_indices``)."""
+        assert self.probe_indices is not None
+        lut = torch.full((self.num_samples,), -1, dtype=torch.int64)
+        lut[torch.from_numpy(self.probe_indices)] = torch.arange(len(self.probe_indices))
+        return lut.to(device)
 
     def _check_open(self) -> None:
         if self._synced:
@@ -224,23 +238,42 @@ class DataMapRecorder:
             On bad input, naming the argument; the state is then left unchanged.
         """
         self._check_open()
-        logits, targets, indices, mask, valid = self._check(logits, targets, indices, mask, valid)
-        if self._state is None:
-            self._allocate(logits.device)
-        rows = indices
-        keep = valid
-        if self._lut is not None:
-            rows = self._lut[indices]
-            keep = rows >= 0 if keep is None else keep & (rows >= 0)
-        if keep is not None:
-            sel = keep.nonzero().squeeze(1)
-            logits, targets, rows = logits[sel], targets[sel], rows[sel]
-            mask = None if mask is None else mask[sel]
-        if rows.numel() == 0:
-            return
-        if mask is not None and self._state["missing"] is None:  # type: ignore[index]
-            self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[index]
-        self._accumulate(logits, targets, rows, mask)
+        from stgmtl._recorder_checks import check_update, check_values
+
+        logits, targets, indices, mask, valid = check_update(
+            self, logits, targets, indices, mask, valid
+        )
+        threads = self.cpu_threads if logits.device.type == "cpu" else None
+        before = torch.get_num_threads()
+        if threads is not None and threads != before:
+            torch.set_num_threads(threads)
+        try:
+            if self.probe_indices is not None and self._lut is None:
+                self._lut = self._make_lut(logits.device)
+            rows = indices
+            keep = valid
+            if self._lut is not None:
+                rows = self._lut[indices]
+                keep = rows >= 0 if keep is None else keep & (rows >= 0)
+            if keep is not None:  # drop ignored rows before any per-value work
+                sel = keep.nonzero().squeeze(1)
+                logits, targets, rows = logits[sel], targets[sel], rows[sel]
+                mask = None if mask is None else mask[sel]
+            if self.validate and rows.numel() > 0:
+                check_values(self, logits, targets, mask)
+            if logits.ndim == 3 and self.num_classes is None:
+                self.num_classes = int(logits.shape[2])
+            if rows.numel() == 0:
+                return
+            if self._state is None:
+                self._allocate(logits.device)
+            assert self._state is not None
+            if mask is not None and self._state["missing"] is None:
+                self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[arg-type]
+            self._accumulate(logits, targets, rows, mask)
+        finally:
+            if threads is not None and threads != before:
+                torch.set_num_threads(before)
 
     def _buffer(
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
@@ -312,11 +345,6 @@ class DataMapRecorder:
             self._targets.index_put_((rows,), tgt)
         else:  # keep earlier targets where this batch's are missing (-1)
             self._targets.scatter_reduce_(0, rows.view(-1, 1).expand(r, t), tgt, "amax")
-
-    def _check(self, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any) -> tuple:
-        from stgmtl._recorder_checks import check_update
-
-        return check_update(self, logits, targets, indices, mask, valid)
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
@@ -479,9 +507,7 @@ class DataMapRecorder:
             carry = state_dict["carry"]
             self._carry = None if carry is None else _clone(carry)
             if self.probe_indices is not None:
-                lut = torch.full((self.num_samples,), -1, dtype=torch.int64)
-                lut[torch.from_numpy(self.probe_indices)] = torch.arange(self._rows)
-                self._lut = lut.to(device)
+                self._lut = self._make_lut(device)
 
     def _config(self) -> dict[str, Any]:
         return {
