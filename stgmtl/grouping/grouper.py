@@ -189,6 +189,17 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def unpack_data(
+    data: Any, task_names: Any, feature_kwargs: dict[str, Any] | None
+) -> tuple[Any, Any]:
+    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``."""
+    if hasattr(data, "features") and hasattr(data, "task_names"):
+        if task_names is None:
+            task_names = list(data.task_names)
+        return data.features(**(feature_kwargs or {})), task_names
+    return data, task_names
+
+
 def _task_names(names: Any, n: int) -> list[str]:
     if names is None:
         width = len(str(n - 1))
@@ -323,10 +334,7 @@ class TaskGrouper(BaseEstimator):
             One unique name per task; default: ``X.task_names`` or ``task_0``, ``task_1``, ...
         """
         k = self._validate()
-        if hasattr(X, "features") and hasattr(X, "task_names"):
-            if task_names is None:
-                task_names = list(X.task_names)
-            X = X.features(**(self.feature_kwargs or {}))
+        X, task_names = unpack_data(X, task_names, self.feature_kwargs)
         if hasattr(X, "shape") and len(X.shape) == 2:
             self._check_sizes(k, int(X.shape[0]))
         red = reduce_features(
