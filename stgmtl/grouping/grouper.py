@@ -402,7 +402,8 @@ class TaskGrouper(BaseEstimator):
     @staticmethod
     def _check_sizes(k: int, n: int) -> None:
         if n < 2:
-            raise ValueError(f"need at least 2 tasks (rows) to group; got {n}")
+            what = "data is empty (0 tasks); " if n == 0 else ""
+            raise ValueError(f"{what}need at least 2 tasks (rows) to group; got {n}")
         if k > n:
             raise ValueError(f"n_groups={k} exceeds the number of tasks T={n}; use 1 <= k <= T")
 
