@@ -46,32 +46,62 @@ def test_pca_via_covariance_matches_sklearn():
 
 def test_projection_roughly_preserves_distances_and_is_seeded():
     x = _data(300, 3000)
-    r = reduce_features(x, n_components=128, projection_dim=256)
+    r = reduce_features(x, method="projection", n_components=128, projection_dim=256)
     assert r.method == "projection" and r.embedding.shape == (300, 128)
     iu = np.triu_indices(300, 1)
     ratio = _pdist(r.embedding)[iu] / _pdist(x)[iu]
     assert 0.85 < np.median(ratio) < 1.05 and np.quantile(ratio, 0.01) > 0.6
-    again = reduce_features(x, n_components=128, projection_dim=256)
+    again = reduce_features(x, method="projection", n_components=128, projection_dim=256)
     np.testing.assert_array_equal(again.embedding, r.embedding)
-    other = reduce_features(x, n_components=128, projection_dim=256, random_state=1)
+    other = reduce_features(x, method="projection", random_state=1)
     assert not np.array_equal(other.embedding, r.embedding)
 
 
-def test_projection_does_not_depend_on_block_size():
+@pytest.mark.parametrize("method", ["projection", "rpca"])
+def test_sketches_do_not_depend_on_block_size(method):
     x = _data(300, 3000)
-    a = reduce_features(x, method="projection", block_size=3000).embedding
-    b = reduce_features(x, method="projection", block_size=777).embedding
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    a = reduce_features(x, method=method, block_size=3000).embedding
+    b = reduce_features(x, method=method, block_size=777).embedding
+    # leading components; trailing noise components are near-degenerate and may rotate slightly
+    np.testing.assert_allclose(a[:, :20], b[:, :20], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("n_power_iter", [0, 1])
+def test_randomized_pca_matches_exact_leading_components(n_power_iter):
+    x = _data(300, 2000, dtype=np.float64)
+    r = reduce_features(x, n_components=8, n_power_iter=n_power_iter, block_size=700)
+    assert r.method == "rpca" and r.embedding.shape == (300, 8)
+    xc = x - x.mean(axis=0)
+    vals, vecs = np.linalg.eigh(xc @ xc.T)
+    ref = vecs[:, ::-1][:, :8] * np.sqrt(vals[::-1][:8])  # exact PCA scores
+    # the 3 planted directions carry almost all of their variance; noise directions most of it
+    ratio = np.linalg.norm(r.embedding, axis=0) / np.linalg.norm(ref, axis=0)
+    assert (ratio[:3] > 0.995).all() and (ratio[3:] > 0.9).all() and (ratio < 1 + 1e-5).all()
+    if n_power_iter:  # one power iteration pins the planted directions down pointwise
+        err = np.abs(np.abs(r.embedding[:, :3]) - np.abs(ref[:, :3])).max()
+        assert err < 2e-3 * np.abs(ref[:, :3]).max()
+
+
+def test_rpca_needs_a_reiterable_source():
+    x = _data(300, 2000)
+    blocks = [x[:, :1000], x[:, 1000:]]
+    assert reduce_features(lambda: iter(blocks)).method == "rpca"
+    assert reduce_features(iter(blocks)).method == "projection"
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        reduce_features(iter(blocks), method="rpca")
 
 
 def test_column_block_iterator_and_callable_match_array_input():
     x = _data(300, 2500)
-    ref = reduce_features(x, block_size=1024).embedding
     blocks = [x[:, c : c + 1024] for c in range(0, 2500, 1024)]
-    from_iter = reduce_features(iter(blocks)).embedding
-    from_callable = reduce_features(lambda: iter(blocks)).embedding
-    np.testing.assert_allclose(from_iter, ref, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(from_callable, from_iter)
+    for method in ("projection", "rpca"):
+        ref = reduce_features(x, method=method, block_size=1024).embedding
+        from_callable = reduce_features(lambda: iter(blocks), method=method).embedding
+        np.testing.assert_allclose(from_callable, ref, rtol=1e-5, atol=1e-4)
+    from_iter = reduce_features(iter(blocks), method="projection").embedding
+    np.testing.assert_array_equal(
+        from_iter, reduce_features(lambda: iter(blocks), method="projection").embedding
+    )
     few = _data(50, 2500)
     streamed = reduce_features(iter([few[:, :1000], few[:, 1000:]]))
     assert streamed.method == "pca"  # few tasks: exact PCA even when streamed
@@ -106,6 +136,7 @@ def test_torch_and_integer_input():
         (np.ones((5, 300)), "identical features"),
         (np.ones((5, 3)), "identical features"),
         (np.ones((400, 300)), "identical features"),
+        (np.ones((400, 3000), dtype=np.float32), "identical features"),
         (iter([]), "empty iterator"),
         (iter([np.ones((3, 2)), np.ones((4, 2))]), "block 1 has 4 rows"),
     ],

@@ -36,7 +36,14 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from stgmtl.grouping.grouper import TaskGrouper, unpack_data
 from stgmtl.grouping.reduce import reduce_features
 
-_REDUCE_KEYS = ("reduce", "n_components", "projection_dim", "block_size", "progress")
+_REDUCE_KEYS = (
+    "reduce",
+    "n_components",
+    "projection_dim",
+    "n_power_iter",
+    "block_size",
+    "progress",
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ def choose_k(
     x, _ = unpack_data(data, task_names, grouper_kwargs.pop("feature_kwargs", None))
     red_kw = {key: grouper_kwargs.pop(key) for key in _REDUCE_KEYS if key in grouper_kwargs}
     red_kw.setdefault("progress", False)
+    if "reduce" in red_kw:
+        red_kw["method"] = red_kw.pop("reduce")
     emb = reduce_features(x, random_state=random_state, **red_kw).embedding
     n = emb.shape[0]
     bad = [k for k in ks if k < 1 or k > n]

@@ -1,7 +1,7 @@
 """Soft task groups: :class:`TaskGrouper` (scikit-learn style), :func:`group`, :class:`TaskGroups`.
 
-Pipeline: features ``(T, D)`` -> :func:`~stgmtl.grouping.reduce.reduce_features` (exact PCA or a
-seeded random projection + PCA, streamed over column blocks) -> seeded k-means (greedy k-means++
+Pipeline: features ``(T, D)`` -> :func:`~stgmtl.grouping.reduce.reduce_features` (exact or
+randomized PCA, streamed over column blocks) -> seeded k-means (greedy k-means++
 seeding, faiss Lloyd iterations, best of ``n_init``) -> memberships. Centroids, distances and
 memberships live in the reduced space (identical to the full space when the reduction is
 ``"none"`` or lossless PCA, which ``"auto"`` picks for up to ``n_components + 1`` tasks).
@@ -236,9 +236,9 @@ class TaskGrouper(BaseEstimator):
     init : str
         Seeding: ``"greedy-k-means++"`` (default), ``"k-means++"``, ``"faiss-random"``,
         ``"faiss-k-means++"``.
-    reduce : {"auto", "none", "pca", "projection"}
+    reduce : {"auto", "none", "pca", "rpca", "projection"}
         Dimension reduction; see :mod:`stgmtl.grouping.reduce`.
-    n_components, projection_dim, block_size
+    n_components, projection_dim, n_power_iter, block_size
         Passed to :func:`~stgmtl.grouping.reduce.reduce_features`.
     fcm_max_iter, tol : int, float
         Iteration limit and relative centroid-move tolerance of ``method="fcm"``.
@@ -283,6 +283,7 @@ class TaskGrouper(BaseEstimator):
         reduce: ReduceMethod = "auto",
         n_components: int = 128,
         projection_dim: int = 256,
+        n_power_iter: int = 0,
         block_size: int | None = None,
         fcm_max_iter: int = 300,
         tol: float = 1e-6,
@@ -300,6 +301,7 @@ class TaskGrouper(BaseEstimator):
         self.reduce = reduce
         self.n_components = n_components
         self.projection_dim = projection_dim
+        self.n_power_iter = n_power_iter
         self.block_size = block_size
         self.fcm_max_iter = fcm_max_iter
         self.tol = tol
@@ -342,6 +344,7 @@ class TaskGrouper(BaseEstimator):
             method=self.reduce,
             n_components=self.n_components,
             projection_dim=self.projection_dim,
+            n_power_iter=self.n_power_iter,
             block_size=self.block_size,
             random_state=int(self.random_state),
             progress=self.progress,

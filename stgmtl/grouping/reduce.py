@@ -1,9 +1,11 @@
 """Reduce a per-task feature matrix ``(T, D)`` to a small embedding ``(T, d)`` before clustering.
 
 Data-map features are wide: ``D = samples x snapshots x 2`` reaches millions. Clustering and the
-membership step run on a reduced embedding instead, computed in one streaming pass over column
-blocks, so the ``(T, D)`` matrix is never held twice (a float32 array is read block by block without
-a copy; an iterator of column blocks is never held at all).
+membership step run on a reduced embedding instead, computed in streaming passes over column
+blocks, so the ``(T, D)`` matrix is never held twice: a float32 array (or ``np.memmap``) is read
+block by block through views, without a copy, and column blocks supplied by a callable or an
+iterator are never held at all. Columns are centred block by block (a column's mean only needs that
+column), by rank-one corrections rather than a centred copy.
 
 Methods (``method=``)
 ---------------------
@@ -11,24 +13,35 @@ Methods (``method=``)
     Cluster the raw features (cast to float32). Chosen by ``"auto"`` when ``D <= n_components``.
 ``"pca"``
     Exact principal components. With ``T <= D`` the centred Gram matrix ``X_c X_c^T`` (``T x T``,
-    float64) is accumulated over column blocks and eigendecomposed; with ``T > D`` the covariance is
-    used. When ``n_components >= T - 1`` this is *lossless*: the ``T`` tasks span at most ``T - 1``
-    affine dimensions, so every distance between tasks and every centroid is preserved exactly.
-    Chosen by ``"auto"`` when ``T <= projection_dim`` or ``D <= projection_dim``.
+    float64) is accumulated over column blocks in one pass and eigendecomposed; with ``T > D`` the
+    covariance is used. When ``n_components >= T - 1`` this is *lossless*: ``T`` tasks span at most
+    ``T - 1`` affine dimensions, so every task-task and task-centroid distance is preserved.
+    Chosen by ``"auto"`` when ``T <= projection_dim`` or ``D <= projection_dim``. Costs ``T^2 D``.
+``"rpca"``
+    Randomized PCA (Halko, Martinsson & Tropp 2011): pass 1 sketches ``Y = X_c Omega`` with a
+    seeded Gaussian ``Omega`` (``D x projection_dim``); each further pass applies ``X_c X_c^T`` to
+    an orthonormal basis ``Q`` of ``Y`` (``n_power_iter`` extra passes sharpen it); the
+    Rayleigh-Ritz step ``eig(Q^T X_c X_c^T Q)`` gives the leading principal-component scores.
+    Two passes by default, ``3 T D projection_dim`` multiply-adds in float32 BLAS. Chosen by
+    ``"auto"`` for many tasks *and* many features when the data can be read more than once
+    (an array, or a callable returning a fresh iterator of blocks).
 ``"projection"``
-    A seeded Gaussian random projection to ``projection_dim`` columns (Johnson-Lindenstrauss;
-    squared distances are preserved in expectation), accumulated over column blocks in float32,
-    followed by exact PCA of the projected matrix to ``n_components``. Chosen by ``"auto"``
-    otherwise (many tasks *and* many features). The projection matrix is generated in fixed
-    chunks of 1,024 rows seeded by ``(random_state, chunk index)``, so the result does not depend
-    on the block size.
+    One pass: the Gaussian sketch ``Y / sqrt(projection_dim)`` (Johnson-Lindenstrauss: squared
+    distances are preserved in expectation), then exact PCA of ``Y``. Chosen by ``"auto"`` for a
+    one-shot iterator of many tasks. Cheaper but noisier than ``"rpca"``: the noise of all ``D``
+    features is folded into the sketch instead of being projected out, so weak group structure
+    that PCA recovers can be lost; pass a callable instead of an iterator to get ``"rpca"``.
 
-Distances, centroids and memberships are computed in the reduced space: they equal those of the
-full space for ``"none"`` and for lossless ``"pca"``, and approximate them otherwise.
+The Gaussian matrix is generated in fixed chunks of 1,024 rows seeded by
+``(random_state, chunk index)``, so it does not depend on the block size (results agree to
+rounding). Distances, centroids and memberships are computed in the reduced space: they equal
+those of the full space for ``"none"`` and lossless ``"pca"``, and approximate them otherwise
+(for PCA, distances within the kept principal subspace).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,8 +50,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-ReduceMethod = Literal["auto", "none", "pca", "projection"]
-_METHODS = ("auto", "none", "pca", "projection")
+ReduceMethod = Literal["auto", "none", "pca", "rpca", "projection"]
+_METHODS = ("auto", "none", "pca", "rpca", "projection")
 _R_CHUNK = 1024  # rows of the projection matrix generated per seed
 _BLOCK_BYTES = 64 << 20  # target size of one float32 column block
 
@@ -50,14 +63,14 @@ class ReducedFeatures:
     Attributes
     ----------
     embedding : np.ndarray
-        ``(T, d)`` float32, C-contiguous; centred for ``"pca"`` and ``"projection"``.
+        ``(T, d)`` float32, C-contiguous; centred unless the method is ``"none"``.
     method : str
-        ``"none"``, ``"pca"`` or ``"projection"`` (the method used, after resolving ``"auto"``).
+        ``"none"``, ``"pca"``, ``"rpca"`` or ``"projection"`` (after resolving ``"auto"``).
     n_features_in : int
         ``D``, the number of input features.
     explained_variance_ratio : float
-        Share of the variance kept by the PCA step (1.0 for ``"none"``); for ``"projection"`` it
-        is measured in the projected space.
+        Share of the variance kept by the PCA step (1.0 for ``"none"``); for ``"rpca"`` and
+        ``"projection"`` it is measured within the sketched subspace.
     """
 
     embedding: np.ndarray
@@ -138,11 +151,6 @@ def _iter_blocks(
         raise ValueError("data is an empty iterator of column blocks; need at least one block")
 
 
-def _centred32(block: np.ndarray) -> np.ndarray:
-    mean = block.mean(axis=0, dtype=np.float64)
-    return np.subtract(block, mean, dtype=np.float32)
-
-
 def _projection_rows(seed: int, c0: int, c1: int, r: int) -> np.ndarray:
     """Rows ``c0:c1`` of the (unscaled) standard-normal projection matrix, float32."""
     first, last = c0 // _R_CHUNK, (c1 - 1) // _R_CHUNK
@@ -158,7 +166,7 @@ def _projection_rows(seed: int, c0: int, c1: int, r: int) -> np.ndarray:
 def _top_components(sym: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Leading eigenpairs of a PSD matrix with a deterministic sign; drops null directions."""
     with threadpool_limits(limits=1, user_api="blas"):  # small: threads only add overhead
-        vals, vecs = np.linalg.eigh(sym)
+        vals, vecs = np.linalg.eigh((sym + sym.T) / 2)
     vals, vecs = vals[::-1], vecs[:, ::-1]
     total = float(np.clip(vals, 0, None).sum())
     if total <= 0 or vals[0] <= 0:
@@ -175,12 +183,68 @@ def _top_components(sym: np.ndarray, n_components: int) -> tuple[np.ndarray, np.
     return vals, vecs * signs, float(vals.sum() / total)
 
 
+class _Passes:
+    """Streaming passes over column blocks; a one-shot iterator allows a single pass."""
+
+    def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
+        self.data, self.block_size, self.progress = data, block_size, progress
+        self.one_shot = not isinstance(data, np.ndarray) and not callable(data)
+        self.n_done, self.n_cols, self.varies = 0, 0, False
+
+    def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(first column, block, float64 column means)``."""
+        if self.one_shot and self.n_done:
+            raise RuntimeError("a one-shot iterator of blocks can be read once; pass a callable")
+        first = self.n_done == 0
+        self.n_done += 1
+        it = _iter_blocks(self.data, self.block_size)
+        for c0, block in tqdm(it, desc=desc, unit="block", disable=not self.progress, leave=False):
+            if first:
+                _check_finite(block, c0)
+                self.n_cols = c0 + block.shape[1]
+                self.varies = self.varies or bool((block != block[:1]).any())
+            yield c0, block, block.mean(axis=0, dtype=np.float64)
+
+
+def _gram(passes: _Passes) -> np.ndarray:
+    gram = None
+    for _, block, mean in passes.blocks("reduce (gram)"):
+        b64 = block - mean  # float64, centred
+        gram = b64 @ b64.T if gram is None else gram + b64 @ b64.T
+    assert gram is not None
+    return gram
+
+
+def _sketch(passes: _Passes, seed: int, r: int) -> np.ndarray:
+    y = None
+    for c0, block, mean in passes.blocks("reduce (sketch)"):
+        omega = _projection_rows(seed, c0, c0 + block.shape[1], r)
+        b32 = block if block.dtype == np.float32 else block.astype(np.float32)
+        part = (b32 @ omega).astype(np.float64) - mean @ omega
+        y = part if y is None else y + part
+    assert y is not None
+    return y
+
+
+def _power(passes: _Passes, q: np.ndarray, i: int) -> np.ndarray:
+    """``X_c X_c^T q`` accumulated block by block."""
+    q32 = q.astype(np.float32)
+    colsum = q.sum(axis=0)
+    y = np.zeros_like(q)
+    for _, raw, mean in passes.blocks(f"reduce (pass {i})"):
+        block = raw if raw.dtype == np.float32 else raw.astype(np.float32)
+        p = (block.T @ q32).astype(np.float64) - np.outer(mean, colsum)  # X_c^T q, (b, r)
+        y += (block @ p.astype(np.float32)).astype(np.float64) - mean @ p
+    return y
+
+
 def reduce_features(
     data: Any,
     *,
     method: ReduceMethod = "auto",
     n_components: int = 128,
     projection_dim: int = 256,
+    n_power_iter: int = 0,
     block_size: int | None = None,
     random_state: int = 0,
     progress: bool = False,
@@ -189,21 +253,26 @@ def reduce_features(
 
     Parameters
     ----------
-    data : array-like, torch.Tensor, iterable or callable
-        A ``(T, D)`` matrix (numpy, ``np.memmap``, torch; float32 is read without a copy), or an
-        iterable of column blocks ``(T, d_b)`` (or a callable returning one), for inputs too large
-        to hold: blocks are consumed once and never concatenated (except for ``method="none"``).
-    method : {"auto", "none", "pca", "projection"}
+    data : array-like, torch.Tensor, callable or iterable
+        A ``(T, D)`` matrix (numpy, ``np.memmap``, torch; float32 is read without a copy); or a
+        callable returning a fresh iterable of column blocks ``(T, d_b)`` (read once per pass);
+        or a one-shot iterable of column blocks (read once). Blocks are never concatenated
+        (except for ``method="none"``).
+    method : {"auto", "none", "pca", "rpca", "projection"}
         See the module docstring. ``"auto"``: ``"none"`` if ``D <= n_components``; ``"pca"`` if
-        ``T <= projection_dim`` or ``D <= projection_dim``; else ``"projection"``.
+        ``T <= projection_dim`` or ``D <= projection_dim``; else ``"rpca"``, or ``"projection"``
+        for a one-shot iterator.
     n_components : int
         Dimension ``d`` kept by PCA (at most ``T - 1`` non-null directions exist).
     projection_dim : int
-        Width of the random projection, and the size threshold of ``"auto"``.
+        Width of the Gaussian sketch (``"rpca"``, ``"projection"``) and the size threshold of
+        ``"auto"``.
+    n_power_iter : int
+        Extra passes of ``"rpca"`` (power iterations); 0 is enough for well-separated groups.
     block_size : int, optional
         Columns per block for array input (default: about 64 MiB of float32 per block).
     random_state : int
-        Seed of the random projection.
+        Seed of the Gaussian sketch.
     progress : bool
         Show a tqdm bar over column blocks.
 
@@ -216,83 +285,78 @@ def reduce_features(
     for name, val in (("n_components", n_components), ("projection_dim", projection_dim)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{name} must be a positive integer; got {val!r}")
+    if not isinstance(n_power_iter, (int, np.integer)) or n_power_iter < 0:
+        raise ValueError(f"n_power_iter must be a non-negative integer; got {n_power_iter!r}")
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer or None; got {block_size!r}")
-    streaming = not (isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "detach"))
-    if not streaming:
+    if isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "detach"):
         data = _float_matrix(data)
+    n_rows = None
+    if not isinstance(data, np.ndarray):  # peek at the first block for T
+        it = iter(data() if callable(data) else data)
+        first = next(it, None)
+        if first is not None:
+            n_rows = _float_matrix(first, "column block 0").shape[0]
+            if not callable(data):
+                data = itertools.chain([first], it)
+    passes = _Passes(data, block_size, progress)
     if method == "auto":
-        if streaming:
-            method = "projection"  # refined to "pca" below once T is known
-        else:
-            n, dim = data.shape
-            method = (
-                "none"
-                if dim <= n_components
-                else "pca"
-                if (n <= projection_dim or dim <= projection_dim)
-                else "projection"
-            )
-        auto = True
-    else:
-        auto = False
-    blocks = _iter_blocks(data, block_size)
-    bar = tqdm(blocks, desc="reduce", unit="block", disable=not progress, leave=False)
+        method = _auto_method(data, n_rows, passes.one_shot, n_components, projection_dim)
+    if method == "rpca" and passes.one_shot:
+        raise ValueError(
+            "method='rpca' reads the data more than once, but a one-shot iterator of blocks "
+            "allows one pass: pass a callable returning a fresh iterator, or method='projection'"
+        )
 
     if method == "none":
-        parts = []
-        for c0, block in bar:
-            _check_finite(block, c0)
-            parts.append(np.asarray(block, dtype=np.float32))
+        parts = [_f32(block) for _, block, _ in passes.blocks("reduce")]
         x = np.ascontiguousarray(np.hstack(parts) if len(parts) > 1 else parts[0])
-        _check_not_constant(x)
+        if np.all(x == x[:1]):
+            _top_components(np.zeros((1, 1)), 1)  # raises the "identical features" error
         return ReducedFeatures(x, "none", x.shape[1], 1.0)
 
-    if method == "pca" and not streaming and data.shape[0] > data.shape[1]:
-        _check_finite(data, 0)  # T > D: covariance route, D is small by construction
-        xc = data - data.mean(axis=0, dtype=np.float64)
-        vals, vecs, ratio = _top_components(xc.T @ xc, n_components)
-        emb = xc @ vecs
-        return ReducedFeatures(_f32(emb), "pca", data.shape[1], ratio)
-
-    gram: np.ndarray | None = None
-    proj: np.ndarray | None = None
-    n_cols = 0
-    for c0, block in bar:
-        _check_finite(block, c0)
-        n_rows = block.shape[0]
-        n_cols = c0 + block.shape[1]
-        if gram is None and proj is None:
-            if auto and streaming and n_rows <= projection_dim:
-                method = "pca"
-            if method == "pca":
-                gram = np.zeros((n_rows, n_rows))
-            else:
-                proj = np.zeros((n_rows, projection_dim))
-        bc = _centred32(block)
-        if gram is not None:
-            b64 = bc.astype(np.float64)
-            gram += b64 @ b64.T
-        else:
-            r = _projection_rows(random_state, c0, n_cols, projection_dim)
-            proj += bc @ r
-    if gram is not None:
+    if method == "pca":
+        if isinstance(data, np.ndarray) and data.shape[0] > data.shape[1]:
+            _check_finite(data, 0)  # T > D: covariance route, D is small by construction
+            xc = data - data.mean(axis=0, dtype=np.float64)
+            vals, vecs, ratio = _top_components(xc.T @ xc, n_components)
+            return ReducedFeatures(_f32(xc @ vecs), "pca", data.shape[1], ratio)
+        gram = _gram(passes)
+        if not passes.varies:
+            gram[:] = 0.0  # rounding aside, every task is the same
         vals, vecs, ratio = _top_components(gram, n_components)
-        return ReducedFeatures(_f32(vecs * np.sqrt(vals)), "pca", n_cols, ratio)
-    assert proj is not None
-    proj /= np.sqrt(projection_dim)
-    proj -= proj.mean(axis=0)
-    vals, vecs, ratio = _top_components(proj.T @ proj, n_components)
-    return ReducedFeatures(_f32(proj @ vecs), "projection", n_cols, ratio)
+        return ReducedFeatures(_f32(vecs * np.sqrt(vals)), "pca", passes.n_cols, ratio)
+
+    seed = int(random_state)
+    y = _sketch(passes, seed, projection_dim)
+    if not passes.varies:
+        _top_components(np.zeros((1, 1)), 1)  # raises the "identical features" error
+    if method == "projection":
+        y /= np.sqrt(projection_dim)
+        y -= y.mean(axis=0)
+        vals, vecs, ratio = _top_components(y.T @ y, n_components)
+        return ReducedFeatures(_f32(y @ vecs), "projection", passes.n_cols, ratio)
+    for i in range(n_power_iter + 1):
+        q = np.linalg.qr(y)[0]
+        y = _power(passes, q, i + 2)
+    vals, vecs, ratio = _top_components(q.T @ y, n_components)  # raises if all tasks are equal
+    return ReducedFeatures(_f32(q @ (vecs * np.sqrt(vals))), "rpca", passes.n_cols, ratio)
+
+
+def _auto_method(
+    data: Any, n_rows: int | None, one_shot: bool, n_components: int, projection_dim: int
+) -> str:
+    if isinstance(data, np.ndarray):
+        n, dim = data.shape
+        if dim <= n_components:
+            return "none"
+        if n <= projection_dim or dim <= projection_dim:
+            return "pca"
+        return "rpca"
+    if n_rows is not None and n_rows <= projection_dim:  # blocks: D is unknown until read
+        return "pca"
+    return "projection" if one_shot else "rpca"
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _check_not_constant(x: np.ndarray) -> None:
-    if np.all(x == x[:1]):
-        raise ValueError(
-            "all tasks have identical features (every feature is constant across tasks), so "
-            "there is no structure to group; check that the data maps were recorded per task"
-        )
