@@ -39,7 +39,7 @@ class FakeDataMaps:
 def test_recovers_well_separated_planted_groups_at_1000_tasks():
     x, labels = planted(t=1000, d=400, k=10)
     g = group(x, 10, progress=False)
-    assert g.reduction == "projection"
+    assert g.reduction == "rpca"
     assert adjusted_rand_score(labels, g.labels) == 1.0
 
 
