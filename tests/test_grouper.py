@@ -60,7 +60,7 @@ def test_taskgroups_contract():
 
 def test_memberships_are_the_fuzzy_rule_on_reduced_distances():
     x, _ = planted()
-    est = TaskGrouper(5, m=1.3, progress=False).fit(x)
+    est = TaskGrouper(5, m=1.3, refine=False, progress=False).fit(x)
     d = np.sqrt(sq_distances(est.embedding_, est.cluster_centers_))
     np.testing.assert_allclose(est.membership_, fuzzy_memberships(d, 1.3), rtol=1e-12)
     assert est.inertia_ == pytest.approx(float((d**2).min(axis=1).sum()))
@@ -215,3 +215,31 @@ def test_grouping_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_full_space_refinement_after_a_lossy_reduction():
+    x, labels = planted(t=300, d=3000, k=5, noise=2.0)
+    est = TaskGrouper(5, m=1.5, progress=False).fit(x)
+    assert est.reduction_ == "rpca" and est.refined_ and est.groups_.refined
+    x64 = x.astype(np.float64)
+    cent = np.stack([x64[est.labels_ == j].mean(axis=0) for j in range(5)])
+    d2 = sq_distances(x64, cent)
+    np.testing.assert_array_equal(est.labels_, d2.argmin(axis=1))
+    np.testing.assert_allclose(
+        est.membership_, fuzzy_memberships(d2, 1.5, squared=True), rtol=1e-4, atol=1e-8
+    )
+    assert est.inertia_ == pytest.approx(d2.min(axis=1).sum(), rel=1e-4)
+    emb64 = est.embedding_.astype(np.float64)
+    np.testing.assert_allclose(
+        est.cluster_centers_, np.stack([emb64[est.labels_ == j].mean(axis=0) for j in range(5)])
+    )
+    off = TaskGrouper(5, m=1.5, refine=False, progress=False).fit(x)
+    assert not off.refined_
+    blocks = [x[:, c : c + 1000] for c in range(0, 3000, 1000)]
+    assert not TaskGrouper(5, progress=False).fit(iter(blocks)).refined_  # one pass only
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        TaskGrouper(5, refine=True, reduce="projection", progress=False).fit(iter(blocks))
+    with pytest.raises(ValueError, match="method='fcm'"):
+        TaskGrouper(5, refine=True, method="fcm", progress=False).fit(x)
+    lossless = TaskGrouper(5, progress=False).fit(x[:100])
+    assert lossless.reduction_ == "pca" and not lossless.refined_

@@ -5,7 +5,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from stgmtl.grouping.kmeans import kmeans, kmeans_plusplus, sq_distances
+from stgmtl.grouping.kmeans import kmeans, kmeans_plusplus, refine_full_space, sq_distances
 
 
 def _blobs(sizes, d=16, spread=0.3, seed=0):
@@ -86,3 +86,29 @@ def test_explicit_thread_count_gives_the_same_partition():
 def test_rejects_unknown_init():
     with pytest.raises(ValueError, match="init must be one of"):
         kmeans(np.zeros((4, 2), dtype=np.float32), 2, init="random")  # type: ignore[arg-type]
+
+
+def test_full_space_refinement_matches_a_numpy_lloyd_loop():
+    x, labels = _blobs([60, 50, 40], d=300, spread=6.0, seed=3)
+    x = x + 5.0  # an offset, so that the block-wise centring matters
+    start = labels.copy()
+    start[:25] = (start[:25] + 1) % 3  # a poor start
+    ref = start.copy()
+    x64 = x.astype(np.float64)
+    for _ in range(20):
+        cent = np.stack([x64[ref == j].mean(axis=0) for j in range(3)])
+        d2_ref = sq_distances(x64, cent)
+        new = d2_ref.argmin(axis=1)
+        if np.array_equal(new, ref):
+            break
+        ref = new
+    d2, lab, n_iter = refine_full_space(x, start, 3, block_size=64)
+    np.testing.assert_array_equal(lab, ref)
+    np.testing.assert_allclose(d2, d2_ref, rtol=1e-4)
+    assert n_iter >= 2
+    blocks = [x[:, c : c + 100] for c in range(0, 300, 100)]
+    d2_b, lab_b, _ = refine_full_space(lambda: iter(blocks), start, 3)
+    np.testing.assert_array_equal(lab_b, lab)
+    np.testing.assert_allclose(d2_b, d2, rtol=1e-5)
+    with pytest.raises(ValueError, match="every group"):
+        refine_full_space(x, np.zeros(150, dtype=int), 3)

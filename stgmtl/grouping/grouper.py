@@ -21,9 +21,9 @@ import numpy as np
 import polars as pl
 from sklearn.base import BaseEstimator
 
-from stgmtl.grouping.kmeans import KMeansInit, kmeans, sq_distances
+from stgmtl.grouping.kmeans import KMeansInit, kmeans, refine_full_space, sq_distances
 from stgmtl.grouping.membership import _check_m, fuzzy_cmeans, fuzzy_memberships
-from stgmtl.grouping.reduce import ReduceMethod, reduce_features
+from stgmtl.grouping.reduce import ReduceMethod, _float_matrix, reduce_features
 
 GroupMethod = Literal["kmeans", "fcm", "hard"]
 _GROUP_METHODS = ("kmeans", "fcm", "hard")
@@ -50,7 +50,11 @@ class TaskGroups:
     inertia : float
         Sum of squared distances of tasks to their nearest centroid (reduced space).
     reduction : str
-        Reduction used: ``"none"``, ``"pca"`` or ``"projection"``.
+        Reduction used: ``"none"``, ``"pca"``, ``"rpca"`` or ``"projection"``.
+    refined : bool
+        Whether k-means was refined in the full feature space (then ``membership``, ``labels``
+        and ``inertia`` come from full-space distances, and ``centroids`` are the group means of
+        ``embedding``).
     labels : np.ndarray
         ``(T,)`` int64, ``argmax`` of each membership row (derived).
     groups : list[list[str]]
@@ -65,6 +69,7 @@ class TaskGroups:
     method: str = "kmeans"
     inertia: float = float("nan")
     reduction: str = "none"
+    refined: bool = False
     labels: np.ndarray = field(init=False, repr=False)
     groups: list[list[str]] = field(init=False, repr=False)
 
@@ -122,6 +127,7 @@ class TaskGroups:
                 "method": self.method,
                 "inertia": self.inertia,
                 "reduction": self.reduction,
+                "refined": self.refined,
                 "has_embedding": self.embedding is not None,
             }
             (tmp / "manifest.json").write_text(json.dumps(meta, indent=2))
@@ -162,6 +168,7 @@ class TaskGroups:
             method=str(meta["method"]),
             inertia=float(meta["inertia"]),
             reduction=str(meta["reduction"]),
+            refined=bool(meta.get("refined", False)),
         )
 
     def plot_memberships(self, path: str | os.PathLike[str], **kwargs: Any) -> Any:
@@ -240,6 +247,15 @@ class TaskGrouper(BaseEstimator):
         Dimension reduction; see :mod:`stgmtl.grouping.reduce`.
     n_components, projection_dim, n_power_iter, block_size
         Passed to :func:`~stgmtl.grouping.reduce.reduce_features`.
+    refine : bool or "auto"
+        Refine k-means by Lloyd iterations in the full feature space, streamed over column
+        blocks (:func:`~stgmtl.grouping.kmeans.refine_full_space`), and take the memberships
+        from full-space distances. ``"auto"``: when the reduction lost variance (``"rpca"``,
+        ``"projection"``, truncated ``"pca"``) and the data can be read again (not a one-shot
+        iterator). Weak groups that a truncated PCA blurs are recovered this way at the cost of
+        a few passes over the data. Not used by ``method="fcm"``.
+    refine_max_iter : int
+        Maximum full-space passes.
     fcm_max_iter, tol : int, float
         Iteration limit and relative centroid-move tolerance of ``method="fcm"``.
     feature_kwargs : dict, optional
@@ -285,6 +301,8 @@ class TaskGrouper(BaseEstimator):
         projection_dim: int = 256,
         n_power_iter: int = 0,
         block_size: int | None = None,
+        refine: bool | Literal["auto"] = "auto",
+        refine_max_iter: int = 20,
         fcm_max_iter: int = 300,
         tol: float = 1e-6,
         feature_kwargs: dict[str, Any] | None = None,
@@ -303,6 +321,8 @@ class TaskGrouper(BaseEstimator):
         self.projection_dim = projection_dim
         self.n_power_iter = n_power_iter
         self.block_size = block_size
+        self.refine = refine
+        self.refine_max_iter = refine_max_iter
         self.fcm_max_iter = fcm_max_iter
         self.tol = tol
         self.feature_kwargs = feature_kwargs
@@ -315,7 +335,14 @@ class TaskGrouper(BaseEstimator):
         if self.method not in _GROUP_METHODS:
             raise ValueError(f"method must be one of {_GROUP_METHODS}; got {self.method!r}")
         _check_m(self.m)
-        for name in ("n_init", "max_iter", "fcm_max_iter"):
+        if self.refine not in (True, False, "auto"):
+            raise ValueError(f"refine must be True, False or 'auto'; got {self.refine!r}")
+        if self.refine is True and self.method == "fcm":
+            raise ValueError(
+                "refine=True is not available with method='fcm' (FCM runs in the "
+                "reduced space); use refine='auto' or False"
+            )
+        for name in ("n_init", "max_iter", "fcm_max_iter", "refine_max_iter"):
             _positive_int(name, getattr(self, name))
         rs = self.random_state
         if isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 0:
@@ -337,6 +364,8 @@ class TaskGrouper(BaseEstimator):
         """
         k = self._validate()
         X, task_names = unpack_data(X, task_names, self.feature_kwargs)
+        if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
+            X = _float_matrix(X)  # once, without copying float arrays; reused by refinement
         if hasattr(X, "shape") and len(X.shape) == 2:
             self._check_sizes(k, int(X.shape[0]))
         red = reduce_features(
@@ -369,6 +398,21 @@ class TaskGrouper(BaseEstimator):
             n_threads=self.n_threads,
         )
         centers, d2, n_iter = km.centroids.astype(np.float64), km.sq_distances, km.n_iter
+        labels = km.labels
+        refined = self._should_refine(X, red.method, red.explained_variance_ratio)
+        if refined:
+            d2, labels, self.n_refine_iter_ = refine_full_space(
+                X,
+                labels,
+                k,
+                max_iter=self.refine_max_iter,
+                block_size=self.block_size,
+                progress=self.progress,
+            )
+            onehot = np.zeros((n, k))
+            onehot[np.arange(n), labels] = 1.0
+            counts = np.maximum(onehot.sum(axis=0), 1.0)
+            centers = (onehot.T @ emb.astype(np.float64)) / counts[:, None]
         if self.method == "fcm":
             centers, memb, obj, n_iter = fuzzy_cmeans(
                 emb, centers, self.m, max_iter=self.fcm_max_iter, tol=self.tol
@@ -377,9 +421,10 @@ class TaskGrouper(BaseEstimator):
             self.objective_ = obj
         elif self.method == "hard":
             memb = np.zeros((n, k))
-            memb[np.arange(n), km.labels] = 1.0
+            memb[np.arange(n), labels] = 1.0
         else:
             memb = fuzzy_memberships(d2, self.m, squared=True)
+        self.refined_ = refined
         self.embedding_ = emb
         self.cluster_centers_ = centers
         self.membership_ = memb
@@ -398,9 +443,22 @@ class TaskGrouper(BaseEstimator):
             method=self.method,
             inertia=self.inertia_,
             reduction=red.method,
+            refined=refined,
         )
         self.labels_ = self.groups_.labels
         return self
+
+    def _should_refine(self, data: Any, reduction: str, kept: float) -> bool:
+        reiterable = isinstance(data, np.ndarray) or callable(data)
+        if self.refine is True:
+            if not reiterable:
+                raise ValueError(
+                    "refine=True reads the data again, but a one-shot iterator of blocks was "
+                    "given; pass a callable returning a fresh iterator, or refine='auto'/False"
+                )
+            return True
+        lossy = reduction in ("rpca", "projection") or (reduction == "pca" and kept < 1 - 1e-6)
+        return self.refine == "auto" and self.method != "fcm" and reiterable and lossy
 
     @staticmethod
     def _check_sizes(k: int, n: int) -> None:

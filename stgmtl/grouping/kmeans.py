@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -200,3 +200,79 @@ def _best_of(
             break
     assert best is not None
     return best
+
+
+def refine_full_space(
+    data: Any,
+    labels: np.ndarray,
+    k: int,
+    *,
+    max_iter: int = 20,
+    block_size: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lloyd iterations in the full feature space, started from ``labels``, streamed over blocks.
+
+    Each iteration is one pass over the column blocks: the centroids of the current labels and
+    every task's squared distance to them are accumulated block by block (centroids restricted to
+    a block only need that block), so the ``(T, D)`` matrix is never copied and the ``(k, D)``
+    centroids are never held. It stops when the labels no longer change.
+
+    Parameters
+    ----------
+    data : np.ndarray or callable
+        The ``(T, D)`` features, or a callable returning a fresh iterable of column blocks.
+    labels : np.ndarray
+        ``(T,)`` starting labels in ``[0, k)`` (e.g. k-means on the reduced embedding).
+    k : int
+    max_iter : int
+        Maximum passes.
+    block_size : int, optional
+        Columns per block for array input.
+    progress : bool
+        Show tqdm bars.
+
+    Returns
+    -------
+    sq_distances : np.ndarray
+        ``(T, k)`` float64 squared Euclidean distances in the full space to the centroids of
+        the returned labels.
+    labels : np.ndarray
+        ``(T,)`` int64.
+    n_iter : int
+        Passes made.
+    """
+    from stgmtl.grouping.reduce import _Passes
+
+    passes = _Passes(data, block_size, progress)
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    n = labels.size
+    if labels.min() < 0 or labels.max() >= k or (np.bincount(labels, minlength=k) == 0).any():
+        raise ValueError(f"labels must use every group 0..{k - 1}")
+    d2 = np.zeros((n, k))
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported
+        counts = np.bincount(labels, minlength=k)
+        if (counts == 0).any():
+            break  # a group emptied: keep the last distances (labels are their argmin)
+        onehot = np.zeros((n, k), dtype=np.float32)
+        onehot[np.arange(n), labels] = 1.0
+        inv = (1.0 / counts).astype(np.float32)
+        cross, xnorm, cnorm = np.zeros((n, k)), np.zeros(n), np.zeros(k)
+        for _, raw, mean in passes.blocks(f"refine (pass {n_iter})"):
+            block = raw if raw.dtype == np.float32 else raw.astype(np.float32)
+            mu = mean.astype(np.float32)
+            cent = (onehot.T @ block) * inv[:, None] - mu  # centred centroids on this block
+            cross += (block @ cent.T).astype(np.float64) - (mu @ cent.T).astype(np.float64)
+            xnorm += (
+                np.einsum("ij,ij->i", block, block, dtype=np.float64)
+                - 2.0 * (block @ mu).astype(np.float64)
+                + float(mu.astype(np.float64) @ mu)
+            )
+            cnorm += np.einsum("ij,ij->i", cent, cent, dtype=np.float64)
+        d2 = np.maximum(xnorm[:, None] - 2.0 * cross + cnorm[None, :], 0.0)
+        new = np.argmin(d2, axis=1).astype(np.int64)
+        if np.array_equal(new, labels):
+            return d2, labels, n_iter
+        labels = new
+    return d2, labels, n_iter

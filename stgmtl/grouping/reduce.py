@@ -337,7 +337,8 @@ def reduce_features(
         vals, vecs, ratio = _top_components(y.T @ y, n_components)
         return ReducedFeatures(_f32(y @ vecs), "projection", passes.n_cols, ratio)
     for i in range(n_power_iter + 1):
-        q = np.linalg.qr(y)[0]
+        with threadpool_limits(limits=1, user_api="blas"):
+            q = np.linalg.qr(y)[0]
         y = _power(passes, q, i + 2)
     vals, vecs, ratio = _top_components(q.T @ y, n_components)  # raises if all tasks are equal
     return ReducedFeatures(_f32(q @ (vecs * np.sqrt(vals))), "rpca", passes.n_cols, ratio)
