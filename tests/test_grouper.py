@@ -69,7 +69,7 @@ def test_memberships_are_the_fuzzy_rule_on_reduced_distances():
 def test_lossless_pca_gives_the_memberships_of_the_full_space():
     x, labels = planted(t=60, d=2000, k=4, noise=3.0)
     full = TaskGrouper(4, m=1.5, reduce="none", progress=False).fit(x)
-    red = TaskGrouper(4, m=1.5, progress=False).fit(x)
+    red = TaskGrouper(4, m=1.5, n_components=59, progress=False).fit(x)
     assert red.reduction_ == "pca" and full.reduction_ == "none"
     assert adjusted_rand_score(full.labels_, red.labels_) == 1.0
     perm = [
@@ -241,5 +241,5 @@ def test_full_space_refinement_after_a_lossy_reduction():
         TaskGrouper(5, refine=True, reduce="projection", progress=False).fit(iter(blocks))
     with pytest.raises(ValueError, match="method='fcm'"):
         TaskGrouper(5, refine=True, method="fcm", progress=False).fit(x)
-    lossless = TaskGrouper(5, progress=False).fit(x[:100])
+    lossless = TaskGrouper(5, n_components=99, progress=False).fit(x[:100])
     assert lossless.reduction_ == "pca" and not lossless.refined_

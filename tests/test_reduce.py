@@ -29,10 +29,18 @@ def test_auto_keeps_narrow_features_as_they_are():
 
 def test_auto_pca_via_gram_is_lossless_for_few_tasks():
     x = _data(60, 5000)
-    r = reduce_features(x, block_size=700)
+    r = reduce_features(x, n_components=59, block_size=700)
     assert r.method == "pca" and r.embedding.shape == (60, 59)
     assert r.explained_variance_ratio == pytest.approx(1.0)
     np.testing.assert_allclose(_pdist(r.embedding), _pdist(x), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("t, d", [(60, 5000), (400, 200), (300, 3000)])
+def test_auto_components_find_the_planted_directions(t, d):
+    x = _data(t, d, seed=2)  # 4 planted groups: 3 signal directions above the noise edge
+    assert reduce_features(x, min_components=1).embedding.shape == (t, 3)
+    assert reduce_features(x).embedding.shape == (t, 16)  # default floor of 16
+    assert reduce_features(x, n_components=5).embedding.shape == (t, 5)
 
 
 def test_pca_via_covariance_matches_sklearn():
@@ -103,7 +111,7 @@ def test_column_block_iterator_and_callable_match_array_input():
         from_iter, reduce_features(lambda: iter(blocks), method="projection").embedding
     )
     few = _data(50, 2500)
-    streamed = reduce_features(iter([few[:, :1000], few[:, 1000:]]))
+    streamed = reduce_features(iter([few[:, :1000], few[:, 1000:]]), n_components=49)
     assert streamed.method == "pca"  # few tasks: exact PCA even when streamed
     np.testing.assert_allclose(_pdist(streamed.embedding), _pdist(few), rtol=1e-5, atol=1e-3)
 

@@ -130,6 +130,7 @@ def choose_k(
     red_kw.setdefault("progress", False)
     if "reduce" in red_kw:
         red_kw["method"] = red_kw.pop("reduce")
+    red_kw.setdefault("min_components", min(128, max(16, 2 * max(ks))))
     emb = reduce_features(x, random_state=random_state, **red_kw).embedding
     n = emb.shape[0]
     bad = [k for k in ks if k < 1 or k > n]

@@ -1,10 +1,12 @@
 """Soft task groups: :class:`TaskGrouper` (scikit-learn style), :func:`group`, :class:`TaskGroups`.
 
 Pipeline: features ``(T, D)`` -> :func:`~stgmtl.grouping.reduce.reduce_features` (exact or
-randomized PCA, streamed over column blocks) -> seeded k-means (greedy k-means++
-seeding, faiss Lloyd iterations, best of ``n_init``) -> memberships. Centroids, distances and
-memberships live in the reduced space (identical to the full space when the reduction is
-``"none"`` or lossless PCA, which ``"auto"`` picks for up to ``n_components + 1`` tasks).
+randomized PCA to the components above the noise floor, streamed over column blocks) -> seeded
+k-means on that embedding (greedy k-means++ seeding, faiss Lloyd iterations, best of ``n_init``)
+-> Lloyd refinement in the full feature space, streamed (``refine="auto"``, whenever the
+reduction lost variance) -> fuzzy memberships from the full-space distances. Without refinement
+(``refine=False``, a one-shot iterator, or ``method="fcm"``) distances and memberships are those
+of the reduced space. ``TaskGroups.centroids`` are always group centres in the reduced space.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from sklearn.base import BaseEstimator
 
 from stgmtl.grouping.kmeans import KMeansInit, kmeans, refine_full_space, sq_distances
 from stgmtl.grouping.membership import _check_m, fuzzy_cmeans, fuzzy_memberships
-from stgmtl.grouping.reduce import ReduceMethod, _float_matrix, reduce_features
+from stgmtl.grouping.reduce import (
+    AUTO_MAX_COMPONENTS,
+    ReduceMethod,
+    _float_matrix,
+    reduce_features,
+)
 
 GroupMethod = Literal["kmeans", "fcm", "hard"]
 _GROUP_METHODS = ("kmeans", "fcm", "hard")
@@ -246,7 +253,8 @@ class TaskGrouper(BaseEstimator):
     reduce : {"auto", "none", "pca", "rpca", "projection"}
         Dimension reduction; see :mod:`stgmtl.grouping.reduce`.
     n_components, projection_dim, n_power_iter, block_size
-        Passed to :func:`~stgmtl.grouping.reduce.reduce_features`.
+        Passed to :func:`~stgmtl.grouping.reduce.reduce_features` (with
+        ``min_components = max(16, 2 * n_groups)`` for ``n_components="auto"``).
     refine : bool or "auto"
         Refine k-means by Lloyd iterations in the full feature space, streamed over column
         blocks (:func:`~stgmtl.grouping.kmeans.refine_full_space`), and take the memberships
@@ -297,7 +305,7 @@ class TaskGrouper(BaseEstimator):
         max_iter: int = 100,
         init: KMeansInit = "greedy-k-means++",
         reduce: ReduceMethod = "auto",
-        n_components: int = 128,
+        n_components: int | Literal["auto"] = "auto",
         projection_dim: int = 256,
         n_power_iter: int = 0,
         block_size: int | None = None,
@@ -372,6 +380,7 @@ class TaskGrouper(BaseEstimator):
             X,
             method=self.reduce,
             n_components=self.n_components,
+            min_components=min(AUTO_MAX_COMPONENTS, max(16, 2 * k)),
             projection_dim=self.projection_dim,
             n_power_iter=self.n_power_iter,
             block_size=self.block_size,

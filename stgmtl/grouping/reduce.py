@@ -10,12 +10,14 @@ column), by rank-one corrections rather than a centred copy.
 Methods (``method=``)
 ---------------------
 ``"none"``
-    Cluster the raw features (cast to float32). Chosen by ``"auto"`` when ``D <= n_components``.
+    Cluster the raw features (cast to float32). Chosen by ``"auto"`` when ``D <= n_components``
+    (``D <= 128`` for ``n_components="auto"``).
 ``"pca"``
     Exact principal components. With ``T <= D`` the centred Gram matrix ``X_c X_c^T`` (``T x T``,
     float64) is accumulated over column blocks in one pass and eigendecomposed; with ``T > D`` the
-    covariance is used. When ``n_components >= T - 1`` this is *lossless*: ``T`` tasks span at most
-    ``T - 1`` affine dimensions, so every task-task and task-centroid distance is preserved.
+    covariance is used. With an integer ``n_components >= T - 1`` this is *lossless*: ``T`` tasks
+    span at most ``T - 1`` affine dimensions, so every task-task and task-centroid distance is
+    preserved.
     Chosen by ``"auto"`` when ``T <= projection_dim`` or ``D <= projection_dim``. Costs ``T^2 D``.
 ``"rpca"``
     Randomized PCA (Halko, Martinsson & Tropp 2011): pass 1 sketches ``Y = X_c Omega`` with a
@@ -32,11 +34,16 @@ Methods (``method=``)
     features is folded into the sketch instead of being projected out, so weak group structure
     that PCA recovers can be lost; pass a callable instead of an iterator to get ``"rpca"``.
 
+Number of components: by default (``n_components="auto"``) the principal components whose
+variance exceeds the Marchenko-Pastur edge of pure noise are kept (at least ``min_components``,
+at most 128). Planted groups occupy about ``k - 1`` directions; keeping many more noise directions
+blurs the distances (``benchmarks/grouping.py`` measures it).
+
 The Gaussian matrix is generated in fixed chunks of 1,024 rows seeded by
 ``(random_state, chunk index)``, so it does not depend on the block size (results agree to
-rounding). Distances, centroids and memberships are computed in the reduced space: they equal
-those of the full space for ``"none"`` and lossless ``"pca"``, and approximate them otherwise
-(for PCA, distances within the kept principal subspace).
+rounding). Distances within the embedding equal those of the full space for ``"none"`` and
+lossless ``"pca"`` and approximate them otherwise; :class:`~stgmtl.grouping.grouper.TaskGrouper`
+then refines the groups and takes the memberships in the full space (``refine="auto"``).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from tqdm.auto import tqdm
 
 ReduceMethod = Literal["auto", "none", "pca", "rpca", "projection"]
 _METHODS = ("auto", "none", "pca", "rpca", "projection")
+AUTO_MAX_COMPONENTS = 128  # upper bound of n_components="auto"
 _R_CHUNK = 1024  # rows of the projection matrix generated per seed
 _BLOCK_BYTES = 64 << 20  # target size of one float32 column block
 
@@ -163,8 +171,18 @@ def _projection_rows(seed: int, c0: int, c1: int, r: int) -> np.ndarray:
     return rows[c0 - off : c1 - off]
 
 
-def _top_components(sym: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Leading eigenpairs of a PSD matrix with a deterministic sign; drops null directions."""
+def _top_components(
+    sym: np.ndarray,
+    n_components: int | str,
+    *,
+    edge: float = 0.0,
+    min_components: int = 1,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Leading eigenpairs of a PSD matrix with a deterministic sign; drops null directions.
+
+    With ``n_components="auto"`` the eigenvalues above ``edge`` are kept, clipped to
+    ``[min_components, 128]``.
+    """
     with threadpool_limits(limits=1, user_api="blas"):  # small: threads only add overhead
         vals, vecs = np.linalg.eigh((sym + sym.T) / 2)
     vals, vecs = vals[::-1], vecs[:, ::-1]
@@ -175,12 +193,25 @@ def _top_components(sym: np.ndarray, n_components: int) -> tuple[np.ndarray, np.
             "there is no structure to group; check that the data maps were recorded per task"
         )
     keep = int(np.sum(vals > vals[0] * 1e-10))
-    keep = max(1, min(keep, n_components))
+    if n_components == "auto":
+        want = min(max(int(np.sum(vals > edge)), min_components), AUTO_MAX_COMPONENTS)
+    else:
+        want = int(n_components)
+    keep = max(1, min(keep, want))
     vals, vecs = vals[:keep], vecs[:, :keep]
     idx = np.argmax(np.abs(vecs), axis=0)
     signs = np.sign(vecs[idx, np.arange(keep)])
     signs[signs == 0] = 1
     return vals, vecs * signs, float(vals.sum() / total)
+
+
+def _noise_edge(sumsq: float, n: int, dim: int) -> float:
+    """Marchenko-Pastur upper edge ``sigma^2 (sqrt(D) + sqrt(T))^2`` of pure-noise eigenvalues.
+
+    ``sigma^2`` is estimated as the mean squared centred entry (an overestimate when there is
+    structure, so the count of eigenvalues above the edge errs on the small side).
+    """
+    return sumsq / (n * dim) * (np.sqrt(dim) + np.sqrt(n)) ** 2
 
 
 class _Passes:
@@ -189,7 +220,7 @@ class _Passes:
     def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
         self.data, self.block_size, self.progress = data, block_size, progress
         self.one_shot = not isinstance(data, np.ndarray) and not callable(data)
-        self.n_done, self.n_cols, self.varies = 0, 0, False
+        self.n_done, self.n_cols, self.varies, self.sumsq = 0, 0, False, 0.0
 
     def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield ``(first column, block, float64 column means)``."""
@@ -203,7 +234,11 @@ class _Passes:
                 _check_finite(block, c0)
                 self.n_cols = c0 + block.shape[1]
                 self.varies = self.varies or bool((block != block[:1]).any())
-            yield c0, block, block.mean(axis=0, dtype=np.float64)
+            mean = block.mean(axis=0, dtype=np.float64)
+            if first:  # centred sum of squares, for the noise level of n_components="auto"
+                rows = np.einsum("ij,ij->i", block, block).sum(dtype=np.float64)
+                self.sumsq += float(rows) - block.shape[0] * float(mean @ mean)
+            yield c0, block, mean
 
 
 def _gram(passes: _Passes) -> np.ndarray:
@@ -242,7 +277,8 @@ def reduce_features(
     data: Any,
     *,
     method: ReduceMethod = "auto",
-    n_components: int = 128,
+    n_components: int | Literal["auto"] = "auto",
+    min_components: int = 16,
     projection_dim: int = 256,
     n_power_iter: int = 0,
     block_size: int | None = None,
@@ -262,8 +298,16 @@ def reduce_features(
         See the module docstring. ``"auto"``: ``"none"`` if ``D <= n_components``; ``"pca"`` if
         ``T <= projection_dim`` or ``D <= projection_dim``; else ``"rpca"``, or ``"projection"``
         for a one-shot iterator.
-    n_components : int
-        Dimension ``d`` kept by PCA (at most ``T - 1`` non-null directions exist).
+    n_components : int or "auto"
+        Dimension ``d`` kept by PCA (at most ``T - 1`` non-null directions exist). ``"auto"``
+        keeps the components whose variance exceeds the Marchenko-Pastur edge of pure noise
+        (``sigma^2 (sqrt(D) + sqrt(T))^2``, ``sigma^2`` the mean squared centred entry), at least
+        ``min_components`` and at most 128: the group structure lives in a few directions, and
+        every extra noise direction blurs the distances k-means sees. An integer
+        ``>= T - 1`` makes ``"pca"`` lossless.
+    min_components : int
+        Lower bound of ``n_components="auto"`` (:class:`~stgmtl.grouping.grouper.TaskGrouper`
+        passes ``max(16, 2 k)``).
     projection_dim : int
         Width of the Gaussian sketch (``"rpca"``, ``"projection"``) and the size threshold of
         ``"auto"``.
@@ -282,9 +326,12 @@ def reduce_features(
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    for name, val in (("n_components", n_components), ("projection_dim", projection_dim)):
+    checks = [("min_components", min_components), ("projection_dim", projection_dim)]
+    if n_components != "auto":
+        checks.append(("n_components", n_components))
+    for name, val in checks:
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{name} must be a positive integer; got {val!r}")
+            raise ValueError(f"{name} must be a positive integer (or 'auto'); got {val!r}")
     if not isinstance(n_power_iter, (int, np.integer)) or n_power_iter < 0:
         raise ValueError(f"n_power_iter must be a non-negative integer; got {n_power_iter!r}")
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
@@ -301,12 +348,16 @@ def reduce_features(
                 data = itertools.chain([first], it)
     passes = _Passes(data, block_size, progress)
     if method == "auto":
-        method = _auto_method(data, n_rows, passes.one_shot, n_components, projection_dim)
+        raw_max = AUTO_MAX_COMPONENTS if n_components == "auto" else int(n_components)
+        method = _auto_method(data, n_rows, passes.one_shot, raw_max, projection_dim)
     if method == "rpca" and passes.one_shot:
         raise ValueError(
             "method='rpca' reads the data more than once, but a one-shot iterator of blocks "
             "allows one pass: pass a callable returning a fresh iterator, or method='projection'"
         )
+
+    def kw(edge: float) -> dict[str, Any]:
+        return {"edge": edge, "min_components": int(min_components)}
 
     if method == "none":
         parts = [_f32(block) for _, block, _ in passes.blocks("reduce")]
@@ -319,12 +370,14 @@ def reduce_features(
         if isinstance(data, np.ndarray) and data.shape[0] > data.shape[1]:
             _check_finite(data, 0)  # T > D: covariance route, D is small by construction
             xc = data - data.mean(axis=0, dtype=np.float64)
-            vals, vecs, ratio = _top_components(xc.T @ xc, n_components)
+            edge = _noise_edge(float((xc**2).sum()), *data.shape)
+            vals, vecs, ratio = _top_components(xc.T @ xc, n_components, **kw(edge))
             return ReducedFeatures(_f32(xc @ vecs), "pca", data.shape[1], ratio)
         gram = _gram(passes)
         if not passes.varies:
             gram[:] = 0.0  # rounding aside, every task is the same
-        vals, vecs, ratio = _top_components(gram, n_components)
+        edge = _noise_edge(float(np.trace(gram)), gram.shape[0], passes.n_cols)
+        vals, vecs, ratio = _top_components(gram, n_components, **kw(edge))
         return ReducedFeatures(_f32(vecs * np.sqrt(vals)), "pca", passes.n_cols, ratio)
 
     seed = int(random_state)
@@ -334,13 +387,15 @@ def reduce_features(
     if method == "projection":
         y /= np.sqrt(projection_dim)
         y -= y.mean(axis=0)
-        vals, vecs, ratio = _top_components(y.T @ y, n_components)
+        edge = _noise_edge(passes.sumsq, y.shape[0], passes.n_cols)
+        vals, vecs, ratio = _top_components(y.T @ y, n_components, **kw(edge))
         return ReducedFeatures(_f32(y @ vecs), "projection", passes.n_cols, ratio)
     for i in range(n_power_iter + 1):
         with threadpool_limits(limits=1, user_api="blas"):
             q = np.linalg.qr(y)[0]
         y = _power(passes, q, i + 2)
-    vals, vecs, ratio = _top_components(q.T @ y, n_components)  # raises if all tasks are equal
+    edge = _noise_edge(passes.sumsq, y.shape[0], passes.n_cols)
+    vals, vecs, ratio = _top_components(q.T @ y, n_components, **kw(edge))  # raises if constant
     return ReducedFeatures(_f32(q @ (vecs * np.sqrt(vals))), "rpca", passes.n_cols, ratio)
 
 
