@@ -259,8 +259,10 @@ class DataMapRecorder:
                 sel = keep.nonzero().squeeze(1)
                 logits, targets, rows = logits[sel], targets[sel], rows[sel]
                 mask = None if mask is None else mask[sel]
+            yb = None
             if self.validate and rows.numel() > 0:
-                check_values(self, logits, targets, mask)
+                buf = self._buffer("yb", tuple(targets.shape), torch.bool, targets.device)
+                yb = check_values(self, logits, targets, mask, buf)
             if logits.ndim == 3 and self.num_classes is None:
                 self.num_classes = int(logits.shape[2])
             if rows.numel() == 0:
@@ -270,7 +272,7 @@ class DataMapRecorder:
             assert self._state is not None
             if mask is not None and self._state["missing"] is None:
                 self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[arg-type]
-            self._accumulate(logits, targets, rows, mask)
+            self._accumulate(logits, targets, rows, mask, yb)
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
@@ -287,7 +289,12 @@ class DataMapRecorder:
         return buf[:need].view(shape)
 
     def _accumulate(
-        self, z: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, m: torch.Tensor | None
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        rows: torch.Tensor,
+        m: torch.Tensor | None,
+        yb: torch.Tensor | None = None,
     ) -> None:
         """Add a validated batch: a few elementwise passes, then one scatter per state tensor.
 
@@ -302,7 +309,7 @@ class DataMapRecorder:
         if z.ndim == 2:  # binary: p = sigmoid(z) if y = 1 else sigmoid(-z)
             if y.dtype == torch.bool:
                 yb = y
-            else:
+            elif yb is None:  # else computed by the value check (same where the mask is True)
                 yb = self._buffer("yb", (r, t), torch.bool, dev)
                 torch.gt(y, 0.5, out=yb)
             f = self._buffer("f", (r, t), z.dtype, dev)
