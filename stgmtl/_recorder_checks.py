@@ -104,13 +104,17 @@ def check_values(
     """Finite logits and targets in range (rows the recorder keeps), one host transfer.
 
     For float binary targets ``yb`` (a bool buffer) receives ``targets > 0.5``, which the
-    update reuses; the targets are valid iff they equal it (this also rejects NaN).
+    update reuses.
     """
     zlo, zhi = torch.aminmax(logits)
     y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
     if rec.task_type == "binary" and targets.dtype.is_floating_point:
         yb = torch.gt(y, 0.5) if yb is None else torch.gt(y, 0.5, out=yb)
-        bad_y = torch.ne(y, yb).any().to(torch.float64)
+        diff = rec._buffer("check", tuple(y.shape), y.dtype, y.device)
+        # y - y*y is exactly 0 for 0 and 1, nonzero (or NaN) for any other value; float-only
+        # ops, as mixing in the bool yb would cost a cast copy
+        torch.addcmul(y, y, y, value=-1, out=diff)
+        bad_y = diff.any().to(torch.float64)
         ylo = yhi = torch.zeros((), dtype=torch.float64, device=y.device)
     else:
         yb = None
