@@ -195,7 +195,10 @@ class DataMaps:
 
     @classmethod
     def load(cls, path: str | Path) -> DataMaps:
-        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError."""
+        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError.
+
+        The arrays are read-only, zero-copy views of the loaded tables (copy one to edit it).
+        """
         from stgmtl.datamaps_io import load_datamaps
 
         return load_datamaps(path)
