@@ -19,8 +19,9 @@ allocations, unlike tracemalloc) including the data it generated. Configurations
 - within ``stgmtl``: KMeans(n_init=10) + memberships on stgmtl's reduced embedding, against
   stgmtl's clustering stage on the same embedding.
 - ``inits`` (one T): seeding methods on the reduced embedding, ARI and time over 5 seeds.
-- ``reductions`` (one T): exact PCA, randomized PCA and the one-pass projection, each followed
-  by the same k-means, with and without the full-space refinement; ARI and time.
+- ``reductions`` (one T): exact PCA, randomized PCA (sketch width, power iterations, number of
+  components) and the one-pass projection, each followed by the same k-means, with and without
+  the full-space refinement; ARI and time.
 
 Results go to ``benchmarks/results/grouping.json`` and a table is printed::
 
@@ -184,12 +185,14 @@ def run_reductions(job: dict) -> dict:
     rows = []
     settings = [
         ("pca", {"refine": False}),
+        ("pca", {"refine": False, "n_components": 128}),
         ("rpca", {"refine": False}),
-        ("rpca", {"refine": False, "n_power_iter": 1}),
-        ("rpca", {"refine": False, "n_components": 16}),
+        ("rpca", {"refine": False, "n_power_iter": 0}),
+        ("rpca", {"refine": False, "n_power_iter": 0, "projection_dim": 256}),
+        ("rpca", {"refine": False, "n_components": 128}),
         ("projection", {"refine": False}),
         ("projection", {"refine": True}),
-        ("rpca", {"refine": True}),
+        ("rpca", {"refine": "auto"}),
     ]
     for method, kw in settings:
         t0 = time.perf_counter()
