@@ -180,11 +180,7 @@ class DataMaps:
             raise ValueError(f"kind: expected one of {sorted(FEATURE_KINDS)}, got {kind!r}")
         out = fn(self, **options)
         if standardize and out.size:
-            mean = out.mean(axis=0, dtype=np.float64)
-            std = out.std(axis=0, dtype=np.float64)
-            std[std == 0] = 1.0
-            out -= mean.astype(np.float32)
-            out /= std.astype(np.float32)
+            _standardize_(out)
         return out
 
     # ----------------------------------------------------------- persistence
@@ -199,7 +195,10 @@ class DataMaps:
 
     @classmethod
     def load(cls, path: str | Path) -> DataMaps:
-        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError."""
+        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError.
+
+        The arrays are read-only, zero-copy views of the loaded tables (copy one to edit it).
+        """
         from stgmtl.datamaps_io import load_datamaps
 
         return load_datamaps(path)
@@ -229,6 +228,23 @@ class DataMaps:
             f"task_type={self.task_type!r}, epochs={self.epochs}, "
             f"snapshot_epochs={self.snapshot_epochs}, snapshot_kind={self.snapshot_kind!r})"
         )
+
+
+def _standardize_(out: np.ndarray) -> None:
+    """Z-score columns in place; float64 moments row by row (temporaries of one row only)."""
+    mean = np.zeros(out.shape[1])
+    sq = np.zeros(out.shape[1])
+    for row in out:
+        r = row.astype(np.float64)
+        mean += r
+        sq += r * r
+    mean /= out.shape[0]
+    std = np.sqrt(np.maximum(sq / out.shape[0] - mean * mean, 0.0))
+    std[std < 1e-12] = 1.0
+    inv, shift = (1.0 / std).astype(np.float32), mean.astype(np.float32)
+    for row in out:
+        row -= shift
+        row *= inv
 
 
 @register_feature_kind("datamap")
@@ -261,6 +277,6 @@ def _datamap_features(
         for j, name in enumerate(stats):
             src = dm.stat(name, snap)
             out[:, i, :, j] = src if pos is None else src[:, pos]
-    out = out.reshape(dm.num_tasks, -1)
-    np.nan_to_num(out, copy=False, nan=nan_fill)
-    return out
+    flat = out.reshape(dm.num_tasks, -1)  # a view: (snapshot, sample, stat) per task
+    np.nan_to_num(flat, copy=False, nan=nan_fill)
+    return flat

@@ -272,7 +272,8 @@ class TaskGrouper(BaseEstimator):
         Seed for the projection and the k-means restarts; same seed, same result (bitwise, for
         the same input, thread count and machine).
     n_threads : int, optional
-        faiss OpenMP threads (default: all cores available to the process).
+        Threads for faiss (OpenMP) and BLAS during ``fit``. Default: BLAS as configured, faiss
+        1 thread for small problems (``T * k * d < 2**24``) else all available cores.
     progress : bool
         Show progress bars over feature blocks.
 
@@ -306,8 +307,8 @@ class TaskGrouper(BaseEstimator):
         init: KMeansInit = "greedy-k-means++",
         reduce: ReduceMethod = "auto",
         n_components: int | Literal["auto"] = "auto",
-        projection_dim: int = 256,
-        n_power_iter: int = 0,
+        projection_dim: int = 128,
+        n_power_iter: int = 1,
         block_size: int | None = None,
         refine: bool | Literal["auto"] = "auto",
         refine_max_iter: int = 20,
@@ -371,6 +372,14 @@ class TaskGrouper(BaseEstimator):
             One unique name per task; default: ``X.task_names`` or ``task_0``, ``task_1``, ...
         """
         k = self._validate()
+        if self.n_threads is None:
+            return self._fit(X, k, task_names)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=int(self.n_threads), user_api="blas"):
+            return self._fit(X, k, task_names)
+
+    def _fit(self, X: Any, k: int, task_names: Any) -> TaskGrouper:
         X, task_names = unpack_data(X, task_names, self.feature_kwargs)
         if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
             X = _float_matrix(X)  # once, without copying float arrays; reused by refinement
