@@ -11,6 +11,7 @@ of the reduced space. ``TaskGroups.centroids`` are always group centres in the r
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -204,13 +205,24 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def unpack_data(
-    data: Any, task_names: Any, feature_kwargs: dict[str, Any] | None
+    data: Any,
+    task_names: Any,
+    feature_kwargs: dict[str, Any] | None,
+    n_groups: int | None = None,
 ) -> tuple[Any, Any]:
-    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``."""
+    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``.
+
+    ``n_groups`` is passed to ``data.features`` when that method takes it (feature kinds such as
+    ``"confusion"`` size their embedding by the number of groups), unless already given.
+    """
     if hasattr(data, "features") and hasattr(data, "task_names"):
         if task_names is None:
             task_names = list(data.task_names)
-        return data.features(**(feature_kwargs or {})), task_names
+        kwargs = dict(feature_kwargs or {})
+        if n_groups is not None and "n_groups" not in kwargs:
+            if "n_groups" in inspect.signature(data.features).parameters:
+                kwargs["n_groups"] = n_groups
+        return data.features(**kwargs), task_names
     return data, task_names
 
 
@@ -380,7 +392,7 @@ class TaskGrouper(BaseEstimator):
             return self._fit(X, k, task_names)
 
     def _fit(self, X: Any, k: int, task_names: Any) -> TaskGrouper:
-        X, task_names = unpack_data(X, task_names, self.feature_kwargs)
+        X, task_names = unpack_data(X, task_names, self.feature_kwargs, n_groups=k)
         if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
             X = _float_matrix(X)  # once, without copying float arrays; reused by refinement
         if hasattr(X, "shape") and len(X.shape) == 2:
