@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from stgmtl._recorder_state import CHUNK_ELEMENTS
+
 if TYPE_CHECKING:  # pragma: no cover
     from stgmtl.recorder import DataMapRecorder
 
@@ -109,12 +111,19 @@ def check_values(
     zlo, zhi = torch.aminmax(logits)
     y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
     if rec.task_type == "binary" and targets.dtype.is_floating_point:
-        yb = torch.gt(y, 0.5) if yb is None else torch.gt(y, 0.5, out=yb)
-        diff = rec._buffer("check", tuple(y.shape), y.dtype, y.device)
+        yb = torch.empty(y.shape, dtype=torch.bool, device=y.device) if yb is None else yb
         # y - y*y is exactly 0 for 0 and 1, nonzero (or NaN) for any other value; float-only
-        # ops, as mixing in the bool yb would cost a cast copy
-        torch.addcmul(y, y, y, value=-1, out=diff)
-        bad_y = diff.any().to(torch.float64)
+        # ops, as mixing in the bool yb would cost a cast copy. Row chunks keep the difference
+        # in cache; its (min, max) pairs are checked together (NaN != 0 counts as bad).
+        step = max(1, CHUNK_ELEMENTS // max(1, y.shape[1]))
+        ends = []
+        for i in range(0, y.shape[0], step):
+            yc = y[i : i + step]
+            torch.gt(yc, 0.5, out=yb[i : i + step])
+            diff = rec._buffer("check", tuple(yc.shape), y.dtype, y.device)
+            torch.addcmul(yc, yc, yc, value=-1, out=diff)
+            ends.extend(torch.aminmax(diff))
+        bad_y = torch.stack(ends).ne(0).any().to(torch.float64)
         ylo = yhi = torch.zeros((), dtype=torch.float64, device=y.device)
     else:
         yb = None

@@ -80,13 +80,16 @@ class DataMapRecorder:
     (task, sample)** for binary tasks (16 float64 sums + 4 int32 right count + 1 int8 target;
     22 for multi-class, int16 targets), **+4** once a mask is used, **+20 per snapshot**
     (and +20 for the epoch start while an ``"epoch"`` snapshot is open), plus 8 bytes per
-    sample and per-step scratch of about ``B * T * 30`` bytes. For ``T * N`` too large,
+    sample and per-step scratch of about ``B * T`` bytes plus ``30 * min(B * T, 2**18)``
+    (on CPU a batch is processed in row chunks of about 2**18 values, which stay in cache;
+    on CUDA in one piece, scratch about ``B * T * 30`` bytes). For ``T * N`` too large,
     record on ``probe_indices`` only: updates for other samples are dropped before any math.
     Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
 
     Devices: the state lives on the device of the first ``logits`` (later inputs are moved
-    there). On CPU the scatters use ``index_put_(accumulate=True)`` (deterministic); on CUDA
-    ``index_add_`` (atomics: float sums may differ in the last bits between runs). With
+    there). On CPU the scatters are deterministic (``index_add_`` for the float sums on one
+    thread, ``index_put_(accumulate=True)`` otherwise); on CUDA ``index_add_`` (atomics:
+    float sums may differ in the last bits between runs). With
     ``validate=True`` each update reads two small results back to the host (index range,
     value checks), and ``probe_indices`` / ``valid`` select rows with ``nonzero``; pass
     ``validate=False`` to avoid host syncs on a GPU once the pipeline is known to be good.
