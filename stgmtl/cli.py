@@ -45,15 +45,17 @@ def _existing(path: str, what: str) -> Path:
 
 
 def _load_datamaps(path: str) -> Any:
+    p = _existing(path, "DATAMAPS")
     from stgmtl.datamaps import DataMaps
 
-    return DataMaps.load(_existing(path, "DATAMAPS"))
+    return DataMaps.load(p)
 
 
 def _load_groups(path: str) -> Any:
+    p = _existing(path, "--groups")
     from stgmtl.grouping.grouper import TaskGroups
 
-    return TaskGroups.load(_existing(path, "--groups"))
+    return TaskGroups.load(p)
 
 
 def _load_table(path: str) -> Any:
