@@ -26,23 +26,34 @@ The logits are detached; recording adds no graph and no gradient.
 
 Epochs, processes and checkpoints
 ---------------------------------
-- At the end of every training epoch the callback closes the recorder's epoch
-  (:meth:`~stgmtl.recorder.DataMapRecorder.end_epoch`).
-- Under DDP each process records its own shard; :meth:`DataMapCallback.compute` (and the end of
-  ``fit``) merges them with :meth:`~stgmtl.recorder.DataMapRecorder.sync`, so every rank ends with
-  the same :class:`~stgmtl.datamaps.DataMaps`.
+- Every training epoch ends with the recorder's
+  :meth:`~stgmtl.recorder.DataMapRecorder.end_epoch` (an epoch cut short by a checkpoint saved at
+  validation end is closed when the resumed run moves past it).
+- Under DDP each process records the batches it sees; positions that Lightning's
+  ``DistributedSampler`` pads with repeated samples are dropped (``valid=``), and
+  :meth:`DataMapCallback.compute` (called on every rank when ``fit`` ends) merges the processes'
+  records, so every rank ends with the same :class:`~stgmtl.datamaps.DataMaps`.
 - The recorder's state is part of every Lightning checkpoint (``state_dict`` /
   ``load_state_dict``), so ``trainer.fit(model, ckpt_path=...)`` continues the same data maps.
+  Under DDP the checkpoint holds the merged state of all processes (Lightning writes rank 0's
+  copy only); on resume rank 0 takes it over and the other ranks start from zero counts, so the
+  next merge counts everything once.
+- Resume from end-of-epoch checkpoints: Lightning replays a partly done epoch from its start
+  unless the dataloader is resumable, and the replayed batches would be recorded twice.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 try:
     import lightning.pytorch as pl
@@ -77,6 +88,14 @@ class DataMapCallback(pl.Callback):
     ----------
     datamaps : DataMaps or None
         The merged data maps, set when ``fit`` ends (on every rank).
+
+    Examples
+    --------
+    >>> recorder = DataMapRecorder(num_tasks=100, num_samples=len(train_set))
+    >>> callback = DataMapCallback(recorder, save_path="datamaps")
+    >>> trainer = lightning.Trainer(max_epochs=10, callbacks=[callback])
+    >>> trainer.fit(module, train_loader)
+    >>> callback.datamaps.features().shape
     """
 
     def __init__(
@@ -111,8 +130,15 @@ class DataMapCallback(pl.Callback):
         self.extract = extract
         self.save_path = None if save_path is None else Path(save_path)
         self.datamaps: Any = None
+        self._open_epoch: int | None = None  # the epoch whose batches are recorded, not closed
+        self._warned_padding = False
 
     # ---- recording ------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Close an epoch left open by a checkpoint taken before its end, once it is over."""
+        if self._open_epoch is not None and trainer.current_epoch > self._open_epoch:
+            self._close_epoch()
 
     def on_train_batch_end(
         self,
@@ -127,30 +153,55 @@ class DataMapCallback(pl.Callback):
             logits, targets, indices, mask = self.extract(outputs, batch)
         else:
             logits, targets, indices, mask = self._lookup(outputs, batch)
+        indices = _detach(indices)
+        valid = self._padding_mask(trainer, batch_idx, indices)
         self.recorder.update(
-            _detach(logits), _detach(targets), _detach(indices), mask=_detach(mask)
+            _detach(logits), _detach(targets), indices, mask=_detach(mask), valid=valid
         )
+        self._open_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Close the recorder's epoch (runs before Lightning's checkpoint callbacks)."""
-        self.recorder.end_epoch()
+        """Close the recorder's epoch (before Lightning's end-of-epoch checkpoint is written)."""
+        if self._open_epoch is not None:
+            self._close_epoch()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Merge the processes' records, keep the data maps, save them on rank 0 if asked."""
+        if self._open_epoch is not None:  # stopped mid-epoch (max_steps, early stopping)
+            self._close_epoch()
         self.datamaps = self.compute()
         if self.save_path is not None and trainer.is_global_zero:
             self.datamaps.save(self.save_path)
 
     def compute(self) -> Any:
-        """Sync across processes (a no-op in a single process) and return the DataMaps."""
-        self.recorder.sync()
+        """The data maps recorded so far, merged over all processes (a collective under DDP).
+
+        Returns
+        -------
+        DataMaps
+        """
         return self.recorder.compute()
+
+    def _close_epoch(self) -> None:
+        self.recorder.end_epoch()
+        self._open_epoch = None
 
     # ---- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The recorder's state, stored in Lightning checkpoints under this callback."""
-        return {"recorder": self.recorder.state_dict()}
+        """The recorder's state for Lightning checkpoints (merged over processes under DDP).
+
+        Lightning calls this on every rank when it saves, so the merge (a collective) is safe.
+        """
+        world = _world_size()
+        if world > 1:
+            merged = copy.deepcopy(self.recorder)
+            merged.sync()
+            state = merged.state_dict()
+            state["synced"] = False  # rank 0 keeps recording into it after a resume
+        else:
+            state = self.recorder.state_dict()
+        return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": world}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the recorder from a checkpoint, so a resumed run continues the data maps."""
@@ -159,7 +210,11 @@ class DataMapCallback(pl.Callback):
                 "checkpoint state for DataMapCallback has no 'recorder' entry; "
                 f"has {sorted(state_dict)}"
             )
-        self.recorder.load_state_dict(state_dict["recorder"])
+        state = state_dict["recorder"]
+        if state_dict.get("merged_over", 1) > 1 and _world_size() > 1 and dist.get_rank() != 0:
+            state = _zeroed(state)  # rank 0 carries the merged counts; the others start at 0
+        self.recorder.load_state_dict(state)
+        self._open_epoch = state_dict.get("open_epoch")
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -192,6 +247,53 @@ class DataMapCallback(pl.Callback):
             f"{position}, or a dict, or training_step to return it under {key!r}; batch is {size}"
         )
 
+    def _padding_mask(self, trainer: pl.Trainer, batch_idx: int, indices: Any) -> Any:
+        """False at the positions a DistributedSampler filled with repeated samples."""
+        if _world_size() < 2 or not isinstance(indices, torch.Tensor):
+            return None
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler):
+            return None
+        if sampler.total_size <= len(sampler.dataset):  # type: ignore[arg-type]
+            return None  # nothing padded (divisible, or drop_last=True)
+        size = getattr(loader, "batch_size", None)
+        if size is None or getattr(loader, "drop_last", False) or sampler.num_replicas < 2:
+            if not self._warned_padding:
+                warnings.warn(
+                    "DataMapCallback: cannot locate DistributedSampler padding with this loader; "
+                    "the few repeated samples per epoch are recorded twice",
+                    stacklevel=2,
+                )
+                self._warned_padding = True
+            return None
+        from stgmtl.recorder import distributed_valid_mask
+
+        start = batch_idx * size
+        mask = distributed_valid_mask(sampler)[start : start + indices.shape[0]]
+        return mask.to(indices.device)
+
 
 def _detach(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _zeroed(state: dict[str, Any]) -> dict[str, Any]:
+    """A recorder state_dict with the same epochs and snapshots and all counts at zero."""
+
+    def zero(raw: Any) -> Any:
+        if raw is None:
+            return None
+        return {k: None if v is None else torch.zeros_like(v) for k, v in raw.items()}
+
+    out = dict(state)
+    out["state"] = zero(state.get("state"))
+    out["baseline"] = zero(state.get("baseline"))
+    out["snapshots"] = {e: zero(s) for e, s in state.get("snapshots", {}).items()}
+    if state.get("targets") is not None:
+        out["targets"] = torch.full_like(state["targets"], -1)
+    return out
