@@ -90,6 +90,20 @@ def _check_k(k: int, datamaps: Any) -> None:
         raise _UserError(f"--k must be between 1 and the number of tasks ({t}), got {k}")
 
 
+def _check_same_tasks(maps: Any, groups: Any, args: argparse.Namespace) -> None:
+    if list(groups.task_names) != list(maps.task_names):
+        raise _UserError(
+            f"--groups {args.groups!r} has tasks {_preview(groups.task_names)} but DATAMAPS "
+            f"{args.datamaps!r} has {_preview(maps.task_names)}: group these data maps first"
+        )
+
+
+def _preview(names: Any) -> str:
+    names = list(names)
+    head = ", ".join(names[:3])
+    return f"[{head}{', ...' if len(names) > 3 else ''}] ({len(names)})"
+
+
 def _print_groups(groups: Any) -> None:
     for j, names in enumerate(groups.groups):
         print(f"group {j} ({len(names)} tasks): {', '.join(names) if names else '-'}")
@@ -115,29 +129,32 @@ def _cmd_group(args: argparse.Namespace) -> int:
 
 def _cmd_choose_k(args: argparse.Namespace) -> int:
     maps = _load_datamaps(args.datamaps)
+    t = len(maps.task_names)
+    k_max = t - 1 if args.k_max is None else args.k_max
+    if not 2 <= args.k_min <= k_max <= t - 1:
+        raise _UserError(
+            f"need 2 <= --k-min <= --k-max <= tasks - 1 = {t - 1}; "
+            f"got --k-min {args.k_min}, --k-max {k_max}"
+        )
+    out = _output_folder_exists(args.output) if args.output else None
     from stgmtl.grouping.choose_k import choose_k
 
-    t = len(maps.task_names)
-    k_max = min(args.k_max if args.k_max is not None else t - 1, t - 1)
-    if args.k_min < 2 or args.k_min > k_max:
-        raise _UserError(
-            f"--k-min must be between 2 and --k-max ({k_max}, at most tasks - 1), got {args.k_min}"
-        )
     result = choose_k(maps, ks=range(args.k_min, k_max + 1), random_state=args.seed)
-    table = getattr(result, "table", None)
-    if table is not None:
-        print(table)
-        if args.output:
-            table.write_csv(_output_folder_exists(args.output))
-    best = getattr(result, "k", result)
-    print(f"chosen k: {best}")
+    import polars as pl
+
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True):
+        print(result.table)
+    if out is not None:
+        result.table.write_csv(out)
+        print(f"wrote {out}", file=sys.stderr)
+    print(f"chosen k: {result.best_k}")
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output)
+    maps = _load_datamaps(args.datamaps)
     if args.kind == "datamap":
-        maps = _load_datamaps(args.datamaps)
         unknown = sorted(set(args.task or []) - set(maps.task_names))
         if unknown:
             raise _UserError(f"--task {unknown[0]!r} is not a task of {args.datamaps!r}")
@@ -146,11 +163,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         if args.groups is None:
             raise _UserError(f"--kind {args.kind} needs --groups GROUPS (from 'stgmtl group')")
         groups = _load_groups(args.groups)
+        _check_same_tasks(maps, groups, args)
         if args.kind == "memberships":
             groups.plot_memberships(out)
         else:
-            maps = _load_datamaps(args.datamaps)
-            groups.plot_task_map(out, features=maps.features())
+            groups.plot_task_map(out)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -165,6 +182,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise _UserError("give either --groups or --k, not both")
     if args.groups is not None:
         groups = _load_groups(args.groups)
+        _check_same_tasks(maps, groups, args)
     elif args.k is not None:
         from stgmtl.grouping.grouper import group
 

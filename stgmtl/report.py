@@ -446,7 +446,7 @@ def _datamap_figure(
             maps.variability[r, seen],
             maps.confidence[r, seen],
             c=maps.correctness[r, seen],
-            cmap="coolwarm_r",
+            cmap="coolwarm",
             vmin=0.0,
             vmax=1.0,
             s=4,
