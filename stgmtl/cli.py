@@ -119,7 +119,7 @@ def _cmd_group(args: argparse.Namespace) -> int:
     _check_k(args.k, maps)
     from stgmtl.grouping.grouper import group
 
-    groups = group(maps, k=args.k, m=args.m, random_state=args.seed)
+    groups = group(maps, k=args.k, m=args.m, random_state=args.seed, progress=not args.quiet)
     groups.save(out)
     if not args.quiet:
         _print_groups(groups)
@@ -187,7 +187,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from stgmtl.grouping.grouper import group
 
         _check_k(args.k, maps)
-        groups = group(maps, k=args.k, random_state=args.seed)
+        groups = group(maps, k=args.k, random_state=args.seed, progress=not args.quiet)
     evaluation = _load_table(args.evaluation) if args.evaluation else None
     write_report(
         out,
@@ -266,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to save the groups")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the groups")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="do not print the groups or a progress bar"
+    )
     p.set_defaults(func=_cmd_group)
 
     p = sub.add_parser(
