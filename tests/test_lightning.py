@@ -198,3 +198,99 @@ def test_clear_errors():
         _trainer(1, [DataMapCallback(_recorder())]).fit(_TensorStep(), _loader())
     with pytest.raises(ValueError, match="no 'recorder' entry"):
         DataMapCallback(_recorder()).load_state_dict({})
+
+
+# ---------------------------------------------------------------------------------------------
+# two processes (torchrun, gloo): merged checkpoints resume correctly, padding counted once
+
+_DDP_SCRIPT = """
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from stgmtl.integrations.lightning import DataMapCallback
+from stgmtl.recorder import DataMapRecorder
+
+N, D, T = 49, 5, 3  # 49 samples on 2 ranks: one repeated per epoch as padding
+out = Path(sys.argv[1])
+g = torch.Generator().manual_seed(0)
+x = torch.randn(N, D, generator=g)
+data = TensorDataset(x, (x[:, :T] > 0).float(), torch.arange(N))
+
+
+class Module(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Linear(D, T)
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        logits = self.net(x)
+        return {"loss": F.binary_cross_entropy_with_logits(logits, y), "logits": logits}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def fit(epochs, ckpt_dir=None, ckpt_path=None):
+    callback = DataMapCallback(DataMapRecorder(T, N, snapshot_epochs=[1, 2, 3]))
+    callbacks = [callback]
+    if ckpt_dir is not None:
+        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_top_k=-1))
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=2, strategy="ddp",
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=ckpt_dir is not None, callbacks=callbacks)
+    trainer.fit(Module(), DataLoader(data, batch_size=8, shuffle=False), ckpt_path=ckpt_path)
+    return trainer, callback
+
+
+trainer, full = fit(3)
+fit(2, ckpt_dir=out / "ckpt")
+trainer, resumed = fit(3, ckpt_path=str(out / "ckpt" / "epoch=1-step=8.ckpt"))
+if trainer.is_global_zero:
+    full.datamaps.save(out / "full")
+    resumed.datamaps.save(out / "resumed")
+"""
+
+
+def test_ddp_two_processes_resume_equals_uninterrupted(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stgmtl.datamaps import DataMaps
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    script = tmp_path / "ddp_lightning.py"
+    script.write_text(_DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": path}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(script),
+        str(tmp_path),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    full, resumed = DataMaps.load(tmp_path / "full"), DataMaps.load(tmp_path / "resumed")
+    # each sample once per epoch on one of the two ranks: merged, padding dropped
+    assert (full.count == 3).all()
+    _assert_same_maps(resumed, full)
