@@ -16,7 +16,7 @@ import datetime as _dt
 import html
 import io
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +141,15 @@ def write_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Pat
             f"report path {str(path)!r}: folder {str(path.parent)!r} does not exist"
         )
     text = render_report(*args, **kwargs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(
+        f".{path.name}.{uuid.uuid4().hex}.tmp"
+    )  # usual permissions, unlike mkstemp
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
