@@ -17,6 +17,7 @@ import html
 import io
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,8 @@ def render_report(
         raise ValueError(f"max_tasks_per_figure must be >= 1, got {max_tasks_per_figure}")
     if max_points < 1:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
-    groups_view = _GroupsView.from_object(groups) if groups is not None else None
-    maps_view = _MapsView.from_object(datamaps) if datamaps is not None else None
+    groups_view = _groups_view(groups) if groups is not None else None
+    maps_view = _maps_view(datamaps) if datamaps is not None else None
     if evaluation is not None:
         evaluation = _check_evaluation(evaluation)
 
@@ -158,32 +159,15 @@ def write_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Pat
 # input views: check shapes once, where the objects enter
 
 
-class _GroupsView:
-    def __init__(self, task_names: list[str], membership: np.ndarray, labels: np.ndarray) -> None:
-        self.task_names = task_names
-        self.membership = membership
-        self.labels = labels
-        self.k = membership.shape[1]
+@dataclass
+class _Groups:
+    task_names: list[str]
+    membership: np.ndarray  # (T, k)
+    labels: np.ndarray  # (T,)
 
-    @classmethod
-    def from_object(cls, groups: Any) -> _GroupsView:
-        for attr in ("task_names", "membership"):
-            if not hasattr(groups, attr):
-                raise TypeError(
-                    f"groups must have a {attr!r} attribute (a TaskGroups), "
-                    f"got {type(groups).__name__}"
-                )
-        names = [str(t) for t in groups.task_names]
-        membership = np.asarray(groups.membership, dtype=np.float64)
-        if membership.ndim != 2 or membership.shape[0] != len(names):
-            raise ValueError(
-                f"groups.membership must have shape (T={len(names)}, k), got {membership.shape}"
-            )
-        labels = getattr(groups, "labels", None)
-        labels = membership.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
-        if labels.shape != (len(names),):
-            raise ValueError(f"groups.labels must have shape ({len(names)},), got {labels.shape}")
-        return cls(names, membership, labels)
+    @property
+    def k(self) -> int:
+        return int(self.membership.shape[1])
 
     def members(self, g: int) -> list[int]:
         """Tasks whose argmax group is ``g``, strongest membership first."""
@@ -191,35 +175,45 @@ class _GroupsView:
         return [int(i) for i in idx[np.argsort(-self.membership[idx, g], kind="stable")]]
 
 
-class _MapsView:
-    def __init__(self, task_names: list[str], arrays: dict[str, np.ndarray]) -> None:
-        self.task_names = task_names
-        self.confidence = arrays["confidence"]
-        self.variability = arrays["variability"]
-        self.correctness = arrays["correctness"]
-        self.count = arrays["count"]
+@dataclass
+class _Maps:
+    task_names: list[str]
+    confidence: np.ndarray  # (T, N), and the same for the others
+    variability: np.ndarray
+    correctness: np.ndarray
+    count: np.ndarray
 
-    @classmethod
-    def from_object(cls, maps: Any) -> _MapsView:
-        names_attr = getattr(maps, "task_names", None)
-        if names_attr is None:
-            raise TypeError(
-                f"datamaps must have 'task_names' (a DataMaps), got {type(maps).__name__}"
-            )
-        names = [str(t) for t in names_attr]
-        arrays: dict[str, np.ndarray] = {}
-        for attr in ("confidence", "variability", "correctness", "count"):
-            if not hasattr(maps, attr):
-                raise TypeError(
-                    f"datamaps must have a {attr!r} attribute, got {type(maps).__name__}"
-                )
-            arr = np.asarray(getattr(maps, attr), dtype=np.float64)
-            if arr.ndim != 2 or arr.shape[0] != len(names):
-                raise ValueError(
-                    f"datamaps.{attr} must have shape (T={len(names)}, N), got {arr.shape}"
-                )
-            arrays[attr] = arr
-        return cls(names, arrays)
+
+def _groups_view(groups: Any) -> _Groups:
+    names = _task_names(groups, "groups")
+    membership = _matrix(groups, "groups", "membership", len(names))
+    labels = getattr(groups, "labels", None)
+    labels = membership.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(names),):
+        raise ValueError(f"groups.labels must have shape ({len(names)},), got {labels.shape}")
+    return _Groups(names, membership, labels)
+
+
+def _maps_view(maps: Any) -> _Maps:
+    names = _task_names(maps, "datamaps")
+    stats = ("confidence", "variability", "correctness", "count")
+    return _Maps(names, *(_matrix(maps, "datamaps", a, len(names)) for a in stats))
+
+
+def _task_names(obj: Any, arg: str) -> list[str]:
+    names = getattr(obj, "task_names", None)
+    if names is None:
+        raise TypeError(f"{arg} must have a 'task_names' attribute, got {type(obj).__name__}")
+    return [str(n) for n in names]
+
+
+def _matrix(obj: Any, arg: str, attr: str, rows: int) -> np.ndarray:
+    if not hasattr(obj, attr):
+        raise TypeError(f"{arg} must have a {attr!r} attribute, got {type(obj).__name__}")
+    arr = np.asarray(getattr(obj, attr), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != rows:
+        raise ValueError(f"{arg}.{attr} must have shape (T={rows}, ...), got {arr.shape}")
+    return arr
 
 
 def _check_evaluation(evaluation: Any) -> pl.DataFrame:
@@ -243,9 +237,7 @@ def _check_evaluation(evaluation: Any) -> pl.DataFrame:
 # sections
 
 
-def _header(
-    title: str, maps: _MapsView | None, groups: _GroupsView | None, ev: pl.DataFrame | None
-) -> str:
+def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataFrame | None) -> str:
     from stgmtl import __version__
 
     facts = []
@@ -264,7 +256,7 @@ def _header(
     )
 
 
-def _groups_section(groups: _GroupsView, soft_threshold: float) -> str:
+def _groups_section(groups: _Groups, soft_threshold: float) -> str:
     rows = []
     for g in range(groups.k):
         hard = groups.members(g)
@@ -298,8 +290,8 @@ def _groups_section(groups: _GroupsView, soft_threshold: float) -> str:
 
 
 def _datamaps_section(
-    maps: _MapsView,
-    groups: _GroupsView | None,
+    maps: _Maps,
+    groups: _Groups | None,
     max_tasks: int,
     max_points: int,
     rng: np.random.Generator,
@@ -403,7 +395,7 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
 # figures (matplotlib, Agg; no pyplot state is touched)
 
 
-def _membership_figure(groups: _GroupsView) -> Any:
+def _membership_figure(groups: _Groups) -> Any:
     from matplotlib.figure import Figure
 
     order = np.lexsort((-groups.membership.max(axis=1), groups.labels))
@@ -430,9 +422,7 @@ def _membership_figure(groups: _GroupsView) -> Any:
     return fig
 
 
-def _datamap_figure(
-    maps: _MapsView, rows: list[int], max_points: int, rng: np.random.Generator
-) -> Any:
+def _datamap_figure(maps: _Maps, rows: list[int], max_points: int, rng: np.random.Generator) -> Any:
     from matplotlib.figure import Figure
 
     ncols = min(6, len(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -127,6 +128,9 @@ def test_write_report_is_atomic(inputs, tmp_path):
     out = write_report(tmp_path / "r.html", maps, groups, progress=False)
     assert out.read_text(encoding="utf-8").rstrip().endswith("</html>")
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any other file
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_report(tmp_path / "nope" / "r.html", maps, progress=False)
     with pytest.raises(ValueError):
