@@ -14,11 +14,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from stgmtl.grouping.grouper import group
-from stgmtl.recorder import DataMapRecorder
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+
+from stgmtl.grouping.grouper import group
+from stgmtl.recorder import DataMapRecorder
 
 FAMILIES, TASKS_PER_FAMILY = 3, 4
 

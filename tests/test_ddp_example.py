@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from stgmtl.datamaps import DataMaps
-from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
 from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
+
+pytest.importorskip("stgmtl.recorder", reason="the recorder (branch record) is not merged yet")
+
+from stgmtl.datamaps import DataMaps  # noqa: E402
+from stgmtl.recorder import DataMapRecorder, distributed_valid_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_record.py"
