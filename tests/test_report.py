@@ -59,16 +59,21 @@ def _evaluation(names: list[str], rng: np.random.Generator) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def inputs():
     rng = np.random.default_rng(0)
     maps = _maps(rng)
     return maps, _groups(maps.task_names, rng), _evaluation(maps.task_names, rng)
 
 
-def test_report_holds_groups_heatmap_datamaps_and_evaluation(inputs):
+@pytest.fixture(scope="module")
+def full_report(inputs) -> str:
+    return render_report(*inputs, progress=False)
+
+
+def test_report_holds_groups_heatmap_datamaps_and_evaluation(inputs, full_report):
     maps, groups, ev = inputs
-    text = render_report(maps, groups, ev, progress=False)
+    text = full_report
     assert text.startswith("<!DOCTYPE html>")
     # one heatmap + one data-map figure per non-empty group
     assert len(re.findall(r'<img class="membership-heatmap"', text)) == 1
@@ -87,9 +92,8 @@ def test_report_holds_groups_heatmap_datamaps_and_evaluation(inputs):
     assert len(re.findall(r'<tr class="task-row">', text)) == T
 
 
-def test_report_is_self_contained_and_escapes_names(inputs):
-    maps, groups, ev = inputs
-    text = render_report(maps, groups, ev, progress=False)
+def test_report_is_self_contained_and_escapes_names(full_report):
+    text = full_report
     assert "<script" not in text and "<link" not in text
     assert not re.search(r'(src|href)="(?!data:)', text), "only data: URIs may be referenced"
     assert "http://" not in text and "https://" not in text
@@ -167,10 +171,10 @@ def _run_chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
 
 
-def test_report_renders_in_headless_chromium(inputs, tmp_path):
+def test_report_renders_in_headless_chromium(full_report, tmp_path):
     binary = _chromium()
-    maps, groups, ev = inputs
-    report = write_report(tmp_path / "report.html", maps, groups, ev, progress=False)
+    report = tmp_path / "report.html"
+    report.write_text(full_report, encoding="utf-8")
     # the probe is added to a copy only: the report itself carries no script
     probed = tmp_path / "probed.html"
     probed.write_text(report.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"))
