@@ -24,8 +24,9 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_python_dash_m_and_top_level_help():
+    root = Path(cli.__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, "-m", "stgmtl", "--help"], capture_output=True,
-                         text=True, timeout=60, check=False)  # fmt: skip
+                         text=True, timeout=60, check=False, cwd=root)  # fmt: skip
     assert run.returncode == 0, run.stderr
     for name in SUBCOMMANDS:
         assert name in run.stdout
