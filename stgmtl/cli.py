@@ -15,7 +15,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,7 +62,7 @@ def _load_table(path: str) -> Any:
     import polars as pl
 
     p = _existing(path, "--evaluation")
-    readers = {
+    readers: dict[str, Callable[..., Any]] = {
         ".parquet": pl.read_parquet,
         ".csv": pl.read_csv,
         ".json": pl.read_json,

@@ -376,8 +376,8 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
     head2 = "<th>task</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods)
     rows2 = []
     for r in wide.iter_rows(named=True):
-        cells = "".join(f'<td class="num">{_num(r[m])}</td>' for m in methods)
-        rows2.append(f'<tr class="task-row"><td>{_e(str(r["task"]))}</td>{cells}</tr>')
+        nums = "".join(f'<td class="num">{_num(r[m])}</td>' for m in methods)
+        rows2.append(f'<tr class="task-row"><td>{_e(str(r["task"]))}</td>{nums}</tr>')
     per_task = (
         f"<details><summary>Per task: {_e(key)}, mean over seeds</summary>"
         f'<table id="evaluation-per-task"><thead><tr>{head2}</tr></thead>'
