@@ -198,7 +198,7 @@ class DataMapCallback(pl.Callback):
             merged = copy.deepcopy(self.recorder)
             merged.sync()
             state = merged.state_dict()
-            state["synced"] = False  # rank 0 keeps recording into it after a resume
+            state["synced"] = False  # rank 0 goes on recording into the merged state
         else:
             state = self.recorder.state_dict()
         return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": world}
@@ -210,10 +210,14 @@ class DataMapCallback(pl.Callback):
                 "checkpoint state for DataMapCallback has no 'recorder' entry; "
                 f"has {sorted(state_dict)}"
             )
-        state = state_dict["recorder"]
+        self.recorder.load_state_dict(state_dict["recorder"])  # checks the configuration
         if state_dict.get("merged_over", 1) > 1 and _world_size() > 1 and dist.get_rank() != 0:
-            state = _zeroed(state)  # rank 0 carries the merged counts; the others start at 0
-        self.recorder.load_state_dict(state)
+            # rank 0 carries the merged counts of all processes; the others restart from zero
+            # counts with the same closed epochs (and so the same snapshot epochs)
+            epochs = self.recorder.epoch
+            self.recorder.reset()
+            for _ in range(epochs):
+                self.recorder.end_epoch()
         self._open_epoch = state_dict.get("open_epoch")
 
     # ---- helpers --------------------------------------------------------------------------
@@ -280,20 +284,3 @@ def _detach(x: Any) -> Any:
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _zeroed(state: dict[str, Any]) -> dict[str, Any]:
-    """A recorder state_dict with the same epochs and snapshots and all counts at zero."""
-
-    def zero(raw: Any) -> Any:
-        if raw is None:
-            return None
-        return {k: None if v is None else torch.zeros_like(v) for k, v in raw.items()}
-
-    out = dict(state)
-    out["state"] = zero(state.get("state"))
-    out["baseline"] = zero(state.get("baseline"))
-    out["snapshots"] = {e: zero(s) for e, s in state.get("snapshots", {}).items()}
-    if state.get("targets") is not None:
-        out["targets"] = torch.full_like(state["targets"], -1)
-    return out
