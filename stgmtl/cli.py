@@ -341,11 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="run the CIFAR-100 grouping demo",
-        description="Run examples/cifar100_grouping.py (source checkout only); "
-        "arguments after 'demo' go to the script (try 'stgmtl demo -- --help').",
+        usage="stgmtl demo [-h] [--] [ARGS ...]",
+        description="Run examples/cifar100_grouping.py (source checkout only). Every argument "
+        "after 'demo' goes to the script, e.g. 'stgmtl demo --epochs 2 --out runs/demo'; "
+        "'stgmtl demo -- --help' shows the script's own options.",
     )
-    p.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments for the demo script")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, demo_args=[])
     return parser
 
 
@@ -363,9 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when the input was bad, 2 for a bad command line.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "demo_args", None) and args.demo_args[0] == "--":
-        args.demo_args = args.demo_args[1:]
+    head, demo_args = _split_demo(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if demo_args is not None:
+        args.demo_args = demo_args
     show_tb = args.traceback or os.environ.get("STGMTL_TRACEBACK") == "1"
     try:
         return int(args.func(args))
@@ -377,6 +379,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _split_demo(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Cut ``demo``'s arguments off before argparse sees them: they belong to the script."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            continue  # global options take no values
+        if arg != "demo" or argv[i + 1 :] in (["-h"], ["--help"]):
+            break
+        rest = argv[i + 1 :]
+        return argv[: i + 1], rest[1:] if rest[:1] == ["--"] else rest
+    return argv, None
 
 
 def _one_line(err: BaseException) -> str:

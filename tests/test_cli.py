@@ -89,9 +89,16 @@ def test_demo_runs_the_example_script_with_its_arguments(capsys, tmp_path, monke
         "sys.exit(3)\n"
     )
     monkeypatch.setattr(cli, "_demo_script", lambda: script)
-    code, _, _ = _run(capsys, "demo", "--", "--epochs", "1")
-    assert code == 3  # the script's own exit status
-    assert marker.read_text() == "--epochs 1"
+    for argv, passed in (
+        (["demo", "--", "--epochs", "1"], "--epochs 1"),
+        (["demo", "--epochs", "1", "--out", "x"], "--epochs 1 --out x"),
+        (["demo", "--", "--help"], "--help"),
+        (["--traceback", "demo", "-k", "5"], "-k 5"),
+        (["demo"], ""),
+    ):
+        code, _, _ = _run(capsys, *argv)
+        assert code == 3  # the script's own exit status
+        assert marker.read_text() == passed
 
 
 def test_demo_outside_a_checkout_says_where_it_lives(capsys, monkeypatch):
