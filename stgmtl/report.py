@@ -341,7 +341,7 @@ def _datamaps_section(
 
 def _evaluation_section(ev: pl.DataFrame) -> str:
     metrics = [m for m in _METRICS if m in ev.columns]
-    per_seed = ev.group_by("method", "seed").agg(pl.col(m).mean() for m in metrics)
+    per_seed = ev.group_by("method", "seed").agg(pl.col(m).fill_nan(None).mean() for m in metrics)
     summary = (
         per_seed.group_by("method")
         .agg(
@@ -368,7 +368,7 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
     key = metrics[0]
     wide = (
         ev.group_by("task", "method")
-        .agg(pl.col(key).mean())
+        .agg(pl.col(key).fill_nan(None).mean())
         .pivot(on="method", index="task", values=key)
         .sort("task")
     )
@@ -386,7 +386,8 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
     return (
         '<section id="evaluation"><h2>Evaluation</h2>'
         "<p>Per method: the metric averaged over tasks within each seed, then mean &plusmn; "
-        "standard deviation over seeds.</p>"
+        "standard deviation over seeds. A task where a metric is undefined (NaN, e.g. ROC AUC "
+        "without positives) is left out of that metric's mean.</p>"
         f"{summary_html}{per_task}</section>"
     )
 

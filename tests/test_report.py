@@ -101,6 +101,15 @@ def test_report_is_self_contained_and_escapes_names(full_report):
     assert html.escape("<b>odd & name</b>") in text
 
 
+def test_undefined_metrics_are_left_out_of_the_means():
+    ev = pl.DataFrame({"method": ["a"] * 4, "seed": [0, 0, 1, 1], "task": ["x", "y"] * 2,
+                       "roc_auc": [0.5, float("nan"), 0.7, 0.9]})  # fmt: skip
+    text = render_report(evaluation=ev, progress=False)
+    expected = f"{np.mean([0.5, 0.8]):.3f} &plusmn; {np.std([0.5, 0.8], ddof=1):.3f}"
+    assert expected in text
+    assert '<tr class="task-row"><td>y</td><td class="num">0.900</td></tr>' in text
+
+
 def test_report_parts_are_optional(inputs):
     maps, groups, ev = inputs
     only_maps = render_report(maps, progress=False)
