@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-points",
         type=_positive_int,
-        default=1500,
-        help="samples drawn per task panel (default: 1500)",
+        default=1000,
+        help="samples drawn per task panel (default: 1000)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed for --k (default: 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
