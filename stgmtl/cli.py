@@ -178,8 +178,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output)
     maps = _load_datamaps(args.datamaps)
     groups = None
-    if args.groups is not None and args.k is not None:
-        raise _UserError("give either --groups or --k, not both")
     if args.groups is not None:
         groups = _load_groups(args.groups)
         _check_same_tasks(maps, groups, args)
@@ -313,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "heatmap, per-task data maps and, if given, the evaluation table.",
     )
     p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
-    p.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
+    which.add_argument(
         "--k",
         type=_positive_int,
         default=None,

@@ -233,7 +233,7 @@ def test_report_with_groups_and_evaluation(capsys, tmp_path, saved_maps):
     assert code == 0 and (tmp_path / "r2.html").read_text().count('class="group-row"') == 2
     code, _, err = _run(capsys, "report", str(saved_maps), "--k", "2", "--groups", str(groups),
                         "-o", str(tmp_path / "r3.html"))  # fmt: skip
-    assert code == 1 and "either --groups or --k" in err
+    assert code == 2 and "not allowed with argument" in err
     code, _, err = _run(capsys, "report", str(saved_maps), "--evaluation", str(tmp_path / "e.xlsx"),
                         "-o", str(tmp_path / "r4.html"))  # fmt: skip
     assert code == 1 and "--evaluation" in err and "not found" in err
