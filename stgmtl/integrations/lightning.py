@@ -192,6 +192,7 @@ class DataMapCallback(pl.Callback):
         """The recorder's state for Lightning checkpoints (merged over processes under DDP).
 
         Lightning calls this on every rank when it saves, so the merge (a collective) is safe.
+        The merge works on a temporary copy of the recorder (its memory once more, briefly).
         """
         world = _world_size()
         if world > 1:
