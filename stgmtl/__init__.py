@@ -27,7 +27,18 @@ _EXPORTS: dict[str, str] = {
     "fuzzy_memberships": "stgmtl.grouping.membership",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "DataMapRecorder",
+    "DataMaps",
+    "IndexedDataset",
+    "TaskGrouper",
+    "TaskGroups",
+    "__version__",
+    "choose_k",
+    "fit_datamaps",
+    "fuzzy_memberships",
+    "group",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,3 +26,7 @@ def test_every_public_name_resolves(name):
 def test_grouping_does_not_import_torch():
     code = "import sys, stgmtl; stgmtl.group; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_all_lists_exactly_the_exports():
+    assert set(stgmtl.__all__) == {"__version__", *stgmtl._EXPORTS}

@@ -11,6 +11,7 @@ of the reduced space. ``TaskGroups.centroids`` are always group centres in the r
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -204,13 +205,24 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def unpack_data(
-    data: Any, task_names: Any, feature_kwargs: dict[str, Any] | None
+    data: Any,
+    task_names: Any,
+    feature_kwargs: dict[str, Any] | None,
+    n_groups: int | None = None,
 ) -> tuple[Any, Any]:
-    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``."""
+    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``.
+
+    ``n_groups`` is passed to ``data.features`` when that method takes it (feature kinds such as
+    ``"confusion"`` size their embedding by the number of groups), unless already given.
+    """
     if hasattr(data, "features") and hasattr(data, "task_names"):
         if task_names is None:
             task_names = list(data.task_names)
-        return data.features(**(feature_kwargs or {})), task_names
+        kwargs = dict(feature_kwargs or {})
+        if n_groups is not None and "n_groups" not in kwargs:
+            if "n_groups" in inspect.signature(data.features).parameters:
+                kwargs["n_groups"] = n_groups
+        return data.features(**kwargs), task_names
     return data, task_names
 
 
@@ -272,7 +284,8 @@ class TaskGrouper(BaseEstimator):
         Seed for the projection and the k-means restarts; same seed, same result (bitwise, for
         the same input, thread count and machine).
     n_threads : int, optional
-        faiss OpenMP threads (default: all cores available to the process).
+        Threads for faiss (OpenMP) and BLAS during ``fit``. Default: BLAS as configured, faiss
+        1 thread for small problems (``T * k * d < 2**24``) else all available cores.
     progress : bool
         Show progress bars over feature blocks.
 
@@ -306,8 +319,8 @@ class TaskGrouper(BaseEstimator):
         init: KMeansInit = "greedy-k-means++",
         reduce: ReduceMethod = "auto",
         n_components: int | Literal["auto"] = "auto",
-        projection_dim: int = 256,
-        n_power_iter: int = 0,
+        projection_dim: int = 128,
+        n_power_iter: int = 1,
         block_size: int | None = None,
         refine: bool | Literal["auto"] = "auto",
         refine_max_iter: int = 20,
@@ -371,7 +384,15 @@ class TaskGrouper(BaseEstimator):
             One unique name per task; default: ``X.task_names`` or ``task_0``, ``task_1``, ...
         """
         k = self._validate()
-        X, task_names = unpack_data(X, task_names, self.feature_kwargs)
+        if self.n_threads is None:
+            return self._fit(X, k, task_names)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=int(self.n_threads), user_api="blas"):
+            return self._fit(X, k, task_names)
+
+    def _fit(self, X: Any, k: int, task_names: Any) -> TaskGrouper:
+        X, task_names = unpack_data(X, task_names, self.feature_kwargs, n_groups=k)
         if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
             X = _float_matrix(X)  # once, without copying float arrays; reused by refinement
         if hasattr(X, "shape") and len(X.shape) == 2:
