@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
             for row in r["rows"]:
                 extra = {k: v for k, v in row.items() if k not in ("reduce", "time_s", "ari")}
                 print(
-                    f"  {row['reduce']:<11}{str(extra):<44}ARI {row['ari']:.3f}"
+                    f"  {row['reduce']:<11}{str(extra):<62}ARI {row['ari']:.3f}"
                     f"  {row['time_s']:.2f} s"
                 )
     print(f"\nwritten to {args.out}")

@@ -202,7 +202,7 @@ def _best_of(
         else:
             km = faiss.Kmeans(d, k, **params)
             km.train(xf, init_centroids=init_c)
-            cent, n_iter = km.centroids.copy(), len(km.obj)
+            cent, n_iter = np.array(km.centroids, dtype=np.float32), len(km.iteration_stats or [])
         inertia = float(_sq_dist_fast(x64, xnorm, cent).min(axis=1).sum())
         if best_inertia is None or inertia < best_inertia:
             best_inertia, best_c, best_iter = inertia, cent, n_iter

@@ -406,7 +406,7 @@ def reduce_features(
     return ReducedFeatures(_f32(q @ (vecs * np.sqrt(vals))), "rpca", passes.n_cols, ratio)
 
 
-def _auto_method(data: Any, n_rows: int | None, one_shot: bool, n_components: int) -> str:
+def _auto_method(data: Any, n_rows: int | None, one_shot: bool, n_components: int) -> ReduceMethod:
     if isinstance(data, np.ndarray):
         n, dim = data.shape
         if dim <= n_components:
