@@ -18,8 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from stgmtl.grouping.grouper import group
-from stgmtl.recorder import DataMapRecorder
+from stgmtl import DataMapRecorder, group
 
 FAMILIES, TASKS_PER_FAMILY = 3, 4
 

@@ -46,14 +46,14 @@ def _existing(path: str, what: str) -> Path:
 
 def _load_datamaps(path: str) -> Any:
     p = _existing(path, "DATAMAPS")
-    from stgmtl.datamaps import DataMaps
+    from stgmtl import DataMaps
 
     return DataMaps.load(p)
 
 
 def _load_groups(path: str) -> Any:
     p = _existing(path, "--groups")
-    from stgmtl.grouping.grouper import TaskGroups
+    from stgmtl import TaskGroups
 
     return TaskGroups.load(p)
 
@@ -117,7 +117,7 @@ def _cmd_group(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output)
     maps = _load_datamaps(args.datamaps)
     _check_k(args.k, maps)
-    from stgmtl.grouping.grouper import group
+    from stgmtl import group
 
     groups = group(maps, k=args.k, m=args.m, random_state=args.seed, progress=not args.quiet)
     groups.save(out)
@@ -137,7 +137,7 @@ def _cmd_choose_k(args: argparse.Namespace) -> int:
             f"got --k-min {args.k_min}, --k-max {k_max}"
         )
     out = _output_folder_exists(args.output) if args.output else None
-    from stgmtl.grouping.choose_k import choose_k
+    from stgmtl import choose_k
 
     result = choose_k(maps, ks=range(args.k_min, k_max + 1), random_state=args.seed)
     import polars as pl
@@ -182,7 +182,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         groups = _load_groups(args.groups)
         _check_same_tasks(maps, groups, args)
     elif args.k is not None:
-        from stgmtl.grouping.grouper import group
+        from stgmtl import group
 
         _check_k(args.k, maps)
         groups = group(maps, k=args.k, random_state=args.seed, progress=not args.quiet)

@@ -147,8 +147,8 @@ def saved_maps(tmp_path_factory) -> Path:
 
 
 def test_group_saves_what_the_library_computes(capsys, tmp_path, saved_maps):
+    from stgmtl import TaskGroups, group
     from stgmtl.datamaps import DataMaps
-    from stgmtl.grouping.grouper import TaskGroups, group
 
     out = tmp_path / "groups.parquet"
     code, stdout, err = _run(capsys, "group", str(saved_maps), "--k", "3", "-o", str(out))
