@@ -1,0 +1,401 @@
+"""The ``stgmtl`` command: group, choose k, plot and report from saved data maps; run the demo.
+
+Each subcommand is a thin wrapper over the library (:class:`~stgmtl.datamaps.DataMaps`,
+:func:`~stgmtl.grouping.grouper.group`, :func:`~stgmtl.grouping.choose_k.choose_k`,
+:func:`~stgmtl.report.write_report`). Bad input (a missing file, an impossible ``k``) ends with a
+one-line reason on stderr and a non-zero exit status, never a traceback; ``--traceback`` (or
+``STGMTL_TRACEBACK=1``) shows the full traceback instead.
+
+Exit status: 0 success, 1 bad input found while running, 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+_PROG = "stgmtl"
+
+
+class _UserError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------------------------
+# loading inputs
+
+
+def _existing(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise _UserError(f"{what} {path!r} not found")
+    return p
+
+
+def _load_datamaps(path: str) -> Any:
+    p = _existing(path, "DATAMAPS")
+    from stgmtl import DataMaps
+
+    return DataMaps.load(p)
+
+
+def _load_groups(path: str) -> Any:
+    p = _existing(path, "--groups")
+    from stgmtl import TaskGroups
+
+    return TaskGroups.load(p)
+
+
+def _load_table(path: str) -> Any:
+    import polars as pl
+
+    p = _existing(path, "--evaluation")
+    readers: dict[str, Callable[..., Any]] = {
+        ".parquet": pl.read_parquet,
+        ".csv": pl.read_csv,
+        ".json": pl.read_json,
+        ".ndjson": pl.read_ndjson,
+        ".jsonl": pl.read_ndjson,
+    }
+    reader = readers.get(p.suffix.lower())
+    if reader is None:
+        raise _UserError(
+            f"--evaluation {path!r}: unknown table type {p.suffix!r}; use one of {sorted(readers)}"
+        )
+    return reader(p)
+
+
+def _output_folder_exists(path: str, option: str = "-o") -> Path:
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise _UserError(f"{option} {path!r}: folder {str(p.parent)!r} does not exist")
+    return p
+
+
+def _check_k(k: int, datamaps: Any) -> None:
+    t = len(datamaps.task_names)
+    if not 1 <= k <= t:
+        raise _UserError(f"--k must be between 1 and the number of tasks ({t}), got {k}")
+
+
+def _check_same_tasks(maps: Any, groups: Any, args: argparse.Namespace) -> None:
+    if list(groups.task_names) != list(maps.task_names):
+        raise _UserError(
+            f"--groups {args.groups!r} has tasks {_preview(groups.task_names)} but DATAMAPS "
+            f"{args.datamaps!r} has {_preview(maps.task_names)}: group these data maps first"
+        )
+
+
+def _preview(names: Any) -> str:
+    names = list(names)
+    head = ", ".join(names[:3])
+    return f"[{head}{', ...' if len(names) > 3 else ''}] ({len(names)})"
+
+
+def _print_groups(groups: Any) -> None:
+    for j, names in enumerate(groups.groups):
+        print(f"group {j} ({len(names)} tasks): {', '.join(names) if names else '-'}")
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+
+
+def _cmd_group(args: argparse.Namespace) -> int:
+    out = _output_folder_exists(args.output)
+    maps = _load_datamaps(args.datamaps)
+    _check_k(args.k, maps)
+    from stgmtl import group
+
+    groups = group(maps, k=args.k, m=args.m, random_state=args.seed, progress=not args.quiet)
+    groups.save(out)
+    if not args.quiet:
+        _print_groups(groups)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_choose_k(args: argparse.Namespace) -> int:
+    maps = _load_datamaps(args.datamaps)
+    t = len(maps.task_names)
+    k_max = t - 1 if args.k_max is None else args.k_max
+    if not 2 <= args.k_min <= k_max <= t - 1:
+        raise _UserError(
+            f"need 2 <= --k-min <= --k-max <= tasks - 1 = {t - 1}; "
+            f"got --k-min {args.k_min}, --k-max {k_max}"
+        )
+    out = _output_folder_exists(args.output) if args.output else None
+    from stgmtl import choose_k
+
+    result = choose_k(maps, ks=range(args.k_min, k_max + 1), random_state=args.seed)
+    import polars as pl
+
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True):
+        print(result.table)
+    if out is not None:
+        result.table.write_csv(out)
+        print(f"wrote {out}", file=sys.stderr)
+    print(f"chosen k: {result.best_k}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    out = _output_folder_exists(args.output)
+    maps = _load_datamaps(args.datamaps)
+    if args.kind == "datamap":
+        unknown = sorted(set(args.task or []) - set(maps.task_names))
+        if unknown:
+            raise _UserError(f"--task {unknown[0]!r} is not a task of {args.datamaps!r}")
+        maps.plot(out, tasks=args.task)
+    else:
+        if args.groups is None:
+            raise _UserError(f"--kind {args.kind} needs --groups GROUPS (from 'stgmtl group')")
+        groups = _load_groups(args.groups)
+        _check_same_tasks(maps, groups, args)
+        if args.kind == "memberships":
+            groups.plot_memberships(out)
+        else:
+            groups.plot_task_map(out)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from stgmtl.report import write_report
+
+    out = _output_folder_exists(args.output)
+    maps = _load_datamaps(args.datamaps)
+    groups = None
+    if args.groups is not None:
+        groups = _load_groups(args.groups)
+        _check_same_tasks(maps, groups, args)
+    elif args.k is not None:
+        from stgmtl import group
+
+        _check_k(args.k, maps)
+        groups = group(maps, k=args.k, random_state=args.seed, progress=not args.quiet)
+    evaluation = _load_table(args.evaluation) if args.evaluation else None
+    write_report(
+        out,
+        maps,
+        groups,
+        evaluation,
+        title=args.title,
+        max_points=args.max_points,
+        progress=not args.quiet,
+    )
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _demo_script() -> Path | None:
+    """examples/cifar100_grouping.py of the source checkout this package runs from, if any."""
+    here = Path(__file__).resolve().parent.parent / "examples" / "cifar100_grouping.py"
+    return here if here.is_file() else None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    script = _demo_script()
+    if script is None:
+        raise _UserError(
+            "the demo (examples/cifar100_grouping.py) ships with the source repository, not the "
+            "installed package: clone the repository and run 'make demo' or 'stgmtl demo' there"
+        )
+    env = dict(os.environ)
+    root = str(script.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return subprocess.call([sys.executable, str(script), *args.demo_args], env=env)
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stgmtl`` argument parser (one subparser per subcommand)."""
+    from stgmtl import __version__
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Decide which classification tasks to train together, from data maps "
+        "recorded during one multi-task training run.",
+        epilog="Run 'stgmtl COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback on errors (for bug reports)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    maps_help = "saved data maps (DataMaps.save / fit_datamaps output)"
+
+    p = sub.add_parser(
+        "group",
+        help="soft-group the tasks into k groups",
+        description="Soft-group the tasks of saved data maps into k groups "
+        "(STG-MTL: faiss k-means + fuzzy memberships) and save the TaskGroups.",
+    )
+    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("--k", type=_positive_int, required=True, help="number of groups")
+    p.add_argument("-o", "--output", required=True, help="where to save the groups")
+    p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="do not print the groups or a progress bar"
+    )
+    p.set_defaults(func=_cmd_group)
+
+    p = sub.add_parser(
+        "choose-k",
+        help="suggest a number of groups",
+        description="Score a range of k on saved data maps and print the best.",
+    )
+    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("--k-min", type=int, default=2, help="smallest k tried (default: 2)")
+    p.add_argument("--k-max", type=int, default=None, help="largest k tried (default: tasks - 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-o", "--output", default=None, help="also save the score table (.csv)")
+    p.set_defaults(func=_cmd_choose_k)
+
+    p = sub.add_parser(
+        "plot",
+        help="draw data maps, memberships or the task map",
+        description="Draw one figure (PNG, PDF or SVG by the file extension).",
+    )
+    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument(
+        "--kind",
+        choices=("datamap", "memberships", "taskmap"),
+        default="datamap",
+        help="datamap: per-task data maps (default); memberships: heatmap; "
+        "taskmap: tasks in 2-D coloured by group (both need --groups)",
+    )
+    p.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
+    p.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        help="a task to draw (repeatable; default: all) for --kind datamap",
+    )
+    p.add_argument("-o", "--output", required=True, help="figure file")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report",
+        description="Write one offline HTML file with the groups, membership "
+        "heatmap, per-task data maps and, if given, the evaluation table.",
+    )
+    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
+    which.add_argument(
+        "--k",
+        type=_positive_int,
+        default=None,
+        help="group on the fly into k groups (instead of --groups)",
+    )
+    p.add_argument(
+        "--evaluation",
+        default=None,
+        help="evaluation table (.parquet/.csv/.json) with columns method, seed, task, "
+        "f1, balanced_accuracy, roc_auc",
+    )
+    p.add_argument("--title", default="stgmtl report", help="page title")
+    p.add_argument(
+        "--max-points",
+        type=_positive_int,
+        default=1000,
+        help="samples drawn per task panel (default: 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed for --k (default: 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", required=True, help="the .html file to write")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the CIFAR-100 grouping demo",
+        usage="stgmtl demo [-h] [--] [ARGS ...]",
+        description="Run examples/cifar100_grouping.py (source checkout only). Every argument "
+        "after 'demo' goes to the script, e.g. 'stgmtl demo --epochs 2 --out runs/demo'; "
+        "'stgmtl demo -- --help' shows the script's own options.",
+    )
+    p.set_defaults(func=_cmd_demo, demo_args=[])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stgmtl`` command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when the input was bad, 2 for a bad command line.
+    """
+    parser = build_parser()
+    head, demo_args = _split_demo(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if demo_args is not None:
+        args.demo_args = demo_args
+    show_tb = args.traceback or os.environ.get("STGMTL_TRACEBACK") == "1"
+    try:
+        return int(args.func(args))
+    except (_UserError, FileNotFoundError, FileExistsError, ValueError) as err:
+        if show_tb:
+            raise
+        print(f"{_PROG} {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{_PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _split_demo(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Cut ``demo``'s arguments off before argparse sees them: they belong to the script."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            continue  # global options take no values
+        if arg != "demo" or argv[i + 1 :] in (["-h"], ["--help"]):
+            break
+        rest = argv[i + 1 :]
+        return argv[: i + 1], rest[1:] if rest[:1] == ["--"] else rest
+    return argv, None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,495 @@
+"""The self-contained HTML report: task groups, membership heatmap, data maps, evaluation.
+
+One file that opens offline in any browser: inline CSS, figures as base64 PNG data URIs, no
+scripts, no fonts, no links to anything outside the file. Every input is optional and duck-typed
+on the shared types' attributes, so plain objects (and the real :class:`~stgmtl.datamaps.DataMaps`,
+:class:`~stgmtl.grouping.grouper.TaskGroups` and evaluation frames) all work::
+
+    from stgmtl.report import write_report
+    write_report("report.html", datamaps=maps, groups=groups, evaluation=table)
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+_METRICS = ("f1", "balanced_accuracy", "roc_auc")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0 auto;max-width:1100px;padding:1.5rem;color:#1d232a;line-height:1.45}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #e3e7ec;padding-bottom:.25rem;margin-top:2rem}
+.meta{color:#5b6570;font-size:.9rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #d5dbe1;padding:.25rem .55rem;text-align:left;vertical-align:top}
+th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;display:block;margin:.5rem 0}
+.group{border:1px solid #e3e7ec;border-radius:6px;padding:.3rem 1rem;margin:1rem 0}
+.soft{color:#5b6570}.note{color:#5b6570;font-size:.85rem}
+details{margin:.6rem 0}summary{cursor:pointer;font-weight:600}
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def render_report(
+    datamaps: Any | None = None,
+    groups: Any | None = None,
+    evaluation: pl.DataFrame | None = None,
+    *,
+    title: str = "stgmtl report",
+    max_tasks_per_figure: int = 12,
+    max_points: int = 1000,
+    soft_threshold: float = 0.2,
+    random_state: int = 0,
+    progress: bool = True,
+) -> str:
+    """Build the report and return it as one HTML string.
+
+    Parameters
+    ----------
+    datamaps : DataMaps or None
+        Anything with ``task_names`` (T), ``confidence``, ``variability``, ``correctness`` and
+        ``count`` arrays of shape (T, N). Gives the per-task data-map figures.
+    groups : TaskGroups or None
+        Anything with ``task_names`` (T), ``membership`` (T, k), ``labels`` (T,). Gives the group
+        list and the membership heatmap; data maps are then drawn one figure per group.
+    evaluation : polars.DataFrame or None
+        Columns ``method``, ``seed``, ``task`` and any of ``f1``, ``balanced_accuracy``,
+        ``roc_auc``. Gives a per-method summary (mean over tasks, then mean +- std over seeds) and
+        a per-task table.
+    title : str
+        Page title and heading.
+    max_tasks_per_figure : int
+        At most this many task panels per data-map figure (the rest are listed by name).
+    max_points : int
+        At most this many samples drawn per task panel (a seeded random subset).
+    soft_threshold : float
+        A task is listed as a soft member of every non-argmax group where its membership is at
+        least this.
+    random_state : int
+        Seed of the point subsampling.
+    progress : bool
+        Show a progress bar while the data-map figures are drawn.
+
+    Returns
+    -------
+    str
+        The complete HTML document.
+    """
+    if datamaps is None and groups is None and evaluation is None:
+        raise ValueError(
+            "render_report needs at least one of datamaps, groups, evaluation; got none"
+        )
+    if max_tasks_per_figure < 1:
+        raise ValueError(f"max_tasks_per_figure must be >= 1, got {max_tasks_per_figure}")
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    groups_view = _groups_view(groups) if groups is not None else None
+    maps_view = _maps_view(datamaps) if datamaps is not None else None
+    if evaluation is not None:
+        evaluation = _check_evaluation(evaluation)
+
+    parts = [_header(title, maps_view, groups_view, evaluation)]
+    if groups_view is not None:
+        parts.append(_groups_section(groups_view, soft_threshold))
+    if maps_view is not None:
+        rng = np.random.default_rng(random_state)
+        parts.append(
+            _datamaps_section(
+                maps_view, groups_view, max_tasks_per_figure, max_points, rng, progress
+            )
+        )
+    if evaluation is not None:
+        parts.append(_evaluation_section(evaluation))
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Path:
+    """Render the report (see :func:`render_report` for the arguments) and write it atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Where the ``.html`` file goes; its folder must exist. Replaced only once fully written.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"report path {str(path)!r}: folder {str(path.parent)!r} does not exist"
+        )
+    text = render_report(*args, **kwargs)
+    tmp = path.with_name(
+        f".{path.name}.{uuid.uuid4().hex}.tmp"
+    )  # usual permissions, unlike mkstemp
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# input views: check shapes once, where the objects enter
+
+
+@dataclass
+class _Groups:
+    task_names: list[str]
+    membership: np.ndarray  # (T, k)
+    labels: np.ndarray  # (T,)
+
+    @property
+    def k(self) -> int:
+        return int(self.membership.shape[1])
+
+    def members(self, g: int) -> list[int]:
+        """Tasks whose argmax group is ``g``, strongest membership first."""
+        idx = np.flatnonzero(self.labels == g)
+        return [int(i) for i in idx[np.argsort(-self.membership[idx, g], kind="stable")]]
+
+
+@dataclass
+class _Maps:
+    task_names: list[str]
+    confidence: np.ndarray  # (T, N), and the same for the others
+    variability: np.ndarray
+    correctness: np.ndarray
+    count: np.ndarray
+
+
+def _groups_view(groups: Any) -> _Groups:
+    names = _task_names(groups, "groups")
+    membership = _matrix(groups, "groups", "membership", len(names))
+    labels = getattr(groups, "labels", None)
+    labels = membership.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(names),):
+        raise ValueError(f"groups.labels must have shape ({len(names)},), got {labels.shape}")
+    return _Groups(names, membership, labels)
+
+
+def _maps_view(maps: Any) -> _Maps:
+    names = _task_names(maps, "datamaps")
+    stats = ("confidence", "variability", "correctness", "count")
+    return _Maps(names, *(_matrix(maps, "datamaps", a, len(names)) for a in stats))
+
+
+def _task_names(obj: Any, arg: str) -> list[str]:
+    names = getattr(obj, "task_names", None)
+    if names is None:
+        raise TypeError(f"{arg} must have a 'task_names' attribute, got {type(obj).__name__}")
+    return [str(n) for n in names]
+
+
+def _matrix(obj: Any, arg: str, attr: str, rows: int) -> np.ndarray:
+    if not hasattr(obj, attr):
+        raise TypeError(f"{arg} must have a {attr!r} attribute, got {type(obj).__name__}")
+    arr = np.asarray(getattr(obj, attr), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != rows:
+        raise ValueError(f"{arg}.{attr} must have shape (T={rows}, ...), got {arr.shape}")
+    return arr
+
+
+def _check_evaluation(evaluation: Any) -> pl.DataFrame:
+    if not isinstance(evaluation, pl.DataFrame):
+        raise TypeError(f"evaluation must be a polars DataFrame, got {type(evaluation).__name__}")
+    missing = {"method", "task"} - set(evaluation.columns)
+    if missing:
+        raise ValueError(
+            f"evaluation is missing column(s) {sorted(missing)}; has {evaluation.columns}"
+        )
+    if not any(m in evaluation.columns for m in _METRICS):
+        raise ValueError(
+            f"evaluation needs one of the columns {list(_METRICS)}; has {evaluation.columns}"
+        )
+    if "seed" not in evaluation.columns:
+        evaluation = evaluation.with_columns(pl.lit(0).alias("seed"))
+    return evaluation
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataFrame | None) -> str:
+    from stgmtl import __version__
+
+    facts = []
+    if maps is not None:
+        facts.append(
+            f"{len(maps.task_names)} tasks, {maps.confidence.shape[1]} samples in the data maps"
+        )
+    if groups is not None:
+        facts.append(f"k = {groups.k} groups")
+    if ev is not None:
+        facts.append(f"{ev['method'].n_unique()} methods evaluated")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f'<header><h1>{_e(title)}</h1><p class="meta">{_e("; ".join(facts))}. '
+        f"Generated by stgmtl {_e(__version__)} on {stamp}.</p></header>"
+    )
+
+
+def _groups_section(groups: _Groups, soft_threshold: float) -> str:
+    rows = []
+    for g in range(groups.k):
+        hard = groups.members(g)
+        soft_idx = np.flatnonzero(
+            (groups.labels != g) & (groups.membership[:, g] >= soft_threshold)
+        )
+        hard_txt = ", ".join(
+            f"{_e(groups.task_names[i])} ({groups.membership[i, g]:.2f})" for i in hard
+        )
+        soft_txt = ", ".join(
+            f"{_e(groups.task_names[i])} ({groups.membership[i, g]:.2f})" for i in soft_idx
+        )
+        rows.append(
+            f'<tr class="group-row" data-group="{g}"><td class="num">{g}</td>'
+            f'<td class="num">{len(hard)}</td><td>{hard_txt or "&mdash;"}</td>'
+            f'<td class="soft">{soft_txt or "&mdash;"}</td></tr>'
+        )
+    table = (
+        '<table id="groups-table"><thead><tr><th>group</th><th>tasks</th>'
+        "<th>members (membership)</th>"
+        f"<th>also partly here (membership &ge; {soft_threshold:g})</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    heat = _img(_membership_figure(groups), "membership heatmap", "membership-heatmap")
+    return (
+        '<section id="groups"><h2>Task groups</h2>'
+        "<p>Each task belongs to every group with a fuzzy membership (rows sum to 1); it is listed "
+        "under its strongest group.</p>"
+        f"{table}<h3>Membership heatmap</h3>{heat}</section>"
+    )
+
+
+def _datamaps_section(
+    maps: _Maps,
+    groups: _Groups | None,
+    max_tasks: int,
+    max_points: int,
+    rng: np.random.Generator,
+    progress: bool,
+) -> str:
+    from tqdm.auto import tqdm
+
+    name_to_row = {n: i for i, n in enumerate(maps.task_names)}
+    if groups is not None:
+        blocks = [
+            (
+                f"Group {g}",
+                [
+                    name_to_row[groups.task_names[i]]
+                    for i in groups.members(g)
+                    if groups.task_names[i] in name_to_row
+                ],
+            )
+            for g in range(groups.k)
+        ]
+    else:
+        blocks = [("All tasks", list(range(len(maps.task_names))))]
+    html_blocks = []
+    for label, rows in tqdm(blocks, desc="data-map figures", disable=not progress):
+        if not rows:
+            continue
+        shown, rest = rows[:max_tasks], rows[max_tasks:]
+        fig = _datamap_figure(maps, shown, max_points, rng)
+        more = ""
+        if rest:
+            more = (
+                f'<p class="note">Not drawn ({len(rest)} more): '
+                f"{_e(', '.join(maps.task_names[r] for r in rest))}</p>"
+            )
+        html_blocks.append(
+            f'<div class="group"><h3>{_e(label)}</h3>'
+            f"{_img(fig, f'data maps: {label}', 'datamap')}{more}</div>"
+        )
+    return (
+        '<section id="datamaps"><h2>Data maps</h2>'
+        "<p>One panel per task: each point is a sample, at its mean true-label probability across "
+        "epochs (confidence, y) and its standard deviation (variability, x), coloured by the "
+        "fraction of epochs it was predicted correctly.</p>"
+        f"{''.join(html_blocks)}</section>"
+    )
+
+
+def _evaluation_section(ev: pl.DataFrame) -> str:
+    metrics = [m for m in _METRICS if m in ev.columns]
+    per_seed = ev.group_by("method", "seed").agg(pl.col(m).fill_nan(None).mean() for m in metrics)
+    summary = (
+        per_seed.group_by("method")
+        .agg(
+            pl.col("seed").n_unique().alias("seeds"),
+            *[pl.col(m).mean().alias(f"{m} mean") for m in metrics],
+            *[pl.col(m).std().alias(f"{m} std") for m in metrics],
+        )
+        .sort(f"{metrics[0]} mean", descending=True, nulls_last=True)
+    )
+    cols = ["method", "seeds"]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols) + "".join(
+        f"<th>{_e(m)} (mean &plusmn; std)</th>" for m in metrics
+    )
+    rows = []
+    for r in summary.iter_rows(named=True):
+        cells = [f"<td>{_e(str(r['method']))}</td>", f'<td class="num">{r["seeds"]}</td>']
+        cells += [f'<td class="num">{_pm(r[f"{m} mean"], r[f"{m} std"])}</td>' for m in metrics]
+        rows.append(f'<tr class="eval-row">{"".join(cells)}</tr>')
+    summary_html = (
+        f'<table id="evaluation-summary"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+    key = metrics[0]
+    wide = (
+        ev.group_by("task", "method")
+        .agg(pl.col(key).fill_nan(None).mean())
+        .pivot(on="method", index="task", values=key)
+        .sort("task")
+    )
+    methods = [c for c in wide.columns if c != "task"]
+    head2 = "<th>task</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods)
+    rows2 = []
+    for r in wide.iter_rows(named=True):
+        nums = "".join(f'<td class="num">{_num(r[m])}</td>' for m in methods)
+        rows2.append(f'<tr class="task-row"><td>{_e(str(r["task"]))}</td>{nums}</tr>')
+    per_task = (
+        f"<details><summary>Per task: {_e(key)}, mean over seeds</summary>"
+        f'<table id="evaluation-per-task"><thead><tr>{head2}</tr></thead>'
+        f"<tbody>{''.join(rows2)}</tbody></table></details>"
+    )
+    return (
+        '<section id="evaluation"><h2>Evaluation</h2>'
+        "<p>Per method: the metric averaged over tasks within each seed, then mean &plusmn; "
+        "standard deviation over seeds. A task where a metric is undefined (NaN, e.g. ROC AUC "
+        "without positives) is left out of that metric's mean.</p>"
+        f"{summary_html}{per_task}</section>"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# figures (matplotlib, Agg; no pyplot state is touched)
+
+
+def _membership_figure(groups: _Groups) -> Any:
+    from matplotlib.figure import Figure
+
+    order = np.lexsort((-groups.membership.max(axis=1), groups.labels))
+    t, k = groups.membership.shape
+    fig = Figure(figsize=(min(2.5 + 0.45 * k, 14), min(1.5 + 0.18 * t, 30)), dpi=90)
+    ax = fig.add_subplot()
+    im = ax.imshow(
+        groups.membership[order],
+        aspect="auto",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+        interpolation="nearest",
+    )
+    ax.set_xlabel("group")
+    ax.set_xticks(range(k))
+    if t <= 150:
+        ax.set_yticks(range(t), [groups.task_names[i] for i in order], fontsize=7)
+    else:
+        ax.set_ylabel(f"{t} tasks (sorted by group)")
+        ax.set_yticks([])
+    fig.colorbar(im, ax=ax, label="membership", fraction=0.05)
+    fig.tight_layout()
+    return fig
+
+
+def _datamap_figure(maps: _Maps, rows: list[int], max_points: int, rng: np.random.Generator) -> Any:
+    from matplotlib.figure import Figure
+
+    ncols = min(6, len(rows))
+    nrows = -(-len(rows) // ncols)
+    # fixed margins in inches (constrained layout took half the report's drawing time)
+    width, height = 2.2 * ncols + 1.3, 2.1 * nrows + 0.7
+    fig = Figure(figsize=(width, height), dpi=80)
+    axes = fig.subplots(
+        nrows, ncols, squeeze=False, sharex=True, sharey=True,
+        gridspec_kw={"left": 0.55 / width, "right": 1 - 0.95 / width, "bottom": 0.5 / height,
+                     "top": 1 - 0.3 / height, "wspace": 0.12, "hspace": 0.3},
+    )  # fmt: skip
+    sc = None
+    for ax, r in zip(axes.ravel(), rows, strict=False):
+        seen = np.flatnonzero(maps.count[r] > 0)
+        if seen.size > max_points:
+            seen = np.sort(rng.choice(seen, size=max_points, replace=False))
+        sc = ax.scatter(
+            maps.variability[r, seen],
+            maps.confidence[r, seen],
+            c=maps.correctness[r, seen],
+            cmap="coolwarm",
+            vmin=0.0,
+            vmax=1.0,
+            s=4,
+            alpha=0.6,
+            linewidths=0,
+        )
+        ax.set_title(_shorten(maps.task_names[r], 28), fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(rows) :]:
+        ax.set_visible(False)
+    fig.text(0.5, 0.1 / height, "variability", ha="center", fontsize=8)
+    fig.text(0.1 / width, 0.5, "confidence", va="center", rotation="vertical", fontsize=8)
+    if sc is not None:
+        cax = fig.add_axes((1 - 0.75 / width, 0.5 / height, 0.12 / width, 1 - 0.8 / height))
+        fig.colorbar(sc, cax=cax).set_label("correctness", fontsize=8)
+        cax.tick_params(labelsize=6)
+    return fig
+
+
+def _img(fig: Any, alt: str, css_class: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img class="{css_class}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+# --------------------------------------------------------------------------------------------
+# small text helpers
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def _num(x: float | None) -> str:
+    return "&mdash;" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if std is None or not np.isfinite(std):
+        return _num(mean)
+    return f"{_num(mean)} &plusmn; {std:.3f}"
