@@ -1,0 +1,103 @@
+"""Per-task test metrics (F1, balanced accuracy, ROC AUC, accuracy) as polars tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+__all__ = ["METRICS", "summarise", "task_metrics"]
+
+#: Metric columns of :func:`task_metrics` tables.
+METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy")
+
+
+def task_metrics(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    task_names: Sequence[str],
+    *,
+    method: str = "model",
+    seed: int = 0,
+    threshold: float = 0.0,
+) -> pl.DataFrame:
+    """One row of metrics per task.
+
+    Parameters
+    ----------
+    logits : np.ndarray
+        ``(N, T)`` scores; a sample is predicted positive when its score > ``threshold``
+        (logit 0 = probability 0.5). ROC AUC uses the scores directly.
+    targets : np.ndarray
+        ``(N, T)`` in {0, 1}.
+    task_names : sequence of str
+        ``T`` names.
+    method : str
+        Value of the ``method`` column.
+    seed : int
+        Value of the ``seed`` column.
+    threshold : float, default 0.0
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``method, seed, task, f1, balanced_accuracy, roc_auc, accuracy, positives``
+        (``roc_auc`` is NaN for a task whose targets hold one class only).
+    """
+    s = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets)
+    if s.ndim != 2 or s.shape != y.shape or s.shape[1] != len(task_names):
+        raise ValueError(
+            f"logits {s.shape} and targets {y.shape} must both be (N, T) with "
+            f"T = len(task_names) = {len(task_names)}"
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("targets must hold only 0 and 1")
+    y = y.astype(np.int64)
+    pred = (s > threshold).astype(np.int64)
+    rows = []
+    for t, name in enumerate(task_names):
+        yt, pt = y[:, t], pred[:, t]
+        both = 0 < yt.sum() < len(yt)
+        rows.append(
+            {
+                "method": method,
+                "seed": int(seed),
+                "task": str(name),
+                "f1": float(f1_score(yt, pt, zero_division=0)),
+                "balanced_accuracy": float(balanced_accuracy_score(yt, pt)) if both else np.nan,
+                "roc_auc": float(roc_auc_score(yt, s[:, t])) if both else np.nan,
+                "accuracy": float(accuracy_score(yt, pt)),
+                "positives": int(yt.sum()),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def summarise(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataFrame:
+    """Mean and spread of each metric per method.
+
+    Each metric is first averaged over tasks within a (method, seed); then the mean, the
+    standard deviation (ddof 1; null for one seed), min and max over seeds are reported.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per method: ``method, seeds, <metric>_mean, <metric>_std, <metric>_min,
+        <metric>_max`` for each metric, sorted by method.
+    """
+    missing = [c for c in ("method", "seed", *metrics) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}")
+    per_seed = table.group_by("method", "seed").agg(pl.col(m).mean() for m in metrics)
+    aggs: list[pl.Expr] = [pl.col("seed").n_unique().alias("seeds")]
+    for m in metrics:
+        aggs += [
+            pl.col(m).mean().alias(f"{m}_mean"),
+            pl.col(m).std().alias(f"{m}_std"),
+            pl.col(m).min().alias(f"{m}_min"),
+            pl.col(m).max().alias(f"{m}_max"),
+        ]
+    return per_seed.group_by("method").agg(aggs).sort("method")
