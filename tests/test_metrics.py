@@ -75,3 +75,24 @@ def test_summarise_over_seeds() -> None:
     assert b["seeds"] == 1 and b["f1_std"] is None
     with pytest.raises(ValueError, match="lacks columns"):
         summarise(table)
+
+
+def test_plot_method_comparison(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from stgmtl.plots.evaluation import plot_method_comparison
+
+    rng = np.random.default_rng(0)
+    tables = [
+        task_metrics(
+            rng.normal(size=(50, 5)), rng.random((50, 5)) < 0.3, list("abcde"), method=m, seed=s
+        )
+        for m in ("grouped", "one_model")
+        for s in (0, 1)
+    ]
+    fig = plot_method_comparison(pl.concat(tables), tmp_path / "sub" / "cmp.png")
+    assert (tmp_path / "sub" / "cmp.png").stat().st_size > 1000
+    assert len(fig.axes) == 3
+    plt.close(fig)
+    with pytest.raises(ValueError, match="lacks columns"):
+        plot_method_comparison(pl.DataFrame({"method": ["a"]}))
