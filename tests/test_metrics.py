@@ -96,3 +96,20 @@ def test_plot_method_comparison(tmp_path) -> None:
     plt.close(fig)
     with pytest.raises(ValueError, match="lacks columns"):
         plot_method_comparison(pl.DataFrame({"method": ["a"]}))
+
+
+def test_grouping_agreement() -> None:
+    from stgmtl.specialise.metrics import grouping_agreement
+
+    ref = np.repeat(["a", "b", "c", "d"], 5)
+    perfect = grouping_agreement(np.repeat([3, 1, 0, 2], 5), ref, n_permutations=200)
+    assert perfect["nmi"] == pytest.approx(1.0) and perfect["ari"] == pytest.approx(1.0)
+    assert perfect["nmi_p"] == pytest.approx(1 / 201)
+    assert abs(perfect["ari_random_mean"]) < 0.1 and perfect["nmi_random_mean"] < 0.5
+    rng = np.random.default_rng(0)
+    noise = grouping_agreement(rng.integers(0, 4, 20), ref, n_permutations=200, random_state=1)
+    assert noise["nmi"] < 0.6 and noise["nmi_p"] > 0.01
+    again = grouping_agreement(rng.integers(0, 4, 20), ref, n_permutations=5, random_state=1)
+    assert again["n_permutations"] == 5
+    with pytest.raises(ValueError, match="must both be"):
+        grouping_agreement([0, 1], ["a"])

@@ -7,7 +7,7 @@ from stgmtl.specialise.baselines import (
     train_one_model,
     train_random_groups,
 )
-from stgmtl.specialise.metrics import summarise, task_metrics
+from stgmtl.specialise.metrics import grouping_agreement, summarise, task_metrics
 from stgmtl.specialise.study import METHODS, compare_methods
 from stgmtl.specialise.training import (
     GroupedModels,
@@ -26,6 +26,7 @@ __all__ = [
     "compare_methods",
     "ensemble_logits",
     "group_width",
+    "grouping_agreement",
     "membership_weighted_bce",
     "predict_logits",
     "random_groups",

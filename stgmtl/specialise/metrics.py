@@ -6,9 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    adjusted_rand_score,
+    balanced_accuracy_score,
+    f1_score,
+    normalized_mutual_info_score,
+    roc_auc_score,
+)
 
-__all__ = ["METRICS", "summarise", "task_metrics"]
+__all__ = ["METRICS", "grouping_agreement", "summarise", "task_metrics"]
 
 #: Metric columns of :func:`task_metrics` tables.
 METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy")
@@ -101,3 +108,59 @@ def summarise(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataF
             pl.col(m).max().alias(f"{m}_max"),
         ]
     return per_seed.group_by("method").agg(aggs).sort("method")
+
+
+def grouping_agreement(
+    labels: np.ndarray | Sequence[int],
+    reference: np.ndarray | Sequence[object],
+    *,
+    n_permutations: int = 1000,
+    random_state: int = 0,
+) -> dict[str, float]:
+    """NMI and ARI of a task grouping against reference classes, beside random groups.
+
+    The random baseline permutes ``labels`` over the tasks (random groups of exactly the same
+    sizes), ``n_permutations`` times with a seeded generator.
+
+    Parameters
+    ----------
+    labels : array-like of int
+        ``(T,)`` group of each task (e.g. ``TaskGroups.labels``).
+    reference : array-like
+        ``(T,)`` reference class of each task (e.g. CIFAR-100 superclass names).
+    n_permutations : int, default 1000
+    random_state : int, default 0
+
+    Returns
+    -------
+    dict
+        ``nmi``, ``ari``; ``nmi_random_mean``, ``nmi_random_std``, ``ari_random_mean``,
+        ``ari_random_std``; ``nmi_p``, ``ari_p``: the fraction of permutations scoring at
+        least as high (with the +1 correction), and ``n_permutations``.
+    """
+    lab = np.asarray(labels)
+    ref = np.asarray(reference)
+    if lab.ndim != 1 or lab.shape != ref.shape:
+        raise ValueError(f"labels {lab.shape} and reference {ref.shape} must both be (T,)")
+    if not isinstance(n_permutations, int) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
+    rng = np.random.default_rng(random_state)
+    nmi = float(normalized_mutual_info_score(ref, lab))
+    ari = float(adjusted_rand_score(ref, lab))
+    perm_nmi = np.empty(n_permutations)
+    perm_ari = np.empty(n_permutations)
+    for i in range(n_permutations):
+        p = rng.permutation(lab)
+        perm_nmi[i] = normalized_mutual_info_score(ref, p)
+        perm_ari[i] = adjusted_rand_score(ref, p)
+    return {
+        "nmi": nmi,
+        "ari": ari,
+        "nmi_random_mean": float(perm_nmi.mean()),
+        "nmi_random_std": float(perm_nmi.std(ddof=1)) if n_permutations > 1 else 0.0,
+        "ari_random_mean": float(perm_ari.mean()),
+        "ari_random_std": float(perm_ari.std(ddof=1)) if n_permutations > 1 else 0.0,
+        "nmi_p": float((1 + (perm_nmi >= nmi).sum()) / (1 + n_permutations)),
+        "ari_p": float((1 + (perm_ari >= ari).sum()) / (1 + n_permutations)),
+        "n_permutations": n_permutations,
+    }
