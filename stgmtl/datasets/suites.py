@@ -313,6 +313,7 @@ class SuiteLoader:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.suite = suite
+        self.dataset = suite  # DataLoader-style attribute (``len(loader.dataset)``)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
