@@ -1,0 +1,118 @@
+"""Input checks for :meth:`stgmtl.recorder.DataMapRecorder.update` (private).
+
+Shapes and dtypes are checked in Python; values with one fused reduction per tensor
+(``aminmax``), gathered into a single host transfer, so a bad batch is refused before any
+state changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stgmtl.recorder import DataMapRecorder
+
+
+def _tensor(name: str, value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _is_int(t: torch.Tensor) -> bool:
+    return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
+def check_update(
+    rec: DataMapRecorder, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Check shapes, dtypes and index range; return the arguments detached, on one device.
+
+    Values (finite logits, targets in range) are checked by :func:`check_values` on the rows
+    the recorder keeps, so samples outside ``probe_indices`` cost no value pass.
+    """
+    logits = _tensor("logits", logits).detach()
+    targets = _tensor("targets", targets).detach()
+    indices = _tensor("indices", indices).detach()
+    t = rec.num_tasks
+    multiclass = rec.task_type == "multiclass"
+    want = f"(B, {t}, C)" if multiclass else f"(B, {t})"
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"logits: expected a floating tensor, got dtype {logits.dtype}")
+    if logits.ndim != (3 if multiclass else 2):
+        raise ValueError(
+            f"logits: expected shape {want} for {rec.task_type} tasks, got {tuple(logits.shape)}"
+        )
+    if logits.shape[1] != t:
+        raise ValueError(
+            f"logits: expected {t} tasks (shape {want}), got {logits.shape[1]} in "
+            f"{tuple(logits.shape)}"
+        )
+    if multiclass:
+        c = logits.shape[2]
+        if not 2 <= c <= 32767:
+            raise ValueError(f"logits: expected 2 <= C <= 32767 classes, got C={c}")
+        if rec.num_classes is not None and c != rec.num_classes:
+            raise ValueError(f"logits: expected C={rec.num_classes} classes as before, got C={c}")
+    b = logits.shape[0]
+    if tuple(targets.shape) != (b, t):
+        raise ValueError(f"targets: expected shape ({b}, {t}), got {tuple(targets.shape)}")
+    if multiclass and not _is_int(targets):
+        raise TypeError(f"targets: expected integer class ids, got dtype {targets.dtype}")
+    if targets.dtype.is_complex:
+        raise TypeError(f"targets: expected bool, integer or float labels, got {targets.dtype}")
+    if not _is_int(indices):
+        raise TypeError(f"indices: expected an integer tensor, got dtype {indices.dtype}")
+    if tuple(indices.shape) != (b,):
+        raise ValueError(f"indices: expected shape ({b},), got {tuple(indices.shape)}")
+    if mask is not None:
+        mask = _tensor("mask", mask).detach()
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask: expected a bool tensor, got dtype {mask.dtype}")
+        if tuple(mask.shape) != (b, t):
+            raise ValueError(f"mask: expected shape ({b}, {t}), got {tuple(mask.shape)}")
+    if valid is not None:
+        valid = _tensor("valid", valid).detach()
+        if valid.dtype != torch.bool:
+            raise TypeError(f"valid: expected a bool tensor, got dtype {valid.dtype}")
+        if tuple(valid.shape) != (b,):
+            raise ValueError(f"valid: expected shape ({b},), got {tuple(valid.shape)}")
+    device = rec.device if rec.device is not None else logits.device
+    logits, targets = logits.to(device), targets.to(device)
+    indices = indices.to(device=device, dtype=torch.int64)
+    mask = None if mask is None else mask.to(device)
+    valid = None if valid is None else valid.to(device)
+    if rec.validate and b > 0:
+        ilo_, ihi_ = torch.stack(torch.aminmax(indices)).tolist()  # (B,): one small transfer
+        if ilo_ < 0 or ihi_ >= rec.num_samples:
+            raise ValueError(
+                f"indices: expected sample ids in [0, {rec.num_samples}), got values in "
+                f"[{ilo_}, {ihi_}]"
+            )
+    return logits.contiguous(), targets.contiguous(), indices, mask, valid
+
+
+def check_values(
+    rec: DataMapRecorder, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    """Finite logits and targets in range (rows the recorder keeps), one host transfer."""
+    zlo, zhi = torch.aminmax(logits)
+    y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
+    if rec.task_type == "binary" and targets.dtype.is_floating_point:
+        bad_y = torch.frac(y).any().to(torch.float64)  # with the range check: 0 or 1
+        ylo, yhi = torch.aminmax(y)
+    else:
+        bad_y = torch.zeros((), dtype=torch.float64, device=y.device)
+        ylo, yhi = torch.aminmax(y.to(torch.int64) if y.dtype == torch.bool else y)
+    vals = torch.stack([v.to(torch.float64) for v in (zlo, zhi, ylo, yhi, bad_y)]).tolist()
+    zlo_, zhi_, ylo_, yhi_, bad = vals
+    if not (abs(zlo_) < float("inf") and abs(zhi_) < float("inf")):
+        raise ValueError(f"logits: expected finite values, got NaN or inf (min {zlo_}, max {zhi_})")
+    top = (int(logits.shape[2]) - 1) if rec.task_type == "multiclass" else 1
+    if bad or ylo_ < 0 or yhi_ > top:
+        what = f"class ids in [0, {top}]" if top > 1 else "labels 0 or 1"
+        seen = "values other than 0 and 1" if bad else f"values in [{ylo_:g}, {yhi_:g}]"
+        where = " where mask is True" if mask is not None else ""
+        raise ValueError(f"targets: expected {what}{where}, got {seen}")

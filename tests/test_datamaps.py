@@ -1,0 +1,187 @@
+"""DataMaps: features, save/load round trip and errors, Cartography I/O, plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from stgmtl.datamaps import FEATURE_KINDS, DataMaps, register_feature_kind
+from stgmtl.recorder import DataMapRecorder
+
+_ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
+        "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
+
+
+def _maps(kind="cumulative", task_type="binary", t=4, n=12, seed=0, snaps=(1, 2, 3)):
+    g = torch.Generator().manual_seed(seed)
+    rec = DataMapRecorder(t, n, task_type=task_type, snapshot_epochs=snaps, snapshot_kind=kind)
+    c = 3 if task_type == "multiclass" else 2
+    for _ in range(3):
+        order = torch.randperm(n, generator=g)
+        for b in range(0, n - 1, 5):  # the last sample is never seen: NaN entries
+            i = order[b : b + 5]
+            i = i[i != n - 1]
+            shape = (len(i), t) if task_type == "binary" else (len(i), t, c)
+            z = torch.randn(shape, generator=g, dtype=torch.float64)
+            y = (i[:, None] * (torch.arange(t) + 1)) % c
+            rec.update(z, y, i)
+        rec.end_epoch()
+    return rec.compute()
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint8).tobytes(), a.dtype, a.shape
+
+
+def test_save_load_round_trip_is_bitwise(tmp_path):
+    dm = _maps(task_type="multiclass")
+    assert np.isnan(dm.confidence).any()
+    out = dm.save(tmp_path / "maps")
+    back = DataMaps.load(out)
+    for name in _ALL:
+        assert _bits(getattr(back, name)) == _bits(getattr(dm, name)), name
+    for name in ("task_names", "snapshot_epochs", "snapshot_kind", "ddof", "task_type",
+                 "recording", "epochs", "num_classes"):  # fmt: skip
+        assert getattr(back, name) == getattr(dm, name), name
+    dm.save(out)  # overwrite an earlier data map in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps"]  # no temp dirs left
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_tasks"] == 4 and manifest["snapshot_epochs"] == [1, 2, 3]
+    assert "stgmtl_version" in manifest
+
+
+def test_load_errors(tmp_path):
+    dm = _maps()
+    out = dm.save(tmp_path / "maps")
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        DataMaps.load(tmp_path / "nothing")
+    raw = bytearray((out / "final.parquet").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (out / "final.parquet").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupt"):
+        DataMaps.load(out)
+    out = dm.save(tmp_path / "maps2")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["num_samples"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="rows"):
+        DataMaps.load(out)
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid DataMaps manifest"):
+        DataMaps.load(out)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        dm.save(tmp_path / "other")
+
+
+def test_constructor_checks_shapes():
+    dm = _maps()
+    with pytest.raises(ValueError, match="confidence: expected shape"):
+        DataMaps(dm.task_names, dm.sample_ids, dm.confidence[:, :3], dm.variability,
+                 dm.correctness, dm.count, dm.targets)  # fmt: skip
+
+
+def test_default_features_follow_stg_mtl_layout():
+    dm = _maps()
+    f = dm.features()
+    t, n, s = dm.num_tasks, dm.num_samples, len(dm.snapshot_epochs)
+    # STG-MTL: data map (T, epochs, N, 2 = [confidence, std]) reshaped to (T, -1)
+    ref = np.stack([dm.snapshot_confidence, dm.snapshot_variability], axis=-1)
+    ref = np.nan_to_num(ref.transpose(1, 0, 2, 3).reshape(t, -1).astype(np.float32))
+    assert f.dtype == np.float32 and f.shape == (t, s * n * 2) and f.flags.c_contiguous
+    np.testing.assert_array_equal(f, ref)
+
+
+def test_feature_options():
+    dm = _maps()
+    f = dm.features(snapshots="final", stats=["correctness"], samples=[3, 1], nan_fill=-1.0)
+    np.testing.assert_array_equal(f, dm.correctness[:, [3, 1]].astype(np.float32))
+    f = dm.features(snapshots=[2, "final"], stats=["confidence"])
+    np.testing.assert_array_equal(
+        f[:, : dm.num_samples], np.nan_to_num(dm.snapshot_confidence[1]).astype(np.float32)
+    )
+    z = dm.features(standardize=True)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    spread = dm.features().std(axis=0) > 0
+    np.testing.assert_allclose(z.std(axis=0)[spread], 1, atol=1e-4)
+    with pytest.raises(ValueError, match="kind"):
+        dm.features("nope")
+    with pytest.raises(ValueError, match="snapshot"):
+        dm.features(snapshots=[9])
+    with pytest.raises(ValueError, match="samples"):
+        dm.features(samples=[99])
+    with pytest.raises(ValueError, match="stats"):
+        dm.features(stats=["mean"])
+
+    @register_feature_kind("_test_counts")
+    def _counts(d):
+        return d.count.astype(np.float32)
+
+    try:
+        np.testing.assert_array_equal(dm.features("_test_counts"), dm.count)
+    finally:
+        FEATURE_KINDS.pop("_test_counts")
+
+
+@pytest.mark.parametrize("task_type", ["binary", "multiclass"])
+def test_cartography_round_trip(tmp_path, task_type):
+    dm = _maps(kind="epoch", task_type=task_type)
+    root = dm.to_cartography(tmp_path / "carto")
+    files = sorted(p.name for p in (root / "task_0" / "training_dynamics").iterdir())
+    assert files == [f"dynamics_epoch_{e}.jsonl" for e in range(3)]
+    line = json.loads(
+        (root / "task_0" / "training_dynamics" / files[0]).read_text().splitlines()[0]
+    )
+    assert set(line) == {"guid", "logits_epoch_0", "gold"}
+    back = DataMaps.from_cartography(root)
+    seen = dm.count[0] > 0
+    assert back.sample_ids.tolist() == dm.sample_ids[seen].tolist()
+    assert back.task_type == task_type and back.snapshot_epochs == [1, 2, 3]
+    np.testing.assert_allclose(back.confidence, dm.confidence[:, seen], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(back.variability, dm.variability[:, seen], atol=1e-7, rtol=0)
+    np.testing.assert_array_equal(back.targets, dm.targets[:, seen])
+    if task_type == "binary":  # one observation per epoch: argmax of written logits is exact
+        np.testing.assert_array_equal(back.correctness, dm.correctness[:, seen])
+    with pytest.raises(ValueError, match="per-epoch snapshots"):
+        _maps().to_cartography(tmp_path / "x")
+
+
+def test_cartography_import_matches_numpy(tmp_path):
+    folder = tmp_path / "model" / "training_dynamics"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 3))  # epochs, examples, classes
+    gold = np.array([0, 2, 1, 1, 0])
+    for e in range(3):
+        rows = [{"guid": 10 + k, f"logits_epoch_{e}": logits[e, k].tolist(), "gold": int(gold[k])}
+                for k in range(5)]  # fmt: skip
+        pl.DataFrame(rows).write_ndjson(folder / f"dynamics_epoch_{e}.jsonl")
+    dm = DataMaps.from_cartography(tmp_path / "model")
+    p = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    true = p[:, np.arange(5), gold]
+    np.testing.assert_allclose(dm.confidence[0], true.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(dm.variability[0], true.std(axis=0), atol=1e-12)
+    np.testing.assert_allclose(dm.correctness[0], (logits.argmax(2) == gold).mean(axis=0))
+    assert dm.sample_ids.tolist() == [10, 11, 12, 13, 14] and dm.num_classes == 3
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no dynamics"):
+        DataMaps.from_cartography(tmp_path / "empty")
+
+
+def test_plot_writes_file(tmp_path):
+    dm = _maps(t=5)
+    fig = dm.plot(tmp_path / "plots" / "maps.png", ncols=3)
+    assert (tmp_path / "plots" / "maps.png").stat().st_size > 1000
+    assert len([a for a in fig.axes if a.get_visible()]) == 5 + 1  # panels + colour bar
+    fig = dm.plot(tmp_path / "one.png", tasks="task_2", snapshot=2, max_points=5)
+    assert fig.axes[0].get_title() == "task_2"
+    assert math.isclose(len(fig.axes[0].collections[0].get_offsets()), 5, abs_tol=1)
+    with pytest.raises(ValueError, match="tasks"):
+        dm.plot(tmp_path / "bad.png", tasks=["zzz"])

@@ -1,0 +1,135 @@
+"""fit_datamaps equals a manual loop with the recorder; eval recording; checkpoint resume."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from stgmtl.fit import IndexedDataset, fit_datamaps
+from stgmtl.recorder import DataMapRecorder
+
+T, N, D = 3, 40, 6
+_FIELDS = ("confidence", "variability", "correctness", "count", "targets",
+           "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
+
+
+def _data(missing=False):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g)
+    w = torch.randn(D, T, generator=g)
+    y = (x @ w > 0).float()
+    if missing:
+        y[::7, 1] = float("nan")
+    return IndexedDataset(TensorDataset(x, y))
+
+
+def _model():
+    torch.manual_seed(123)
+    return nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, T))
+
+
+def _loader(ds):
+    return DataLoader(ds, batch_size=16, shuffle=True)
+
+
+def _manual(ds, model, epochs, record="train"):
+    """The same training written by hand with the recorder in the user's loop."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rec = DataMapRecorder(T, N, snapshot_epochs=[2, 3], recording=record)
+    loader = _loader(ds)
+    for _ in range(epochs):
+        model.train()
+        for x, y, i in loader:
+            logits = model(x)
+            mask = ~torch.isnan(y)
+            per = nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.where(mask, y, 0), reduction="none"
+            )
+            m = mask.float()
+            loss = ((per * m).sum(0) / m.sum(0).clamp(min=1)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if record == "train":
+                rec.update(logits, y, i, mask=None if mask.all() else mask)
+        if record == "eval":
+            model.eval()
+            with torch.no_grad():
+                for x, y, i in loader:
+                    mask = ~torch.isnan(y)
+                    rec.update(model(x), y, i, mask=None if mask.all() else mask)
+        rec.end_epoch()
+    return rec.compute()
+
+
+def _equal(a, b):
+    for name in _FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("record", ["train", "eval"])
+@pytest.mark.parametrize("missing", [False, True])
+def test_fit_equals_manual_loop(record, missing):
+    ds = _data(missing)
+    dm = fit_datamaps(_loader(ds), _model(), epochs=3, lr=1e-2, snapshot_epochs=[2, 3],
+                      record=record, progress=False, random_state=0)  # fmt: skip
+    ref = _manual(ds, _model(), 3, record)
+    _equal(dm, ref)
+    assert dm.recording == record and dm.epochs == 3 and dm.num_tasks == T
+    assert (dm.count[1] < dm.count[0]).any() == missing
+    assert np.nanmean(dm.confidence) > 0.5  # the tasks are learnable
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    ds = _data()
+    path = tmp_path / "ck" / "run.pt"
+    straight = fit_datamaps(_loader(ds), _model(), epochs=4, lr=1e-2, snapshot_epochs=[2, 4],
+                            progress=False)  # fmt: skip
+    fit_datamaps(_loader(ds), _model(), epochs=2, lr=1e-2, snapshot_epochs=[2, 4],
+                 checkpoint_path=path, progress=False)  # fmt: skip
+    assert path.exists() and [p.name for p in path.parent.iterdir()] == ["run.pt"]
+    other = nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, T))  # weights come from disk
+    resumed = fit_datamaps(_loader(ds), other, epochs=4, lr=1e-2, snapshot_epochs=[2, 4],
+                           checkpoint_path=path, progress=False)  # fmt: skip
+    _equal(resumed, straight)
+
+
+def test_options_and_errors():
+    ds = _data()
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def loss_fn(logits, y):
+        seen.append(logits.shape)
+        return nn.functional.binary_cross_entropy_with_logits(logits, y)
+
+    dm = fit_datamaps(_loader(ds), model, epochs=1, optimizer=opt, loss_fn=loss_fn,
+                      task_names=["a", "b", "c"], progress=False, ddof=1)  # fmt: skip
+    assert seen and dm.task_names == ["a", "b", "c"] and dm.ddof == 1
+    dm = fit_datamaps(_loader(ds), copy.deepcopy(model), epochs=1, pos_weight=[1, 2, 3],
+                      task_weights=[1, 0, 1], probe_indices=[0, 5], progress=False)  # fmt: skip
+    assert dm.sample_ids.tolist() == [0, 5]
+    with pytest.raises(ValueError, match="epochs"):
+        fit_datamaps(_loader(ds), model, epochs=0)
+    with pytest.raises(ValueError, match="record"):
+        fit_datamaps(_loader(ds), model, record="test")
+    with pytest.raises(ValueError, match="dataset"):
+        IndexedDataset([1, 2])[0]
+
+
+def test_multiclass_fit():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, D, generator=g)
+    y = torch.stack([(x[:, 0] > 0).long() + (x[:, 1] > 0).long(), (x[:, 2] > 0).long()], 1)
+    model = nn.Sequential(nn.Linear(D, 2 * 3), nn.Unflatten(1, (2, 3)))
+    ds = IndexedDataset(TensorDataset(x, y))
+    dm = fit_datamaps(_loader(ds), model, epochs=2, task_type="multiclass", progress=False)
+    assert dm.task_type == "multiclass" and dm.num_classes == 3
+    assert (dm.count == 2).all() and (dm.targets == y.T.numpy()).all()

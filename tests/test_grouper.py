@@ -1,0 +1,245 @@
+"""TaskGrouper / group / TaskGroups: planted recovery, memberships, determinism, I/O, bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+
+from stgmtl.grouping.grouper import TaskGrouper, TaskGroups, group
+from stgmtl.grouping.kmeans import sq_distances
+from stgmtl.grouping.membership import fuzzy_memberships
+
+
+def planted(t=200, d=300, k=5, noise=1.0, seed=0):
+    """Tasks drawn around k centres with unequal group sizes."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.dirichlet(np.full(k, 2.0)) * (t - 2 * k)
+    labels = np.repeat(np.arange(k), np.floor(sizes).astype(int) + 2)
+    labels = np.concatenate([labels, np.zeros(t - labels.size, dtype=int)])
+    centres = rng.normal(scale=1.0, size=(k, d))
+    x = centres[labels] + noise * rng.normal(size=(t, d)) / np.sqrt(d) * 3
+    return x.astype(np.float32), labels
+
+
+class FakeDataMaps:
+    """Stands in for stgmtl.datamaps.DataMaps: features() and task_names only."""
+
+    def __init__(self, x, names):
+        self._x, self.task_names, self.calls = x, names, []
+
+    def features(self, **kwargs):
+        self.calls.append(kwargs)
+        return self._x
+
+
+def test_recovers_well_separated_planted_groups_at_1000_tasks():
+    x, labels = planted(t=1000, d=400, k=10)
+    g = group(x, 10, progress=False)
+    assert g.reduction == "rpca"
+    assert adjusted_rand_score(labels, g.labels) == 1.0
+
+
+def test_taskgroups_contract():
+    x, labels = planted()
+    names = [f"t{i}" for i in range(len(x))]
+    g = group(x, 5, task_names=names, progress=False)
+    assert g.membership.dtype == np.float64 and g.membership.shape == (200, 5)
+    np.testing.assert_allclose(g.membership.sum(axis=1), 1.0, rtol=1e-14)
+    assert g.labels.dtype == np.int64
+    np.testing.assert_array_equal(g.labels, g.membership.argmax(axis=1))
+    assert sorted(sum(g.groups, [])) == sorted(names) and g.k == 5
+    assert all(names[i] in g.groups[g.labels[i]] for i in range(200))
+    frame = g.to_frame()
+    assert frame.columns == ["task", "label"] + [f"membership_{j}" for j in range(5)]
+    assert frame["task"].to_list() == names
+
+
+def test_memberships_are_the_fuzzy_rule_on_reduced_distances():
+    x, _ = planted()
+    est = TaskGrouper(5, m=1.3, refine=False, progress=False).fit(x)
+    d = np.sqrt(sq_distances(est.embedding_, est.cluster_centers_))
+    np.testing.assert_allclose(est.membership_, fuzzy_memberships(d, 1.3), rtol=1e-12)
+    assert est.inertia_ == pytest.approx(float((d**2).min(axis=1).sum()))
+
+
+def test_lossless_pca_gives_the_memberships_of_the_full_space():
+    x, labels = planted(t=60, d=2000, k=4, noise=3.0)
+    full = TaskGrouper(4, m=1.5, reduce="none", progress=False).fit(x)
+    red = TaskGrouper(4, m=1.5, n_components=59, progress=False).fit(x)
+    assert red.reduction_ == "pca" and full.reduction_ == "none"
+    assert adjusted_rand_score(full.labels_, red.labels_) == 1.0
+    perm = [
+        int(np.argmax(np.bincount(red.labels_[full.labels_ == j], minlength=4))) for j in range(4)
+    ]
+    np.testing.assert_allclose(red.membership_[:, perm], full.membership_, atol=1e-4)
+
+
+def test_same_random_state_is_bitwise_identical():
+    x, _ = planted(t=300, d=400, noise=2.0)
+    a = group(x, 7, random_state=3, progress=False)
+    b = group(x, 7, random_state=3, progress=False)
+    np.testing.assert_array_equal(a.membership, b.membership)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    np.testing.assert_array_equal(a.embedding, b.embedding)
+
+
+def test_fit_predict_matches_fit_and_sklearn_conventions():
+    x, labels = planted()
+    est = TaskGrouper(5, progress=False)
+    pred = est.fit_predict(x)
+    np.testing.assert_array_equal(pred, TaskGrouper(5, progress=False).fit(x).labels_)
+    np.testing.assert_array_equal(pred, est.labels_)
+    assert est.n_features_in_ == 300 and len(est.task_names_) == 200
+    assert isinstance(est.groups_, TaskGroups) and est.n_iter_ >= 1
+    assert clone(est).get_params()["n_groups"] == 5
+
+
+def test_hard_and_fcm_methods():
+    x, labels = planted(noise=2.0)
+    hard = TaskGrouper(5, method="hard", progress=False).fit(x)
+    assert set(np.unique(hard.membership_)) == {0.0, 1.0}
+    np.testing.assert_array_equal(hard.membership_.sum(axis=1), 1.0)
+    fcm = TaskGrouper(5, method="fcm", m=1.5, progress=False).fit(x)
+    assert adjusted_rand_score(labels, fcm.labels_) == 1.0
+    np.testing.assert_allclose(fcm.membership_.sum(axis=1), 1.0, rtol=1e-14)
+    w = fcm.membership_**1.5
+    x64 = fcm.embedding_.astype(np.float64)
+    np.testing.assert_allclose(
+        fcm.cluster_centers_, (w.T @ x64) / w.sum(axis=0)[:, None], rtol=1e-4, atol=1e-4
+    )
+    assert fcm.objective_ > 0
+
+
+def test_datamaps_duck_typing_and_feature_kwargs():
+    x, labels = planted(t=50, d=200, k=3)
+    names = [f"class_{i}" for i in range(50)]
+    dm = FakeDataMaps(x, names)
+    g = group(dm, 3, feature_kwargs={"snapshots": [-1]}, progress=False)
+    assert g.task_names == names and dm.calls == [{"snapshots": [-1]}]
+    assert adjusted_rand_score(labels, g.labels) == 1.0
+
+
+def test_torch_and_column_block_inputs():
+    torch = pytest.importorskip("torch")
+    x, labels = planted(t=300, d=1000)
+    ref = group(x, 5, progress=False)
+    np.testing.assert_array_equal(
+        group(torch.from_numpy(x), 5, progress=False).membership, ref.membership
+    )
+    blocks = (x[:, c : c + 256] for c in range(0, 1000, 256))
+    streamed = group(blocks, 5, progress=False)
+    assert adjusted_rand_score(ref.labels, streamed.labels) == 1.0
+
+
+def test_save_load_round_trip(tmp_path):
+    x, _ = planted()
+    g = group(x, 5, m=1.2, method="fcm", progress=False)
+    path = g.save(tmp_path / "groups")
+    back = TaskGroups.load(path)
+    assert back.task_names == g.task_names and (back.m, back.method) == (1.2, "fcm")
+    assert back.reduction == g.reduction and back.inertia == g.inertia
+    np.testing.assert_array_equal(back.membership, g.membership)
+    np.testing.assert_array_equal(back.centroids, g.centroids)
+    np.testing.assert_array_equal(back.embedding, g.embedding)
+    assert back.groups == g.groups
+    assert back.to_frame().equals(g.to_frame())
+    g2 = group(x, 3, progress=False)
+    g2.save(path)  # replaces atomically
+    assert TaskGroups.load(path).k == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groups"]
+
+
+def test_save_refuses_foreign_directory_and_load_reports_missing(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    g = TaskGroups(["a", "b"], np.array([[1.0, 0.0], [0.2, 0.8]]), np.zeros((2, 1)))
+    with pytest.raises(FileExistsError, match="not a saved TaskGroups"):
+        g.save(tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        TaskGroups.load(tmp_path / "nothing")
+    no_emb = TaskGroups.load(g.save(tmp_path / "g"))
+    assert no_emb.embedding is None and no_emb.groups == [["a"], ["b"]]
+    assert isinstance(no_emb.to_frame(), pl.DataFrame)
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"k": 0}, "n_groups must be a positive integer"),
+        ({"k": 2.5}, "n_groups must be a positive integer"),
+        ({"k": 51}, "n_groups=51 exceeds the number of tasks T=50"),
+        ({"m": 1.0}, "fuzzifier"),
+        ({"m": 0.5}, "fuzzifier"),
+        ({"method": "soft"}, "method must be one of"),
+        ({"random_state": -1}, "random_state must be a non-negative integer"),
+        ({"n_init": 0}, "n_init must be a positive integer"),
+        ({"task_names": ["a", "b"]}, "task_names has 2 names but the data has 50 tasks"),
+        ({"task_names": ["a"] * 50}, "must be unique; 'a'"),
+    ],
+)
+def test_bad_arguments(kwargs, msg):
+    x, _ = planted(t=50, d=20, k=3)
+    kwargs = {"k": 3, **kwargs}
+    with pytest.raises(ValueError, match=msg):
+        group(x, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "x, k, msg",
+    [
+        (np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]]), 2, "non-finite value \\(nan\\)"),
+        (np.array([[1.0, np.inf], [0.0, 1.0], [2.0, 2.0]]), 2, "non-finite value \\(inf\\)"),
+        (np.ones((10, 400)), 2, "identical features"),
+        (np.ones((10, 4)), 2, "identical features"),
+        (np.zeros((0, 4)), 1, "empty"),
+        (np.zeros((4, 0)), 1, "empty"),
+        (np.ones((1, 4)), 1, "at least 2 tasks"),
+        (np.array([[0.0, 1.0]] * 5 + [[1.0, 0.0]] * 5), 3, "only 2 distinct task feature vectors"),
+    ],
+)
+def test_bad_features(x, k, msg):
+    with pytest.raises(ValueError, match=msg):
+        group(x, k, progress=False)
+
+
+def test_grouping_never_imports_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "import stgmtl.grouping.grouper, stgmtl.grouping.choose_k, stgmtl.plots.groups\n"
+        "from stgmtl.grouping.grouper import group\n"
+        "group(np.random.default_rng(0).normal(size=(20, 5)), 2, progress=False)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_full_space_refinement_after_a_lossy_reduction():
+    x, labels = planted(t=300, d=3000, k=5, noise=2.0)
+    est = TaskGrouper(5, m=1.5, progress=False).fit(x)
+    assert est.reduction_ == "rpca" and est.refined_ and est.groups_.refined
+    x64 = x.astype(np.float64)
+    cent = np.stack([x64[est.labels_ == j].mean(axis=0) for j in range(5)])
+    d2 = sq_distances(x64, cent)
+    np.testing.assert_array_equal(est.labels_, d2.argmin(axis=1))
+    np.testing.assert_allclose(
+        est.membership_, fuzzy_memberships(d2, 1.5, squared=True), rtol=1e-4, atol=1e-8
+    )
+    assert est.inertia_ == pytest.approx(d2.min(axis=1).sum(), rel=1e-4)
+    emb64 = est.embedding_.astype(np.float64)
+    np.testing.assert_allclose(
+        est.cluster_centers_, np.stack([emb64[est.labels_ == j].mean(axis=0) for j in range(5)])
+    )
+    off = TaskGrouper(5, m=1.5, refine=False, progress=False).fit(x)
+    assert not off.refined_
+    blocks = [x[:, c : c + 1000] for c in range(0, 3000, 1000)]
+    assert not TaskGrouper(5, progress=False).fit(iter(blocks)).refined_  # one pass only
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        TaskGrouper(5, refine=True, reduce="projection", progress=False).fit(iter(blocks))
+    with pytest.raises(ValueError, match="method='fcm'"):
+        TaskGrouper(5, refine=True, method="fcm", progress=False).fit(x)
+    lossless = TaskGrouper(5, n_components=99, progress=False).fit(x[:100])
+    assert lossless.reduction_ == "pca" and not lossless.refined_
