@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,12 @@ def cifar_root() -> Path:
     if missing:
         pytest.skip(f"real CIFAR data not available under STGMTL_DATA={env}: missing {missing}")
     return root
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch thread (tiny models on a shared, busy CPU), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,6 +36,8 @@ def test_against_sklearn_random_inputs() -> None:
         "roc_auc",
         "accuracy",
     ]
+    s[:, 1] = np.round(s[:, 1])  # ties: average ranks, as sklearn
+    table = task_metrics(s, y, list("abcd"))
     for t in range(4):
         r = table.row(t, named=True)
         pred = s[:, t] > 0
@@ -102,12 +104,12 @@ def test_grouping_agreement() -> None:
     from stgmtl.specialise.metrics import grouping_agreement
 
     ref = np.repeat(["a", "b", "c", "d"], 5)
-    perfect = grouping_agreement(np.repeat([3, 1, 0, 2], 5), ref, n_permutations=200)
+    perfect = grouping_agreement(np.repeat([3, 1, 0, 2], 5), ref, n_permutations=50)
     assert perfect["nmi"] == pytest.approx(1.0) and perfect["ari"] == pytest.approx(1.0)
-    assert perfect["nmi_p"] == pytest.approx(1 / 201)
+    assert perfect["nmi_p"] == pytest.approx(1 / 51)
     assert abs(perfect["ari_random_mean"]) < 0.1 and perfect["nmi_random_mean"] < 0.5
     rng = np.random.default_rng(0)
-    noise = grouping_agreement(rng.integers(0, 4, 20), ref, n_permutations=200, random_state=1)
+    noise = grouping_agreement(rng.integers(0, 4, 20), ref, n_permutations=50, random_state=1)
     assert noise["nmi"] < 0.6 and noise["nmi_p"] > 0.01
     again = grouping_agreement(rng.integers(0, 4, 20), ref, n_permutations=5, random_state=1)
     assert again["n_permutations"] == 5

@@ -29,6 +29,8 @@ from stgmtl.specialise.training import check_membership
 
 TINY = TrainConfig(model="cnn", width=0.125, epochs=1, batch_size=32, seed=0)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def _toy_suite(n: int = 64, t: int = 3, seed: int = 0) -> TaskSuite:
     """Planted tasks: task j is 'channel j is brighter than the image mean' (learnable)."""

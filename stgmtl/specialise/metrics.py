@@ -6,14 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import (
-    accuracy_score,
-    adjusted_rand_score,
-    balanced_accuracy_score,
-    f1_score,
-    normalized_mutual_info_score,
-    roc_auc_score,
-)
+from scipy.stats import rankdata
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 __all__ = ["METRICS", "grouping_agreement", "summarise", "task_metrics"]
 
@@ -30,7 +24,7 @@ def task_metrics(
     seed: int = 0,
     threshold: float = 0.0,
 ) -> pl.DataFrame:
-    """One row of metrics per task.
+    """One row of metrics per task (vectorised over tasks; equal to ``sklearn.metrics``).
 
     Parameters
     ----------
@@ -51,7 +45,8 @@ def task_metrics(
     -------
     polars.DataFrame
         Columns ``method, seed, task, f1, balanced_accuracy, roc_auc, accuracy, positives``
-        (``roc_auc`` is NaN for a task whose targets hold one class only).
+        (``roc_auc`` and ``balanced_accuracy`` are NaN for a task whose targets hold one
+        class only; ``f1`` is 0 when there are no positives and none predicted).
     """
     s = np.asarray(logits, dtype=np.float64)
     y = np.asarray(targets)
@@ -62,25 +57,34 @@ def task_metrics(
         )
     if not np.isin(y, (0, 1)).all():
         raise ValueError("targets must hold only 0 and 1")
-    y = y.astype(np.int64)
-    pred = (s > threshold).astype(np.int64)
-    rows = []
-    for t, name in enumerate(task_names):
-        yt, pt = y[:, t], pred[:, t]
-        both = 0 < yt.sum() < len(yt)
-        rows.append(
-            {
-                "method": method,
-                "seed": int(seed),
-                "task": str(name),
-                "f1": float(f1_score(yt, pt, zero_division=0)),
-                "balanced_accuracy": float(balanced_accuracy_score(yt, pt)) if both else np.nan,
-                "roc_auc": float(roc_auc_score(yt, s[:, t])) if both else np.nan,
-                "accuracy": float(accuracy_score(yt, pt)),
-                "positives": int(yt.sum()),
-            }
-        )
-    return pl.DataFrame(rows)
+    y = y.astype(bool)
+    pred = s > threshold
+    n = y.shape[0]
+    pos = y.sum(0)
+    neg = n - pos
+    tp = (pred & y).sum(0)
+    fp = (pred & ~y).sum(0)
+    fn = pos - tp
+    tn = neg - fp
+    both = (pos > 0) & (neg > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        bal = np.where(both, 0.5 * (tp / pos + tn / neg), np.nan)
+        # ROC AUC = Mann-Whitney U / (P N), with average ranks for ties (= sklearn's value)
+        ranks = rankdata(s, axis=0)
+        auc = (np.where(y, ranks, 0.0).sum(0) - pos * (pos + 1) / 2) / (pos * neg)
+    return pl.DataFrame(
+        {
+            "method": [method] * len(task_names),
+            "seed": np.full(len(task_names), int(seed), dtype=np.int64),
+            "task": [str(t) for t in task_names],
+            "f1": f1.astype(np.float64),
+            "balanced_accuracy": bal.astype(np.float64),
+            "roc_auc": np.where(both, auc, np.nan).astype(np.float64),
+            "accuracy": ((tp + tn) / n).astype(np.float64),
+            "positives": pos.astype(np.int64),
+        }
+    )
 
 
 def summarise(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataFrame:
