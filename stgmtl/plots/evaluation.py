@@ -59,7 +59,10 @@ def plot_method_comparison(
     if methods is None:
         methods = list(dict.fromkeys(table["method"].to_list()))
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(1.2 + 1.3 * len(methods) * len(metrics), 3.8), squeeze=False
+        1,
+        len(metrics),
+        figsize=(1.0 + (0.9 * len(methods) + 0.6) * len(metrics), 3.8),
+        squeeze=False,
     )
     colors = plt.get_cmap("tab10").colors
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -98,7 +101,7 @@ def plot_method_comparison(
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right")
         ax.set_ylabel(_LABELS.get(metric, metric))
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(loc="best", fontsize=8, frameon=False)
+    axes[0][0].legend(loc="upper left", fontsize=8, frameon=False)
     seeds = table["seed"].n_unique()
     fig.suptitle(title or f"per-task test metrics (boxes: tasks; dots: {seeds} seed mean(s))")
     fig.tight_layout()
