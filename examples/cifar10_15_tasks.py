@@ -54,6 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--study-seeds", default="0,1,2")
     p.add_argument("--study-epochs", type=int, default=10)
     p.add_argument("--study-budget", choices=("params", "width"), default="params")
+    p.add_argument("--test-limit", type=int, default=None, help="first N test images only")
     return p.parse_args(argv)
 
 
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {name} plot failed: {exc!r}", file=sys.stderr)
     print(f"\nrecord + group: {time.perf_counter() - t0:.0f} s; results in {out}/")
     if args.study:
-        test = cifar10_15_suite("test", root=args.data_root, seed=args.seed)
+        test = cifar10_15_suite("test", root=args.data_root, limit=args.test_limit, seed=args.seed)
         tables = []
         for seed in (int(s) for s in args.study_seeds.split(",")):
             cfg = TrainConfig(

@@ -78,6 +78,8 @@ def test_cifar10_15_example_runs(cifar_root: Path, tmp_path: Path, monkeypatch) 
         "0",
         "--study-epochs",
         "1",
+        "--test-limit",
+        "300",
     ]
     assert example.main(args) == 0
     table = pl.read_csv(tmp_path / "study_metrics.csv")
