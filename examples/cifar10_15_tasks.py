@@ -46,6 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="skip the data-map and heatmap plots")
     p.add_argument(
         "--study",
         action="store_true",
@@ -92,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{t} ({groups.membership[i, c]:.2f})" for t, i in zip(tasks, idx, strict=True)
         )
         print(f"  group {c}: {members}")
-    for name, fn in (
+    plots = [
         ("datamaps", lambda p: dm.plot(p, ncols=5)),
         ("memberships", lambda p: groups.plot_memberships(p)),
-    ):
+    ]
+    for name, fn in [] if args.no_plots else plots:
         try:
             fn(out / f"{name}.png")
         except Exception as exc:  # a plot failing must not lose the run's results
