@@ -259,10 +259,16 @@ def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
             seed=seed,
             progress=progress,
         )
+        print(f"seed {seed}: recorded data maps ({time.perf_counter() - t0:.0f} s)", flush=True)
         groups, agreement = group_and_report(
             dm, train, args.study_k, args.m, seed, args.permutations, progress
         )
         agreements.append({"seed": seed, **agreement})
+        print(
+            f"seed {seed}: NMI {agreement['nmi']:.3f} ARI {agreement['ari']:.3f}; training "
+            f"grouped models and baselines ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
         cfg = TrainConfig(
             model=args.model,
             width=args.study_width,
