@@ -19,8 +19,9 @@ allocations, unlike tracemalloc) including the data it generated. Configurations
 - within ``stgmtl``: KMeans(n_init=10) + memberships on stgmtl's reduced embedding, against
   stgmtl's clustering stage on the same embedding.
 - ``inits`` (one T): seeding methods on the reduced embedding, ARI and time over 5 seeds.
-- ``reductions`` (one T): exact PCA, randomized PCA and the one-pass projection, each followed
-  by the same k-means, with and without the full-space refinement; ARI and time.
+- ``reductions`` (one T): exact PCA, randomized PCA (sketch width, power iterations, number of
+  components) and the one-pass projection, each followed by the same k-means, with and without
+  the full-space refinement; ARI and time.
 
 Results go to ``benchmarks/results/grouping.json`` and a table is printed::
 
@@ -88,6 +89,12 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_job(job: dict) -> dict:
     from sklearn.metrics import adjusted_rand_score as ari
 
@@ -98,9 +105,9 @@ def run_job(job: dict) -> dict:
     labels = planted_labels(t, k, cfg["seed"])
     out: dict[str, Any] = {"kind": job["kind"], "T": t, "D": 2 * cfg["samples"], "k": k}
     if job["kind"] == "stgmtl-stream":
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         g = group(planted_blocks(labels, k, cfg), k, progress=False)
-        out.update(time_s=time.perf_counter() - t0, ari=ari(labels, g.labels))
+        out.update(time_s=time.perf_counter() - t0, ari=ari(labels, g.labels), cpu_s=_cpu_s() - c0)
         out.update(reduction=g.reduction, peak_rss_mib=_peak_mib())
         return out
     t0 = time.perf_counter()
@@ -108,9 +115,9 @@ def run_job(job: dict) -> dict:
     out["generate_s"] = time.perf_counter() - t0
     out["data_mib"] = x.nbytes / 2**20
     if job["kind"] == "stgmtl":
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         g = group(x, k, progress=False)
-        out.update(time_s=time.perf_counter() - t0, ari=ari(labels, g.labels))
+        out.update(time_s=time.perf_counter() - t0, ari=ari(labels, g.labels), cpu_s=_cpu_s() - c0)
         out.update(reduction=g.reduction, refined=g.refined, embedding_dim=g.embedding.shape[1])
         out["peak_rss_mib"] = _peak_mib()
         del x
@@ -130,10 +137,12 @@ def run_job(job: dict) -> dict:
     if job["kind"] == "sklearn-full":
         from sklearn.cluster import KMeans
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         km = KMeans(k, n_init=10, random_state=0, copy_x=False).fit(x)
         fuzzy_memberships(km.transform(x), 1.07)
-        out.update(time_s=time.perf_counter() - t0, ari=ari(labels, km.labels_))
+        out.update(
+            time_s=time.perf_counter() - t0, ari=ari(labels, km.labels_), cpu_s=_cpu_s() - c0
+        )
         out["peak_rss_mib"] = _peak_mib()
         return out
     emb = TaskGrouper(k, progress=False).fit(x).embedding_
@@ -184,12 +193,14 @@ def run_reductions(job: dict) -> dict:
     rows = []
     settings = [
         ("pca", {"refine": False}),
+        ("pca", {"refine": False, "n_components": 128}),
         ("rpca", {"refine": False}),
-        ("rpca", {"refine": False, "n_power_iter": 1}),
-        ("rpca", {"refine": False, "n_components": 16}),
+        ("rpca", {"refine": False, "n_power_iter": 0}),
+        ("rpca", {"refine": False, "n_power_iter": 0, "projection_dim": 256}),
+        ("rpca", {"refine": False, "n_components": 128}),
         ("projection", {"refine": False}),
         ("projection", {"refine": True}),
-        ("rpca", {"refine": True}),
+        ("rpca", {"refine": "auto"}),
     ]
     for method, kw in settings:
         t0 = time.perf_counter()
@@ -315,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads; peak RSS includes the generated data"
     )
     print(
-        f"{'config':<16}{'T':>7}{'time s':>9}{'cluster s':>10}{'peak MiB':>10}"
+        f"{'config':<16}{'T':>7}{'time s':>9}{'cpu s':>8}{'cluster s':>10}{'peak MiB':>10}"
         f"{'ARI':>7}{'x slower':>10}  note"
     )
     for r in results:
@@ -325,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         if note == "ok":
             note = r.get("reduction", "") + (" + full-space refine" if r.get("refined") else "")
         print(
-            f"{r['kind']:<16}{r['T']:>7}{_fmt(r.get('time_s')):>9}"
+            f"{r['kind']:<16}{r['T']:>7}{_fmt(r.get('time_s')):>9}{_fmt(r.get('cpu_s'), 1):>8}"
             f"{_fmt(r.get('cluster_stage_s')):>10}{_fmt(r.get('peak_rss_mib'), 0):>10}"
             f"{_fmt(r.get('ari'), 3):>7}{_fmt(r.get('speedup_vs_stgmtl'), 1):>10}  {note}"
         )
@@ -353,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
             for row in r["rows"]:
                 extra = {k: v for k, v in row.items() if k not in ("reduce", "time_s", "ari")}
                 print(
-                    f"  {row['reduce']:<11}{str(extra):<44}ARI {row['ari']:.3f}"
+                    f"  {row['reduce']:<11}{str(extra):<62}ARI {row['ari']:.3f}"
                     f"  {row['time_s']:.2f} s"
                 )
     print(f"\nwritten to {args.out}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -140,6 +141,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/recording_overhead.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     rows = []
     for t in args.tasks:
         if t * args.samples * 21 <= 2e9:  # full state fits comfortably
@@ -167,6 +169,11 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
         "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15_before": load_before,
+        "loadavg_1_5_15_after": os.getloadavg(),
+        "note": "shared machine: ratio_of_medians is noisy; ratio_from_update_time = 1 + "
+        "median(update) / median(step without recording) is the steadier estimate",
         "results": rows,
     }
     out = Path(args.out)

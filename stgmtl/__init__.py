@@ -22,12 +22,23 @@ _EXPORTS: dict[str, str] = {
     "DataMaps": "stgmtl.datamaps",
     "group": "stgmtl.grouping.grouper",
     "TaskGrouper": "stgmtl.grouping.grouper",
-    "TaskGroups": "stgmtl.grouping.grouper",
+    "TaskGroups": "stgmtl.grouping.groups",
     "choose_k": "stgmtl.grouping.choose_k",
     "fuzzy_memberships": "stgmtl.grouping.membership",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "DataMapRecorder",
+    "DataMaps",
+    "IndexedDataset",
+    "TaskGrouper",
+    "TaskGroups",
+    "__version__",
+    "choose_k",
+    "fit_datamaps",
+    "fuzzy_memberships",
+    "group",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -47,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stgmtl.datamaps import DataMaps
     from stgmtl.fit import IndexedDataset, fit_datamaps
     from stgmtl.grouping.choose_k import choose_k
-    from stgmtl.grouping.grouper import TaskGrouper, TaskGroups, group
+    from stgmtl.grouping.grouper import TaskGrouper, group
+    from stgmtl.grouping.groups import TaskGroups
     from stgmtl.grouping.membership import fuzzy_memberships
     from stgmtl.recorder import DataMapRecorder

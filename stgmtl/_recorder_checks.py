@@ -95,15 +95,29 @@ def check_update(
 
 
 def check_values(
-    rec: DataMapRecorder, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None
-) -> None:
-    """Finite logits and targets in range (rows the recorder keeps), one host transfer."""
+    rec: DataMapRecorder,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None,
+    yb: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Finite logits and targets in range (rows the recorder keeps), one host transfer.
+
+    For float binary targets ``yb`` (a bool buffer) receives ``targets > 0.5``, which the
+    update reuses.
+    """
     zlo, zhi = torch.aminmax(logits)
     y = targets if mask is None else torch.where(mask, targets, torch.zeros_like(targets))
     if rec.task_type == "binary" and targets.dtype.is_floating_point:
-        bad_y = torch.frac(y).any().to(torch.float64)  # with the range check: 0 or 1
-        ylo, yhi = torch.aminmax(y)
+        yb = torch.gt(y, 0.5) if yb is None else torch.gt(y, 0.5, out=yb)
+        diff = rec._buffer("check", tuple(y.shape), y.dtype, y.device)
+        # y - y*y is exactly 0 for 0 and 1, nonzero (or NaN) for any other value; float-only
+        # ops, as mixing in the bool yb would cost a cast copy
+        torch.addcmul(y, y, y, value=-1, out=diff)
+        bad_y = diff.any().to(torch.float64)
+        ylo = yhi = torch.zeros((), dtype=torch.float64, device=y.device)
     else:
+        yb = None
         bad_y = torch.zeros((), dtype=torch.float64, device=y.device)
         ylo, yhi = torch.aminmax(y.to(torch.int64) if y.dtype == torch.bool else y)
     vals = torch.stack([v.to(torch.float64) for v in (zlo, zhi, ylo, yhi, bad_y)]).tolist()
@@ -116,3 +130,4 @@ def check_values(
         seen = "values other than 0 and 1" if bad else f"values in [{ylo_:g}, {yhi_:g}]"
         where = " where mask is True" if mask is not None else ""
         raise ValueError(f"targets: expected {what}{where}, got {seen}")
+    return yb

@@ -51,12 +51,14 @@ def export_cartography(dm: DataMaps, path: str | Path) -> Path:
         )
     c = 2 if dm.task_type == "binary" else int(dm.num_classes or dm.targets.max() + 1)
     root = Path(path)
+    snap_conf = dm.snapshot_confidence
+    assert snap_conf is not None
     for t, name in enumerate(dm.task_names):
         folder = root / name / "training_dynamics"
         folder.mkdir(parents=True, exist_ok=True)
         gold = dm.targets[t].astype(np.int64)
         for s, epoch in enumerate(dm.snapshot_epochs):
-            p = dm.snapshot_confidence[s, t]
+            p = snap_conf[s, t]
             keep = (gold >= 0) & np.isfinite(p)
             p = np.clip(p[keep], _CLIP, 1 - _CLIP)
             g = gold[keep]

@@ -6,6 +6,8 @@ snapshots ``(S, T, N)``. It never imports torch, so grouping can use it without 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ _STATS = ("confidence", "variability", "correctness")
 FeatureFn = Callable[..., np.ndarray]
 #: Registered feature kinds: name -> function(datamaps, **options) -> (T, D) float32 array.
 FEATURE_KINDS: dict[str, FeatureFn] = {}
+#: Built-in kinds defined in other modules, imported on first use (they pull in scikit-learn).
+_LAZY_KINDS: dict[str, str] = {"confusion": "stgmtl.task_features"}
 
 
 def register_feature_kind(name: str) -> Callable[[FeatureFn], FeatureFn]:
@@ -150,6 +154,7 @@ class DataMaps:
         kind: str = "datamap",
         *,
         standardize: bool = False,
+        n_groups: int | None = None,
         **options: Any,
     ) -> np.ndarray:
         """Per-task feature matrix for grouping, float32 ``(T, D)``.
@@ -160,9 +165,15 @@ class DataMaps:
             A registered feature kind (see :data:`FEATURE_KINDS`). ``"datamap"`` (default) is
             STG-MTL's feature: for each chosen snapshot and sample the pair
             (confidence, variability), flattened per task in the order (snapshot, sample, stat),
-            as STG-MTL reshapes its ``(T, epochs, N, 2)`` data map.
+            as STG-MTL reshapes its ``(T, epochs, N, 2)`` data map. ``"confusion"``: the
+            spectral embedding of how strongly each task fires on the other tasks' positives
+            (binary tasks; see :mod:`stgmtl.task_features`).
         standardize : bool
             Z-score every feature column across tasks (columns with zero spread are centred).
+        n_groups : int, optional
+            The number of groups the features are for (:class:`~stgmtl.TaskGrouper` passes it).
+            Handed to kinds that take it (``"confusion"`` sizes its embedding by it); ignored
+            by the others.
         **options
             Options of the kind. For ``"datamap"``: ``snapshots`` ("all": every snapshot, or
             the final state when there are none; "final"; or a list of epochs and/or "final"),
@@ -175,16 +186,16 @@ class DataMaps:
         np.ndarray
             float32, C-contiguous, shape ``(T, D)``.
         """
+        if kind not in FEATURE_KINDS and kind in _LAZY_KINDS:
+            importlib.import_module(_LAZY_KINDS[kind])  # registers the kind on import
         fn = FEATURE_KINDS.get(kind)
         if fn is None:
             raise ValueError(f"kind: expected one of {sorted(FEATURE_KINDS)}, got {kind!r}")
+        if n_groups is not None and "n_groups" in inspect.signature(fn).parameters:
+            options.setdefault("n_groups", n_groups)
         out = fn(self, **options)
         if standardize and out.size:
-            mean = out.mean(axis=0, dtype=np.float64)
-            std = out.std(axis=0, dtype=np.float64)
-            std[std == 0] = 1.0
-            out -= mean.astype(np.float32)
-            out /= std.astype(np.float32)
+            _standardize_(out)
         return out
 
     # ----------------------------------------------------------- persistence
@@ -199,7 +210,10 @@ class DataMaps:
 
     @classmethod
     def load(cls, path: str | Path) -> DataMaps:
-        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError."""
+        """Read a directory written by :meth:`save`; bad or mismatched files raise ValueError.
+
+        The arrays are read-only, zero-copy views of the loaded tables (copy one to edit it).
+        """
         from stgmtl.datamaps_io import load_datamaps
 
         return load_datamaps(path)
@@ -229,6 +243,23 @@ class DataMaps:
             f"task_type={self.task_type!r}, epochs={self.epochs}, "
             f"snapshot_epochs={self.snapshot_epochs}, snapshot_kind={self.snapshot_kind!r})"
         )
+
+
+def _standardize_(out: np.ndarray) -> None:
+    """Z-score columns in place; float64 moments row by row (temporaries of one row only)."""
+    mean = np.zeros(out.shape[1])
+    sq = np.zeros(out.shape[1])
+    for row in out:
+        r = row.astype(np.float64)
+        mean += r
+        sq += r * r
+    mean /= out.shape[0]
+    std = np.sqrt(np.maximum(sq / out.shape[0] - mean * mean, 0.0))
+    std[std < 1e-12] = 1.0
+    inv, shift = (1.0 / std).astype(np.float32), mean.astype(np.float32)
+    for row in out:
+        row -= shift
+        row *= inv
 
 
 @register_feature_kind("datamap")
@@ -261,6 +292,6 @@ def _datamap_features(
         for j, name in enumerate(stats):
             src = dm.stat(name, snap)
             out[:, i, :, j] = src if pos is None else src[:, pos]
-    out = out.reshape(dm.num_tasks, -1)
-    np.nan_to_num(out, copy=False, nan=nan_fill)
-    return out
+    flat = out.reshape(dm.num_tasks, -1)  # a view: (snapshot, sample, stat) per task
+    np.nan_to_num(flat, copy=False, nan=nan_fill)
+    return flat

@@ -1,7 +1,7 @@
 """Record per-task data maps (Dataset Cartography statistics) during multi-task training.
 
 :class:`DataMapRecorder` keeps, per (task, sample), mergeable sums of the true-label
-probability and of its square, the number of right predictions, and the last observed target.
+probability and of its square, the number of right predictions, and the observed target.
 It is modelled on a torchmetrics ``Metric``: ``update`` / ``compute`` / ``reset`` / ``sync``.
 """
 
@@ -12,14 +12,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from stgmtl._recorder_state import (
+    accumulate,
+    add_,
+    all_reduce,
+    clone,
+    scratch_buffer,
+    statistics,
+    world_size,
+    zeros_like,
+)
 from stgmtl.datamaps import DataMaps
 
 __all__ = ["DataMapRecorder", "distributed_valid_mask"]
 
 _STATE_VERSION = 1
-_RAW_KEYS = ("s1", "s2", "correct", "seen", "missing")
 
 
 def distributed_valid_mask(sampler: Any) -> torch.Tensor:
@@ -51,7 +59,8 @@ class DataMapRecorder:
     """Per (task, sample) confidence, variability and correctness, recorded online.
 
     For binary tasks (``logits`` of shape ``(B, T)``) the true-label probability is
-    ``sigmoid(z)`` where ``y = 1`` and ``1 - sigmoid(z)`` where ``y = 0``; a prediction is right
+    ``sigmoid(z)`` where ``y = 1`` and ``1 - sigmoid(z)`` where ``y = 0`` (computed as
+    ``sigmoid(-z)``, the same value without cancellation); a prediction is right
     when ``z > 0`` equals ``y`` (``sigmoid(z) > 0.5`` in exact arithmetic). For multi-class
     tasks (``(B, T, C)``) it is ``softmax(z)[y]`` and right when ``argmax(z) == y`` (first
     maximum). Per (task, sample): confidence is the mean true-label probability over the
@@ -73,6 +82,14 @@ class DataMapRecorder:
     (and +20 for the epoch start while an ``"epoch"`` snapshot is open), plus 8 bytes per
     sample and per-step scratch of about ``B * T * 30`` bytes. For ``T * N`` too large,
     record on ``probe_indices`` only: updates for other samples are dropped before any math.
+    Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
+
+    Devices: the state lives on the device of the first ``logits`` (later inputs are moved
+    there). On CPU the scatters use ``index_put_(accumulate=True)`` (deterministic); on CUDA
+    ``index_add_`` (atomics: float sums may differ in the last bits between runs). With
+    ``validate=True`` each update reads two small results back to the host (index range,
+    value checks), and ``probe_indices`` / ``valid`` select rows with ``nonzero``; pass
+    ``validate=False`` to avoid host syncs on a GPU once the pipeline is known to be good.
 
     Parameters
     ----------
@@ -94,8 +111,8 @@ class DataMapRecorder:
     probe_indices : array-like of int, optional
         Record only these sample ids (sorted, unique); others are ignored.
     validate : bool
-        Check every update's values (finite logits, index and target ranges). This costs one
-        host sync per update on a GPU; turn it off there once the pipeline is known good.
+        Check every update's values (finite logits, index and target ranges) with one fused
+        reduction per tensor; a bad batch raises and leaves the state unchanged.
     recording : str
         Recording mode stored in the data maps (``"train"``, ``"eval"`` or ``"manual"``).
     cpu_threads : int or None
@@ -189,7 +206,7 @@ class DataMapRecorder:
         if self.probe_indices is not None and self._lut is None:
             self._lut = self._make_lut(device)
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
-            self._carry = _clone(self._state)
+            self._carry = clone(self._state)
 
     def _make_lut(self, device: torch.device) -> torch.Tensor:
         """Sample id -> state row (-1 for samples outside ``probe_indices``)."""
@@ -259,8 +276,10 @@ class DataMapRecorder:
                 sel = keep.nonzero().squeeze(1)
                 logits, targets, rows = logits[sel], targets[sel], rows[sel]
                 mask = None if mask is None else mask[sel]
+            yb = None
             if self.validate and rows.numel() > 0:
-                check_values(self, logits, targets, mask)
+                buf = self._buffer("yb", tuple(targets.shape), torch.bool, targets.device)
+                yb = check_values(self, logits, targets, mask, buf)
             if logits.ndim == 3 and self.num_classes is None:
                 self.num_classes = int(logits.shape[2])
             if rows.numel() == 0:
@@ -270,7 +289,7 @@ class DataMapRecorder:
             assert self._state is not None
             if mask is not None and self._state["missing"] is None:
                 self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[arg-type]
-            self._accumulate(logits, targets, rows, mask)
+            self._accumulate(logits, targets, rows, mask, yb)
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
@@ -278,73 +297,18 @@ class DataMapRecorder:
     def _buffer(
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
-        """Reused per-step scratch (fresh large allocations cost page faults every step)."""
-        buf = self._scratch.get(name)
-        need = int(np.prod(shape))
-        if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != device:
-            buf = torch.empty(need, dtype=dtype, device=device)
-            self._scratch[name] = buf
-        return buf[:need].view(shape)
+        return scratch_buffer(self._scratch, name, shape, dtype, device)
 
     def _accumulate(
-        self, z: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, m: torch.Tensor | None
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        rows: torch.Tensor,
+        m: torch.Tensor | None,
+        yb: torch.Tensor | None = None,
     ) -> None:
-        """Add a validated batch: a few elementwise passes, then one scatter per state tensor.
-
-        The whole batch is processed at once: chunking it (to stay in cache) was slower when
-        the CPU is shared, as every small parallel region waits for a descheduled thread.
-        """
-        state, dev = self._state, z.device
-        assert state is not None and self._targets is not None
-        r, t = rows.shape[0], self.num_tasks
-        p = self._buffer("p", (r, t), torch.float64, dev)
-        cnt = self._buffer("cnt", (r, t), torch.int32, dev)
-        if z.ndim == 2:  # binary: p = sigmoid(z) if y = 1 else sigmoid(-z)
-            if y.dtype == torch.bool:
-                yb = y
-            else:
-                yb = self._buffer("yb", (r, t), torch.bool, dev)
-                torch.gt(y, 0.5, out=yb)
-            f = self._buffer("f", (r, t), z.dtype, dev)
-            torch.neg(z, out=f)
-            if y.dtype == z.dtype:  # -z + y * 2z: lerp is a cheaper pass than where
-                torch.lerp(f, z, y, out=f)
-            else:
-                torch.where(yb, z, f, out=f)
-            f.sigmoid_()
-            p.copy_(f)
-            ok = self._buffer("ok", (r, t), torch.bool, dev)
-            torch.gt(z, 0, out=ok)
-            torch.eq(ok, yb, out=cnt)  # right iff (z > 0) == y
-            tgt = yb.view(torch.int8) if self._targets.dtype == torch.int8 else yb.to(torch.int8)
-        else:  # multi-class: p = softmax(z)[y], right iff argmax(z) == y
-            yl = y.long() if m is None else torch.where(m, y.long(), 0)
-            zy = z.gather(2, yl.unsqueeze(2)).squeeze(2)
-            torch.exp(zy - torch.logsumexp(z, dim=2), out=p)
-            torch.eq(z.argmax(dim=2), yl, out=cnt)
-            tgt = yl.to(self._targets.dtype)
-        if m is not None:
-            p.mul_(m)
-            cnt.mul_(m)
-            tgt = tgt.masked_fill(~m, -1)
-            miss = state["missing"]
-            assert miss is not None
-            miss.index_put_((rows,), (~m).to(miss.dtype), accumulate=True)
-        p2 = self._buffer("p2", (r, t), torch.float64, dev)
-        torch.mul(p, p, out=p2)  # exact: a product of two float32 values fits a float64
-        state["seen"].index_put_((rows,), torch.ones_like(rows), accumulate=True)  # type: ignore[union-attr]
-        if dev.type == "cuda":  # atomics are fastest on GPU; index_put_ is robust on CPU
-            state["s1"].index_add_(0, rows, p)  # type: ignore[union-attr]
-            state["s2"].index_add_(0, rows, p2)  # type: ignore[union-attr]
-            state["correct"].index_add_(0, rows, cnt)  # type: ignore[union-attr]
-        else:
-            state["s1"].index_put_((rows,), p, accumulate=True)  # type: ignore[union-attr]
-            state["s2"].index_put_((rows,), p2, accumulate=True)  # type: ignore[union-attr]
-            state["correct"].index_put_((rows,), cnt, accumulate=True)  # type: ignore[union-attr]
-        if m is None:  # every target observed: plain (cheaper) scatter
-            self._targets.index_put_((rows,), tgt)
-        else:  # keep earlier targets where this batch's are missing (-1)
-            self._targets.scatter_reduce_(0, rows.view(-1, 1).expand(r, t), tgt, "amax")
+        assert self._state is not None and self._targets is not None
+        accumulate(self._state, self._targets, self._scratch, z, y, rows, m, yb)
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
@@ -355,13 +319,13 @@ class DataMapRecorder:
         assert self._state is not None
         self.epoch += 1
         if self.epoch in self.snapshot_epochs:
-            self._snapshots[self.epoch] = _clone(self._state)
+            self._snapshots[self.epoch] = clone(self._state)
         if self._carry is not None:
-            _add_(self._state, self._carry)
+            add_(self._state, self._carry)
             self._carry = None
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
             self._carry = self._state
-            self._state = _zeros_like(self._state)
+            self._state = zeros_like(self._state)
 
     # ---------------------------------------------------------------- compute
     @torch.no_grad()
@@ -384,18 +348,18 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         state, targets, snaps = self._state, self._targets, self._snapshots
-        if self._carry is not None:  # mid-epoch: live part + carried part
-            state = _add_(_clone(state), self._carry)
-        if sync is None:
-            sync = _world_size() > 1 and not self._synced
-        if sync and _world_size() > 1:
-            state = _clone(state) if state is self._state else state
-            targets = targets.clone()  # type: ignore[union-attr]
-            snaps = {e: _clone(s) for e, s in snaps.items()}
-            _all_reduce([state] + [snaps[e] for e in sorted(snaps)], targets, self)
         assert state is not None and targets is not None
-        conf, var, corr, count = _statistics(state, self.ddof, dtype)
-        snap_stats = [_statistics(snaps[e], self.ddof, dtype) for e in sorted(snaps)]
+        if self._carry is not None:  # mid-epoch: live part + carried part
+            state = add_(clone(state), self._carry)
+        if sync is None:
+            sync = world_size() > 1 and not self._synced
+        if sync and world_size() > 1:
+            state = clone(state) if state is self._state else state
+            targets = targets.clone()
+            snaps = {e: clone(s) for e, s in snaps.items()}
+            all_reduce([state] + [snaps[e] for e in sorted(snaps)], targets, self)
+        conf, var, corr, count = statistics(state, self.ddof, dtype)
+        snap_stats = [statistics(snaps[e], self.ddof, dtype) for e in sorted(snaps)]
         n = self._rows
 
         def stack(i: int) -> np.ndarray:
@@ -440,13 +404,13 @@ class DataMapRecorder:
         one process) it does nothing. Uses the default process group; the state must be on a
         device the backend supports (CPU for gloo, CUDA for NCCL).
         """
-        if _world_size() > 1 and not self._synced:
+        if world_size() > 1 and not self._synced:
             if self._state is None:
                 self._allocate(torch.device("cpu"))
             raws = [self._state] + [self._snapshots[e] for e in sorted(self._snapshots)]
             if self._carry is not None:
                 raws.append(self._carry)
-            _all_reduce(raws, self._targets, self)  # type: ignore[arg-type]
+            all_reduce(raws, self._targets, self)  # type: ignore[arg-type]
             self._synced = True
         return self
 
@@ -482,6 +446,10 @@ class DataMapRecorder:
         """
         if not isinstance(state_dict, dict) or state_dict.get("version") != _STATE_VERSION:
             raise ValueError("state_dict: expected a DataMapRecorder.state_dict() (version 1)")
+        missing = {"config", "epoch", "synced", "num_classes", "state", "targets", "snapshots",
+                   "carry"} - set(state_dict)  # fmt: skip
+        if missing:
+            raise ValueError(f"state_dict: missing entries {sorted(missing)}")
         mine, theirs = self._config(), state_dict.get("config")
         if mine != theirs:
             raise ValueError(
@@ -501,11 +469,11 @@ class DataMapRecorder:
         self.num_classes = state_dict["num_classes"]
         if state is not None:
             device = state["s1"].device
-            self._state = _clone(state)
+            self._state = clone(state)
             self._targets = state_dict["targets"].clone()
-            self._snapshots = {int(e): _clone(s) for e, s in state_dict["snapshots"].items()}
+            self._snapshots = {int(e): clone(s) for e, s in state_dict["snapshots"].items()}
             carry = state_dict["carry"]
-            self._carry = None if carry is None else _clone(carry)
+            self._carry = None if carry is None else clone(carry)
             if self.probe_indices is not None:
                 self._lut = self._make_lut(device)
 
@@ -526,82 +494,3 @@ class DataMapRecorder:
             f"DataMapRecorder(num_tasks={self.num_tasks}, num_samples={self.num_samples}, "
             f"task_type={self.task_type!r}, epoch={self.epoch}, device={self.device})"
         )
-
-
-# ---------------------------------------------------------------------- helpers
-def _clone(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
-    return {k: (None if raw.get(k) is None else raw[k].clone()) for k in _RAW_KEYS}  # type: ignore[union-attr]
-
-
-def _zeros_like(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
-    return {k: (None if raw.get(k) is None else torch.zeros_like(raw[k])) for k in _RAW_KEYS}  # type: ignore[arg-type]
-
-
-def _add_(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tensor | None]) -> dict:
-    """a += b in place (a missing-label count absent on one side counts as zero)."""
-    for k in _RAW_KEYS:
-        x, y = a.get(k), b.get(k)
-        if y is not None:
-            if x is None:
-                a[k] = y.clone()
-            else:
-                x.add_(y)
-    return a
-
-
-def _statistics(raw: dict[str, torch.Tensor | None], ddof: int, dtype: Any) -> tuple:
-    """(T, N) numpy confidence, variability, correctness, count from raw sums."""
-    s1, s2, seen, miss = raw["s1"], raw["s2"], raw["seen"], raw.get("missing")
-    assert s1 is not None and s2 is not None and seen is not None and raw["correct"] is not None
-    n = seen.unsqueeze(1).expand_as(raw["correct"])
-    if miss is not None:
-        n = n - miss
-    nf = n.to(torch.float64)
-    conf = s1 / nf  # NaN where never observed
-    m2 = (s2 - s1 * conf).clamp_(min=0.0)
-    denom = (nf - ddof).clamp_(min=1.0)  # ddof=1 and one observation -> variability 0
-    var = (m2 / denom).sqrt_().masked_fill_(nf <= 1, 0.0).masked_fill_(nf == 0, float("nan"))
-    corr = raw["correct"].to(torch.float64) / nf
-
-    def out(x: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(x.T.cpu().numpy(), dtype=dtype)
-
-    return out(conf), out(var), out(corr), np.ascontiguousarray(n.T.to(torch.int32).cpu().numpy())
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce(
-    raws: list[dict[str, torch.Tensor | None]], targets: torch.Tensor, rec: DataMapRecorder
-) -> None:
-    """Sum raw states (and max targets) over all ranks, after checking they are compatible."""
-    dev = raws[0]["s1"].device  # type: ignore[union-attr]
-    header = torch.tensor(
-        [rec.epoch, len(raws), rec.num_tasks, rec._rows, sum(rec._snapshots),
-         -1 if rec.num_classes is None else rec.num_classes],
-        dtype=torch.int64,
-        device=dev,
-    )  # fmt: skip
-    lo, hi = header.clone(), header.clone()
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    if not torch.equal(lo[:5], hi[:5]):
-        raise RuntimeError(
-            "sync: ranks disagree on (epochs, states, tasks, rows, snapshot epochs): "
-            f"min {lo[:5].tolist()} max {hi[:5].tolist()}; call end_epoch() equally on every rank"
-        )
-    if rec.num_classes is None and int(hi[5]) >= 0:
-        rec.num_classes = int(hi[5])
-    flags = torch.tensor([r["missing"] is not None for r in raws], dtype=torch.int64, device=dev)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    for raw, flag in zip(raws, flags.tolist(), strict=True):
-        if flag and raw["missing"] is None:
-            raw["missing"] = torch.zeros_like(raw["correct"])  # type: ignore[arg-type]
-        for k in _RAW_KEYS:
-            if raw[k] is not None:
-                dist.all_reduce(raw[k], op=dist.ReduceOp.SUM)  # type: ignore[arg-type]
-    wide = targets.to(torch.int32)  # gloo has no int16 reductions
-    dist.all_reduce(wide, op=dist.ReduceOp.MAX)
-    targets.copy_(wide)

@@ -111,6 +111,10 @@ def test_feature_options():
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
     spread = dm.features().std(axis=0) > 0
     np.testing.assert_allclose(z.std(axis=0)[spread], 1, atol=1e-4)
+    bare = DataMaps(dm.task_names, dm.sample_ids, dm.confidence, dm.variability,
+                    dm.correctness, dm.count, dm.targets)  # fmt: skip
+    pairs = np.stack([dm.confidence, dm.variability], axis=-1).reshape(dm.num_tasks, -1)
+    np.testing.assert_array_equal(bare.features(), np.nan_to_num(pairs).astype(np.float32))
     with pytest.raises(ValueError, match="kind"):
         dm.features("nope")
     with pytest.raises(ValueError, match="snapshot"):

@@ -77,7 +77,9 @@ def test_sketches_do_not_depend_on_block_size(method):
 @pytest.mark.parametrize("n_power_iter", [0, 1])
 def test_randomized_pca_matches_exact_leading_components(n_power_iter):
     x = _data(300, 2000, dtype=np.float64)
-    r = reduce_features(x, n_components=8, n_power_iter=n_power_iter, block_size=700)
+    r = reduce_features(
+        x, n_components=8, projection_dim=256, n_power_iter=n_power_iter, block_size=700
+    )
     assert r.method == "rpca" and r.embedding.shape == (300, 8)
     xc = x - x.mean(axis=0)
     vals, vecs = np.linalg.eigh(xc @ xc.T)

@@ -187,6 +187,6 @@ def _pick(table: pl.DataFrame, min_stability: float) -> int:
         cand = table
     cand = cand.filter(pl.col("silhouette").is_not_nan())
     if cand.height == 0:
-        return int(table["k"].min())
+        return min(int(v) for v in table["k"].to_list())
     top = cand["silhouette"].max()
-    return int(cand.filter(pl.col("silhouette") == top)["k"].min())
+    return min(int(v) for v in cand.filter(pl.col("silhouette") == top)["k"].to_list())

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 KMeansInit = Literal["k-means++", "greedy-k-means++", "faiss-random", "faiss-k-means++"]
 _INITS = ("k-means++", "greedy-k-means++", "faiss-random", "faiss-k-means++")
@@ -74,6 +75,13 @@ def sq_distances(x: np.ndarray, centroids: np.ndarray, chunk_bytes: int = 32 << 
     return out
 
 
+def _sq_dist_fast(x64: np.ndarray, xnorm: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``|x|^2 + |c|^2 - 2 x.c`` (BLAS), clipped at 0: for seeding and comparing restarts."""
+    c64 = np.asarray(c, dtype=np.float64)
+    d2 = xnorm[:, None] + (c64 * c64).sum(axis=1)[None, :] - 2.0 * (x64 @ c64.T)
+    return np.maximum(d2, 0.0)
+
+
 def kmeans_plusplus(
     x: np.ndarray, k: int, rng: np.random.Generator, n_local_trials: int | None = None
 ) -> np.ndarray:
@@ -97,17 +105,16 @@ def kmeans_plusplus(
     """
     x64 = np.asarray(x, dtype=np.float64)
     n = x64.shape[0]
+    xnorm = (x64 * x64).sum(axis=1)
     trials = n_local_trials if n_local_trials is not None else 2 + int(np.log(k))
     idx = np.empty(k, dtype=np.int64)
     idx[0] = rng.integers(n)
-    closest = ((x64 - x64[idx[0]]) ** 2).sum(axis=1)
+    closest = _sq_dist_fast(x64, xnorm, x64[idx[:1]])[:, 0]
     for c in range(1, k):
         cum = np.cumsum(closest)
-        pot = cum[-1]
-        cand = np.searchsorted(cum, rng.random(trials) * pot, side="right")
+        cand = np.searchsorted(cum, rng.random(trials) * cum[-1], side="right")
         cand = np.minimum(cand, n - 1)
-        d_cand = sq_distances(x64, x64[cand]).T  # (trials, n)
-        new = np.minimum(closest, d_cand)
+        new = np.minimum(closest[None, :], _sq_dist_fast(x64, xnorm, x64[cand]).T)
         best = int(np.argmin(new.sum(axis=1)))
         idx[c] = cand[best]
         closest = new[best]
@@ -156,8 +163,9 @@ def kmeans(
         n_threads = 1 if n * k * d < _SMALL_WORK else default_n_threads()
     saved_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(int(n_threads))
-    try:
-        return _best_of(xf, k, n_init, max_iter, init, random_state)
+    try:  # small BLAS calls on the embedding: threads would only wait on each other
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _best_of(xf, k, n_init, max_iter, init, random_state)
     finally:
         faiss.omp_set_num_threads(saved_threads)
 
@@ -169,7 +177,11 @@ def _best_of(
 
     n, d = xf.shape
     seeds = np.random.default_rng(random_state).integers(0, 2**31 - 1, size=n_init)
-    best: KMeansResult | None = None
+    x64 = xf.astype(np.float64)
+    xnorm = (x64 * x64).sum(axis=1)
+    best_inertia: float | None = None
+    best_c: np.ndarray | None = None
+    best_iter = 0
     for seed in seeds:
         params = dict(
             niter=max_iter,
@@ -190,16 +202,16 @@ def _best_of(
         else:
             km = faiss.Kmeans(d, k, **params)
             km.train(xf, init_centroids=init_c)
-            cent, n_iter = km.centroids.copy(), len(km.obj)
-        d2 = sq_distances(xf, cent)
-        labels = np.argmin(d2, axis=1).astype(np.int64)
-        inertia = float(d2[np.arange(n), labels].sum())
-        if best is None or inertia < best.inertia:
-            best = KMeansResult(cent, labels, d2, inertia, n_iter)
+            cent, n_iter = np.array(km.centroids, dtype=np.float32), len(km.iteration_stats or [])
+        inertia = float(_sq_dist_fast(x64, xnorm, cent).min(axis=1).sum())
+        if best_inertia is None or inertia < best_inertia:
+            best_inertia, best_c, best_iter = inertia, cent, n_iter
         if k == 1:
             break
-    assert best is not None
-    return best
+    assert best_c is not None
+    d2 = sq_distances(xf, best_c)  # exact, for the memberships
+    labels = np.argmin(d2, axis=1).astype(np.int64)
+    return KMeansResult(best_c, labels, d2, float(d2[np.arange(n), labels].sum()), best_iter)
 
 
 def refine_full_space(

@@ -24,6 +24,7 @@ def plot_datamap(
     tasks: Sequence[str | int] | str | int | None = None,
     snapshot: int | str = "final",
     max_points: int = 20_000,
+    max_tasks: int = 16,
     ncols: int = 4,
     cmap: str = "coolwarm",
     point_size: float = 4.0,
@@ -39,11 +40,13 @@ def plot_datamap(
     path : str or Path
         Output image file (format from the suffix, e.g. ``.png``, ``.pdf``).
     tasks : task name, task position, or a list of them, optional
-        Tasks to draw (default: all; consider a subset for many tasks).
+        Tasks to draw (default: all tasks, at most the first ``max_tasks``).
     snapshot : int or "final"
         Draw a snapshot epoch instead of the final state.
     max_points : int
         Draw at most this many samples per task (a seeded random subset).
+    max_tasks : int
+        Panel limit when ``tasks`` is not given.
     ncols : int
         Panels per row.
     cmap : str
@@ -63,7 +66,7 @@ def plot_datamap(
 
     names = list(datamaps.task_names)
     if tasks is None:
-        chosen = list(range(len(names)))
+        chosen = list(range(min(len(names), max_tasks)))
     else:
         items = [tasks] if isinstance(tasks, str | int) else list(tasks)
         chosen = []

@@ -1,0 +1,129 @@
+"""Label-aware task features built from data maps: the cross-task confusion embedding.
+
+STG-MTL's feature (``DataMaps.features(kind="datamap")``) describes a task by its confidence
+and variability on every sample. Most of those values are the easy negatives that every task
+gets right, so two tasks look alike mostly because they are equally easy. The *confusion*
+feature asks a sharper question of the same data map: how strongly does task ``t`` fire on
+the positives of task ``u``? For binary tasks, on a sample where task ``t``'s label is 0,
+``1 - confidence`` is the mean predicted probability of ``t``; averaged over the positives of
+``u`` it gives the confusion matrix
+
+    A[t, u] = mean over samples n with targets[u, n] == 1 of (1 - confidence[t, n]),   t != u
+
+(``A[t, t] = 0``). Its symmetric part ``S = (A + A.T) / 2`` is a task affinity: tasks that
+the model mixes up share features, which is what grouping wants. The feature of a task is its
+row of the normalised spectral embedding of ``S`` (Ng, Jordan and Weiss 2002): the leading
+non-trivial eigenvectors of the normalised graph Laplacian, each row scaled to unit length,
+so that faiss k-means and the fuzzy membership step run on it unchanged.
+
+It needs only what the recorder stores (``confidence`` and ``targets``), costs one sparse
+matrix product (``T x nnz(targets == 1)``) and a ``T x T`` eigenproblem, and works for any
+multi-label task set where tasks have positives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.manifold import spectral_embedding
+
+from stgmtl.datamaps import register_feature_kind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stgmtl.datamaps import DataMaps
+
+__all__ = ["confusion_matrix", "confusion_features"]
+
+
+def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
+    """Cross-task confusion ``A[t, u]``: mean predicted probability of ``t`` on ``u``'s positives.
+
+    Parameters
+    ----------
+    dm : DataMaps
+        Data maps of binary tasks, with ``targets`` recorded.
+    snapshot : int or "final"
+        The confidence of the final state or of one snapshot epoch.
+
+    Returns
+    -------
+    np.ndarray
+        float64 ``(T, T)`` with a zero diagonal. Columns of tasks without any recorded positive
+        are zero. Never-observed (task, sample) entries count as no confusion.
+    """
+    if dm.task_type != "binary":
+        raise ValueError(
+            f"confusion features need binary (one-vs-rest or multi-label) tasks; "
+            f"these data maps have task_type={dm.task_type!r}"
+        )
+    conf = dm.stat("confidence", snapshot)
+    fired = 1.0 - np.asarray(conf, dtype=np.float64)  # (T, N): P(task t says yes)
+    np.nan_to_num(fired, copy=False, nan=0.0)
+    positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)  # (T, N)
+    n_pos = np.asarray(positives.sum(axis=1)).ravel()
+    # (positives @ fired.T)[u, t] = sum over u's positives of fired[t]; sparse @ dense.
+    a = np.asarray((positives @ fired.T).T)  # (T, T): [t, u]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(n_pos > 0, a / n_pos, 0.0)
+    np.fill_diagonal(a, 0.0)
+    return a
+
+
+@register_feature_kind("confusion")
+def confusion_features(
+    dm: DataMaps,
+    *,
+    snapshot: int | str = "final",
+    n_components: int | None = None,
+    n_groups: int | None = None,
+    random_state: int = 0,
+) -> np.ndarray:
+    """Normalised spectral embedding of the symmetric cross-task confusion, float32 ``(T, d)``.
+
+    Use through ``DataMaps.features(kind="confusion", ...)`` or
+    ``stgmtl.group(datamaps, k, feature_kwargs={"kind": "confusion"})``.
+
+    Parameters
+    ----------
+    dm : DataMaps
+        Data maps of binary tasks with recorded targets.
+    snapshot : int or "final"
+        Which confidence to read (see :func:`confusion_matrix`).
+    n_components : int, optional
+        Embedding dimension ``d`` (capped at ``T - 2``). Default: ``n_groups`` (as in Ng,
+        Jordan and Weiss: k eigenvectors for k groups), else 20. More dimensions than groups
+        add eigenvectors that only carry noise: on 6 planted groups, 20 dimensions dropped the
+        ARI from 1.0 to about 0.5.
+    n_groups : int, optional
+        Number of groups the embedding is for; :class:`~stgmtl.TaskGrouper` passes it.
+    random_state : int
+        Seed of the eigensolver's start vector.
+
+    Returns
+    -------
+    np.ndarray
+        float32, C-contiguous ``(T, d)``, rows of unit length.
+    """
+    t = dm.num_tasks
+    if t < 3:
+        raise ValueError(f"confusion features need at least 3 tasks; got {t}")
+    if n_components is None:
+        n_components = 20 if n_groups is None else n_groups
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
+        raise TypeError(f"n_components: expected an int, got {type(n_components).__name__}")
+    if n_components < 1:
+        raise ValueError(f"n_components: expected >= 1, got {n_components}")
+    d = int(min(n_components, t - 2))
+    a = confusion_matrix(dm, snapshot=snapshot)
+    if not np.any(a):
+        raise ValueError(
+            "confusion features: no task fires on another task's positives (all confusions are "
+            "0); record targets with positives, or use kind='datamap'"
+        )
+    affinity = (a + a.T) / 2.0
+    emb = spectral_embedding(affinity, n_components=d, drop_first=True, random_state=random_state)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(emb / norms, dtype=np.float32)

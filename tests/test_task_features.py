@@ -1,0 +1,107 @@
+"""The cross-task confusion feature: numpy reference, planted groups, bad input."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from stgmtl.datamaps import DataMaps
+from stgmtl.grouping.grouper import group
+from stgmtl.task_features import confusion_features, confusion_matrix
+
+
+def _maps(conf, targets, task_type="binary"):
+    t, n = conf.shape
+    return DataMaps(
+        task_names=[f"task{i}" for i in range(t)],
+        sample_ids=np.arange(n),
+        confidence=conf,
+        variability=np.zeros_like(conf),
+        correctness=(conf > 0.5).astype(np.float64),
+        count=np.ones((t, n), np.int32),
+        targets=targets,
+        task_type=task_type,
+    )
+
+
+def _reference(conf, targets):
+    t, n = conf.shape
+    a = np.zeros((t, t))
+    for i in range(t):
+        for u in range(t):
+            if i == u:
+                continue
+            pos = [j for j in range(n) if targets[u, j] == 1]
+            if pos:
+                vals = [0.0 if np.isnan(conf[i, j]) else 1.0 - conf[i, j] for j in pos]
+                a[i, u] = sum(vals) / len(pos)
+    return a
+
+
+def test_confusion_matrix_matches_loop_reference():
+    rng = np.random.default_rng(0)
+    t, n = 7, 40
+    conf = rng.uniform(0, 1, (t, n))
+    conf[rng.uniform(size=(t, n)) < 0.1] = np.nan  # never observed
+    targets = (rng.uniform(size=(t, n)) < 0.2).astype(np.int32)  # multi-label
+    targets[conf != conf] = -1
+    targets[3] = 0  # a task without positives: its column stays zero
+    got = confusion_matrix(_maps(conf, targets))
+    np.testing.assert_allclose(got, _reference(conf, targets), rtol=1e-12, atol=1e-15)
+    assert np.all(got[:, 3] == 0) and np.all(np.diag(got) == 0)
+
+
+def _planted(n_groups=6, per_group=10, per_task=30, seed=0):
+    """One-vs-rest tasks; each task fires on its group-mates' positives, barely on others."""
+    rng = np.random.default_rng(seed)
+    t = n_groups * per_group
+    truth = np.repeat(np.arange(n_groups), per_group)
+    owner = np.repeat(np.arange(t), per_task)  # the positive task of each sample
+    targets = (owner[None, :] == np.arange(t)[:, None]).astype(np.int32)
+    same = truth[:, None] == truth[owner][None, :]
+    fired = np.where(same, rng.uniform(0.2, 0.4, same.shape), rng.uniform(0.0, 0.05, same.shape))
+    conf = np.where(targets == 1, rng.uniform(0.5, 0.9, same.shape), 1.0 - fired)
+    return _maps(conf, targets), truth
+
+
+def test_planted_confusion_groups_are_recovered():
+    dm, truth = _planted()
+    feats = dm.features(kind="confusion", n_components=6)
+    assert feats.dtype == np.float32 and feats.shape == (60, 6)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+    groups = group(dm, k=6, random_state=0, progress=False, feature_kwargs={"kind": "confusion"})
+    assert adjusted_rand_score(truth, groups.labels) == 1.0
+
+
+def test_same_seed_same_features():
+    dm, _ = _planted(seed=1)
+    a = confusion_features(dm, n_components=5, random_state=3)
+    b = confusion_features(dm, n_components=5, random_state=3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_n_components_is_capped_below_task_count():
+    dm, _ = _planted(n_groups=2, per_group=3)
+    assert confusion_features(dm, n_components=50).shape == (6, 4)
+
+
+def test_bad_input():
+    dm, _ = _planted(n_groups=2, per_group=3)
+    with pytest.raises(ValueError, match="n_components"):
+        confusion_features(dm, n_components=0)
+    with pytest.raises(TypeError, match="n_components"):
+        confusion_features(dm, n_components=2.5)
+    conf = np.full((4, 8), 0.9)
+    with pytest.raises(ValueError, match="binary"):
+        confusion_matrix(_maps(conf, np.zeros((4, 8), np.int32), task_type="multiclass"))
+    with pytest.raises(ValueError, match="all confusions are 0"):
+        confusion_features(_maps(np.ones((4, 8)), np.eye(4, 8, dtype=np.int32)))
+    with pytest.raises(ValueError, match="at least 3 tasks"):
+        confusion_features(_maps(np.full((2, 8), 0.5), np.eye(2, 8, dtype=np.int32)))
+
+
+def test_grouper_sizes_the_embedding_by_the_group_count():
+    dm, _ = _planted()
+    assert dm.features(kind="confusion").shape == (60, 20)  # no group count: 20
+    assert dm.features(kind="confusion", n_groups=6).shape == (60, 6)
+    assert dm.features(kind="datamap", n_groups=6).shape == dm.features().shape  # ignored
+    assert dm.features(kind="confusion", n_groups=6, n_components=4).shape == (60, 4)
