@@ -59,6 +59,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("-k", "--k", type=int, default=20, help="number of groups (default 20)")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier (default 1.07)")
+    p.add_argument(
+        "--features",
+        default="datamap",
+        help="task feature kind of DataMaps.features: 'datamap' (STG-MTL, default) or "
+        "'confusion' (cross-task confusion embedding)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--permutations",
@@ -156,9 +162,18 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def group_and_report(
-    dm: Any, suite: TaskSuite, k: int, m: float, seed: int, permutations: int, progress: bool
+    dm: Any,
+    suite: TaskSuite,
+    k: int,
+    m: float,
+    seed: int,
+    permutations: int,
+    progress: bool,
+    features: str = "datamap",
 ) -> tuple[Any, dict[str, float]]:
-    groups = stgmtl.group(dm, k=k, m=m, random_state=seed, progress=progress)
+    groups = stgmtl.group(
+        dm, k=k, m=m, random_state=seed, progress=progress, feature_kwargs={"kind": features}
+    )
     assert suite.task_superclass is not None
     agreement = grouping_agreement(
         groups.labels, suite.task_superclass, n_permutations=permutations, random_state=seed
@@ -202,7 +217,7 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     dm.save(out / "datamaps")
     t1 = time.perf_counter()
     groups, agreement = group_and_report(
-        dm, train, args.k, args.m, args.seed, args.permutations, progress
+        dm, train, args.k, args.m, args.seed, args.permutations, progress, args.features
     )
     t_group = time.perf_counter() - t1
     groups.save(out / "groups")
@@ -261,7 +276,7 @@ def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
         )
         print(f"seed {seed}: recorded data maps ({time.perf_counter() - t0:.0f} s)", flush=True)
         groups, agreement = group_and_report(
-            dm, train, args.study_k, args.m, seed, args.permutations, progress
+            dm, train, args.study_k, args.m, seed, args.permutations, progress, args.features
         )
         agreements.append({"seed": seed, **agreement})
         print(

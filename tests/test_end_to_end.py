@@ -101,6 +101,8 @@ def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
         "5",
         "--width",
         "0.125",
+        "--features",
+        "confusion",
         "--permutations",
         "20",
         "--no-progress",
@@ -111,6 +113,7 @@ def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["train_images"] == 300 and summary["snapshots"] == [2]
     assert sum(len(g) for g in summary["groups"]) == 100
+    assert summary["config"]["features"] == "confusion"
     assert {"nmi", "ari", "nmi_random_mean"} <= set(summary["agreement"])
     assert (tmp_path / "groups").is_dir() and (tmp_path / "datamaps").exists()
     assert (tmp_path / "datamaps.png").is_file() and (tmp_path / "memberships.png").is_file()
