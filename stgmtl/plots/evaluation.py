@@ -64,7 +64,7 @@ def plot_method_comparison(
         figsize=(1.0 + (0.9 * len(methods) + 0.6) * len(metrics), 3.8),
         squeeze=False,
     )
-    colors = plt.get_cmap("tab10").colors
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     for ax, metric in zip(axes[0], metrics, strict=True):
         values = [
             table.filter(pl.col("method") == m)[metric].drop_nans().drop_nulls().to_numpy()
