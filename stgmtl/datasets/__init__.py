@@ -1,0 +1,35 @@
+"""CIFAR data: archive and ``.npz`` readers (:mod:`.cifar`), task suites (:mod:`.suites`)."""
+
+from stgmtl.datasets.cifar import (
+    CifarSplit,
+    download_cifar,
+    load_cifar,
+    load_cifar10,
+    load_cifar100,
+    resolve_data_root,
+)
+from stgmtl.datasets.suites import (
+    CIFAR10_15_TASKS,
+    SuiteLoader,
+    TaskSuite,
+    channel_stats,
+    cifar10_15_suite,
+    cifar10_suite,
+    cifar100_suite,
+)
+
+__all__ = [
+    "CIFAR10_15_TASKS",
+    "CifarSplit",
+    "SuiteLoader",
+    "TaskSuite",
+    "channel_stats",
+    "cifar10_15_suite",
+    "cifar10_suite",
+    "cifar100_suite",
+    "download_cifar",
+    "load_cifar",
+    "load_cifar10",
+    "load_cifar100",
+    "resolve_data_root",
+]

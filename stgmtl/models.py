@@ -1,0 +1,214 @@
+"""Plain-torch models for the CIFAR task suites: STG-MTL's small CNN and a CIFAR ResNet-18.
+
+Both output one logit per task, shape ``(batch, num_tasks)``, for ``BCEWithLogitsLoss``.
+Both take a ``width`` multiplier that scales every channel count (and the CNN's hidden layer),
+so that ``k`` group models can be given about the parameters of one baseline model
+(see :func:`width_for_parameter_budget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SmallCNN",
+    "ResNet18",
+    "build_model",
+    "count_parameters",
+    "width_for_parameter_budget",
+    "MODEL_NAMES",
+]
+
+MODEL_NAMES = ("cnn", "resnet18")
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def _check_common(num_tasks: int, width: float) -> None:
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+
+
+class SmallCNN(nn.Module):
+    """STG-MTL's small CNN for 32x32 RGB images: 3 conv layers and 2 linear layers.
+
+    Layout (width 1.0, as in the official STG-MTL code): conv 5x5 3->32, BN, ReLU, maxpool 2;
+    conv 3x3 32->64 (pad 1), BN, ReLU; conv 3x3 64->64 (pad 1), BN, ReLU, maxpool 2; flatten
+    (64 x 7 x 7); dropout; linear -> 128; ReLU; dropout; linear -> ``num_tasks`` logits.
+
+    Parameters
+    ----------
+    num_tasks : int
+        Number of output logits (one per binary task).
+    width : float, default 1.0
+        Multiplier on every channel count and on the hidden layer size.
+    dropout : float, default 0.2
+        Dropout probability before each linear layer.
+    """
+
+    def __init__(self, num_tasks: int, width: float = 1.0, dropout: float = 0.2) -> None:
+        super().__init__()
+        _check_common(num_tasks, width)
+        c1, c2, c3 = _scaled(32, width), _scaled(64, width), _scaled(64, width)
+        hidden = _scaled(128, width)
+        self.num_tasks = num_tasks
+        self.width = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=5),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(c3 * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_tasks),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(batch, num_tasks)`` for images ``(batch, 3, 32, 32)``."""
+        return self.head(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images (CIFAR variant: 3x3 stem, stride 1, no max-pool).
+
+    Four stages of two basic blocks with ``64, 128, 256, 512`` channels (times ``width``),
+    global average pooling and one linear layer to ``num_tasks`` logits.
+
+    Parameters
+    ----------
+    num_tasks : int
+        Number of output logits.
+    width : float, default 1.0
+        Multiplier on every channel count (0.25 gives 16-32-64-128).
+    """
+
+    def __init__(self, num_tasks: int, width: float = 1.0) -> None:
+        super().__init__()
+        _check_common(num_tasks, width)
+        chans = [_scaled(c, width) for c in (64, 128, 256, 512)]
+        self.num_tasks = num_tasks
+        self.width = width
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, chans[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        in_ch = chans[0]
+        for i, out_ch in enumerate(chans):
+            stride = 1 if i == 0 else 2
+            layers += [_BasicBlock(in_ch, out_ch, stride), _BasicBlock(out_ch, out_ch, 1)]
+            in_ch = out_ch
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_tasks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(batch, num_tasks)`` for images ``(batch, 3, 32, 32)``."""
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18}
+
+
+def build_model(name: str, num_tasks: int, width: float = 1.0) -> nn.Module:
+    """Build a model by name.
+
+    Parameters
+    ----------
+    name : {"cnn", "resnet18"}
+        ``"cnn"`` is :class:`SmallCNN`, ``"resnet18"`` is :class:`ResNet18`.
+    num_tasks : int
+        Number of output logits.
+    width : float, default 1.0
+        Channel multiplier.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"name must be one of {MODEL_NAMES}, got {name!r}")
+    return _BUILDERS[name](num_tasks=num_tasks, width=width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def width_for_parameter_budget(
+    name: str, num_tasks: int, num_models: int, base_width: float = 1.0
+) -> float:
+    """Width at which ``num_models`` models together have about the parameters of one model.
+
+    Searches (bisection on the width multiplier) for the largest width ``w`` with
+    ``num_models * params(w) <= params(base_width)``.
+
+    Parameters
+    ----------
+    name : {"cnn", "resnet18"}
+        Model family.
+    num_tasks : int
+        Output logits of every model.
+    num_models : int
+        Number of models that share the budget (``k`` group models).
+    base_width : float, default 1.0
+        Width of the single reference model.
+
+    Returns
+    -------
+    float
+        The width multiplier (``base_width`` when ``num_models == 1``).
+    """
+    if not isinstance(num_models, int) or num_models < 1:
+        raise ValueError(f"num_models must be a positive int, got {num_models!r}")
+    if num_models == 1:
+        return float(base_width)
+    budget = count_parameters(build_model(name, num_tasks, base_width))
+    lo, hi = 1e-3, float(base_width)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if num_models * count_parameters(build_model(name, num_tasks, mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo

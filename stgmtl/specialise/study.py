@@ -1,0 +1,102 @@
+"""Evaluate grouped models against the baselines under one budget, on one seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from stgmtl.datasets.suites import TaskSuite
+from stgmtl.specialise.baselines import Budget, group_width, train_one_model, train_random_groups
+from stgmtl.specialise.metrics import task_metrics
+from stgmtl.specialise.training import (
+    GroupedModels,
+    TrainConfig,
+    check_membership,
+    train_group_models,
+)
+
+__all__ = ["METHODS", "compare_methods"]
+
+#: Methods of :func:`compare_methods`: grouped models predicted by the membership-weighted
+#: logit sum, grouped models predicted by each task's own group model, one model for all
+#: tasks, and random groups of the same sizes (membership-weighted = own for one-hot groups).
+METHODS = ("grouped", "grouped_own", "one_model", "random_groups")
+
+
+def _rows(gm: GroupedModels, test: TaskSuite, method: str, mode: str, seed: int) -> pl.DataFrame:
+    logits = gm.predict(test, mode=mode)  # type: ignore[arg-type]
+    table = task_metrics(logits, test.targets.numpy(), test.task_names, method=method, seed=seed)
+    return table.with_columns(
+        pl.lit(sum(m is not None for m in gm.models)).alias("num_models"),
+        pl.lit(gm.num_parameters).alias("parameters"),
+        pl.lit(gm.config.width).alias("width"),
+        pl.lit(gm.train_seconds).alias("train_seconds"),
+    )
+
+
+def compare_methods(
+    train: TaskSuite,
+    test: TaskSuite,
+    membership: np.ndarray,
+    config: TrainConfig,
+    *,
+    budget: Budget = "params",
+    methods: Sequence[str] = METHODS,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Train and evaluate grouped models and the baselines; one table of per-task metrics.
+
+    Parameters
+    ----------
+    train, test : TaskSuite
+        Training data and the (official test) evaluation data, with the same tasks.
+    membership : np.ndarray
+        ``(T, k)`` task-group memberships (e.g. ``TaskGroups.membership``).
+    config : TrainConfig
+        Training of every model; ``config.width`` is the one-model baseline's width and
+        ``config.seed`` the seed of every method (random groups are drawn with it as well).
+    budget : {"params", "width"}, default "params"
+        How group models are sized (see :mod:`stgmtl.specialise.baselines`).
+    methods : sequence of str
+        A subset of :data:`METHODS`.
+    progress : bool, default True
+
+    Returns
+    -------
+    polars.DataFrame
+        :func:`~stgmtl.specialise.metrics.task_metrics` rows for every method, plus
+        ``num_models, parameters, width, train_seconds`` per method.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    if train.task_names != test.task_names:
+        raise ValueError("train and test suites must have the same tasks")
+    w = check_membership(membership, train.num_tasks)
+    seed = config.seed
+    tables = []
+    if {"grouped", "grouped_own"} & set(methods):
+        cfg = replace(config, width=group_width(config, train.num_tasks, w.shape[1], budget))
+        gm = train_group_models(train, w, cfg, progress=progress)
+        for method, mode in (("grouped", "weighted"), ("grouped_own", "own")):
+            if method in methods:
+                tables.append(_rows(gm, test, method, mode, seed))
+    if "one_model" in methods:
+        tables.append(
+            _rows(
+                train_one_model(train, config, progress=progress),
+                test,
+                "one_model",
+                "weighted",
+                seed,
+            )
+        )
+    if "random_groups" in methods:
+        rg = train_random_groups(
+            train, w, config, budget=budget, random_state=seed, progress=progress
+        )
+        tables.append(_rows(rg, test, "random_groups", "weighted", seed))
+    return pl.concat(tables)

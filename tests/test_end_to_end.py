@@ -1,0 +1,119 @@
+"""The whole pipeline on a small real CIFAR subset: record -> group -> grouped training -> metrics.
+
+Needs the real data (``$STGMTL_DATA``); skipped with a reason otherwise. Sized to run in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import stgmtl
+from stgmtl.datasets import cifar10_15_suite, cifar100_suite
+from stgmtl.models import build_model
+from stgmtl.specialise import METHODS, TrainConfig, compare_methods, grouping_agreement
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pipeline_on_cifar100_subset(cifar_root: Path) -> None:
+    train = cifar100_suite("train45k", root=cifar_root, limit=500, seed=0)
+    test = cifar100_suite("test", root=cifar_root, limit=300)
+    torch.manual_seed(0)
+    dm = stgmtl.fit_datamaps(
+        train.loader(100, shuffle=True, seed=0),
+        build_model("cnn", 100, 0.125),
+        epochs=2,
+        pos_weight=train.pos_weight(),
+        task_names=train.task_names,
+        snapshot_epochs=[1, 2],
+        progress=False,
+        random_state=0,
+    )
+    assert dm.num_tasks == 100 and dm.num_samples == 500
+    assert np.isfinite(dm.confidence).all() and (dm.count == 2).all()
+    groups = stgmtl.group(dm, k=5, random_state=0, progress=False)
+    assert groups.membership.shape == (100, 5)
+    agree = grouping_agreement(groups.labels, train.task_superclass, n_permutations=20)
+    assert 0.0 <= agree["nmi"] <= 1.0
+    cfg = TrainConfig(width=0.125, epochs=1, batch_size=100, seed=0)
+    table = compare_methods(train, test, groups.membership, cfg, progress=False)
+    assert set(table["method"]) == set(METHODS) and table.height == 4 * 100
+    assert table.filter(pl.col("roc_auc").is_not_nan())["roc_auc"].is_between(0, 1).all()
+
+
+def test_cifar10_15_example_runs(cifar_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STGMTL_DATA", str(cifar_root))
+    example = _load_example("cifar10_15_tasks")
+    args = [
+        "--limit",
+        "300",
+        "--epochs",
+        "2",
+        "--width",
+        "0.125",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+        "--study",
+        "--study-seeds",
+        "0",
+        "--study-epochs",
+        "1",
+        "--test-limit",
+        "300",
+        "--no-plots",
+    ]
+    assert example.main(args) == 0
+    table = pl.read_csv(tmp_path / "study_metrics.csv")
+    assert set(table["task"]) == set(cifar10_15_suite("train", root=cifar_root, limit=1).task_names)
+    assert (tmp_path / "study_methods.png").is_file() and (tmp_path / "groups").is_dir()
+
+
+def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
+    demo = _load_example("cifar100_grouping")
+    args = [
+        "--data-root",
+        str(cifar_root),
+        "--train-limit",
+        "300",
+        "--epochs",
+        "2",
+        "--k",
+        "5",
+        "--width",
+        "0.125",
+        "--features",
+        "confusion",
+        "--permutations",
+        "20",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
+    assert demo.main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_images"] == 300 and summary["snapshots"] == [2]
+    assert sum(len(g) for g in summary["groups"]) == 100
+    assert summary["config"]["features"] == "confusion"
+    assert {"nmi", "ari", "nmi_random_mean"} <= set(summary["agreement"])
+    assert (tmp_path / "groups").is_dir() and (tmp_path / "datamaps").exists()
+    assert (tmp_path / "datamaps.png").is_file() and (tmp_path / "memberships.png").is_file()
