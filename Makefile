@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(PY) examples/cifar100_grouping.py $(ARGS)
 
 test: $(STAMP)
+	sh scripts/install_chromium.sh
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
