@@ -224,6 +224,12 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     superclass = dict(zip(train.task_names, train.task_superclass or [], strict=True))
     print(describe_groups(groups, superclass))
     print(f"\nk = {args.k} groups vs the 20 CIFAR-100 superclasses:\n{_fmt_agreement(agreement)}")
+    # the same data maps grouped with the other feature kind, for comparison (a few seconds)
+    other = "confusion" if args.features == "datamap" else "datamap"
+    _, other_agreement = group_and_report(
+        dm, train, args.k, args.m, args.seed, args.permutations, False, other
+    )
+    print(f"\nthe same data maps with features={other!r}:\n{_fmt_agreement(other_agreement)}")
     plots = {}
     # one data map per group (its first task) keeps the grid readable for 100 tasks
     shown = [g[0] for g in groups.groups if g]
@@ -242,6 +248,8 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "snapshots": snaps,
         "train_images": len(train),
         "agreement": agreement,
+        "features": args.features,
+        "agreement_other_features": {"features": other, **other_agreement},
         "groups": groups.groups,
         "seconds": {"record": t_record, "group": t_group, "total": time.perf_counter() - t0},
         "plots": plots,

@@ -115,5 +115,7 @@ def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
     assert sum(len(g) for g in summary["groups"]) == 100
     assert summary["config"]["features"] == "confusion"
     assert {"nmi", "ari", "nmi_random_mean"} <= set(summary["agreement"])
+    other = summary["agreement_other_features"]
+    assert other["features"] == "datamap" and 0.0 <= other["nmi"] <= 1.0
     assert (tmp_path / "groups").is_dir() and (tmp_path / "datamaps").exists()
     assert (tmp_path / "datamaps.png").is_file() and (tmp_path / "memberships.png").is_file()
