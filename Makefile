@@ -24,6 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stgmtl tests examples benchmarks
 	$(VENV)/bin/ruff format --check stgmtl tests examples benchmarks
+	$(VENV)/bin/mypy stgmtl
 
 bench: $(STAMP)
 	$(PY) benchmarks/recording_overhead.py

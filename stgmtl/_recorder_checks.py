@@ -116,7 +116,7 @@ def check_values(
         # ops, as mixing in the bool yb would cost a cast copy. Row chunks keep the difference
         # in cache; its (min, max) pairs are checked together (NaN != 0 counts as bad).
         step = max(1, CHUNK_ELEMENTS // max(1, y.shape[1]))
-        ends = []
+        ends: list[torch.Tensor] = []
         for i in range(0, y.shape[0], step):
             yc = y[i : i + step]
             torch.gt(yc, 0.5, out=yb[i : i + step])

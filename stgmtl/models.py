@@ -1,7 +1,8 @@
-"""Plain-torch models for the CIFAR task suites: STG-MTL's small CNN and a CIFAR ResNet-18.
+"""Plain-torch models for the CIFAR task suites: STG-MTL's small CNN, a wider 3-block CNN and a
+CIFAR ResNet-18.
 
-Both output one logit per task, shape ``(batch, num_tasks)``, for ``BCEWithLogitsLoss``.
-Both take a ``width`` multiplier that scales every channel count (and the CNN's hidden layer),
+All output one logit per task, shape ``(batch, num_tasks)``, for ``BCEWithLogitsLoss``.
+All take a ``width`` multiplier that scales every channel count (and the CNN's hidden layer),
 so that ``k`` group models can be given about the parameters of one baseline model
 (see :func:`width_for_parameter_budget`).
 """
@@ -15,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "SmallCNN",
+    "WideCNN",
     "ResNet18",
     "build_model",
     "count_parameters",
@@ -22,7 +24,7 @@ __all__ = [
     "MODEL_NAMES",
 ]
 
-MODEL_NAMES = ("cnn", "resnet18")
+MODEL_NAMES = ("cnn", "wide-cnn", "resnet18")
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -77,6 +79,57 @@ class SmallCNN(nn.Module):
         self.head = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(c3 * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_tasks),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(batch, num_tasks)`` for images ``(batch, 3, 32, 32)``."""
+        return self.head(self.features(x))
+
+
+class WideCNN(nn.Module):
+    """A 3-block CNN for 32x32 RGB images that learns CIFAR-100 faster than :class:`SmallCNN`.
+
+    Layout (width 1.0): three blocks of conv 3x3 (pad 1), BN, ReLU, maxpool 2 with 32, 64 and
+    128 channels (32x32 -> 4x4); flatten (128 x 4 x 4); linear -> 256; ReLU; linear ->
+    ``num_tasks`` logits. No dropout by default. About the compute of :class:`SmallCNN` (1.2x
+    its training step time on CPU) with 1.4x its parameters; with a one-cycle learning rate it
+    reaches a clearly better 5-epoch multi-task model on CIFAR-100, whose data maps group the
+    tasks closer to the superclasses (see the README's demo figures).
+
+    Parameters
+    ----------
+    num_tasks : int
+        Number of output logits (one per binary task).
+    width : float, default 1.0
+        Multiplier on every channel count and on the hidden layer size.
+    dropout : float, default 0.0
+        Dropout probability before each linear layer.
+    """
+
+    def __init__(self, num_tasks: int, width: float = 1.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_common(num_tasks, width)
+        chans = [_scaled(c, width) for c in (32, 64, 128)]
+        hidden = _scaled(256, width)
+        self.num_tasks = num_tasks
+        self.width = width
+        blocks: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in chans:
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(in_ch * 4 * 4, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_tasks),
@@ -146,7 +199,11 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18}
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": SmallCNN,
+    "wide-cnn": WideCNN,
+    "resnet18": ResNet18,
+}
 
 
 def build_model(name: str, num_tasks: int, width: float = 1.0) -> nn.Module:
@@ -154,8 +211,9 @@ def build_model(name: str, num_tasks: int, width: float = 1.0) -> nn.Module:
 
     Parameters
     ----------
-    name : {"cnn", "resnet18"}
-        ``"cnn"`` is :class:`SmallCNN`, ``"resnet18"`` is :class:`ResNet18`.
+    name : {"cnn", "wide-cnn", "resnet18"}
+        ``"cnn"`` is :class:`SmallCNN`, ``"wide-cnn"`` is :class:`WideCNN`, ``"resnet18"`` is
+        :class:`ResNet18`.
     num_tasks : int
         Number of output logits.
     width : float, default 1.0
@@ -185,7 +243,7 @@ def width_for_parameter_budget(
 
     Parameters
     ----------
-    name : {"cnn", "resnet18"}
+    name : {"cnn", "wide-cnn", "resnet18"}
         Model family.
     num_tasks : int
         Output logits of every model.

@@ -119,3 +119,21 @@ def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
     assert other["features"] == "datamap" and 0.0 <= other["nmi"] <= 1.0
     assert (tmp_path / "groups").is_dir() and (tmp_path / "datamaps").exists()
     assert (tmp_path / "datamaps.png").is_file() and (tmp_path / "memberships.png").is_file()
+
+
+def test_cifar100_demo_presets() -> None:
+    demo = _load_example("cifar100_grouping")
+    args = demo.parse_args([])
+    assert (args.model, args.scheduler, args.lr, args.features) == (
+        "wide-cnn",
+        "onecycle",
+        4e-3,
+        "confusion",
+    )
+    args = demo.parse_args(["--preset", "stg-mtl", "--lr", "2e-3"])
+    assert (args.model, args.scheduler, args.lr, args.features) == (
+        "cnn",
+        "constant",
+        2e-3,
+        "datamap",
+    )

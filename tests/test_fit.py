@@ -37,12 +37,33 @@ def _loader(ds):
     return DataLoader(ds, batch_size=16, shuffle=True)
 
 
-def _manual(ds, model, epochs, record="train"):
+class _Interrupting:
+    """A loader that raises KeyboardInterrupt when epoch ``after + 1`` starts."""
+
+    def __init__(self, loader, after):
+        self.loader, self.after, self.epoch = loader, after, 0
+        self.dataset = loader.dataset
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch += 1
+        if self.epoch > self.after:
+            raise KeyboardInterrupt
+        return iter(self.loader)
+
+
+def _manual(ds, model, epochs, record="train", onecycle=False):
     """The same training written by hand with the recorder in the user's loop."""
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     rec = DataMapRecorder(T, N, snapshot_epochs=[2, 3], recording=record)
     loader = _loader(ds)
+    sched = None
+    if onecycle:
+        total = epochs * len(loader)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=total)
     for _ in range(epochs):
         model.train()
         for x, y, i in loader:
@@ -56,6 +77,8 @@ def _manual(ds, model, epochs, record="train"):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             if record == "train":
                 rec.update(logits, y, i, mask=None if mask.all() else mask)
         if record == "eval":
@@ -86,17 +109,48 @@ def test_fit_equals_manual_loop(record, missing):
     assert np.nanmean(dm.confidence) > 0.5  # the tasks are learnable
 
 
-def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+def test_onecycle_equals_manual_loop():
+    ds = _data()
+    dm = fit_datamaps(_loader(ds), _model(), epochs=3, lr=1e-2, scheduler="onecycle",
+                      snapshot_epochs=[2, 3], progress=False, random_state=0)  # fmt: skip
+    _equal(dm, _manual(ds, _model(), 3, onecycle=True))
+    constant = fit_datamaps(_loader(ds), _model(), epochs=3, lr=1e-2, scheduler="constant",
+                            snapshot_epochs=[2, 3], progress=False, random_state=0)  # fmt: skip
+    _equal(constant, _manual(ds, _model(), 3))
+    assert not np.array_equal(dm.confidence, constant.confidence)  # the schedule took effect
+
+
+def test_callable_scheduler_and_errors():
+    ds = _data()
+    seen = []
+
+    def factory(opt, total_steps):
+        seen.append(total_steps)
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    model = _model()
+    fit_datamaps(_loader(ds), model, epochs=2, lr=1e-2, scheduler=factory, progress=False)
+    assert seen == [2 * len(_loader(ds))]
+    with pytest.raises(ValueError, match="scheduler"):
+        fit_datamaps(_loader(ds), _model(), epochs=1, scheduler="cosine", progress=False)
+    batches = list(_loader(ds))
+    with pytest.raises(ValueError, match="no len"):
+        fit_datamaps(iter(batches), _model(), epochs=1, num_samples=N, scheduler="onecycle")
+
+
+@pytest.mark.parametrize("scheduler", [None, "onecycle"])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, scheduler):
     ds = _data()
     path = tmp_path / "ck" / "run.pt"
-    straight = fit_datamaps(_loader(ds), _model(), epochs=4, lr=1e-2, snapshot_epochs=[2, 4],
-                            progress=False)  # fmt: skip
-    fit_datamaps(_loader(ds), _model(), epochs=2, lr=1e-2, snapshot_epochs=[2, 4],
-                 checkpoint_path=path, progress=False)  # fmt: skip
+    kw = dict(lr=1e-2, snapshot_epochs=[2, 4], progress=False, scheduler=scheduler)
+    straight = fit_datamaps(_loader(ds), _model(), epochs=4, **kw)
+    # an interrupted run: the schedule is planned for 4 epochs, Ctrl-C comes in epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        fit_datamaps(_Interrupting(_loader(ds), 2), _model(), epochs=4, checkpoint_path=path,
+                     **kw)  # fmt: skip
     assert path.exists() and [p.name for p in path.parent.iterdir()] == ["run.pt"]
     other = nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, T))  # weights come from disk
-    resumed = fit_datamaps(_loader(ds), other, epochs=4, lr=1e-2, snapshot_epochs=[2, 4],
-                           checkpoint_path=path, progress=False)  # fmt: skip
+    resumed = fit_datamaps(_loader(ds), other, epochs=4, checkpoint_path=path, **kw)
     _equal(resumed, straight)
 
 

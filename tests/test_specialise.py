@@ -111,12 +111,16 @@ def test_zero_weight_task_head_is_not_trained() -> None:
     assert not torch.allclose(final.weight[0], first.weight[0])
 
 
-def test_training_is_seeded_and_learns_a_planted_task() -> None:
+@pytest.mark.parametrize(("model", "scheduler"), [("cnn", "constant"), ("wide-cnn", "onecycle")])
+def test_training_is_seeded_and_learns_a_planted_task(model: str, scheduler: str) -> None:
     suite = _toy_suite(n=256, t=3)
-    cfg = replace(TINY, epochs=4, lr=3e-3, width=0.25)
+    cfg = replace(TINY, epochs=4, lr=3e-3, width=0.25, model=model, scheduler=scheduler)
     a = predict_logits(train_model(suite, cfg, progress=False), suite)
     b = predict_logits(train_model(suite, cfg, progress=False), suite)
     np.testing.assert_array_equal(a, b)
+    other = "constant" if scheduler == "onecycle" else "onecycle"
+    c = predict_logits(train_model(suite, replace(cfg, scheduler=other), progress=False), suite)
+    assert not np.allclose(a, c)  # the schedule is applied
     from sklearn.metrics import roc_auc_score
 
     auc = [roc_auc_score(suite.targets[:, t].numpy(), a[:, t]) for t in range(3)]
@@ -161,6 +165,8 @@ def test_bad_membership_and_config() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="pos_weight"):
         TrainConfig(pos_weight="balanced")
+    with pytest.raises(ValueError, match="scheduler"):
+        TrainConfig(scheduler="cosine")
 
 
 def test_one_model_baseline_is_k1() -> None:

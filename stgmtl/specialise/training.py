@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stgmtl.datasets.suites import TaskSuite
+from stgmtl.fit import make_scheduler
 from stgmtl.models import build_model, count_parameters
 
 __all__ = [
@@ -48,13 +49,16 @@ class TrainConfig:
 
     Attributes
     ----------
-    model : {"cnn", "resnet18"}
+    model : {"cnn", "wide-cnn", "resnet18"}
         Model family (see :mod:`stgmtl.models`).
     width : float
         Width multiplier of a model (group models may get a smaller one; see
         :func:`stgmtl.specialise.baselines.group_width`).
     epochs, batch_size, lr, weight_decay
         Adam training schedule (STG-MTL: 5 epochs, batch 256, lr 1e-3).
+    scheduler : {"constant", "onecycle"}
+        Learning-rate schedule per step: constant ``lr`` (STG-MTL) or one-cycle peaking at
+        ``lr`` (see :func:`stgmtl.fit.make_scheduler`).
     pos_weight : "auto", float or None
         ``"auto"``: per task ``negatives / positives`` on the training suite (99 for a
         balanced 100-class one-vs-rest suite); a float: the same for every task; None: none.
@@ -72,6 +76,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
+    scheduler: str = "constant"
     pos_weight: str | float | None = "auto"
     augment: bool = False
     seed: int = 0
@@ -84,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.scheduler not in ("constant", "onecycle"):
+            raise ValueError(f"scheduler must be 'constant' or 'onecycle', got {self.scheduler!r}")
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
             raise ValueError(f"pos_weight must be 'auto', a float or None, got {self.pos_weight!r}")
 
@@ -194,6 +201,7 @@ def train_model(
     augment, suite.augment = suite.augment, config.augment
     try:
         loader = suite.loader(config.batch_size, shuffle=True, seed=config.seed)
+        sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
         bar = tqdm(total=config.epochs * len(loader), desc=desc, disable=not progress, leave=False)
         with bar:
             for _ in range(config.epochs):
@@ -204,6 +212,8 @@ def train_model(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    if sched is not None:
+                        sched.step()
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     finally:
