@@ -11,8 +11,12 @@ the positives of task ``u``? For binary tasks, on a sample where task ``t``'s la
     A[t, u] = mean over samples n with targets[u, n] == 1 of (1 - confidence[t, n]),   t != u
 
 (``A[t, t] = 0``). Its symmetric part ``S = (A + A.T) / 2`` is a task affinity: tasks that
-the model mixes up share features, which is what grouping wants. The feature of a task is its
-row of the normalised spectral embedding of ``S`` (Ng, Jordan and Weiss 2002): the leading
+the model mixes up share features, which is what grouping wants. By default only each task's
+strongest confusions are kept: a k-nearest-neighbour graph of ``S`` with about one average
+group's worth of neighbours per task (``T / n_groups``), symmetrised by union, as in spectral
+clustering practice (von Luxburg 2007); the many weak confusions that every task has with
+every other are noise that blurs the groups. The feature of a task is its row of the
+normalised spectral embedding of that graph (Ng, Jordan and Weiss 2002): the leading
 non-trivial eigenvectors of the normalised graph Laplacian, each row scaled to unit length,
 so that faiss k-means and the fuzzy membership step run on it unchanged.
 
@@ -34,7 +38,7 @@ from stgmtl.datamaps import register_feature_kind
 if TYPE_CHECKING:  # pragma: no cover
     from stgmtl.datamaps import DataMaps
 
-__all__ = ["confusion_matrix", "confusion_features"]
+__all__ = ["confusion_matrix", "confusion_affinity", "confusion_features"]
 
 
 def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
@@ -71,6 +75,62 @@ def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarr
     return a
 
 
+def _resolve_neighbors(n_neighbors: int | str | None, t: int, n_groups: int | None) -> int | None:
+    if n_neighbors is None:
+        return None
+    if isinstance(n_neighbors, str):
+        if n_neighbors != "auto":
+            raise ValueError(f"n_neighbors: expected an int, 'auto' or None, got {n_neighbors!r}")
+        if n_groups is None:
+            return None
+        return int(min(t - 1, max(2, round(t / n_groups))))
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
+        raise TypeError(f"n_neighbors: expected an int, got {type(n_neighbors).__name__}")
+    if not 1 <= n_neighbors:
+        raise ValueError(f"n_neighbors: expected >= 1, got {n_neighbors}")
+    return int(min(n_neighbors, t - 1))
+
+
+def confusion_affinity(
+    dm: DataMaps,
+    *,
+    n_neighbors: int | None = None,
+    snapshot: int | str = "final",
+) -> np.ndarray | sp.csr_matrix:
+    """Task affinity from the symmetric confusion ``S = (A + A.T) / 2``, optionally sparsified.
+
+    Parameters
+    ----------
+    dm : DataMaps
+        Data maps of binary tasks with recorded targets.
+    n_neighbors : int, optional
+        ``None``: the dense ``S``. An int ``q``: keep, in every row, the ``q`` largest
+        off-diagonal entries of ``S`` (ties broken by the lower task index), then symmetrise by
+        union, ``W = max(B, B.T)``.
+    snapshot : int or "final"
+        Which confidence to read (see :func:`confusion_matrix`).
+
+    Returns
+    -------
+    np.ndarray or scipy.sparse.csr_matrix
+        float64 ``(T, T)``, symmetric, zero diagonal; sparse when ``n_neighbors`` is given.
+    """
+    a = confusion_matrix(dm, snapshot=snapshot)
+    s = (a + a.T) / 2.0
+    q = _resolve_neighbors(n_neighbors, s.shape[0], None)
+    if q is None:
+        return s
+    t = s.shape[0]
+    ranked = np.where(np.eye(t, dtype=bool), -np.inf, s)
+    # a stable sort on -S keeps ties in task order, so the graph does not depend on the solver
+    nearest = np.argsort(-ranked, axis=1, kind="stable")[:, :q]
+    rows = np.repeat(np.arange(t), q)
+    b = sp.csr_matrix((s[rows, nearest.ravel()], (rows, nearest.ravel())), shape=(t, t))
+    w = b.maximum(b.T).tocsr()
+    w.eliminate_zeros()
+    return w
+
+
 @register_feature_kind("confusion")
 def confusion_features(
     dm: DataMaps,
@@ -78,6 +138,7 @@ def confusion_features(
     snapshot: int | str = "final",
     n_components: int | None = None,
     n_groups: int | None = None,
+    n_neighbors: int | str | None = "auto",
     random_state: int = 0,
 ) -> np.ndarray:
     """Normalised spectral embedding of the symmetric cross-task confusion, float32 ``(T, d)``.
@@ -98,6 +159,12 @@ def confusion_features(
         ARI from 1.0 to about 0.5.
     n_groups : int, optional
         Number of groups the embedding is for; :class:`~stgmtl.TaskGrouper` passes it.
+    n_neighbors : int, "auto" or None
+        Sparsify the affinity to a k-nearest-neighbour graph (see :func:`confusion_affinity`).
+        ``"auto"`` (default): ``round(T / n_groups)`` neighbours (the size of an average group,
+        at least 2), or the dense affinity when ``n_groups`` is unknown. ``None``: dense. On
+        CIFAR-100 (k = 20, so 5 neighbours) it raised the NMI against the superclasses from
+        about 0.75 to 0.77; every value from 3 to 8 did at least as well as dense (README).
     random_state : int
         Seed of the eigensolver's start vector.
 
@@ -116,13 +183,14 @@ def confusion_features(
     if n_components < 1:
         raise ValueError(f"n_components: expected >= 1, got {n_components}")
     d = int(min(n_components, t - 2))
-    a = confusion_matrix(dm, snapshot=snapshot)
-    if not np.any(a):
+    q = _resolve_neighbors(n_neighbors, t, n_groups)
+    affinity = confusion_affinity(dm, n_neighbors=q, snapshot=snapshot)
+    nonzero = affinity.count_nonzero() if sp.issparse(affinity) else np.count_nonzero(affinity)
+    if nonzero == 0:
         raise ValueError(
             "confusion features: no task fires on another task's positives (all confusions are "
             "0); record targets with positives, or use kind='datamap'"
         )
-    affinity = (a + a.T) / 2.0
     emb = spectral_embedding(affinity, n_components=d, drop_first=True, random_state=random_state)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     norms[norms == 0] = 1.0

@@ -6,7 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from stgmtl.datamaps import DataMaps
 from stgmtl.grouping.grouper import group
-from stgmtl.task_features import confusion_features, confusion_matrix
+from stgmtl.task_features import confusion_affinity, confusion_features, confusion_matrix
 
 
 def _maps(conf, targets, task_type="binary"):
@@ -105,3 +105,58 @@ def test_grouper_sizes_the_embedding_by_the_group_count():
     assert dm.features(kind="confusion", n_groups=6).shape == (60, 6)
     assert dm.features(kind="datamap", n_groups=6).shape == dm.features().shape  # ignored
     assert dm.features(kind="confusion", n_groups=6, n_components=4).shape == (60, 4)
+
+
+def _knn_reference(s, q):
+    """Loop reference: each row keeps its q largest off-diagonal entries (lower index first on
+    ties), then union symmetrisation."""
+    t = s.shape[0]
+    b = np.zeros_like(s)
+    for i in range(t):
+        order = sorted((j for j in range(t) if j != i), key=lambda j: (-s[i, j], j))
+        for j in order[:q]:
+            b[i, j] = s[i, j]
+    return np.maximum(b, b.T)
+
+
+@pytest.mark.parametrize("q", [1, 3, 8])
+def test_knn_affinity_matches_loop_reference(q):
+    rng = np.random.default_rng(2)
+    t, n = 9, 60
+    conf = rng.uniform(0, 1, (t, n))
+    targets = (rng.uniform(size=(t, n)) < 0.2).astype(np.int32)
+    dm = _maps(conf, targets)
+    a = confusion_matrix(dm)
+    dense = confusion_affinity(dm)
+    np.testing.assert_allclose(dense, (a + a.T) / 2, rtol=1e-15)
+    got = confusion_affinity(dm, n_neighbors=q)
+    assert got.shape == (t, t) and got.format == "csr"
+    np.testing.assert_allclose(got.toarray(), _knn_reference(dense, q), rtol=1e-15)
+    assert ((got != 0).sum(axis=1) >= min(q, t - 1)).all()
+
+
+def test_auto_neighbors_is_one_average_group():
+    dm, truth = _planted()  # 60 tasks
+    auto = confusion_features(dm, n_groups=6)  # n_neighbors="auto": 60 / 6 = 10
+    np.testing.assert_array_equal(auto, confusion_features(dm, n_groups=6, n_neighbors=10))
+    dense = confusion_features(dm, n_groups=6, n_neighbors=None)
+    assert not np.allclose(auto, dense)
+    # without a group count "auto" is the dense affinity
+    np.testing.assert_array_equal(
+        confusion_features(dm, n_components=6),
+        confusion_features(dm, n_components=6, n_neighbors=None),
+    )
+    for q in (6, 10, None):  # a kNN graph thinner than about half a group can split groups
+        g = group(dm, k=6, random_state=0, progress=False,
+                  feature_kwargs={"kind": "confusion", "n_neighbors": q})  # fmt: skip
+        assert adjusted_rand_score(truth, g.labels) == 1.0
+
+
+def test_bad_neighbors():
+    dm, _ = _planted(n_groups=2, per_group=3)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        confusion_features(dm, n_neighbors="all")
+    with pytest.raises(ValueError, match="n_neighbors"):
+        confusion_features(dm, n_neighbors=0)
+    with pytest.raises(TypeError, match="n_neighbors"):
+        confusion_features(dm, n_neighbors=2.5)
