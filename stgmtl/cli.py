@@ -119,7 +119,14 @@ def _cmd_group(args: argparse.Namespace) -> int:
     _check_k(args.k, maps)
     from stgmtl import group
 
-    groups = group(maps, k=args.k, m=args.m, random_state=args.seed, progress=not args.quiet)
+    groups = group(
+        maps,
+        k=args.k,
+        m=args.m,
+        random_state=args.seed,
+        progress=not args.quiet,
+        feature_kwargs={"kind": args.features},
+    )
     groups.save(out)
     if not args.quiet:
         _print_groups(groups)
@@ -139,7 +146,12 @@ def _cmd_choose_k(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output) if args.output else None
     from stgmtl import choose_k
 
-    result = choose_k(maps, ks=range(args.k_min, k_max + 1), random_state=args.seed)
+    result = choose_k(
+        maps,
+        ks=range(args.k_min, k_max + 1),
+        random_state=args.seed,
+        feature_kwargs={"kind": args.features},
+    )
     import polars as pl
 
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True):
@@ -252,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     maps_help = "saved data maps (DataMaps.save / fit_datamaps output)"
+    features_help = (
+        "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
+        "confusion: spectral embedding of cross-task confusion, binary tasks only)"
+    )
 
     p = sub.add_parser(
         "group",
@@ -264,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to save the groups")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--features", choices=("datamap", "confusion"), default="datamap", help=features_help
+    )
     p.add_argument(
         "-q", "--quiet", action="store_true", help="do not print the groups or a progress bar"
     )
@@ -278,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-min", type=int, default=2, help="smallest k tried (default: 2)")
     p.add_argument("--k-max", type=int, default=None, help="largest k tried (default: tasks - 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--features", choices=("datamap", "confusion"), default="datamap", help=features_help
+    )
     p.add_argument("-o", "--output", default=None, help="also save the score table (.csv)")
     p.set_defaults(func=_cmd_choose_k)
 

@@ -163,6 +163,23 @@ def test_group_saves_what_the_library_computes(capsys, tmp_path, saved_maps):
     assert len(stdout.strip().splitlines()) == 3 and stdout.startswith("group 0 (3 tasks): fam")
 
 
+def test_group_with_confusion_features(capsys, tmp_path, saved_maps):
+    from stgmtl import TaskGroups, group
+    from stgmtl.datamaps import DataMaps
+
+    out = tmp_path / "groups"
+    args = ("group", str(saved_maps), "--k", "3", "--features", "confusion", "-o", str(out), "-q")
+    code, _, err = _run(capsys, *args)
+    assert code == 0, err
+    maps = DataMaps.load(saved_maps)
+    expected = group(maps, k=3, random_state=0, feature_kwargs={"kind": "confusion"})
+    np.testing.assert_allclose(TaskGroups.load(out).membership, expected.membership)
+    datamap = group(maps, k=3, random_state=0)
+    assert not np.allclose(expected.membership, datamap.membership)  # the option took effect
+    code, _, err = _run(capsys, "group", str(saved_maps), "--k", "3", "--features", "x", "-o", "g")
+    assert code == 2 and "invalid choice" in err
+
+
 def test_group_rejects_k_above_the_number_of_tasks(capsys, tmp_path, saved_maps):
     code, out, err = _run(capsys, "group", str(saved_maps), "--k", "10", "-o", str(tmp_path / "g"))
     assert code == 1 and out == ""
