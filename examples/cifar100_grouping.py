@@ -177,7 +177,8 @@ def describe_groups(groups: Any, superclass: dict[str, str]) -> str:
     lines = []
     for c, tasks in enumerate(groups.groups):
         sup = [superclass[t] for t in tasks]
-        top = max(set(sup), key=sup.count) if sup else "-"
+        # most common superclass; ties go to the first listed (a set would follow hash order)
+        top = max(sup, key=sup.count) if sup else "-"
         share = sup.count(top) / len(sup) if sup else 0.0
         lines.append(f"group {c:2d} ({len(tasks):2d} tasks; {share:4.0%} {top})")
         lines += [f"    {t:<16s} {s}" for t, s in zip(tasks, sup, strict=True)]

@@ -137,3 +137,20 @@ def test_cifar100_demo_presets() -> None:
         2e-3,
         "datamap",
     )
+
+
+def test_demo_group_header_breaks_ties_by_order() -> None:
+    # the header's superclass must not depend on string hash order (PYTHONHASHSEED)
+    from types import SimpleNamespace
+
+    demo = _load_example("cifar100_grouping")
+    sup = {"a": "x", "b": "y", "c": "y"}
+    text = demo.describe_groups(
+        SimpleNamespace(groups=[["a", "b"], ["b", "a"], ["a", "b", "c"]]), sup
+    )
+    headers = [line for line in text.splitlines() if line.startswith("group")]
+    assert headers == [
+        "group  0 ( 2 tasks;  50% x)",
+        "group  1 ( 2 tasks;  50% y)",
+        "group  2 ( 3 tasks;  67% y)",
+    ]
