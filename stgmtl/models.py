@@ -38,6 +38,17 @@ def _check_common(num_tasks: int, width: float) -> None:
         raise ValueError(f"width must be > 0, got {width!r}")
 
 
+def _mlp_head(in_features: int, hidden: int, num_tasks: int, dropout: float) -> nn.Sequential:
+    """Dropout, linear, ReLU, dropout, linear: the two-layer head of the CNNs."""
+    return nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_tasks),
+    )
+
+
 class SmallCNN(nn.Module):
     """STG-MTL's small CNN for 32x32 RGB images: 3 conv layers and 2 linear layers.
 
@@ -76,13 +87,7 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(c3 * 7 * 7, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_tasks),
-        )
+        self.head = _mlp_head(c3 * 7 * 7, hidden, num_tasks, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape ``(batch, num_tasks)`` for images ``(batch, 3, 32, 32)``."""
@@ -127,13 +132,7 @@ class WideCNN(nn.Module):
             ]
             in_ch = out_ch
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(in_ch * 4 * 4, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_tasks),
-        )
+        self.head = _mlp_head(in_ch * 4 * 4, hidden, num_tasks, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape ``(batch, num_tasks)`` for images ``(batch, 3, 32, 32)``."""
