@@ -7,6 +7,7 @@ It is modelled on a torchmetrics ``Metric``: ``update`` / ``compute`` / ``reset`
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -416,6 +417,23 @@ class DataMapRecorder:
             all_reduce(raws, self._targets, self)  # type: ignore[arg-type]
             self._synced = True
         return self
+
+    def merged_state_dict(self) -> dict[str, Any]:
+        """A state dict of all processes' states merged, from which recording can go on.
+
+        A collective under ``torch.distributed`` (every rank calls it): merges a temporary copy
+        (the recorder's memory once more, briefly), leaving this recorder as it was. Loaded
+        into one process's recorder, it continues as if that process had recorded everything
+        so far (for checkpoints written by one rank, e.g. Lightning's). Without
+        ``torch.distributed`` (or with one process) it equals :meth:`state_dict`.
+        """
+        if world_size() <= 1 or self._synced:
+            return self.state_dict()
+        merged = copy.deepcopy(self)
+        merged.sync()
+        state = merged.state_dict()
+        state["synced"] = False  # the merged state may record further
+        return state
 
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:

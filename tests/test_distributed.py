@@ -58,6 +58,12 @@ def _worker(rank, port, out):
         local = rec.compute(sync=False)
         merged = rec.compute()  # merges a copy (collective)
         again = rec.compute(sync=False)
+        # the merged state dict (a collective) loads into one recorder that may record on
+        resumed = _make()
+        resumed.load_state_dict(rec.merged_state_dict())
+        from_state = resumed.compute(sync=False)
+        resumed.update(torch.zeros(1, T), torch.zeros(1, T), torch.zeros(1, dtype=torch.long))
+        after_state = rec.compute(sync=False)
         rec.sync()
         synced = rec.compute()
         try:
@@ -77,6 +83,8 @@ def _worker(rank, port, out):
             arrays.update({f"synced_{k}": getattr(synced, k) for k in _FIELDS})
             arrays.update({f"local_{k}": getattr(local, k) for k in _FIELDS})
             arrays.update({f"again_{k}": getattr(again, k) for k in _FIELDS})
+            arrays.update({f"from_state_{k}": getattr(from_state, k) for k in _FIELDS})
+            arrays.update({f"after_state_{k}": getattr(after_state, k) for k in _FIELDS})
             arrays["raised"] = np.array(raised)
             arrays["fit_count"] = fitted.count
             np.savez(out, **arrays)
@@ -100,12 +108,13 @@ def test_two_process_sync_equals_single_process(tmp_path):
     ref = _record(_make(), order).compute()
     for k in _FIELDS:
         want = getattr(ref, k)
-        for prefix in ("merged", "synced"):
+        for prefix in ("merged", "synced", "from_state"):
             if want.dtype.kind == "f":
                 np.testing.assert_allclose(got[f"{prefix}_{k}"], want, rtol=0, atol=1e-12)
             else:
                 np.testing.assert_array_equal(got[f"{prefix}_{k}"], want)
         np.testing.assert_array_equal(got[f"again_{k}"], got[f"local_{k}"])  # copy was merged
+        np.testing.assert_array_equal(got[f"after_state_{k}"], got[f"local_{k}"])
     assert got["local_count"].sum() < ref.count.sum()  # one rank alone sees part of the data
     assert bool(got["raised"])
     np.testing.assert_array_equal(got["fit_count"], np.full((T, N), 2))

@@ -317,6 +317,9 @@ def test_reset_and_sync_without_distributed():
     rec.update(_Z, _Y, _I)
     rec.end_epoch()
     assert rec.sync() is rec  # one process: nothing to merge
+    merged, own = rec.merged_state_dict(), rec.state_dict()
+    assert merged.keys() == own.keys() and merged["epoch"] == own["epoch"] == 1
+    torch.testing.assert_close(merged["state"], own["state"], rtol=0, atol=0)
     rec.reset()
     dm = rec.compute()
     assert rec.epoch == 0 and dm.count.sum() == 0 and np.isnan(dm.confidence).all()

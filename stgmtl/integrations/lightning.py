@@ -44,7 +44,6 @@ Epochs, processes and checkpoints
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -194,15 +193,8 @@ class DataMapCallback(pl.Callback):
         Lightning calls this on every rank when it saves, so the merge (a collective) is safe.
         The merge works on a temporary copy of the recorder (its memory once more, briefly).
         """
-        world = _world_size()
-        if world > 1:
-            merged = copy.deepcopy(self.recorder)
-            merged.sync()
-            state = merged.state_dict()
-            state["synced"] = False  # rank 0 goes on recording into the merged state
-        else:
-            state = self.recorder.state_dict()
-        return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": world}
+        state = self.recorder.merged_state_dict()  # rank 0 goes on recording into it
+        return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": _world_size()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the recorder from a checkpoint, so a resumed run continues the data maps."""
