@@ -397,73 +397,28 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
 
 
 def _membership_figure(groups: _Groups) -> Any:
-    from matplotlib.figure import Figure
+    from stgmtl.plots.groups import membership_figure
 
-    order = np.lexsort((-groups.membership.max(axis=1), groups.labels))
-    t, k = groups.membership.shape
-    fig = Figure(figsize=(min(2.5 + 0.45 * k, 14), min(1.5 + 0.18 * t, 30)), dpi=90)
-    ax = fig.add_subplot()
-    im = ax.imshow(
-        groups.membership[order],
-        aspect="auto",
-        cmap="viridis",
-        vmin=0.0,
-        vmax=1.0,
-        interpolation="nearest",
-    )
-    ax.set_xlabel("group")
-    ax.set_xticks(range(k))
-    if t <= 150:
-        ax.set_yticks(range(t), [groups.task_names[i] for i in order], fontsize=7)
-    else:
-        ax.set_ylabel(f"{t} tasks (sorted by group)")
-        ax.set_yticks([])
-    fig.colorbar(im, ax=ax, label="membership", fraction=0.05)
-    fig.tight_layout()
-    return fig
+    return membership_figure(groups.membership, groups.labels, groups.task_names)
 
 
 def _datamap_figure(maps: _Maps, rows: list[int], max_points: int, rng: np.random.Generator) -> Any:
-    from matplotlib.figure import Figure
+    from stgmtl.plots.datamap import datamap_grid
 
-    ncols = min(6, len(rows))
-    nrows = -(-len(rows) // ncols)
-    # fixed margins in inches (constrained layout took half the report's drawing time)
-    width, height = 2.2 * ncols + 1.3, 2.1 * nrows + 0.7
-    fig = Figure(figsize=(width, height), dpi=80)
-    axes = fig.subplots(
-        nrows, ncols, squeeze=False, sharex=True, sharey=True,
-        gridspec_kw={"left": 0.55 / width, "right": 1 - 0.95 / width, "bottom": 0.5 / height,
-                     "top": 1 - 0.3 / height, "wspace": 0.12, "hspace": 0.3},
-    )  # fmt: skip
-    sc = None
-    for ax, r in zip(axes.ravel(), rows, strict=False):
+    panels = []
+    for r in rows:
         seen = np.flatnonzero(maps.count[r] > 0)
         if seen.size > max_points:
             seen = np.sort(rng.choice(seen, size=max_points, replace=False))
-        sc = ax.scatter(
-            maps.variability[r, seen],
-            maps.confidence[r, seen],
-            c=maps.correctness[r, seen],
-            cmap="coolwarm",
-            vmin=0.0,
-            vmax=1.0,
-            s=4,
-            alpha=0.6,
-            linewidths=0,
+        panels.append(
+            (
+                _shorten(maps.task_names[r], 28),
+                maps.variability[r, seen],
+                maps.confidence[r, seen],
+                maps.correctness[r, seen],
+            )
         )
-        ax.set_title(_shorten(maps.task_names[r], 28), fontsize=8)
-        ax.set_ylim(-0.02, 1.02)
-        ax.tick_params(labelsize=6)
-    for ax in axes.ravel()[len(rows) :]:
-        ax.set_visible(False)
-    fig.text(0.5, 0.1 / height, "variability", ha="center", fontsize=8)
-    fig.text(0.1 / width, 0.5, "confidence", va="center", rotation="vertical", fontsize=8)
-    if sc is not None:
-        cax = fig.add_axes((1 - 0.75 / width, 0.5 / height, 0.12 / width, 1 - 0.8 / height))
-        fig.colorbar(sc, cax=cax).set_label("correctness", fontsize=8)
-        cax.tick_params(labelsize=6)
-    return fig
+    return datamap_grid(panels, ncols=6, panel_size=(2.2, 2.1), dpi=80)
 
 
 def _img(fig: Any, alt: str, css_class: str) -> str:

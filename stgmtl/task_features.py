@@ -187,7 +187,7 @@ def confusion_features(
     d = int(min(n_components, t - 2))
     q = _resolve_neighbors(n_neighbors, t, n_groups)
     affinity = confusion_affinity(dm, n_neighbors=q, snapshot=snapshot)
-    nonzero = affinity.count_nonzero() if sp.issparse(affinity) else np.count_nonzero(affinity)
+    nonzero = affinity.nnz if isinstance(affinity, sp.spmatrix) else np.count_nonzero(affinity)
     if nonzero == 0:
         raise ValueError(
             "confusion features: no task fires on another task's positives (all confusions are "

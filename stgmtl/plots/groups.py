@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,68 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 def group_order(groups: TaskGroups) -> np.ndarray:
     """Task indices ordered by group, then by decreasing membership in that group."""
-    own = groups.membership[np.arange(groups.num_tasks), groups.labels]
-    return np.lexsort((-own, groups.labels))
+    return _order(groups.membership, groups.labels)
+
+
+def _order(membership: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    own = membership[np.arange(membership.shape[0]), labels]
+    return np.lexsort((-own, labels))
+
+
+def membership_figure(
+    membership: np.ndarray,
+    labels: np.ndarray,
+    task_names: Sequence[str],
+    *,
+    max_labels: int = 150,
+    cmap: str = "viridis",
+    title: str | None = None,
+) -> Figure:
+    """Heatmap figure of ``(T, k)`` memberships, rows ordered by group (see :func:`group_order`).
+
+    Parameters
+    ----------
+    membership : np.ndarray
+        ``(T, k)`` memberships.
+    labels : np.ndarray
+        ``(T,)`` group of each task.
+    task_names : sequence of str
+        Row labels, written when ``T <= max_labels``.
+    max_labels : int
+        Most rows that get their task's name.
+    cmap : str
+        Matplotlib colormap.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    membership = np.asarray(membership)
+    labels = np.asarray(labels)
+    order = _order(membership, labels)
+    t, k = membership.shape
+    height = min(40.0, max(3.0, 0.18 * t + 1.5)) if t <= max_labels else 8.0
+    fig = _new_figure((max(4.0, 0.45 * k + 3.0), height))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(
+        membership[order], aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
+    )
+    sizes = np.bincount(labels, minlength=k)
+    ax.set_xticks(range(k), [f"{j}\n(n={sizes[j]})" for j in range(k)], fontsize=7)
+    if t <= max_labels:
+        ax.set_yticks(range(t), [task_names[i] for i in order], fontsize=6)
+    else:
+        ax.set_ylabel(f"{t} tasks (ordered by group)")
+        ax.set_yticks([])
+    for b in np.flatnonzero(np.diff(labels[order])) + 0.5:
+        ax.axhline(b, color="white", lw=0.8)
+    ax.set_xlabel("group")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="membership", fraction=0.05)
+    fig.tight_layout()
+    return fig
 
 
 def plot_memberships(
@@ -74,26 +135,11 @@ def plot_memberships(
     Path
         The file written.
     """
-    order = group_order(groups)
-    t, k = groups.membership.shape
-    height = min(40.0, max(3.0, 0.18 * t + 1.5)) if t <= max_labels else 8.0
-    fig = _new_figure((max(4.0, 0.45 * k + 3.0), height))
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(
-        groups.membership[order], aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
-    )
-    sizes = np.bincount(groups.labels, minlength=k)
-    ax.set_xticks(range(k), [f"{j}\n(n={sizes[j]})" for j in range(k)], fontsize=7)
-    if t <= max_labels:
-        ax.set_yticks(range(t), [groups.task_names[i] for i in order], fontsize=6)
-    else:
-        ax.set_ylabel(f"{t} tasks (ordered by group)")
-    bounds = np.flatnonzero(np.diff(groups.labels[order])) + 0.5
-    for b in bounds:
-        ax.axhline(b, color="white", lw=0.8)
-    ax.set_xlabel("group")
-    ax.set_title(title or f"Task memberships (k={k}, m={groups.m:g}, {groups.method})")
-    fig.colorbar(im, ax=ax, label="membership", fraction=0.05)
+    title = title or f"Task memberships (k={groups.k}, m={groups.m:g}, {groups.method})"
+    fig = membership_figure(
+        groups.membership, groups.labels, groups.task_names,
+        max_labels=max_labels, cmap=cmap, title=title,
+    )  # fmt: skip
     return _save(fig, path)
 
 
