@@ -290,10 +290,10 @@ class DataMapRecorder:
                 return
             if self._state is None:
                 self._allocate(logits.device)
-            assert self._state is not None
+            assert self._state is not None and self._targets is not None
             if mask is not None and self._state["missing"] is None:
                 self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[arg-type]
-            self._accumulate(logits, targets, rows, mask, yb)
+            accumulate(self._state, self._targets, self._scratch, logits, targets, rows, mask, yb)
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
@@ -302,17 +302,6 @@ class DataMapRecorder:
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
         return scratch_buffer(self._scratch, name, shape, dtype, device)
-
-    def _accumulate(
-        self,
-        z: torch.Tensor,
-        y: torch.Tensor,
-        rows: torch.Tensor,
-        m: torch.Tensor | None,
-        yb: torch.Tensor | None = None,
-    ) -> None:
-        assert self._state is not None and self._targets is not None
-        accumulate(self._state, self._targets, self._scratch, z, y, rows, m, yb)
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
