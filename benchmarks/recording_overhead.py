@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stgmtl.recorder import DataMapRecorder
+from stgmtl.record import DataMapRecorder
 
 
 def small_cnn(num_tasks: int) -> nn.Module:

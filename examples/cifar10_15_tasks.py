@@ -26,8 +26,8 @@ import torch
 
 import stgmtl
 from stgmtl.datasets import cifar10_15_suite
-from stgmtl.models import MODEL_NAMES, build_model
-from stgmtl.plots.evaluation import plot_method_comparison
+from stgmtl.models import MODEL_NAMES, build_model, model_factory
+from stgmtl.plots import datamap_figure, memberships_figure, method_comparison_figure, save_figure
 from stgmtl.specialise import TrainConfig, compare_methods, summarise
 
 
@@ -94,12 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"  group {c}: {members}")
     plots = [
-        ("datamaps", lambda p: dm.plot(p, ncols=5)),
-        ("memberships", lambda p: groups.plot_memberships(p)),
+        ("datamaps", lambda: datamap_figure(dm, ncols=5)),
+        ("memberships", lambda: memberships_figure(groups)),
     ]
     for name, fn in [] if args.no_plots else plots:
         try:
-            fn(out / f"{name}.png")
+            save_figure(fn(), out / f"{name}.png", bbox_inches="tight")
         except Exception as exc:  # a plot failing must not lose the run's results
             print(f"warning: {name} plot failed: {exc!r}", file=sys.stderr)
     print(f"\nrecord + group: {time.perf_counter() - t0:.0f} s; results in {out}/")
@@ -108,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = []
         for seed in (int(s) for s in args.study_seeds.split(",")):
             cfg = TrainConfig(
-                model=args.model,
                 width=args.width,
                 epochs=args.study_epochs,
                 batch_size=args.batch_size,
@@ -117,12 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             tables.append(
                 compare_methods(
-                    train, test, groups.membership, cfg, budget=args.study_budget, progress=progress
-                )
+                    model_factory(args.model),
+                    train,
+                    test,
+                    groups.membership,
+                    cfg,
+                    budget=args.study_budget,
+                    progress=progress,
+                )  # fmt: skip
             )
         table = pl.concat(tables)
         table.write_csv(out / "study_metrics.csv")
-        plot_method_comparison(table, out / "study_methods.png", title="CIFAR-10, 15 tasks")
+        fig = method_comparison_figure(table, title="CIFAR-10, 15 tasks")
+        save_figure(fig, out / "study_methods.png")
         with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=3):
             print(
                 summarise(table).select(

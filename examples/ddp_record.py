@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
+from stgmtl.record import DataMapRecorder, distributed_valid_mask
 
 
 def make_data(num_samples: int, num_features: int, num_tasks: int, seed: int = 0) -> TensorDataset:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from stgmtl import DataMapRecorder, group
+from stgmtl.plots import datamap_figure, memberships_figure, save_figure
 
 FAMILIES, TASKS_PER_FAMILY = 3, 4
 
@@ -73,8 +74,9 @@ def main() -> None:
     for j, members in enumerate(groups.groups):
         print(f"group {j}: {', '.join(members)}")
     groups.save(args.out / "groups")
-    maps.plot(args.out / "datamaps.png", tasks=[f"family{f}_task0" for f in range(FAMILIES)])
-    groups.plot_memberships(args.out / "memberships.png")
+    shown = [f"family{f}_task0" for f in range(FAMILIES)]
+    save_figure(datamap_figure(maps, tasks=shown), args.out / "datamaps.png")
+    save_figure(memberships_figure(groups), args.out / "memberships.png", bbox_inches="tight")
     print(f"data maps, groups and figures are in {args.out}/")
 
 

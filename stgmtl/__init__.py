@@ -1,8 +1,9 @@
 """stgmtl: decide which classification tasks should be trained together.
 
-Pipeline: record data maps during one multi-task run (:class:`DataMapRecorder`,
-:func:`fit_datamaps`) -> :class:`DataMaps` -> soft task groups (:func:`group`,
-:class:`TaskGrouper`) -> grouped training and honest evaluation.
+Pipeline, one plain object handed to the next: record (:class:`DataMapRecorder`,
+:func:`fit_datamaps`) -> :class:`DataMaps` -> task features (:mod:`stgmtl.features`) -> soft task
+groups (:func:`group`, :class:`TaskGrouper`, :class:`TaskGroups`) -> grouped training and honest
+evaluation (:mod:`stgmtl.specialise`) -> figures, report, command line.
 
 Names are imported lazily, so that ``import stgmtl`` is cheap and grouping never imports torch.
 """
@@ -12,19 +13,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from stgmtl._version import __version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "DataMapRecorder": "stgmtl.recorder",
-    "fit_datamaps": "stgmtl.fit",
-    "IndexedDataset": "stgmtl.fit",
+    "DataMapRecorder": "stgmtl.record",
+    "fit_datamaps": "stgmtl.record",
+    "IndexedDataset": "stgmtl.record",
+    "distributed_valid_mask": "stgmtl.record",
     "DataMaps": "stgmtl.datamaps",
-    "group": "stgmtl.grouping.grouper",
-    "TaskGrouper": "stgmtl.grouping.grouper",
-    "TaskGroups": "stgmtl.grouping.groups",
-    "choose_k": "stgmtl.grouping.choose_k",
-    "fuzzy_memberships": "stgmtl.grouping.membership",
+    "task_features": "stgmtl.features",
+    "group": "stgmtl.grouping",
+    "TaskGrouper": "stgmtl.grouping",
+    "TaskGroups": "stgmtl.grouping",
+    "choose_k": "stgmtl.grouping",
+    "fuzzy_memberships": "stgmtl.grouping",
 }
 
 __all__ = [
@@ -35,9 +38,11 @@ __all__ = [
     "TaskGroups",
     "__version__",
     "choose_k",
+    "distributed_valid_mask",
     "fit_datamaps",
     "fuzzy_memberships",
     "group",
+    "task_features",
 ]
 
 
@@ -56,9 +61,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stgmtl.datamaps import DataMaps
-    from stgmtl.fit import IndexedDataset, fit_datamaps
-    from stgmtl.grouping.choose_k import choose_k
-    from stgmtl.grouping.grouper import TaskGrouper, group
-    from stgmtl.grouping.groups import TaskGroups
-    from stgmtl.grouping.membership import fuzzy_memberships
-    from stgmtl.recorder import DataMapRecorder
+    from stgmtl.features import task_features
+    from stgmtl.grouping import TaskGrouper, TaskGroups, choose_k, fuzzy_memberships, group
+    from stgmtl.record import DataMapRecorder, IndexedDataset, distributed_valid_mask, fit_datamaps

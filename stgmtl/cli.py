@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+__all__ = ["build_parser", "main"]
 
 _PROG = "stgmtl"
 
@@ -46,14 +47,14 @@ def _existing(path: str, what: str) -> Path:
 
 def _load_datamaps(path: str) -> Any:
     p = _existing(path, "DATAMAPS")
-    from stgmtl import DataMaps
+    from stgmtl.datamaps import DataMaps
 
     return DataMaps.load(p)
 
 
 def _load_groups(path: str) -> Any:
     p = _existing(path, "--groups")
-    from stgmtl import TaskGroups
+    from stgmtl.grouping import TaskGroups
 
     return TaskGroups.load(p)
 
@@ -117,7 +118,7 @@ def _cmd_group(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output)
     maps = _load_datamaps(args.datamaps)
     _check_k(args.k, maps)
-    from stgmtl import group
+    from stgmtl.grouping import group
 
     groups = group(
         maps,
@@ -125,7 +126,7 @@ def _cmd_group(args: argparse.Namespace) -> int:
         m=args.m,
         random_state=args.seed,
         progress=not args.quiet,
-        feature_kwargs={"kind": args.features},
+        features=args.features,
     )
     groups.save(out)
     if not args.quiet:
@@ -144,13 +145,10 @@ def _cmd_choose_k(args: argparse.Namespace) -> int:
             f"got --k-min {args.k_min}, --k-max {k_max}"
         )
     out = _output_folder_exists(args.output) if args.output else None
-    from stgmtl import choose_k
+    from stgmtl.grouping import choose_k
 
     result = choose_k(
-        maps,
-        ks=range(args.k_min, k_max + 1),
-        random_state=args.seed,
-        feature_kwargs={"kind": args.features},
+        maps, ks=range(args.k_min, k_max + 1), random_state=args.seed, features=args.features
     )
     import polars as pl
 
@@ -160,26 +158,32 @@ def _cmd_choose_k(args: argparse.Namespace) -> int:
         result.table.write_csv(out)
         print(f"wrote {out}", file=sys.stderr)
     print(f"chosen k: {result.best_k}")
+    print(
+        "note: these scores measure how well the tasks separate in the feature space, not "
+        "whether training the groups separately pays off",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from stgmtl import plots
+
     out = _output_folder_exists(args.output)
     maps = _load_datamaps(args.datamaps)
     if args.kind == "datamap":
         unknown = sorted(set(args.task or []) - set(maps.task_names))
         if unknown:
             raise _UserError(f"--task {unknown[0]!r} is not a task of {args.datamaps!r}")
-        maps.plot(out, tasks=args.task)
+        fig = plots.datamap_figure(maps, tasks=args.task)
     else:
         if args.groups is None:
             raise _UserError(f"--kind {args.kind} needs --groups GROUPS (from 'stgmtl group')")
         groups = _load_groups(args.groups)
         _check_same_tasks(maps, groups, args)
-        if args.kind == "memberships":
-            groups.plot_memberships(out)
-        else:
-            groups.plot_task_map(out)
+        draw = plots.memberships_figure if args.kind == "memberships" else plots.task_map_figure
+        fig = draw(groups)
+    plots.save_figure(fig, out, bbox_inches="tight")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -194,7 +198,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         groups = _load_groups(args.groups)
         _check_same_tasks(maps, groups, args)
     elif args.k is not None:
-        from stgmtl import group
+        from stgmtl.grouping import group
 
         _check_k(args.k, maps)
         groups = group(maps, k=args.k, random_state=args.seed, progress=not args.quiet)
@@ -212,23 +216,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_script() -> Path | None:
-    """examples/cifar100_grouping.py of the source checkout this package runs from, if any."""
-    here = Path(__file__).resolve().parent.parent / "examples" / "cifar100_grouping.py"
-    return here if here.is_file() else None
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    script = _demo_script()
-    if script is None:
-        raise _UserError(
-            "the demo (examples/cifar100_grouping.py) ships with the source repository, not the "
-            "installed package: clone the repository and run 'make demo' or 'stgmtl demo' there"
-        )
-    env = dict(os.environ)
-    root = str(script.parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return subprocess.call([sys.executable, str(script), *args.demo_args], env=env)
+    from stgmtl.demo import main as demo_main
+
+    return int(demo_main(args.demo_args))
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +238,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``stgmtl`` argument parser (one subparser per subcommand)."""
-    from stgmtl import __version__
+    from stgmtl._version import __version__
 
     parser = _Parser(
         prog=_PROG,
@@ -363,9 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the CIFAR-100 grouping demo",
         usage="stgmtl demo [-h] [--] [ARGS ...]",
-        description="Run examples/cifar100_grouping.py (source checkout only). Every argument "
-        "after 'demo' goes to the script, e.g. 'stgmtl demo --epochs 2 --out runs/demo'; "
-        "'stgmtl demo -- --help' shows the script's own options.",
+        description="Run the CIFAR-100 grouping demo (stgmtl.demo). Every argument after "
+        "'demo' goes to the demo, e.g. 'stgmtl demo --epochs 2 --out runs/demo'; "
+        "'stgmtl demo -- --help' shows the demo's own options.",
     )
     p.set_defaults(func=_cmd_demo, demo_args=[])
     return parser

@@ -4,25 +4,19 @@ CIFAR ResNet-18.
 All output one logit per task, shape ``(batch, num_tasks)``, for ``BCEWithLogitsLoss``.
 All take a ``width`` multiplier that scales every channel count (and the CNN's hidden layer),
 so that ``k`` group models can be given about the parameters of one baseline model
-(see :func:`width_for_parameter_budget`).
+(:func:`stgmtl.specialise.width_for_budget` with ``model_factory(name)``). These models are one
+user of the grouped-training API; the core never imports them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = [
-    "SmallCNN",
-    "WideCNN",
-    "ResNet18",
-    "build_model",
-    "count_parameters",
-    "width_for_parameter_budget",
-    "MODEL_NAMES",
-]
+__all__ = ["MODEL_NAMES", "ResNet18", "SmallCNN", "WideCNN", "build_model", "model_factory"]
 
 MODEL_NAMES = ("cnn", "wide-cnn", "resnet18")
 
@@ -33,9 +27,9 @@ def _scaled(channels: int, width: float) -> int:
 
 def _check_common(num_tasks: int, width: float) -> None:
     if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        raise ValueError(f"num_tasks: expected a positive int, got {num_tasks!r}")
     if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+        raise ValueError(f"width: expected a number > 0, got {width!r}")
 
 
 def _mlp_head(in_features: int, hidden: int, num_tasks: int, dropout: float) -> nn.Sequential:
@@ -223,49 +217,22 @@ def build_model(name: str, num_tasks: int, width: float = 1.0) -> nn.Module:
     torch.nn.Module
     """
     if name not in _BUILDERS:
-        raise ValueError(f"name must be one of {MODEL_NAMES}, got {name!r}")
+        raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
     return _BUILDERS[name](num_tasks=num_tasks, width=width)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def width_for_parameter_budget(
-    name: str, num_tasks: int, num_models: int, base_width: float = 1.0
-) -> float:
-    """Width at which ``num_models`` models together have about the parameters of one model.
-
-    Searches (bisection on the width multiplier) for the largest width ``w`` with
-    ``num_models * params(w) <= params(base_width)``.
+def model_factory(name: str) -> Callable[[int, float], nn.Module]:
+    """``factory(num_tasks, width)`` building model ``name``, for grouped training.
 
     Parameters
     ----------
     name : {"cnn", "wide-cnn", "resnet18"}
-        Model family.
-    num_tasks : int
-        Output logits of every model.
-    num_models : int
-        Number of models that share the budget (``k`` group models).
-    base_width : float, default 1.0
-        Width of the single reference model.
 
     Returns
     -------
-    float
-        The width multiplier (``base_width`` when ``num_models == 1``).
+    callable
+        ``functools.partial(build_model, name)``.
     """
-    if not isinstance(num_models, int) or num_models < 1:
-        raise ValueError(f"num_models must be a positive int, got {num_models!r}")
-    if num_models == 1:
-        return float(base_width)
-    budget = count_parameters(build_model(name, num_tasks, base_width))
-    lo, hi = 1e-3, float(base_width)
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        if num_models * count_parameters(build_model(name, num_tasks, mid)) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    if name not in _BUILDERS:
+        raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
+    return functools.partial(build_model, name)

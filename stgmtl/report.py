@@ -16,13 +16,20 @@ import datetime as _dt
 import html
 import io
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
+
+from stgmtl._io import atomic_file
+from stgmtl._version import __version__
+from stgmtl.plots import datamap_grid, membership_figure
+from stgmtl.specialise.metrics import seed_means
+
+__all__ = ["render_report", "write_report"]
 
 _METRICS = ("f1", "balanced_accuracy", "roc_auc")
 
@@ -142,16 +149,8 @@ def write_report(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Pat
             f"report path {str(path)!r}: folder {str(path.parent)!r} does not exist"
         )
     text = render_report(*args, **kwargs)
-    tmp = path.with_name(
-        f".{path.name}.{uuid.uuid4().hex}.tmp"
-    )  # usual permissions, unlike mkstemp
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
@@ -238,7 +237,6 @@ def _check_evaluation(evaluation: Any) -> pl.DataFrame:
 
 
 def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataFrame | None) -> str:
-    from stgmtl import __version__
 
     facts = []
     if maps is not None:
@@ -297,7 +295,6 @@ def _datamaps_section(
     rng: np.random.Generator,
     progress: bool,
 ) -> str:
-    from tqdm.auto import tqdm
 
     name_to_row = {n: i for i, n in enumerate(maps.task_names)}
     if groups is not None:
@@ -341,7 +338,7 @@ def _datamaps_section(
 
 def _evaluation_section(ev: pl.DataFrame) -> str:
     metrics = [m for m in _METRICS if m in ev.columns]
-    per_seed = ev.group_by("method", "seed").agg(pl.col(m).fill_nan(None).mean() for m in metrics)
+    per_seed = seed_means(ev, metrics)
     summary = (
         per_seed.group_by("method")
         .agg(
@@ -397,14 +394,10 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
 
 
 def _membership_figure(groups: _Groups) -> Any:
-    from stgmtl.plots.groups import membership_figure
-
     return membership_figure(groups.membership, groups.labels, groups.task_names)
 
 
 def _datamap_figure(maps: _Maps, rows: list[int], max_points: int, rng: np.random.Generator) -> Any:
-    from stgmtl.plots.datamap import datamap_grid
-
     panels = []
     for r in rows:
         seen = np.flatnonzero(maps.count[r] > 0)

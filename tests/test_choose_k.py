@@ -60,7 +60,12 @@ def test_xie_beni_matches_definition():
 
 
 @pytest.mark.parametrize(
-    "ks, msg", [([], "ks is empty"), ([0, 2], "\\[1, T=40\\]; got \\[0\\]"), ([41], "got \\[41\\]")]
+    "ks, msg",
+    [
+        ([], "ks: expected candidate"),
+        ([0, 2], "ks: expected an int >= 1, got 0"),
+        ([41], "ks: expected numbers of groups in \\[1, T=40\\], got \\[41\\]"),
+    ],
 )
 def test_bad_ks(ks, msg):
     x, _ = planted(t=40)

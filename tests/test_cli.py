@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,38 +80,32 @@ def test_traceback_flag_shows_the_exception(tmp_path, monkeypatch):
         cli.main(["--traceback", "group", "missing", "--k", "2", "-o", "g"])
 
 
-def test_demo_runs_the_example_script_with_its_arguments(capsys, tmp_path, monkeypatch):
-    script = tmp_path / "examples" / "cifar100_grouping.py"
-    script.parent.mkdir()
-    marker = tmp_path / "ran.txt"
-    script.write_text(
-        "import sys, pathlib\n"
-        f"pathlib.Path({str(marker)!r}).write_text(' '.join(sys.argv[1:]))\n"
-        "sys.exit(3)\n"
-    )
-    monkeypatch.setattr(cli, "_demo_script", lambda: script)
+def test_demo_passes_its_arguments_to_the_packaged_demo(capsys, monkeypatch):
+    import stgmtl.demo
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(stgmtl.demo, "main", lambda argv: seen.append(list(argv)) or 3)
     for argv, passed in (
-        (["demo", "--", "--epochs", "1"], "--epochs 1"),
-        (["demo", "--epochs", "1", "--out", "x"], "--epochs 1 --out x"),
-        (["demo", "--", "--help"], "--help"),
-        (["--traceback", "demo", "-k", "5"], "-k 5"),
-        (["demo"], ""),
+        (["demo", "--", "--epochs", "1"], ["--epochs", "1"]),
+        (["demo", "--epochs", "1", "--out", "x"], ["--epochs", "1", "--out", "x"]),
+        (["demo", "--", "--help"], ["--help"]),
+        (["--traceback", "demo", "-k", "5"], ["-k", "5"]),
+        (["demo"], []),
     ):
         code, _, _ = _run(capsys, *argv)
-        assert code == 3  # the script's own exit status
-        assert marker.read_text() == passed
+        assert code == 3  # the demo's own exit status
+        assert seen.pop() == passed
 
 
-def test_demo_outside_a_checkout_says_where_it_lives(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_demo_script", lambda: None)
-    code, _, err = _run(capsys, "demo")
-    assert code == 1 and "source repository" in err and len(err.strip().splitlines()) == 1
-
-
-def test_demo_script_is_found_in_this_checkout():
-    found = cli._demo_script()
-    expected = Path(cli.__file__).resolve().parents[1] / "examples" / "cifar100_grouping.py"
-    assert found == (expected if expected.is_file() else None)
+def test_demo_runs_outside_a_checkout(tmp_path):
+    """``stgmtl demo`` is a module of the installed package, not a script of the source tree."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "stgmtl", "demo", "--", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: stgmtl demo") and "--preset" in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,16 +117,15 @@ FAMILIES, PER_FAMILY, SAMPLES, EPOCHS = 3, 3, 80, 4
 @pytest.fixture(scope="module")
 def saved_maps(tmp_path_factory) -> Path:
     """Data maps with 3 planted task families: tasks of a family see the same logits + noise."""
-    recorder_mod = pytest.importorskip("stgmtl.recorder", reason="branch record not merged yet")
-    pytest.importorskip("stgmtl.grouping.grouper", reason="branch group not merged yet")
     import torch
+
+    from stgmtl.record import DataMapRecorder
 
     rng = np.random.default_rng(0)
     t = FAMILIES * PER_FAMILY
     family = np.repeat(np.arange(FAMILIES), PER_FAMILY)
     names = [f"fam{f}_task{i % PER_FAMILY}" for i, f in enumerate(family)]
-    rec = recorder_mod.DataMapRecorder(t, SAMPLES, task_names=names,
-                                       snapshot_epochs=range(1, EPOCHS + 1))  # fmt: skip
+    rec = DataMapRecorder(t, SAMPLES, task_names=names, snapshot_epochs=range(1, EPOCHS + 1))
     difficulty = rng.normal(scale=2.0, size=(FAMILIES, SAMPLES))
     speed = np.array([0.2, 1.0, 3.0])
     y = rng.random((SAMPLES, t)) < 0.5
@@ -172,7 +166,7 @@ def test_group_with_confusion_features(capsys, tmp_path, saved_maps):
     code, _, err = _run(capsys, *args)
     assert code == 0, err
     maps = DataMaps.load(saved_maps)
-    expected = group(maps, k=3, random_state=0, feature_kwargs={"kind": "confusion"})
+    expected = group(maps, k=3, random_state=0, features="confusion")
     np.testing.assert_allclose(TaskGroups.load(out).membership, expected.membership)
     datamap = group(maps, k=3, random_state=0)
     assert not np.allclose(expected.membership, datamap.membership)  # the option took effect
@@ -190,7 +184,6 @@ def test_group_rejects_k_above_the_number_of_tasks(capsys, tmp_path, saved_maps)
 
 
 def test_a_corrupt_datamaps_folder_is_a_one_line_error(capsys, tmp_path):
-    pytest.importorskip("stgmtl.datamaps", reason="branch record not merged yet")
     bad = tmp_path / "maps"
     bad.mkdir()
     (bad / "junk.txt").write_text("not data maps")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from stgmtl.datamaps import FEATURE_KINDS, DataMaps, register_feature_kind
-from stgmtl.recorder import DataMapRecorder
+from stgmtl.datamaps import DataMaps
+from stgmtl.features import FEATURE_KINDS, FeatureKind, register_feature_kind, task_features
+from stgmtl.plots import datamap_figure, save_figure
+from stgmtl.record import DataMapRecorder
 
 _ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
         "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
@@ -73,7 +74,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="rows"):
         DataMaps.load(out)
     (out / "manifest.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid DataMaps manifest"):
+    with pytest.raises(ValueError, match="not valid JSON"):
         DataMaps.load(out)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
@@ -90,7 +91,7 @@ def test_constructor_checks_shapes():
 
 def test_default_features_follow_stg_mtl_layout():
     dm = _maps()
-    f = dm.features()
+    f = task_features(dm)
     t, n, s = dm.num_tasks, dm.num_samples, len(dm.snapshot_epochs)
     # STG-MTL: data map (T, epochs, N, 2 = [confidence, std]) reshaped to (T, -1)
     ref = np.stack([dm.snapshot_confidence, dm.snapshot_variability], axis=-1)
@@ -101,37 +102,43 @@ def test_default_features_follow_stg_mtl_layout():
 
 def test_feature_options():
     dm = _maps()
-    f = dm.features(snapshots="final", stats=["correctness"], samples=[3, 1], nan_fill=-1.0)
+    f = task_features(dm, snapshots="final", stats=["correctness"], samples=[3, 1], nan_fill=-1.0)
     np.testing.assert_array_equal(f, dm.correctness[:, [3, 1]].astype(np.float32))
-    f = dm.features(snapshots=[2, "final"], stats=["confidence"])
+    f = task_features(dm, snapshots=[2, "final"], stats=["confidence"])
     np.testing.assert_array_equal(
         f[:, : dm.num_samples], np.nan_to_num(dm.snapshot_confidence[1]).astype(np.float32)
     )
-    z = dm.features(standardize=True)
+    z = task_features(dm, standardize=True)
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
-    spread = dm.features().std(axis=0) > 0
+    spread = task_features(dm).std(axis=0) > 0
     np.testing.assert_allclose(z.std(axis=0)[spread], 1, atol=1e-4)
     bare = DataMaps(dm.task_names, dm.sample_ids, dm.confidence, dm.variability,
                     dm.correctness, dm.count, dm.targets)  # fmt: skip
     pairs = np.stack([dm.confidence, dm.variability], axis=-1).reshape(dm.num_tasks, -1)
-    np.testing.assert_array_equal(bare.features(), np.nan_to_num(pairs).astype(np.float32))
+    np.testing.assert_array_equal(task_features(bare), np.nan_to_num(pairs).astype(np.float32))
     with pytest.raises(ValueError, match="kind"):
-        dm.features("nope")
+        task_features(dm, "nope")
     with pytest.raises(ValueError, match="snapshot"):
-        dm.features(snapshots=[9])
+        task_features(dm, snapshots=[9])
     with pytest.raises(ValueError, match="samples"):
-        dm.features(samples=[99])
+        task_features(dm, samples=[99])
     with pytest.raises(ValueError, match="stats"):
-        dm.features(stats=["mean"])
+        task_features(dm, stats=["mean"])
+    with pytest.raises(TypeError, match="data: expected a DataMaps"):
+        task_features(dm.confidence)
 
-    @register_feature_kind("_test_counts")
-    def _counts(d):
-        return d.count.astype(np.float32)
 
+def test_registering_a_feature_kind():
+    dm = _maps()
+    kind = FeatureKind("_test_counts", lambda d: d.count.astype(np.float32), DataMaps, False, "")
+    register_feature_kind(kind)
     try:
-        np.testing.assert_array_equal(dm.features("_test_counts"), dm.count)
+        np.testing.assert_array_equal(task_features(dm, "_test_counts"), dm.count)
+        with pytest.raises(ValueError, match="not yet registered"):
+            register_feature_kind(kind)
     finally:
         FEATURE_KINDS.pop("_test_counts")
+    assert "_test_counts" not in FEATURE_KINDS
 
 
 @pytest.mark.parametrize("task_type", ["binary", "multiclass"])
@@ -175,17 +182,20 @@ def test_cartography_import_matches_numpy(tmp_path):
     np.testing.assert_allclose(dm.correctness[0], (logits.argmax(2) == gold).mean(axis=0))
     assert dm.sample_ids.tolist() == [10, 11, 12, 13, 14] and dm.num_classes == 3
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no dynamics"):
+    with pytest.raises(ValueError, match="expected a folder with dynamics_epoch"):
         DataMaps.from_cartography(tmp_path / "empty")
 
 
-def test_plot_writes_file(tmp_path):
+def test_plot_draws_each_task_and_saves_a_png(tmp_path):
     dm = _maps(t=5)
-    fig = dm.plot(tmp_path / "plots" / "maps.png", ncols=3)
-    assert (tmp_path / "plots" / "maps.png").stat().st_size > 1000
+    fig = datamap_figure(dm, ncols=3)
     assert len([a for a in fig.axes if a.get_visible()]) == 5 + 1  # panels + colour bar
-    fig = dm.plot(tmp_path / "one.png", tasks="task_2", snapshot=2, max_points=5)
+    out = save_figure(fig, tmp_path / "plots" / "maps.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["maps.png"]  # no temp file left
+    fig = datamap_figure(dm, tasks="task_2", snapshot=2, max_points=5)
     assert fig.axes[0].get_title() == "task_2"
-    assert math.isclose(len(fig.axes[0].collections[0].get_offsets()), 5, abs_tol=1)
+    # 5 of the 12 samples drawn; the one never observed (NaN) is left out if drawn
+    assert len(fig.axes[0].collections[0].get_offsets()) in (4, 5)
     with pytest.raises(ValueError, match="tasks"):
-        dm.plot(tmp_path / "bad.png", tasks=["zzz"])
+        datamap_figure(dm, tasks=["zzz"])

@@ -17,10 +17,8 @@ import torch.distributed as dist
 from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
 
-pytest.importorskip("stgmtl.recorder", reason="the recorder (branch record) is not merged yet")
-
 from stgmtl.datamaps import DataMaps  # noqa: E402
-from stgmtl.recorder import DataMapRecorder, distributed_valid_mask  # noqa: E402
+from stgmtl.record import DataMapRecorder, distributed_valid_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_record.py"

@@ -12,8 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from stgmtl.fit import IndexedDataset, fit_datamaps
-from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
+from stgmtl.record import DataMapRecorder, IndexedDataset, distributed_valid_mask, fit_datamaps
 
 T, N, EPOCHS, B = 3, 11, 2, 4  # N odd: DistributedSampler pads one repeat
 _FIELDS = ("confidence", "variability", "correctness", "count", "targets",

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from stgmtl.fit import IndexedDataset, fit_datamaps
-from stgmtl.recorder import DataMapRecorder
+from stgmtl.record import DataMapRecorder, IndexedDataset, fit_datamaps
 
 T, N, D = 3, 40, 6
 _FIELDS = ("confidence", "variability", "correctness", "count", "targets",
@@ -134,7 +133,7 @@ def test_callable_scheduler_and_errors():
     with pytest.raises(ValueError, match="scheduler"):
         fit_datamaps(_loader(ds), _model(), epochs=1, scheduler="cosine", progress=False)
     batches = list(_loader(ds))
-    with pytest.raises(ValueError, match="no len"):
+    with pytest.raises(ValueError, match="for a loader without len"):
         fit_datamaps(iter(batches), _model(), epochs=1, num_samples=N, scheduler="onecycle")
 
 

@@ -9,7 +9,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 
-from stgmtl.grouping.grouper import TaskGrouper, TaskGroups, group
+from stgmtl.datamaps import DataMaps
+from stgmtl.features import task_features
+from stgmtl.grouping import TaskGrouper, TaskGroups, group
 from stgmtl.grouping.kmeans import sq_distances
 from stgmtl.grouping.membership import fuzzy_memberships
 
@@ -23,17 +25,6 @@ def planted(t=200, d=300, k=5, noise=1.0, seed=0):
     centres = rng.normal(scale=1.0, size=(k, d))
     x = centres[labels] + noise * rng.normal(size=(t, d)) / np.sqrt(d) * 3
     return x.astype(np.float32), labels
-
-
-class FakeDataMaps:
-    """Stands in for stgmtl.datamaps.DataMaps: features() and task_names only."""
-
-    def __init__(self, x, names):
-        self._x, self.task_names, self.calls = x, names, []
-
-    def features(self, **kwargs):
-        self.calls.append(kwargs)
-        return self._x
 
 
 def test_recovers_well_separated_planted_groups_at_1000_tasks():
@@ -51,7 +42,7 @@ def test_taskgroups_contract():
     np.testing.assert_allclose(g.membership.sum(axis=1), 1.0, rtol=1e-14)
     assert g.labels.dtype == np.int64
     np.testing.assert_array_equal(g.labels, g.membership.argmax(axis=1))
-    assert sorted(sum(g.groups, [])) == sorted(names) and g.k == 5
+    assert sorted(sum(g.groups, [])) == sorted(names) and g.n_groups == 5
     assert all(names[i] in g.groups[g.labels[i]] for i in range(200))
     frame = g.to_frame()
     assert frame.columns == ["task", "label"] + [f"membership_{j}" for j in range(5)]
@@ -114,13 +105,21 @@ def test_hard_and_fcm_methods():
     assert fcm.objective_ > 0
 
 
-def test_datamaps_duck_typing_and_feature_kwargs():
+def test_group_of_datamaps_clusters_the_feature_stage_output():
     x, labels = planted(t=50, d=200, k=3)
     names = [f"class_{i}" for i in range(50)]
-    dm = FakeDataMaps(x, names)
-    g = group(dm, 3, feature_kwargs={"snapshots": [-1]}, progress=False)
-    assert g.task_names == names and dm.calls == [{"snapshots": [-1]}]
+    conf = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))  # planted families in [0, 1]
+    dm = DataMaps(names, np.arange(200), conf, np.zeros_like(conf), (conf > 0.5) * 1.0,
+                  np.ones(conf.shape, np.int32), np.zeros(conf.shape, np.int32))  # fmt: skip
+    g = group(dm, 3, feature_kwargs={"stats": ["confidence"]}, progress=False)
+    ref = group(task_features(dm, stats=["confidence"]), 3, task_names=names, progress=False)
+    assert g.task_names == names
+    np.testing.assert_array_equal(g.membership, ref.membership)
     assert adjusted_rand_score(labels, g.labels) == 1.0
+    with pytest.raises(ValueError, match="features: expected the default"):
+        group(x, 3, features="confusion", progress=False)
+    with pytest.raises(TypeError, match="X: expected"):
+        TaskGrouper(3).fit(dm)
 
 
 def test_torch_and_column_block_inputs():
@@ -149,7 +148,7 @@ def test_save_load_round_trip(tmp_path):
     assert back.to_frame().equals(g.to_frame())
     g2 = group(x, 3, progress=False)
     g2.save(path)  # replaces atomically
-    assert TaskGroups.load(path).k == 3
+    assert TaskGroups.load(path).n_groups == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["groups"]
 
 
@@ -157,7 +156,7 @@ def test_save_refuses_foreign_directory_and_load_reports_missing(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
     g = TaskGroups(["a", "b"], np.array([[1.0, 0.0], [0.2, 0.8]]), np.zeros((2, 1)))
-    with pytest.raises(FileExistsError, match="not a saved TaskGroups"):
+    with pytest.raises(FileExistsError, match="not a saved folder"):
         g.save(tmp_path / "other")
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         TaskGroups.load(tmp_path / "nothing")
@@ -169,16 +168,16 @@ def test_save_refuses_foreign_directory_and_load_reports_missing(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, msg",
     [
-        ({"k": 0}, "n_groups must be a positive integer"),
-        ({"k": 2.5}, "n_groups must be a positive integer"),
+        ({"k": 0}, "n_groups: expected an int >= 1, got 0"),
+        ({"k": 2.5}, "n_groups: expected an int >= 1, got 2.5"),
         ({"k": 51}, "n_groups=51 exceeds the number of tasks T=50"),
-        ({"m": 1.0}, "fuzzifier"),
-        ({"m": 0.5}, "fuzzifier"),
-        ({"method": "soft"}, "method must be one of"),
-        ({"random_state": -1}, "random_state must be a non-negative integer"),
-        ({"n_init": 0}, "n_init must be a positive integer"),
-        ({"task_names": ["a", "b"]}, "task_names has 2 names but the data has 50 tasks"),
-        ({"task_names": ["a"] * 50}, "must be unique; 'a'"),
+        ({"m": 1.0}, "m: expected a finite number > 1.0, got 1.0"),
+        ({"m": 0.5}, "m: expected a finite number > 1.0"),
+        ({"method": "soft"}, "method: expected one of 'kmeans', 'fcm', 'hard', got 'soft'"),
+        ({"random_state": -1}, "random_state: expected None, an int >= 0"),
+        ({"n_init": 0}, "n_init: expected an int >= 1, got 0"),
+        ({"task_names": ["a", "b"]}, "task_names: expected 50 names"),
+        ({"task_names": ["a"] * 50}, "task_names: expected unique names, got \"'a' more"),
     ],
 )
 def test_bad_arguments(kwargs, msg):
@@ -210,7 +209,7 @@ def test_grouping_never_imports_torch():
     code = (
         "import sys, numpy as np\n"
         "import stgmtl.grouping.grouper, stgmtl.grouping.choose_k, stgmtl.plots.groups\n"
-        "from stgmtl.grouping.grouper import group\n"
+        "from stgmtl.grouping import group\n"
         "group(np.random.default_rng(0).normal(size=(20, 5)), 2, progress=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

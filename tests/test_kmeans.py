@@ -84,7 +84,7 @@ def test_explicit_thread_count_gives_the_same_partition():
 
 
 def test_rejects_unknown_init():
-    with pytest.raises(ValueError, match="init must be one of"):
+    with pytest.raises(ValueError, match="init: expected one of"):
         kmeans(np.zeros((4, 2), dtype=np.float32), 2, init="random")  # type: ignore[arg-type]
 
 

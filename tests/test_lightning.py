@@ -13,10 +13,9 @@ pl = pytest.importorskip(
     "lightning.pytorch", reason="lightning is not installed (stgmtl[lightning])"
 )
 
-pytest.importorskip("stgmtl.recorder", reason="the recorder (branch record) is not merged yet")
 
 from stgmtl.integrations.lightning import DataMapCallback  # noqa: E402
-from stgmtl.recorder import DataMapRecorder  # noqa: E402
+from stgmtl.record import DataMapRecorder  # noqa: E402
 
 N, D, T, BATCH, LR = 48, 5, 3, 8, 0.5
 
@@ -214,7 +213,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from stgmtl.integrations.lightning import DataMapCallback
-from stgmtl.recorder import DataMapRecorder
+from stgmtl.record import DataMapRecorder
 
 N, D, T = 49, 5, 3  # 49 samples on 2 ranks: one repeated per epoch as padding
 out = Path(sys.argv[1])

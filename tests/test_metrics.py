@@ -75,14 +75,13 @@ def test_summarise_over_seeds() -> None:
     assert a["f1_min"] == pytest.approx(0.3) and a["f1_max"] == pytest.approx(0.7)
     b = out.filter(pl.col("method") == "b").row(0, named=True)
     assert b["seeds"] == 1 and b["f1_std"] is None
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(ValueError, match="table: expected columns"):
         summarise(table)
 
 
-def test_plot_method_comparison(tmp_path) -> None:
-    import matplotlib.pyplot as plt
-
-    from stgmtl.plots.evaluation import plot_method_comparison
+def test_method_comparison_figure_shows_the_seed_means() -> None:
+    from stgmtl.plots import method_comparison_figure
+    from stgmtl.specialise.metrics import seed_means
 
     rng = np.random.default_rng(0)
     tables = [
@@ -92,12 +91,24 @@ def test_plot_method_comparison(tmp_path) -> None:
         for m in ("grouped", "one_model")
         for s in (0, 1)
     ]
-    fig = plot_method_comparison(pl.concat(tables), tmp_path / "sub" / "cmp.png")
-    assert (tmp_path / "sub" / "cmp.png").stat().st_size > 1000
+    table = pl.concat(tables)
+    table = table.with_columns(  # an undefined AUC must not turn a seed mean into NaN
+        pl.when((pl.col("task") == "a") & (pl.col("seed") == 0))
+        .then(float("nan"))
+        .otherwise(pl.col("roc_auc"))
+        .alias("roc_auc")
+    )
+    fig = method_comparison_figure(table)
     assert len(fig.axes) == 3
-    plt.close(fig)
+    means = seed_means(table, ("f1", "balanced_accuracy", "roc_auc"))
+    auc_ax = fig.axes[2]
+    for i, method in enumerate(("grouped", "one_model")):
+        dots = auc_ax.collections[i].get_offsets()[:, 1]
+        want = means.filter(pl.col("method") == method)["roc_auc"].to_numpy()
+        np.testing.assert_allclose(np.sort(dots), np.sort(want))
+        assert np.isfinite(dots).all()
     with pytest.raises(ValueError, match="lacks columns"):
-        plot_method_comparison(pl.DataFrame({"method": ["a"]}))
+        method_comparison_figure(pl.DataFrame({"method": ["a"]}))
 
 
 def test_grouping_agreement() -> None:

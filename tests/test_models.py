@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stgmtl.models import (
-    ResNet18,
-    SmallCNN,
-    WideCNN,
-    build_model,
-    count_parameters,
-    width_for_parameter_budget,
-)
+from stgmtl.models import ResNet18, SmallCNN, WideCNN, build_model, model_factory
+from stgmtl.specialise import count_parameters, width_for_budget
 
 
 @pytest.mark.parametrize("name", ["cnn", "wide-cnn", "resnet18"])
@@ -63,18 +57,20 @@ def test_resnet18_is_the_cifar_variant() -> None:
 def test_budget_width(name: str) -> None:
     base = 0.25 if name == "resnet18" else 1.0
     one = count_parameters(build_model(name, 20, base))
-    w = width_for_parameter_budget(name, 20, 5, base_width=base)
+    w = width_for_budget(model_factory(name), 20, 5, base_width=base)
     five = 5 * count_parameters(build_model(name, 20, w))
     assert five <= one and five > 0.8 * one
-    assert width_for_parameter_budget(name, 20, 1) == 1.0
+    assert width_for_budget(model_factory(name), 20, 1) == 1.0
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="name must be one of"):
+    with pytest.raises(ValueError, match="name: expected one of"):
         build_model("vgg", 3)
+    with pytest.raises(ValueError, match="name: expected one of"):
+        model_factory("vgg")
     with pytest.raises(ValueError, match="num_tasks"):
         SmallCNN(0)
     with pytest.raises(ValueError, match="width"):
         ResNet18(3, width=0)
     with pytest.raises(ValueError, match="num_models"):
-        width_for_parameter_budget("cnn", 3, 0)
+        width_for_budget(model_factory("cnn"), 3, 0)

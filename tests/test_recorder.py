@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stgmtl.recorder import DataMapRecorder, distributed_valid_mask
+from stgmtl.record import DataMapRecorder, distributed_valid_mask
 
 _ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
         "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
@@ -308,7 +308,7 @@ def test_resume_from_state_dict_is_exact(kind):
     dm = _record(resumed, epochs[2:]).compute()
     for name in _ALL[1:]:
         np.testing.assert_array_equal(getattr(dm, name), getattr(straight, name))
-    with pytest.raises(ValueError, match="configuration differs"):
+    with pytest.raises(ValueError, match="configuration of this recorder, got one that differs"):
         DataMapRecorder(3, 10).load_state_dict(first.state_dict())
 
 

@@ -9,13 +9,15 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from stgmtl.datasets.suites import TaskSuite, cifar10_suite
-from stgmtl.models import build_model, count_parameters
+from stgmtl.models import build_model, model_factory
 from stgmtl.specialise import (
     METHODS,
     TrainConfig,
     compare_methods,
+    count_parameters,
     ensemble_logits,
     group_width,
     membership_weighted_bce,
@@ -27,7 +29,8 @@ from stgmtl.specialise import (
 )
 from stgmtl.specialise.training import check_membership
 
-TINY = TrainConfig(model="cnn", width=0.125, epochs=1, batch_size=32, seed=0)
+TINY = TrainConfig(width=0.125, epochs=1, batch_size=32, seed=0)
+CNN = model_factory("cnn")
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -90,7 +93,7 @@ def test_weighted_ensemble_equals_weighted_sum() -> None:
 def test_one_hot_membership_predicts_with_the_group_model() -> None:
     suite = _toy_suite(n=40, t=4)
     w = np.eye(2)[[0, 1, 1, 0]]
-    gm = train_group_models(suite, w, TINY, progress=False)
+    gm = train_group_models(CNN, suite, w, TINY, progress=False)
     weighted = gm.predict(suite, "weighted")
     own = gm.predict(suite, "own")
     np.testing.assert_allclose(weighted, own, rtol=1e-6, atol=1e-6)
@@ -103,7 +106,7 @@ def test_one_hot_membership_predicts_with_the_group_model() -> None:
 
 def test_zero_weight_task_head_is_not_trained() -> None:
     suite = _toy_suite(n=64, t=2)
-    model = train_model(suite, TINY, np.array([1.0, 0.0]), progress=False)
+    model = train_model(CNN, suite, TINY, np.array([1.0, 0.0]), progress=False)
     torch.manual_seed(TINY.seed)
     init = build_model("cnn", 2, TINY.width)
     final, first = model.head[-1], init.head[-1]
@@ -114,12 +117,15 @@ def test_zero_weight_task_head_is_not_trained() -> None:
 @pytest.mark.parametrize(("model", "scheduler"), [("cnn", "constant"), ("wide-cnn", "onecycle")])
 def test_training_is_seeded_and_learns_a_planted_task(model: str, scheduler: str) -> None:
     suite = _toy_suite(n=256, t=3)
-    cfg = replace(TINY, epochs=4, lr=3e-3, width=0.25, model=model, scheduler=scheduler)
-    a = predict_logits(train_model(suite, cfg, progress=False), suite)
-    b = predict_logits(train_model(suite, cfg, progress=False), suite)
+    cfg = replace(TINY, epochs=4, lr=3e-3, width=0.25, scheduler=scheduler)
+    net = model_factory(model)
+    a = predict_logits(train_model(net, suite, cfg, progress=False), suite)
+    b = predict_logits(train_model(net, suite, cfg, progress=False), suite)
     np.testing.assert_array_equal(a, b)
     other = "constant" if scheduler == "onecycle" else "onecycle"
-    c = predict_logits(train_model(suite, replace(cfg, scheduler=other), progress=False), suite)
+    c = predict_logits(
+        train_model(net, suite, replace(cfg, scheduler=other), progress=False), suite
+    )
     assert not np.allclose(a, c)  # the schedule is applied
     from sklearn.metrics import roc_auc_score
 
@@ -129,8 +135,8 @@ def test_training_is_seeded_and_learns_a_planted_task(model: str, scheduler: str
 
 def test_untrained_group_for_empty_column() -> None:
     suite = _toy_suite(n=32, t=2)
-    gm = train_group_models(suite, np.array([[1.0, 0.0], [1.0, 0.0]]), TINY, progress=False)
-    assert gm.models[1] is None and gm.k == 2
+    gm = train_group_models(CNN, suite, np.array([[1.0, 0.0], [1.0, 0.0]]), TINY, progress=False)
+    assert gm.models[1] is None and gm.n_groups == 2
     assert gm.num_parameters == count_parameters(gm.models[0])
 
 
@@ -146,18 +152,19 @@ def test_random_groups_keep_sizes_and_are_seeded() -> None:
 
 def test_budget_widths() -> None:
     cfg = replace(TINY, width=1.0)
-    assert group_width(cfg, 10, 4, "width") == 1.0
-    w = group_width(cfg, 10, 4, "params")
+    assert group_width(CNN, cfg, 10, 4, "width") == 1.0
+    assert group_width(CNN, cfg, 10, 1, "params") == 1.0
+    w = group_width(CNN, cfg, 10, 4, "params")
     one = count_parameters(build_model("cnn", 10, 1.0))
     assert 0.8 * one < 4 * count_parameters(build_model("cnn", 10, w)) <= one
-    with pytest.raises(ValueError, match="budget must be"):
-        group_width(cfg, 10, 4, "flops")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="budget: expected one of"):
+        group_width(CNN, cfg, 10, 4, "flops")  # type: ignore[arg-type]
 
 
 def test_bad_membership_and_config() -> None:
     with pytest.raises(ValueError, match="shape"):
         check_membership(np.ones((3, 2)) / 2, 4)
-    with pytest.raises(ValueError, match="sum to 1"):
+    with pytest.raises(ValueError, match="summing to 1"):
         check_membership(np.ones((3, 2)), 3)
     with pytest.raises(ValueError, match="non-negative"):
         check_membership(np.array([[1.5, -0.5]]), 1)
@@ -171,15 +178,31 @@ def test_bad_membership_and_config() -> None:
 
 def test_one_model_baseline_is_k1() -> None:
     suite = _toy_suite(n=32, t=3)
-    gm = train_one_model(suite, TINY, progress=False)
-    assert gm.k == 1 and gm.membership.shape == (3, 1)
+    gm = train_one_model(CNN, suite, TINY, progress=False)
+    assert gm.n_groups == 1 and gm.membership.shape == (3, 1)
+
+
+def test_any_torch_dataset_trains_like_the_fast_suite_loader() -> None:
+    """Grouped training takes any map-style dataset, not only a TaskSuite."""
+    suite = _toy_suite(n=64, t=3)
+    x, y, _ = suite.batch(torch.arange(64))
+    plain = TensorDataset(x, y)  # items (inputs, targets): indices are added
+    cfg = replace(TINY, epochs=2)
+    a = predict_logits(train_model(CNN, plain, cfg, progress=False), plain)
+    b = predict_logits(train_model(CNN, plain, cfg, progress=False), plain)
+    np.testing.assert_array_equal(a, b)  # seeded data order and initialisation
+    gm = train_one_model(CNN, plain, cfg, progress=False)
+    assert gm.task_names == ["task_0", "task_1", "task_2"]
+    np.testing.assert_array_equal(gm.predict(plain), a)
+    with pytest.raises(TypeError, match="data: expected a map-style torch Dataset"):
+        train_model(CNN, object(), cfg, num_tasks=3, progress=False)
 
 
 def test_compare_methods_on_real_cifar10(cifar_root: Path) -> None:
     train = cifar10_suite("train", root=cifar_root, limit=400)
     test = cifar10_suite("test", root=cifar_root, limit=300)
     w = np.eye(3)[np.arange(10) % 3]
-    table = compare_methods(train, test, w, replace(TINY, seed=2), progress=False)
+    table = compare_methods(CNN, train, test, w, replace(TINY, seed=2), progress=False)
     assert table.height == 4 * 10 and set(table["method"]) == set(METHODS)
     assert {"f1", "balanced_accuracy", "roc_auc", "accuracy", "parameters"} <= set(table.columns)
     assert table["seed"].unique().to_list() == [2]

@@ -5,8 +5,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from stgmtl.datamaps import DataMaps
-from stgmtl.grouping.grouper import group
-from stgmtl.task_features import confusion_affinity, confusion_features, confusion_matrix
+from stgmtl.features import confusion_affinity, confusion_features, confusion_matrix, task_features
+from stgmtl.grouping import group
 
 
 def _maps(conf, targets, task_type="binary"):
@@ -31,8 +31,13 @@ def _reference(conf, targets):
             if i == u:
                 continue
             pos = [j for j in range(n) if targets[u, j] == 1]
-            if pos:
-                vals = [0.0 if np.isnan(conf[i, j]) else 1.0 - conf[i, j] for j in pos]
+            if pos:  # P(task i says yes on j): its confidence where its own label is 1
+                vals = [
+                    0.0
+                    if np.isnan(conf[i, j]) or targets[i, j] < 0
+                    else (conf[i, j] if targets[i, j] == 1 else 1.0 - conf[i, j])
+                    for j in pos
+                ]
                 a[i, u] = sum(vals) / len(pos)
     return a
 
@@ -65,10 +70,10 @@ def _planted(n_groups=6, per_group=10, per_task=30, seed=0):
 
 def test_planted_confusion_groups_are_recovered():
     dm, truth = _planted()
-    feats = dm.features(kind="confusion", n_components=6)
+    feats = task_features(dm, "confusion", n_components=6)
     assert feats.dtype == np.float32 and feats.shape == (60, 6)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
-    groups = group(dm, k=6, random_state=0, progress=False, feature_kwargs={"kind": "confusion"})
+    groups = group(dm, k=6, random_state=0, progress=False, features="confusion")
     assert adjusted_rand_score(truth, groups.labels) == 1.0
 
 
@@ -101,10 +106,10 @@ def test_bad_input():
 
 def test_grouper_sizes_the_embedding_by_the_group_count():
     dm, _ = _planted()
-    assert dm.features(kind="confusion").shape == (60, 20)  # no group count: 20
-    assert dm.features(kind="confusion", n_groups=6).shape == (60, 6)
-    assert dm.features(kind="datamap", n_groups=6).shape == dm.features().shape  # ignored
-    assert dm.features(kind="confusion", n_groups=6, n_components=4).shape == (60, 4)
+    assert task_features(dm, "confusion").shape == (60, 20)  # no group count: 20
+    assert task_features(dm, "confusion", n_groups=6).shape == (60, 6)
+    assert task_features(dm, "datamap", n_groups=6).shape == task_features(dm).shape  # ignored
+    assert task_features(dm, "confusion", n_groups=6, n_components=4).shape == (60, 4)
 
 
 def _knn_reference(s, q):
@@ -148,7 +153,7 @@ def test_auto_neighbors_is_one_average_group():
     )
     for q in (6, 10, None):  # a kNN graph thinner than about half a group can split groups
         g = group(dm, k=6, random_state=0, progress=False,
-                  feature_kwargs={"kind": "confusion", "n_neighbors": q})  # fmt: skip
+                  features="confusion", feature_kwargs={"n_neighbors": q})  # fmt: skip
         assert adjusted_rand_score(truth, g.labels) == 1.0
 
 

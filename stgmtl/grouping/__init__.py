@@ -2,5 +2,21 @@
 
 Modules: :mod:`~stgmtl.grouping.reduce`, :mod:`~stgmtl.grouping.kmeans`,
 :mod:`~stgmtl.grouping.membership`, :mod:`~stgmtl.grouping.grouper`,
-:mod:`~stgmtl.grouping.choose_k`. Nothing here imports torch.
+:mod:`~stgmtl.grouping.groups`, :mod:`~stgmtl.grouping.choose_k`. Nothing here imports torch
+training code or plotting.
 """
+
+from stgmtl.grouping.choose_k import ChooseKResult, choose_k
+from stgmtl.grouping.grouper import TaskGrouper, feature_matrix, group
+from stgmtl.grouping.groups import TaskGroups
+from stgmtl.grouping.membership import fuzzy_memberships
+
+__all__ = [
+    "ChooseKResult",
+    "TaskGrouper",
+    "TaskGroups",
+    "choose_k",
+    "feature_matrix",
+    "fuzzy_memberships",
+    "group",
+]

@@ -1,7 +1,16 @@
 """Choose the number of task groups ``k`` with documented validity criteria.
 
-For every candidate ``k`` the tasks are grouped ``n_seeds`` times (``random_state``,
-``random_state + 1``, ...) in one shared reduced embedding, and scored by
+What these criteria measure, and what they do not: they score how well the tasks separate in
+the *feature space* (compact, well separated, reproducible clusters). They say nothing about
+whether training the groups separately pays off; a small ``k`` with a high silhouette is often
+just the coarsest split of the features. Choose the number of groups for training from measured
+validation gains (the payoff harness) where you can.
+
+For every candidate ``k`` the task features are computed exactly as :func:`stgmtl.group`
+computes them for that ``k`` (feature kinds that depend on the number of groups, such as
+``"confusion"``, are recomputed per ``k``; others once), reduced once per distinct feature
+matrix, and grouped ``n_seeds`` times (seeds ``random_state``, ``random_state + 1``, ...),
+then scored by
 
 ``silhouette``
     Mean silhouette of the hard labels of the first seed in the reduced space (scikit-learn;
@@ -33,8 +42,13 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from stgmtl.grouping.grouper import TaskGrouper, unpack_data
+from stgmtl._checks import check_int, fail, seed_from
+from stgmtl.features import FEATURE_KINDS
+from stgmtl.grouping.grouper import TaskGrouper, feature_matrix
+from stgmtl.grouping.kmeans import sq_distances
 from stgmtl.grouping.reduce import reduce_features
+
+__all__ = ["ChooseKResult", "choose_k", "xie_beni"]
 
 _REDUCE_KEYS = (
     "reduce",
@@ -67,8 +81,6 @@ class ChooseKResult:
 
 def xie_beni(x: np.ndarray, membership: np.ndarray, centroids: np.ndarray, m: float) -> float:
     """Xie-Beni index (lower is better); NaN for fewer than two centroids."""
-    from stgmtl.grouping.kmeans import sq_distances
-
     if centroids.shape[0] < 2:
         return float("nan")
     d2 = sq_distances(x, centroids)
@@ -83,12 +95,13 @@ def choose_k(
     data: Any,
     ks: Iterable[int] = range(2, 11),
     *,
+    features: str = "datamap",
+    feature_kwargs: dict[str, Any] | None = None,
     m: float = 1.07,
     n_seeds: int = 3,
-    random_state: int = 0,
+    random_state: Any = 0,
     min_stability: float = 0.9,
     silhouette_sample: int = 2000,
-    task_names: Any = None,
     **grouper_kwargs: Any,
 ) -> ChooseKResult:
     """Score candidate numbers of groups and pick one (rule in the module docstring).
@@ -96,21 +109,21 @@ def choose_k(
     Parameters
     ----------
     data : DataMaps, array-like, torch.Tensor, or iterable of column blocks
-        As for :func:`stgmtl.group`; reduced once and shared by all ``k``.
+        As for :func:`stgmtl.group`.
     ks : iterable of int
         Candidates, each in ``[1, T]``.
+    features, feature_kwargs
+        Feature kind and options for recorded signals, as for :func:`stgmtl.group`.
     m : float
         Fuzzifier for the memberships and the Xie-Beni index.
     n_seeds : int
         Groupings per ``k`` for the stability score.
-    random_state : int
+    random_state : None, int, numpy Generator or RandomState
         Seed of the reduction and of the first grouping.
     min_stability : float
         Minimum mean ARI across seeds for a ``k`` to be preferred.
     silhouette_sample : int
         Tasks sampled for the silhouette (it costs ``O(T^2)``).
-    task_names : sequence of str, optional
-        Unused for scoring; accepted for symmetry with :func:`stgmtl.group`.
     **grouper_kwargs
         Other :class:`~stgmtl.grouping.grouper.TaskGrouper` parameters (``method``, ``n_init``,
         ``reduce``, ``n_components``, ...).
@@ -120,65 +133,68 @@ def choose_k(
     ChooseKResult
         ``(table, best_k)``.
     """
-    ks = sorted({int(k) for k in ks})
+    ks = sorted({check_int("ks", k, low=1) for k in ks})
     if not ks:
-        raise ValueError("ks is empty; pass candidate numbers of groups, e.g. range(2, 11)")
-    if n_seeds < 1:
-        raise ValueError(f"n_seeds must be >= 1; got {n_seeds}")
-    x, _ = unpack_data(data, task_names, grouper_kwargs.pop("feature_kwargs", None))
+        raise fail("ks", "candidate numbers of groups, e.g. range(2, 11)", [])
+    check_int("n_seeds", n_seeds, low=1)
+    seed = seed_from("random_state", random_state)
     red_kw = {key: grouper_kwargs.pop(key) for key in _REDUCE_KEYS if key in grouper_kwargs}
     red_kw.setdefault("progress", False)
     if "reduce" in red_kw:
         red_kw["method"] = red_kw.pop("reduce")
     red_kw.setdefault("min_components", min(128, max(16, 2 * max(ks))))
-    emb = reduce_features(x, random_state=random_state, **red_kw).embedding
-    n = emb.shape[0]
-    bad = [k for k in ks if k < 1 or k > n]
-    if bad:
-        raise ValueError(f"every k in ks must be in [1, T={n}]; got {bad}")
+    per_k = FEATURE_KINDS[features].uses_n_groups if features in FEATURE_KINDS else False
+    emb = None
     rows = []
     for k in ks:
-        fits = [
-            TaskGrouper(
-                n_groups=k,
-                m=m,
-                random_state=random_state + s,
-                reduce="none",
-                progress=False,
-                **grouper_kwargs,
-            ).fit(emb)
-            for s in range(n_seeds)
-        ]
-        first = fits[0]
-        n_labels = len(np.unique(first.labels_))
-        sil = float("nan")
-        if 2 <= n_labels <= n - 1:
-            sil = float(
-                silhouette_score(
-                    emb,
-                    first.labels_,
-                    sample_size=min(n, silhouette_sample),
-                    random_state=random_state,
-                )
-            )
-        pairs = list(itertools.combinations(fits, 2))
-        stab = (
-            float(np.mean([adjusted_rand_score(a.labels_, b.labels_) for a, b in pairs]))
-            if pairs
-            else float("nan")
-        )
-        rows.append(
-            {
-                "k": k,
-                "silhouette": sil,
-                "xie_beni": xie_beni(emb, first.membership_, first.cluster_centers_, m),
-                "stability": stab,
-                "inertia": first.inertia_,
-            }
-        )
+        if emb is None or per_k:
+            x, _ = feature_matrix(data, k, features=features, feature_kwargs=feature_kwargs)
+            emb = reduce_features(x, random_state=seed, **red_kw).embedding
+        n = emb.shape[0]
+        if k > n:
+            raise fail("ks", f"numbers of groups in [1, T={n}]", ks)
+        rows.append(_score(emb, k, m, n_seeds, seed, silhouette_sample, grouper_kwargs))
     table = pl.DataFrame(rows)
     best = _pick(table, min_stability)
     return ChooseKResult(table.with_columns((pl.col("k") == best).alias("chosen")), best)
+
+
+def _score(
+    emb: np.ndarray,
+    k: int,
+    m: float,
+    n_seeds: int,
+    seed: int,
+    silhouette_sample: int,
+    grouper_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """Silhouette, Xie-Beni, stability and inertia of ``k`` groups of ``emb``."""
+    n = emb.shape[0]
+    fits = [
+        TaskGrouper(n_groups=k, m=m, random_state=seed + s, reduce="none", progress=False,
+                    **grouper_kwargs).fit(emb)
+        for s in range(n_seeds)
+    ]  # fmt: skip
+    first = fits[0]
+    n_labels = len(np.unique(first.labels_))
+    sil = float("nan")
+    if 2 <= n_labels <= n - 1:
+        sil = float(silhouette_score(
+            emb, first.labels_, sample_size=min(n, silhouette_sample), random_state=seed
+        ))  # fmt: skip
+    pairs = list(itertools.combinations(fits, 2))
+    stab = (
+        float(np.mean([adjusted_rand_score(a.labels_, b.labels_) for a, b in pairs]))
+        if pairs
+        else float("nan")
+    )
+    return {
+        "k": k,
+        "silhouette": sil,
+        "xie_beni": xie_beni(emb, first.membership_, first.cluster_centers_, m),
+        "stability": stab,
+        "inertia": first.inertia_,
+    }
 
 
 def _pick(table: pl.DataFrame, min_stability: float) -> int:

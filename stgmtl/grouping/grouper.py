@@ -1,61 +1,77 @@
-"""Soft task groups: :class:`TaskGrouper` (scikit-learn style), :func:`group`, :class:`TaskGroups`.
+"""Soft task groups: :class:`TaskGrouper` (scikit-learn style, on a matrix) and :func:`group`.
 
-Pipeline: features ``(T, D)`` -> :func:`~stgmtl.grouping.reduce.reduce_features` (exact or
-randomized PCA to the components above the noise floor, streamed over column blocks) -> seeded
-k-means on that embedding (greedy k-means++ seeding, faiss Lloyd iterations, best of ``n_init``)
--> Lloyd refinement in the full feature space, streamed (``refine="auto"``, whenever the
-reduction lost variance) -> fuzzy memberships from the full-space distances. Without refinement
-(``refine=False``, a one-shot iterator, or ``method="fcm"``) distances and memberships are those
-of the reduced space. ``TaskGroups.centroids`` are always group centres in the reduced space.
+:func:`group` is the one-call entry point: it takes a feature matrix or a recorded signal
+(``DataMaps``), computes the task features through the feature stage
+(:func:`stgmtl.features.task_features`, with ``n_groups=k``) and fits a :class:`TaskGrouper`.
+Pipeline of the grouper: features ``(T, D)`` -> :func:`~stgmtl.grouping.reduce.reduce_features`
+(exact or randomized PCA to the components above the noise floor, streamed over column blocks)
+-> seeded k-means on that embedding (greedy k-means++ seeding, faiss Lloyd iterations, best of
+``n_init``) -> Lloyd refinement in the full feature space, streamed (``refine="auto"``, whenever
+the reduction lost variance) -> fuzzy memberships from the full-space distances. Without
+refinement (``refine=False``, a one-shot iterator, or ``method="fcm"``) distances and memberships
+are those of the reduced space. ``TaskGroups.centroids`` are always group centres in the reduced
+space.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from stgmtl._checks import (
+    RANDOM_STATE,
+    Instance,
+    Interval,
+    Options,
+    check_names,
+    fail,
+    seed_from,
+    validate_params,
+)
+from stgmtl.features import FEATURE_KINDS, task_features
 from stgmtl.grouping.groups import TaskGroups
 from stgmtl.grouping.kmeans import KMeansInit, kmeans, refine_full_space, sq_distances
-from stgmtl.grouping.membership import _check_m, fuzzy_cmeans, fuzzy_memberships
+from stgmtl.grouping.membership import fuzzy_cmeans, fuzzy_memberships
 from stgmtl.grouping.reduce import (
     AUTO_MAX_COMPONENTS,
     ReduceMethod,
-    _float_matrix,
+    as_float_matrix,
     reduce_features,
 )
+
+__all__ = ["GroupMethod", "TaskGrouper", "feature_matrix", "group"]
 
 GroupMethod = Literal["kmeans", "fcm", "hard"]
 _GROUP_METHODS = ("kmeans", "fcm", "hard")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def unpack_data(
+def feature_matrix(
     data: Any,
-    task_names: Any,
-    feature_kwargs: dict[str, Any] | None,
-    n_groups: int | None = None,
+    n_groups: int | None,
+    *,
+    features: str = "datamap",
+    feature_kwargs: dict[str, Any] | None = None,
+    task_names: Any = None,
 ) -> tuple[Any, Any]:
-    """``(features, task_names)`` of a ``DataMaps``-like object (duck typed), else ``data``.
+    """``(X, task_names)`` to group: features of a recorded signal, or ``data`` as it is.
 
-    ``n_groups`` is passed to ``data.features`` when that method takes it (feature kinds such as
-    ``"confusion"`` size their embedding by the number of groups), unless already given.
+    A recorded signal (an instance of a registered feature kind's input type, e.g.
+    ``DataMaps``) goes through :func:`stgmtl.features.task_features` with kind ``features``,
+    options ``feature_kwargs`` and ``n_groups``; its task names are used unless given. Anything
+    else is taken as a feature matrix (or column blocks).
     """
-    if hasattr(data, "features") and hasattr(data, "task_names"):
-        if task_names is None:
-            task_names = list(data.task_names)
-        kwargs = dict(feature_kwargs or {})
-        if n_groups is not None and "n_groups" not in kwargs:
-            if "n_groups" in inspect.signature(data.features).parameters:
-                kwargs["n_groups"] = n_groups
-        return data.features(**kwargs), task_names
+    inputs = tuple({k.input_type for k in FEATURE_KINDS.values()})
+    if isinstance(data, inputs):
+        names = list(getattr(data, "task_names")) if task_names is None else task_names  # noqa: B009
+        return task_features(data, features, n_groups=n_groups, **(feature_kwargs or {})), names
+    if features != "datamap" or feature_kwargs:
+        raise fail(
+            "features",
+            "the default (no feature options) when data is already a feature matrix",
+            features if features != "datamap" else feature_kwargs,
+        )
     return data, task_names
 
 
@@ -63,16 +79,7 @@ def _task_names(names: Any, n: int) -> list[str]:
     if names is None:
         width = len(str(n - 1))
         return [f"task_{i:0{width}d}" for i in range(n)]
-    names = [str(x) for x in names]
-    if len(names) != n:
-        raise ValueError(
-            f"task_names has {len(names)} names but the data has {n} tasks (rows); "
-            "pass one name per row of the feature matrix"
-        )
-    if len(set(names)) != n:
-        dup = next(x for x in names if names.count(x) > 1)
-        raise ValueError(f"task_names must be unique; {dup!r} appears more than once")
-    return names
+    return check_names("task_names", names, n)
 
 
 class TaskGrouper(BaseEstimator):
@@ -111,16 +118,14 @@ class TaskGrouper(BaseEstimator):
         Maximum full-space passes.
     fcm_max_iter, tol : int, float
         Iteration limit and relative centroid-move tolerance of ``method="fcm"``.
-    feature_kwargs : dict, optional
-        Passed to ``data.features(**feature_kwargs)`` when fitting a ``DataMaps``.
-    random_state : int
-        Seed for the projection and the k-means restarts; same seed, same result (bitwise, for
-        the same input, thread count and machine).
+    random_state : None, int, numpy Generator or RandomState
+        Seed for the projection and the k-means restarts; the same int gives the same result
+        (bitwise, for the same input, thread count and machine); ``None`` is not reproducible.
     n_threads : int, optional
         Threads for faiss (OpenMP) and BLAS during ``fit``. Default: BLAS as configured, faiss
         1 thread for small problems (``T * k * d < 2**24``) else all available cores.
     progress : bool
-        Show progress bars over feature blocks.
+        Show progress bars over feature blocks (only for inputs of at least 2**24 values).
 
     Attributes
     ----------
@@ -159,8 +164,7 @@ class TaskGrouper(BaseEstimator):
         refine_max_iter: int = 20,
         fcm_max_iter: int = 300,
         tol: float = 1e-6,
-        feature_kwargs: dict[str, Any] | None = None,
-        random_state: int = 0,
+        random_state: Any = 0,
         n_threads: int | None = None,
         progress: bool = True,
     ) -> None:
@@ -179,55 +183,81 @@ class TaskGrouper(BaseEstimator):
         self.refine_max_iter = refine_max_iter
         self.fcm_max_iter = fcm_max_iter
         self.tol = tol
-        self.feature_kwargs = feature_kwargs
         self.random_state = random_state
         self.n_threads = n_threads
         self.progress = progress
 
+    _parameter_constraints: dict[str, list[Any]] = {
+        "n_groups": [Interval(int, 1)],
+        "method": [Options(_GROUP_METHODS)],
+        "m": [Interval(float, 1.0, low_open=True)],
+        "n_init": [Interval(int, 1)],
+        "max_iter": [Interval(int, 1)],
+        "init": [Options(("greedy-k-means++", "k-means++", "faiss-random", "faiss-k-means++"))],
+        "reduce": [Options(("auto", "none", "pca", "rpca", "projection"))],
+        "n_components": [Options(("auto",)), Interval(int, 1)],
+        "projection_dim": [Interval(int, 1)],
+        "n_power_iter": [Interval(int, 0)],
+        "block_size": [Options((None,)), Interval(int, 1)],
+        "refine": [Options((True, False, "auto"))],
+        "refine_max_iter": [Interval(int, 1)],
+        "fcm_max_iter": [Interval(int, 1)],
+        "tol": [Interval(float, 0.0)],
+        "random_state": [RANDOM_STATE],
+        "n_threads": [Options((None,)), Interval(int, 1)],
+        "progress": [Instance((bool,), "True or False")],
+    }
+
     def _validate(self) -> int:
-        k = _positive_int("n_groups", self.n_groups)
-        if self.method not in _GROUP_METHODS:
-            raise ValueError(f"method must be one of {_GROUP_METHODS}; got {self.method!r}")
-        _check_m(self.m)
-        if self.refine not in (True, False, "auto"):
-            raise ValueError(f"refine must be True, False or 'auto'; got {self.refine!r}")
+        validate_params(self.get_params(), self._parameter_constraints)
         if self.refine is True and self.method == "fcm":
-            raise ValueError(
-                "refine=True is not available with method='fcm' (FCM runs in the "
-                "reduced space); use refine='auto' or False"
+            raise fail(
+                "refine",
+                "'auto' or False with method='fcm' (FCM runs in the reduced space)",
+                self.refine,
             )
-        for name in ("n_init", "max_iter", "fcm_max_iter", "refine_max_iter"):
-            _positive_int(name, getattr(self, name))
-        rs = self.random_state
-        if isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 0:
-            raise ValueError(f"random_state must be a non-negative integer; got {rs!r}")
-        return k
+        return int(self.n_groups)
 
     def fit(self, X: Any, y: None = None, *, task_names: Any = None) -> TaskGrouper:
-        """Group the tasks of ``X``.
+        """Group the tasks (rows) of the feature matrix ``X``.
 
         Parameters
         ----------
-        X : DataMaps, array-like, torch.Tensor, or iterable of column blocks
-            Anything with ``features()`` and ``task_names`` (a ``DataMaps``), a ``(T, D)``
-            matrix, or column blocks ``(T, d_b)`` (see :mod:`stgmtl.grouping.reduce`).
+        X : array-like, torch.Tensor, callable or iterable of column blocks
+            A ``(T, D)`` feature matrix, or column blocks ``(T, d_b)`` (see
+            :mod:`stgmtl.grouping.reduce`). To group recorded signals such as ``DataMaps``,
+            use :func:`stgmtl.group` or compute features with
+            :func:`stgmtl.features.task_features` first.
         y : None
             Ignored (scikit-learn convention).
         task_names : sequence of str, optional
-            One unique name per task; default: ``X.task_names`` or ``task_0``, ``task_1``, ...
+            One unique name per task; default ``task_0``, ``task_1``, ...
+
+        Returns
+        -------
+        TaskGrouper
+            ``self``, with the fitted attributes set.
         """
         k = self._validate()
+        if isinstance(X, tuple({kind.input_type for kind in FEATURE_KINDS.values()})):
+            raise fail(
+                "X",
+                "a (T, D) feature matrix or column blocks; group recorded signals with "
+                "stgmtl.group(data, k) or compute stgmtl.features.task_features(data) first",
+                type(X).__name__,
+                error=TypeError,
+            )
+        seed = seed_from("random_state", self.random_state)
         if self.n_threads is None:
-            return self._fit(X, k, task_names)
+            return self._fit(X, k, task_names, seed)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=int(self.n_threads), user_api="blas"):
-            return self._fit(X, k, task_names)
+            return self._fit(X, k, task_names, seed)
 
-    def _fit(self, X: Any, k: int, task_names: Any) -> TaskGrouper:
-        X, task_names = unpack_data(X, task_names, self.feature_kwargs, n_groups=k)
+    def _fit(self, X: Any, k: int, task_names: Any, seed: int) -> TaskGrouper:
         if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
-            X = _float_matrix(X)  # once, without copying float arrays; reused by refinement
+            X = as_float_matrix(X)  # once, without copying float arrays; reused by refinement
         if hasattr(X, "shape") and len(X.shape) == 2:
             self._check_sizes(k, int(X.shape[0]))
         red = reduce_features(
@@ -238,7 +268,7 @@ class TaskGrouper(BaseEstimator):
             projection_dim=self.projection_dim,
             n_power_iter=self.n_power_iter,
             block_size=self.block_size,
-            random_state=int(self.random_state),
+            random_state=seed,
             progress=self.progress,
         )
         emb = red.embedding
@@ -257,7 +287,7 @@ class TaskGrouper(BaseEstimator):
             n_init=self.n_init,
             max_iter=self.max_iter,
             init=self.init,
-            random_state=int(self.random_state),
+            random_state=seed,
             n_threads=self.n_threads,
         )
         centers, d2, n_iter = km.centroids.astype(np.float64), km.sq_distances, km.n_iter
@@ -340,25 +370,34 @@ def group(
     data: Any,
     k: int = 10,
     *,
+    features: str = "datamap",
+    feature_kwargs: dict[str, Any] | None = None,
     m: float = 1.07,
-    random_state: int = 0,
+    random_state: Any = 0,
     task_names: Any = None,
     **kwargs: Any,
 ) -> TaskGroups:
-    """Soft-group tasks: ``TaskGrouper(n_groups=k, m=m, random_state=random_state, **kwargs)``.
+    """Soft-group tasks into ``k`` groups: features, then ``TaskGrouper(n_groups=k, ...)``.
 
     Parameters
     ----------
-    data : DataMaps, array-like, torch.Tensor, or iterable of column blocks
-        See :meth:`TaskGrouper.fit`.
+    data : DataMaps, array-like, torch.Tensor, callable or iterable of column blocks
+        Recorded signals (``DataMaps``), whose task features are computed with
+        :func:`stgmtl.features.task_features` (kind ``features``, ``n_groups=k``), or a
+        ``(T, D)`` feature matrix / column blocks as :meth:`TaskGrouper.fit` takes.
     k : int
         Number of groups.
+    features : str
+        Feature kind for recorded signals: ``"datamap"`` (STG-MTL's) or ``"confusion"`` (see
+        :data:`stgmtl.features.FEATURE_KINDS`).
+    feature_kwargs : dict, optional
+        Options of the feature kind.
     m : float
         Fuzzifier ``> 1`` (1.07 as in STG-MTL).
-    random_state : int
-        Seed; the same seed gives the same groups.
+    random_state : None, int, numpy Generator or RandomState
+        Seed; the same int gives the same groups.
     task_names : sequence of str, optional
-        Task names (default: ``data.task_names`` for a ``DataMaps``).
+        Task names (default: ``data.task_names`` for recorded signals).
     **kwargs
         Any other :class:`TaskGrouper` parameter (``method``, ``n_init``, ``reduce``, ...).
 
@@ -367,4 +406,8 @@ def group(
     TaskGroups
     """
     grouper = TaskGrouper(n_groups=k, m=m, random_state=random_state, **kwargs)
-    return grouper.fit(data, task_names=task_names).groups_
+    grouper._validate()
+    x, names = feature_matrix(
+        data, k, features=features, feature_kwargs=feature_kwargs, task_names=task_names
+    )
+    return grouper.fit(x, task_names=names).groups_

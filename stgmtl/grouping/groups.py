@@ -1,11 +1,20 @@
-"""The result of grouping: :class:`TaskGroups` (memberships, labels, groups; save/load; plots)."""
+"""The result of grouping: :class:`TaskGroups` (memberships, labels, groups; verified save/load).
+
+Saved layout (format ``stgmtl.TaskGroups``, version 2)::
+
+    manifest.json        format, format_version, n_groups, num_tasks, m, method, inertia,
+                         reduction, refined, has_embedding, the files and their sha256
+    memberships.parquet  one row per task: task (str), label (int64), membership_0 ..
+                         membership_{k-1} (float64)
+    centroids.parquet    (k, d) float64 as columns dim_0 .. dim_{d-1}
+    embedding.parquet    (T, d) float32 as columns dim_0 .. (when ``has_embedding``)
+
+Folders written by earlier versions (format ``stgmtl.TaskGroups/1``, no checksums) still load.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +22,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-_FORMAT = "stgmtl.TaskGroups/1"
+from stgmtl._checks import check_names, fail
+from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
+
+__all__ = ["TaskGroups"]
+
+_FORMAT = "stgmtl.TaskGroups"
+_FORMAT_VERSION = 2
+_FORMAT_V1 = "stgmtl.TaskGroups/1"
 
 
 @dataclass
@@ -60,20 +76,30 @@ class TaskGroups:
     groups: list[list[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.task_names = [str(n) for n in self.task_names]
         self.membership = np.asarray(self.membership, dtype=np.float64)
-        self.centroids = np.asarray(self.centroids, dtype=np.float64)
+        if self.membership.ndim != 2 or min(self.membership.shape) < 1:
+            raise fail("membership", "a (T, k) matrix with T, k >= 1", self.membership.shape)
         t, k = self.membership.shape
-        if len(self.task_names) != t:
-            raise ValueError(f"{len(self.task_names)} task names for {t} membership rows")
+        self.task_names = check_names("task_names", self.task_names, t)
+        w = self.membership
+        if not np.isfinite(w).all() or (w < 0).any() or not np.allclose(w.sum(1), 1.0, atol=1e-6):
+            raise fail("membership", "finite, non-negative rows summing to 1", "other values")
+        self.centroids = np.asarray(self.centroids, dtype=np.float64)
+        if self.centroids.ndim != 2 or self.centroids.shape[0] != k:
+            raise fail("centroids", f"a ({k}, d) matrix", self.centroids.shape)
+        if self.embedding is not None:
+            self.embedding = np.asarray(self.embedding)
+            if self.embedding.shape != (t, self.centroids.shape[1]):
+                raise fail("embedding", f"shape ({t}, {self.centroids.shape[1]})",
+                           self.embedding.shape)  # fmt: skip
         self.labels = np.argmax(self.membership, axis=1).astype(np.int64)
         self.groups = [
             [self.task_names[i] for i in np.flatnonzero(self.labels == j)] for j in range(k)
         ]
 
     @property
-    def k(self) -> int:
-        """Number of groups."""
+    def n_groups(self) -> int:
+        """Number of groups ``k``."""
         return int(self.membership.shape[1])
 
     @property
@@ -84,30 +110,28 @@ class TaskGroups:
     def to_frame(self) -> pl.DataFrame:
         """One row per task: ``task``, ``label``, ``membership_0`` ... ``membership_{k-1}``."""
         cols: dict[str, Any] = {"task": self.task_names, "label": self.labels}
-        for j in range(self.k):
+        for j in range(self.n_groups):
             cols[f"membership_{j}"] = self.membership[:, j]
         return pl.DataFrame(cols)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write to directory ``path`` (parquet tables + ``manifest.json``), atomically.
+        """Write to folder ``path`` (parquet tables + checksummed ``manifest.json``), atomically.
 
-        The directory is built under a temporary name and renamed into place; an existing
-        ``TaskGroups`` directory at ``path`` is replaced.
+        The folder is built under a temporary name and swapped into place; an existing
+        ``TaskGroups`` folder at ``path`` is replaced, and stays intact if the save dies.
         """
         path = Path(path)
-        if path.exists() and not (path / "manifest.json").is_file():
-            raise FileExistsError(f"{path} exists and is not a saved TaskGroups directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
-            self.to_frame().write_parquet(tmp / "memberships.parquet")
-            _matrix_frame(self.centroids).write_parquet(tmp / "centroids.parquet")
+        with atomic_dir(path, what="TaskGroups") as tmp:
+            files = {"memberships": "memberships.parquet", "centroids": "centroids.parquet"}
+            self.to_frame().write_parquet(tmp / files["memberships"])
+            _matrix_frame(self.centroids).write_parquet(tmp / files["centroids"])
             if self.embedding is not None:
-                _matrix_frame(self.embedding).write_parquet(tmp / "embedding.parquet")
+                files["embedding"] = "embedding.parquet"
+                _matrix_frame(self.embedding).write_parquet(tmp / files["embedding"])
             meta = {
                 "format": _FORMAT,
-                "k": self.k,
+                "format_version": _FORMAT_VERSION,
+                "n_groups": self.n_groups,
                 "num_tasks": self.num_tasks,
                 "m": self.m,
                 "method": self.method,
@@ -116,60 +140,61 @@ class TaskGroups:
                 "refined": self.refined,
                 "has_embedding": self.embedding is not None,
             }
-            (tmp / "manifest.json").write_text(json.dumps(meta, indent=2))
-            old = None
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+            write_manifest(tmp, meta, files)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskGroups:
-        """Read a directory written by :meth:`save`."""
+        """Read a folder written by :meth:`save` (any format version).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` or its manifest does not exist.
+        ValueError
+            If a file is damaged, fails its checksum or disagrees with the manifest; the message
+            names the file.
+        """
         path = Path(path)
-        manifest = path / "manifest.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} not found; is {path} a saved TaskGroups?")
-        meta = json.loads(manifest.read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path}: unknown format {meta.get('format')!r}, expected {_FORMAT}")
-        frame = pl.read_parquet(path / "memberships.parquet")
-        k = int(meta["k"])
-        memb = frame.select([f"membership_{j}" for j in range(k)]).to_numpy()
-        emb = None
-        if meta["has_embedding"]:
-            emb = pl.read_parquet(path / "embedding.parquet").to_numpy()
-        return cls(
-            task_names=frame["task"].to_list(),
-            membership=memb,
-            centroids=pl.read_parquet(path / "centroids.parquet").to_numpy(),
-            embedding=emb,
-            m=float(meta["m"]),
-            method=str(meta["method"]),
-            inertia=float(meta["inertia"]),
-            reduction=str(meta["reduction"]),
-            refined=bool(meta.get("refined", False)),
+        meta = read_manifest(
+            path, what="TaskGroups", formats={_FORMAT: (_FORMAT_VERSION,), _FORMAT_V1: None}
         )
+        mf = path / "manifest.json"
+        if meta["format"] == _FORMAT_V1:  # no file list or checksums in version 1
+            meta = {**meta, "n_groups": meta.get("k"), "files": _V1_FILES}
+        try:
+            k, t = int(meta["n_groups"]), int(meta["num_tasks"])
+            scalars = {"m": float(meta["m"]), "method": str(meta["method"]),
+                       "inertia": float(meta["inertia"]), "reduction": str(meta["reduction"]),
+                       "refined": bool(meta.get("refined", False))}  # fmt: skip
+            has_embedding = bool(meta["has_embedding"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"path: {mf} is not a valid TaskGroups manifest: {exc!r}") from exc
+        f = verified_file(path, meta, "memberships")
+        frame = read_parquet(f)
+        cols = ["task"] + [f"membership_{j}" for j in range(k)]
+        if frame.height != t or any(c not in frame.columns for c in cols):
+            raise ValueError(f"path: {f} does not hold {t} tasks x {k} memberships")
+        emb = None
+        if has_embedding:
+            emb = read_parquet(verified_file(path, meta, "embedding")).to_numpy()
+        try:
+            return cls(
+                task_names=frame["task"].to_list(),
+                membership=frame.select(cols[1:]).to_numpy(),
+                centroids=read_parquet(verified_file(path, meta, "centroids")).to_numpy(),
+                embedding=emb,
+                **scalars,  # type: ignore[arg-type]
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"path: {path} holds inconsistent TaskGroups: {exc}") from exc
 
-    def plot_memberships(self, path: str | os.PathLike[str], **kwargs: Any) -> Any:
-        """Membership heatmap; see :func:`stgmtl.plots.groups.plot_memberships`."""
-        from stgmtl.plots.groups import plot_memberships
 
-        return plot_memberships(self, path, **kwargs)
-
-    def plot_task_map(
-        self, path: str | os.PathLike[str], features: Any = None, **kwargs: Any
-    ) -> Any:
-        """2-D map of the tasks; see :func:`stgmtl.plots.groups.plot_task_map`."""
-        from stgmtl.plots.groups import plot_task_map
-
-        return plot_task_map(self, path, features=features, **kwargs)
+_V1_FILES = {
+    "memberships": "memberships.parquet",
+    "centroids": "centroids.parquet",
+    "embedding": "embedding.parquet",
+}
 
 
 def _matrix_frame(a: np.ndarray) -> pl.DataFrame:

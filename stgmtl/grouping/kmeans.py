@@ -20,6 +20,19 @@ from typing import Any, Literal
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from stgmtl._checks import check_choice
+from stgmtl.grouping.reduce import Passes
+
+__all__ = [
+    "KMeansInit",
+    "KMeansResult",
+    "default_n_threads",
+    "kmeans",
+    "kmeans_plusplus",
+    "refine_full_space",
+    "sq_distances",
+]
+
 KMeansInit = Literal["k-means++", "greedy-k-means++", "faiss-random", "faiss-k-means++"]
 _INITS = ("k-means++", "greedy-k-means++", "faiss-random", "faiss-k-means++")
 _SMALL_WORK = 1 << 24  # T * k * d below which faiss runs single-threaded by default
@@ -155,8 +168,7 @@ def kmeans(
     """
     import faiss  # heavy import kept local so `import stgmtl.grouping` stays cheap
 
-    if init not in _INITS:
-        raise ValueError(f"init must be one of {_INITS}; got {init!r}")
+    check_choice("init", init, _INITS)
     xf = np.ascontiguousarray(x, dtype=np.float32)
     n, d = xf.shape
     if n_threads is None:  # OpenMP overhead dominates small problems, worse on a busy machine
@@ -254,9 +266,7 @@ def refine_full_space(
     n_iter : int
         Passes made.
     """
-    from stgmtl.grouping.reduce import _Passes
-
-    passes = _Passes(data, block_size, progress)
+    passes = Passes(data, block_size, progress)
     labels = np.asarray(labels, dtype=np.int64).copy()
     n = labels.size
     if labels.min() < 0 or labels.max() >= k or (np.bincount(labels, minlength=k) == 0).any():

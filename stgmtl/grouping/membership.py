@@ -18,16 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from stgmtl._checks import fail
+from stgmtl.grouping.kmeans import sq_distances
 from stgmtl.grouping.reduce import to_numpy
+
+__all__ = ["fuzzy_cmeans", "fuzzy_memberships", "log_memberships"]
 
 
 def _check_m(m: float) -> float:
     if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)):
-        raise TypeError(f"m must be a real number > 1; got {m!r}")
+        raise fail("m", "a real number > 1", m, error=TypeError)
     if not np.isfinite(m) or m <= 1:
-        raise ValueError(
-            f"m (the fuzzifier) must be a finite number > 1; got {m!r}. "
-            "m -> 1 gives hard k-means memberships (use method='hard'); STG-MTL uses m = 1.07"
+        raise fail(
+            "m",
+            "a finite fuzzifier > 1 (m -> 1 gives hard k-means memberships: use "
+            "method='hard'; STG-MTL uses m = 1.07)",
+            m,
         )
     return float(m)
 
@@ -104,8 +110,6 @@ def fuzzy_cmeans(
         ``sum_tj u_tj^m d_tj^2``.
     n_iter : int
     """
-    from stgmtl.grouping.kmeans import sq_distances
-
     m = _check_m(m)
     x64 = np.asarray(x, dtype=np.float64)
     c = np.asarray(init_centroids, dtype=np.float64).copy()

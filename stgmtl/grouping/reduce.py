@@ -58,6 +58,17 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+__all__ = [
+    "AUTO_MAX_COMPONENTS",
+    "EXACT_PCA_MAX",
+    "Passes",
+    "ReduceMethod",
+    "ReducedFeatures",
+    "as_float_matrix",
+    "reduce_features",
+    "to_numpy",
+]
+
 ReduceMethod = Literal["auto", "none", "pca", "rpca", "projection"]
 _METHODS = ("auto", "none", "pca", "rpca", "projection")
 AUTO_MAX_COMPONENTS = 128  # upper bound of n_components="auto"
@@ -103,7 +114,7 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _float_matrix(x: Any, name: str = "data") -> np.ndarray:
+def as_float_matrix(x: Any, name: str = "data") -> np.ndarray:
     arr = to_numpy(x)
     if arr.dtype == np.float16:
         arr = arr.astype(np.float32)
@@ -147,7 +158,7 @@ def _iter_blocks(
     source = data() if callable(data) else data
     col, n_rows = 0, None
     for i, raw in enumerate(source):
-        block = _float_matrix(raw, f"column block {i}")
+        block = as_float_matrix(raw, f"column block {i}")
         if n_rows is None:
             n_rows = block.shape[0]
         elif block.shape[0] != n_rows:
@@ -216,7 +227,7 @@ def _noise_edge(sumsq: float, n: int, dim: int) -> float:
     return sumsq / (n * dim) * (np.sqrt(dim) + np.sqrt(n)) ** 2
 
 
-class _Passes:
+class Passes:
     """Streaming passes over column blocks; a one-shot iterator allows a single pass."""
 
     def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
@@ -243,7 +254,7 @@ class _Passes:
             yield c0, block, mean
 
 
-def _gram(passes: _Passes) -> np.ndarray:
+def _gram(passes: Passes) -> np.ndarray:
     gram = None
     # a (T <= projection_dim)-square output gains little from BLAS threads, and threads that
     # wait on each other cost 10x on a busy machine (measured); one thread is the safe choice
@@ -255,7 +266,7 @@ def _gram(passes: _Passes) -> np.ndarray:
     return gram
 
 
-def _sketch(passes: _Passes, seed: int, r: int) -> np.ndarray:
+def _sketch(passes: Passes, seed: int, r: int) -> np.ndarray:
     y = None
     for c0, block, mean in passes.blocks("reduce (sketch)"):
         omega = _projection_rows(seed, c0, c0 + block.shape[1], r)
@@ -266,7 +277,7 @@ def _sketch(passes: _Passes, seed: int, r: int) -> np.ndarray:
     return y
 
 
-def _power(passes: _Passes, q: np.ndarray, i: int) -> np.ndarray:
+def _power(passes: Passes, q: np.ndarray, i: int) -> np.ndarray:
     """``X_c X_c^T q`` accumulated block by block."""
     q32 = q.astype(np.float32)
     colsum = q.sum(axis=0)
@@ -344,16 +355,16 @@ def reduce_features(
     if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer or None; got {block_size!r}")
     if isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "detach"):
-        data = _float_matrix(data)
+        data = as_float_matrix(data)
     n_rows = None
     if not isinstance(data, np.ndarray):  # peek at the first block for T
         it = iter(data() if callable(data) else data)
         first = next(it, None)
         if first is not None:
-            n_rows = _float_matrix(first, "column block 0").shape[0]
+            n_rows = as_float_matrix(first, "column block 0").shape[0]
             if not callable(data):
                 data = itertools.chain([first], it)
-    passes = _Passes(data, block_size, progress)
+    passes = Passes(data, block_size, progress)
     if method == "auto":
         raw_max = AUTO_MAX_COMPONENTS if n_components == "auto" else int(n_components)
         method = _auto_method(data, n_rows, passes.one_shot, raw_max)

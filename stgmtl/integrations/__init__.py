@@ -5,3 +5,5 @@
 
 Nothing is imported here, so that ``import stgmtl.integrations`` works without the extras.
 """
+
+__all__: list[str] = []

@@ -54,6 +54,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from stgmtl.loop import distributed_valid_mask
+from stgmtl.record.state import world_size
+
+__all__ = ["DataMapCallback"]
+
 try:
     import lightning.pytorch as pl
 except ImportError as err:  # pragma: no cover - exercised only without the extra
@@ -194,7 +199,7 @@ class DataMapCallback(pl.Callback):
         The merge works on a temporary copy of the recorder (its memory once more, briefly).
         """
         state = self.recorder.merged_state_dict()  # rank 0 goes on recording into it
-        return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": _world_size()}
+        return {"recorder": state, "open_epoch": self._open_epoch, "merged_over": world_size()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the recorder from a checkpoint, so a resumed run continues the data maps."""
@@ -204,7 +209,7 @@ class DataMapCallback(pl.Callback):
                 f"has {sorted(state_dict)}"
             )
         self.recorder.load_state_dict(state_dict["recorder"])  # checks the configuration
-        if state_dict.get("merged_over", 1) > 1 and _world_size() > 1 and dist.get_rank() != 0:
+        if state_dict.get("merged_over", 1) > 1 and world_size() > 1 and dist.get_rank() != 0:
             # rank 0 carries the merged counts of all processes; the others restart from zero
             # counts with the same closed epochs (and so the same snapshot epochs)
             epochs = self.recorder.epoch
@@ -246,7 +251,7 @@ class DataMapCallback(pl.Callback):
 
     def _padding_mask(self, trainer: pl.Trainer, batch_idx: int, indices: Any) -> Any:
         """False at the positions a DistributedSampler filled with repeated samples."""
-        if _world_size() < 2 or not isinstance(indices, torch.Tensor):
+        if world_size() < 2 or not isinstance(indices, torch.Tensor):
             return None
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
@@ -264,8 +269,6 @@ class DataMapCallback(pl.Callback):
                 )
                 self._warned_padding = True
             return None
-        from stgmtl.recorder import distributed_valid_mask
-
         start = batch_idx * size
         mask = distributed_valid_mask(sampler)[start : start + indices.shape[0]]
         return mask.to(indices.device)
@@ -273,7 +276,3 @@ class DataMapCallback(pl.Callback):
 
 def _detach(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

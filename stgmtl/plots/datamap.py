@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
+from stgmtl.datamaps import DataMaps
+from stgmtl.plots.figure import new_figure
 
-    from stgmtl.datamaps import DataMaps
-
-__all__ = ["plot_datamap", "datamap_grid"]
+__all__ = ["datamap_figure", "datamap_grid"]
 
 
-def plot_datamap(
+def datamap_figure(
     datamaps: DataMaps,
-    path: str | Path,
     *,
     tasks: Sequence[str | int] | str | int | None = None,
     snapshot: int | str = "final",
@@ -29,16 +25,13 @@ def plot_datamap(
     cmap: str = "coolwarm",
     point_size: float = 4.0,
     random_state: int = 0,
-    dpi: int = 120,
 ) -> Figure:
-    """Draw one data map per task in a grid and save it to ``path``.
+    """One data map per task in a grid (save it with :func:`stgmtl.plots.save_figure`).
 
     Parameters
     ----------
     datamaps : DataMaps
         The data maps to draw.
-    path : str or Path
-        Output image file (format from the suffix, e.g. ``.png``, ``.pdf``).
     tasks : task name, task position, or a list of them, optional
         Tasks to draw (default: all tasks, at most the first ``max_tasks``).
     snapshot : int or "final"
@@ -55,8 +48,6 @@ def plot_datamap(
         Marker size.
     random_state : int
         Seed of the subsampling.
-    dpi : int
-        Resolution of raster output.
 
     Returns
     -------
@@ -92,7 +83,7 @@ def plot_datamap(
         ok = np.isfinite(x) & np.isfinite(y)
         panels.append((names[t], x[ok], y[ok], c[ok]))
     when = "final" if snapshot == "final" else f"epoch {snapshot}"
-    fig = datamap_grid(
+    return datamap_grid(
         panels,
         ncols=ncols,
         cmap=cmap,
@@ -100,10 +91,6 @@ def plot_datamap(
         title=f"Data maps ({when}, "
         f"{datamaps.snapshot_kind if snapshot != 'final' else 'all epochs'})",
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return fig
 
 
 def datamap_grid(
@@ -143,15 +130,13 @@ def datamap_grid(
     matplotlib.figure.Figure
         Panels first in ``fig.axes`` (unused grid cells hidden), then the colour bar.
     """
-    from matplotlib.figure import Figure  # no pyplot: Agg canvas, no global state
-
     if not panels:
         raise ValueError("panels: expected at least one panel")
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
     top = 0.3 + (0.35 if title else 0.0)
     width, height = panel_size[0] * ncols + 1.3, panel_size[1] * nrows + 0.4 + top
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = new_figure((width, height), dpi=dpi)
     axes = fig.subplots(
         nrows, ncols, squeeze=False, sharex=True, sharey=True,
         gridspec_kw={"left": 0.55 / width, "right": 1 - 0.95 / width, "bottom": 0.5 / height,

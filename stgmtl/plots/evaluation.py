@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import polars as pl
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from stgmtl.plots.figure import new_figure
+from stgmtl.specialise.metrics import seed_means
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-__all__ = ["plot_method_comparison"]
+__all__ = ["method_comparison_figure"]
 
 _LABELS = {
     "f1": "F1",
@@ -24,9 +22,8 @@ _LABELS = {
 }
 
 
-def plot_method_comparison(
+def method_comparison_figure(
     table: pl.DataFrame,
-    path: str | os.PathLike[str] | None = None,
     *,
     metrics: Sequence[str] = ("f1", "balanced_accuracy", "roc_auc"),
     methods: Sequence[str] | None = None,
@@ -39,8 +36,6 @@ def plot_method_comparison(
     table : polars.DataFrame
         Columns ``method, seed, task`` and the metrics (as made by
         :func:`stgmtl.specialise.metrics.task_metrics` / ``compare_methods``).
-    path : path, optional
-        Where to save the figure (PNG, PDF, ... by suffix); the folder is created.
     metrics : sequence of str
         Metric columns, one panel each.
     methods : sequence of str, optional
@@ -58,13 +53,10 @@ def plot_method_comparison(
         raise ValueError("table is empty")
     if methods is None:
         methods = list(dict.fromkeys(table["method"].to_list()))
-    fig, axes = plt.subplots(
-        1,
-        len(metrics),
-        figsize=(1.0 + (0.9 * len(methods) + 0.6) * len(metrics), 3.8),
-        squeeze=False,
-    )
-    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
+    fig = new_figure((1.0 + (0.9 * len(methods) + 0.6) * len(metrics), 3.8))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    colors = [colormaps["tab10"](i) for i in range(10)]
+    means = seed_means(table, metrics)
     for ax, metric in zip(axes[0], metrics, strict=True):
         values = [
             table.filter(pl.col("method") == m)[metric].drop_nans().drop_nulls().to_numpy()
@@ -72,12 +64,7 @@ def plot_method_comparison(
         ]
         ax.boxplot(values, widths=0.55, showfliers=False, medianprops={"color": "0.3"})
         for i, m in enumerate(methods):
-            per_seed = (
-                table.filter(pl.col("method") == m)
-                .group_by("seed")
-                .agg(pl.col(metric).drop_nans().mean())[metric]
-                .to_numpy()
-            )
+            per_seed = means.filter(pl.col("method") == m)[metric].drop_nulls().to_numpy()
             jitter = np.linspace(-0.12, 0.12, len(per_seed)) if len(per_seed) > 1 else [0.0]
             ax.scatter(
                 i + 1 + np.asarray(jitter),
@@ -105,7 +92,4 @@ def plot_method_comparison(
     seeds = table["seed"].n_unique()
     fig.suptitle(title or f"per-task test metrics (boxes: tasks; dots: {seeds} seed mean(s))")
     fig.tight_layout()
-    if path is not None:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        fig.savefig(path, dpi=120)
     return fig

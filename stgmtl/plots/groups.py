@@ -1,46 +1,22 @@
 """Plots of task groups: a membership heatmap and a 2-D map of the tasks coloured by group.
 
-Figures are drawn on a standalone :class:`matplotlib.figure.Figure` (Agg; pyplot's global state is
-never touched) and written atomically to ``path``; the format follows the file suffix.
+Each function returns a standalone :class:`matplotlib.figure.Figure` (Agg; pyplot's global state
+is never touched); save it with :func:`stgmtl.plots.save_figure`. Nothing here re-runs a
+reduction or a grouping: the task map draws the embedding stored in the groups.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
+from stgmtl.grouping import TaskGroups
+from stgmtl.plots.figure import new_figure
 
-    from stgmtl.grouping.grouper import TaskGroups
-
-
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix.lstrip(".") or "png"
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    try:
-        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
+__all__ = ["group_order", "membership_figure", "memberships_figure", "task_map_figure"]
 
 
 def group_order(groups: TaskGroups) -> np.ndarray:
@@ -87,7 +63,7 @@ def membership_figure(
     order = _order(membership, labels)
     t, k = membership.shape
     height = min(40.0, max(3.0, 0.18 * t + 1.5)) if t <= max_labels else 8.0
-    fig = _new_figure((max(4.0, 0.45 * k + 3.0), height))
+    fig = new_figure((max(4.0, 0.45 * k + 3.0), height))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(
         membership[order], aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
@@ -109,21 +85,18 @@ def membership_figure(
     return fig
 
 
-def plot_memberships(
+def memberships_figure(
     groups: TaskGroups,
-    path: str | os.PathLike[str],
     *,
     max_labels: int = 150,
     cmap: str = "viridis",
     title: str | None = None,
-) -> Path:
-    """Heatmap of the ``(T, k)`` memberships, rows ordered by group, with task names.
+) -> Figure:
+    """Heatmap of a grouping's ``(T, k)`` memberships, rows ordered by group, with task names.
 
     Parameters
     ----------
     groups : TaskGroups
-    path : str or PathLike
-        Output file (``.png``, ``.pdf``, ``.svg``, ...).
     max_labels : int
         Task names are written on the rows when ``T <= max_labels``.
     cmap : str
@@ -132,15 +105,13 @@ def plot_memberships(
 
     Returns
     -------
-    Path
-        The file written.
+    matplotlib.figure.Figure
     """
-    title = title or f"Task memberships (k={groups.k}, m={groups.m:g}, {groups.method})"
-    fig = membership_figure(
+    title = title or f"Task memberships (k={groups.n_groups}, m={groups.m:g}, {groups.method})"
+    return membership_figure(
         groups.membership, groups.labels, groups.task_names,
         max_labels=max_labels, cmap=cmap, title=title,
     )  # fmt: skip
-    return _save(fig, path)
 
 
 def _pca2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,59 +125,38 @@ def _pca2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) @ axes, mean, axes
 
 
-def plot_task_map(
+def task_map_figure(
     groups: TaskGroups,
-    path: str | os.PathLike[str],
-    features: Any = None,
     *,
     annotate: bool | None = None,
     title: str | None = None,
-    random_state: int = 0,
-) -> Path:
-    """2-D map of the tasks (first two principal components) coloured by group.
+) -> Figure:
+    """2-D map of the tasks (first two principal components of the stored embedding, or of the
+    memberships when there is none), coloured by group, with the centroids.
 
     Parameters
     ----------
     groups : TaskGroups
-    path : str or PathLike
-        Output file.
-    features : array-like or DataMaps, optional
-        Features to map instead of the stored reduced embedding (reduced with
-        :func:`~stgmtl.grouping.reduce.reduce_features` first). Without features or embedding,
-        the memberships themselves are mapped.
     annotate : bool, optional
         Write task names next to the points (default: when ``T <= 60``).
     title : str, optional
-    random_state : int
-        Seed of the reduction of ``features``.
 
     Returns
     -------
-    Path
-        The file written.
+    matplotlib.figure.Figure
     """
-    from stgmtl.grouping.grouper import unpack_data
-    from stgmtl.grouping.reduce import reduce_features
-
     centroids = None
-    if features is not None:
-        x, _ = unpack_data(features, None, None)
-        x = reduce_features(x, random_state=random_state).embedding
-        if x.shape[0] != groups.num_tasks:
-            raise ValueError(f"features has {x.shape[0]} rows; groups has {groups.num_tasks} tasks")
-        space = "features"
-    elif groups.embedding is not None:
+    if groups.embedding is not None:
         x, centroids, space = groups.embedding, groups.centroids, "reduced features"
     else:
         x, space = groups.membership, "memberships"
     xy, mean, axes = _pca2(x)
-    fig = _new_figure((7.0, 6.0))
+    fig = new_figure((7.0, 6.0))
     ax = fig.add_subplot(1, 1, 1)
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10" if groups.k <= 10 else "tab20"]
+    k = groups.n_groups
+    palette = colormaps["tab10" if k <= 10 else "tab20"]
     strength = groups.membership.max(axis=1)
-    for j in range(groups.k):
+    for j in range(k):
         sel = groups.labels == j
         ax.scatter(
             xy[sel, 0],
@@ -220,12 +170,13 @@ def plot_task_map(
     if centroids is not None:
         cxy = (np.asarray(centroids, dtype=np.float64) - mean) @ axes
         ax.scatter(cxy[:, 0], cxy[:, 1], marker="X", s=120, c="black", label="centroids")
-    if groups.k <= 20:
+    if k <= 20:
         ax.legend(loc="best", fontsize=7, markerscale=0.8)
     if annotate if annotate is not None else groups.num_tasks <= 60:
         for (px, py), name in zip(xy, groups.task_names, strict=True):
             ax.annotate(name, (px, py), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title(title or f"Tasks by group (PCA of {space}, k={groups.k})")
-    return _save(fig, path)
+    ax.set_title(title or f"Tasks by group (PCA of {space}, k={k})")
+    fig.tight_layout()
+    return fig

@@ -1,39 +1,76 @@
 """Specialised models: grouped training (:mod:`.training`), baselines (:mod:`.baselines`),
-per-task metrics (:mod:`.metrics`) and the method comparison (:mod:`.study`)."""
+per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`) and the data protocol
+(:mod:`.data`). Every model is made by the user's ``factory(num_tasks, width)`` and trained by
+:func:`stgmtl.loop.train_loop`; nothing here imports the CIFAR suites or models."""
 
-from stgmtl.specialise.baselines import (
-    group_width,
-    random_groups,
-    train_one_model,
-    train_random_groups,
-)
-from stgmtl.specialise.metrics import grouping_agreement, summarise, task_metrics
-from stgmtl.specialise.study import METHODS, compare_methods
-from stgmtl.specialise.training import (
-    GroupedModels,
-    TrainConfig,
-    ensemble_logits,
-    membership_weighted_bce,
-    predict_logits,
-    train_group_models,
-    train_model,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module; imported on first use, so that the metrics (numpy / polars only) can be
+# used without importing torch
+_EXPORTS: dict[str, str] = {
+    "GroupedModels": "stgmtl.specialise.training",
+    "METHODS": "stgmtl.specialise.study",
+    "ModelFactory": "stgmtl.specialise.training",
+    "TrainConfig": "stgmtl.specialise.training",
+    "compare_methods": "stgmtl.specialise.study",
+    "count_parameters": "stgmtl.specialise.training",
+    "ensemble_logits": "stgmtl.specialise.training",
+    "group_width": "stgmtl.specialise.baselines",
+    "grouping_agreement": "stgmtl.specialise.metrics",
+    "make_loader": "stgmtl.specialise.data",
+    "membership_weighted_bce": "stgmtl.specialise.training",
+    "pos_weight_of": "stgmtl.specialise.data",
+    "predict_logits": "stgmtl.specialise.training",
+    "random_groups": "stgmtl.specialise.baselines",
+    "seed_means": "stgmtl.specialise.metrics",
+    "summarise": "stgmtl.specialise.metrics",
+    "targets_of": "stgmtl.specialise.data",
+    "task_metrics": "stgmtl.specialise.metrics",
+    "train_group_models": "stgmtl.specialise.training",
+    "train_model": "stgmtl.specialise.training",
+    "train_one_model": "stgmtl.specialise.baselines",
+    "train_random_groups": "stgmtl.specialise.baselines",
+    "width_for_budget": "stgmtl.specialise.baselines",
+}
 
 __all__ = [
     "METHODS",
     "GroupedModels",
+    "ModelFactory",
     "TrainConfig",
     "compare_methods",
+    "count_parameters",
     "ensemble_logits",
     "group_width",
     "grouping_agreement",
+    "make_loader",
     "membership_weighted_bce",
+    "pos_weight_of",
     "predict_logits",
     "random_groups",
+    "seed_means",
     "summarise",
+    "targets_of",
     "task_metrics",
     "train_group_models",
     "train_model",
     "train_one_model",
     "train_random_groups",
+    "width_for_budget",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stgmtl.specialise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -17,41 +17,89 @@ the grouping separates the value of *which* tasks are together from that of havi
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from stgmtl.datasets.suites import TaskSuite
-from stgmtl.models import width_for_parameter_budget
+from stgmtl._checks import check_choice, check_int, fail, seed_from
+from stgmtl.specialise.data import targets_of
 from stgmtl.specialise.training import (
     GroupedModels,
+    ModelFactory,
     TrainConfig,
     check_membership,
+    count_parameters,
     train_group_models,
 )
 
-__all__ = ["Budget", "group_width", "random_groups", "train_one_model", "train_random_groups"]
+__all__ = [
+    "Budget",
+    "group_width",
+    "random_groups",
+    "train_one_model",
+    "train_random_groups",
+    "width_for_budget",
+]
 
 Budget = Literal["params", "width"]
 
 
-def group_width(config: TrainConfig, num_tasks: int, k: int, budget: Budget = "params") -> float:
+def width_for_budget(
+    factory: ModelFactory, num_tasks: int, num_models: int, base_width: float = 1.0
+) -> float:
+    """Width at which ``num_models`` models together have about the parameters of one model.
+
+    Bisection on the width for the largest ``w`` with
+    ``num_models * params(factory(T, w)) <= params(factory(T, base_width))``.
+
+    Parameters
+    ----------
+    factory : callable
+        ``factory(num_tasks, width) -> nn.Module``.
+    num_tasks : int
+        Output logits of every model.
+    num_models : int
+        Number of models that share the budget (``k`` group models).
+    base_width : float, default 1.0
+        Width of the single reference model.
+
+    Returns
+    -------
+    float
+        The width (``base_width`` when ``num_models == 1``).
+    """
+    check_int("num_models", num_models, low=1)
+    if num_models == 1:
+        return float(base_width)
+    budget = count_parameters(factory(num_tasks, base_width))
+    lo, hi = 1e-3, float(base_width)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if num_models * count_parameters(factory(num_tasks, mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def group_width(
+    factory: ModelFactory, config: TrainConfig, num_tasks: int, k: int, budget: Budget = "params"
+) -> float:
     """Width of each of ``k`` group models under ``budget`` (see the module docstring)."""
+    check_choice("budget", budget, ("params", "width"))
     if budget == "width":
         return float(config.width)
-    if budget == "params":
-        return width_for_parameter_budget(config.model, num_tasks, k, base_width=config.width)
-    raise ValueError(f"budget must be 'params' or 'width', got {budget!r}")
+    return width_for_budget(factory, num_tasks, k, base_width=config.width)
 
 
-def random_groups(membership: np.ndarray, random_state: int = 0) -> np.ndarray:
+def random_groups(membership: np.ndarray, random_state: Any = 0) -> np.ndarray:
     """One-hot memberships of random groups with the sizes of ``membership``'s hard groups.
 
     Parameters
     ----------
     membership : np.ndarray
         ``(T, k)``; hard groups are the row-wise argmax.
-    random_state : int, default 0
+    random_state : None, int, numpy Generator or RandomState
 
     Returns
     -------
@@ -60,33 +108,36 @@ def random_groups(membership: np.ndarray, random_state: int = 0) -> np.ndarray:
     """
     w = np.asarray(membership, dtype=np.float64)
     if w.ndim != 2:
-        raise ValueError(f"membership must be a (T, k) array, got shape {w.shape}")
+        raise fail("membership", "a (T, k) array", w.shape)
     labels = w.argmax(1)
-    perm = np.random.default_rng(random_state).permutation(labels)
+    perm = np.random.default_rng(seed_from("random_state", random_state)).permutation(labels)
     return np.eye(w.shape[1])[perm]
 
 
 def train_one_model(
-    suite: TaskSuite, config: TrainConfig, *, progress: bool = True
+    factory: ModelFactory, data: Any, config: TrainConfig, *, progress: bool = True
 ) -> GroupedModels:
     """The one-model baseline: one model on all tasks, every task loss weight 1 (``k = 1``)."""
-    return train_group_models(suite, np.ones((suite.num_tasks, 1)), config, progress=progress)
+    t = int(targets_of(data).shape[1])
+    return train_group_models(factory, data, np.ones((t, 1)), config, progress=progress)
 
 
 def train_random_groups(
-    suite: TaskSuite,
+    factory: ModelFactory,
+    data: Any,
     membership: np.ndarray,
     config: TrainConfig,
     *,
     budget: Budget = "params",
-    random_state: int = 0,
+    random_state: Any = 0,
     progress: bool = True,
 ) -> GroupedModels:
     """``k`` models on random groups with the sizes of ``membership``'s hard groups.
 
     ``config.width`` is the baseline width; the group models get :func:`group_width`.
     """
-    w = check_membership(membership, suite.num_tasks)
+    t = int(targets_of(data).shape[1])
+    w = check_membership(membership, t)
     rand = random_groups(w, random_state)
-    cfg = replace(config, width=group_width(config, suite.num_tasks, w.shape[1], budget))
-    return train_group_models(suite, rand, cfg, progress=progress)
+    cfg = replace(config, width=group_width(factory, config, t, w.shape[1], budget))
+    return train_group_models(factory, data, rand, cfg, progress=progress)

@@ -9,7 +9,7 @@ import polars as pl
 from scipy.stats import rankdata
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-__all__ = ["METRICS", "grouping_agreement", "summarise", "task_metrics"]
+__all__ = ["METRICS", "grouping_agreement", "seed_means", "summarise", "task_metrics"]
 
 #: Metric columns of :func:`task_metrics` tables.
 METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy")
@@ -87,11 +87,36 @@ def task_metrics(
     )
 
 
+def seed_means(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataFrame:
+    """Each metric averaged over tasks within a (method, seed): the one rule for NaN.
+
+    A task whose metric is NaN (ROC AUC and balanced accuracy of a task whose test targets
+    hold one class only) is left out of that metric's mean; a mean over no defined value is
+    null. The study table, the HTML report and the evaluation plot all use this.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``method, seed`` and the metrics, sorted by method then seed.
+    """
+    missing = [c for c in ("method", "seed", *metrics) if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"table: expected columns method, seed, {list(metrics)}, missing {missing}"
+        )
+    return (
+        table.group_by("method", "seed")
+        .agg(pl.col(m).fill_nan(None).mean() for m in metrics)
+        .sort("method", "seed")
+    )
+
+
 def summarise(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataFrame:
     """Mean and spread of each metric per method.
 
-    Each metric is first averaged over tasks within a (method, seed); then the mean, the
-    standard deviation (ddof 1; null for one seed), min and max over seeds are reported.
+    Each metric is first averaged over tasks within a (method, seed) by :func:`seed_means`
+    (tasks where it is NaN left out); then the mean, the standard deviation (ddof 1; null for
+    one seed), min and max over seeds are reported.
 
     Returns
     -------
@@ -99,10 +124,7 @@ def summarise(table: pl.DataFrame, metrics: Sequence[str] = METRICS) -> pl.DataF
         One row per method: ``method, seeds, <metric>_mean, <metric>_std, <metric>_min,
         <metric>_max`` for each metric, sorted by method.
     """
-    missing = [c for c in ("method", "seed", *metrics) if c not in table.columns]
-    if missing:
-        raise ValueError(f"table lacks columns {missing}")
-    per_seed = table.group_by("method", "seed").agg(pl.col(m).mean() for m in metrics)
+    per_seed = seed_means(table, metrics)
     aggs: list[pl.Expr] = [pl.col("seed").n_unique().alias("seeds")]
     for m in metrics:
         aggs += [

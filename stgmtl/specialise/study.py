@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from stgmtl.datasets.suites import TaskSuite
+from stgmtl._checks import fail
 from stgmtl.specialise.baselines import Budget, group_width, train_one_model, train_random_groups
+from stgmtl.specialise.data import targets_of, task_names_of
 from stgmtl.specialise.metrics import task_metrics
 from stgmtl.specialise.training import (
     GroupedModels,
+    ModelFactory,
     TrainConfig,
     check_membership,
     train_group_models,
@@ -26,9 +29,11 @@ __all__ = ["METHODS", "compare_methods"]
 METHODS = ("grouped", "grouped_own", "one_model", "random_groups")
 
 
-def _rows(gm: GroupedModels, test: TaskSuite, method: str, mode: str, seed: int) -> pl.DataFrame:
+def _rows(
+    gm: GroupedModels, test: Any, targets: np.ndarray, method: str, mode: str, seed: int
+) -> pl.DataFrame:
     logits = gm.predict(test, mode=mode)  # type: ignore[arg-type]
-    table = task_metrics(logits, test.targets.numpy(), test.task_names, method=method, seed=seed)
+    table = task_metrics(logits, targets, gm.task_names, method=method, seed=seed)
     return table.with_columns(
         pl.lit(sum(m is not None for m in gm.models)).alias("num_models"),
         pl.lit(gm.num_parameters).alias("parameters"),
@@ -38,8 +43,9 @@ def _rows(gm: GroupedModels, test: TaskSuite, method: str, mode: str, seed: int)
 
 
 def compare_methods(
-    train: TaskSuite,
-    test: TaskSuite,
+    factory: ModelFactory,
+    train: Any,
+    test: Any,
     membership: np.ndarray,
     config: TrainConfig,
     *,
@@ -51,8 +57,11 @@ def compare_methods(
 
     Parameters
     ----------
-    train, test : TaskSuite
-        Training data and the (official test) evaluation data, with the same tasks.
+    factory : callable
+        ``factory(num_tasks, width) -> nn.Module`` for every model.
+    train, test : Dataset or object with ``loader()``
+        Training data and the (official test) evaluation data, with the same tasks (see
+        :mod:`stgmtl.specialise.data`).
     membership : np.ndarray
         ``(T, k)`` task-group memberships (e.g. ``TaskGroups.membership``).
     config : TrainConfig
@@ -72,31 +81,25 @@ def compare_methods(
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
-    if train.task_names != test.task_names:
-        raise ValueError("train and test suites must have the same tasks")
-    w = check_membership(membership, train.num_tasks)
+        raise fail("methods", f"a subset of {METHODS}", unknown)
+    y_train, y_test = targets_of(train), targets_of(test).numpy()
+    t = int(y_train.shape[1])
+    if task_names_of(train, t) != task_names_of(test, y_test.shape[1]):
+        raise fail("test", "the same tasks as train", task_names_of(test, y_test.shape[1])[:3])
+    w = check_membership(membership, t)
     seed = config.seed
     tables = []
     if {"grouped", "grouped_own"} & set(methods):
-        cfg = replace(config, width=group_width(config, train.num_tasks, w.shape[1], budget))
-        gm = train_group_models(train, w, cfg, progress=progress)
+        cfg = replace(config, width=group_width(factory, config, t, w.shape[1], budget))
+        gm = train_group_models(factory, train, w, cfg, progress=progress)
         for method, mode in (("grouped", "weighted"), ("grouped_own", "own")):
             if method in methods:
-                tables.append(_rows(gm, test, method, mode, seed))
+                tables.append(_rows(gm, test, y_test, method, mode, seed))
     if "one_model" in methods:
-        tables.append(
-            _rows(
-                train_one_model(train, config, progress=progress),
-                test,
-                "one_model",
-                "weighted",
-                seed,
-            )
-        )
+        one = train_one_model(factory, train, config, progress=progress)
+        tables.append(_rows(one, test, y_test, "one_model", "weighted", seed))
     if "random_groups" in methods:
-        rg = train_random_groups(
-            train, w, config, budget=budget, random_state=seed, progress=progress
-        )
-        tables.append(_rows(rg, test, "random_groups", "weighted", seed))
+        rg = train_random_groups(factory, train, w, config, budget=budget, random_state=seed,
+                                 progress=progress)  # fmt: skip
+        tables.append(_rows(rg, test, y_test, "random_groups", "weighted", seed))
     return pl.concat(tables)

@@ -16,23 +16,25 @@ grouping code: the membership is a plain ``(T, k)`` array.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from stgmtl.datasets.suites import TaskSuite
-from stgmtl.fit import make_scheduler
-from stgmtl.models import build_model, count_parameters
+from stgmtl._checks import check_choice, check_float, check_int, fail
+from stgmtl.loop import forward, make_scheduler, task_losses, train_loop
+from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of, task_names_of
 
 __all__ = [
     "GroupedModels",
+    "ModelFactory",
+    "PredictMode",
     "TrainConfig",
     "check_membership",
+    "count_parameters",
     "ensemble_logits",
     "membership_weighted_bce",
     "predict_logits",
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 PredictMode = Literal["weighted", "own"]
+#: ``factory(num_tasks, width) -> nn.Module`` returning ``(B, num_tasks)`` logits; ``width``
+#: scales the model (parameter budgets search over it).
+ModelFactory = Callable[[int, float], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -49,28 +54,23 @@ class TrainConfig:
 
     Attributes
     ----------
-    model : {"cnn", "wide-cnn", "resnet18"}
-        Model family (see :mod:`stgmtl.models`).
     width : float
-        Width multiplier of a model (group models may get a smaller one; see
+        Width of the one-model baseline (group models may get a smaller one; see
         :func:`stgmtl.specialise.baselines.group_width`).
     epochs, batch_size, lr, weight_decay
         Adam training schedule (STG-MTL: 5 epochs, batch 256, lr 1e-3).
     scheduler : {"constant", "onecycle"}
         Learning-rate schedule per step: constant ``lr`` (STG-MTL) or one-cycle peaking at
-        ``lr`` (see :func:`stgmtl.fit.make_scheduler`).
+        ``lr`` (see :func:`stgmtl.loop.make_scheduler`).
     pos_weight : "auto", float or None
-        ``"auto"``: per task ``negatives / positives`` on the training suite (99 for a
+        ``"auto"``: per task ``negatives / positives`` on the training data (99 for a
         balanced 100-class one-vs-rest suite); a float: the same for every task; None: none.
-    augment : bool
-        Random crop + flip while training.
     seed : int
-        Seeds model initialisation, data order and augmentation.
+        Seeds model initialisation and data order.
     device : str
         Torch device.
     """
 
-    model: str = "cnn"
     width: float = 1.0
     epochs: int = 5
     batch_size: int = 256
@@ -78,25 +78,27 @@ class TrainConfig:
     weight_decay: float = 0.0
     scheduler: str = "constant"
     pos_weight: str | float | None = "auto"
-    augment: bool = False
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.scheduler not in ("constant", "onecycle"):
-            raise ValueError(f"scheduler must be 'constant' or 'onecycle', got {self.scheduler!r}")
-        if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
-            raise ValueError(f"pos_weight must be 'auto', a float or None, got {self.pos_weight!r}")
+        check_float("width", self.width, low=0.0, low_open=True)
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_float("lr", self.lr, low=0.0, low_open=True)
+        check_float("weight_decay", self.weight_decay, low=0.0)
+        check_choice("scheduler", self.scheduler, ("constant", "onecycle"))
+        if isinstance(self.pos_weight, str) or self.pos_weight is None:
+            if self.pos_weight not in ("auto", None):
+                raise fail("pos_weight", "'auto', a float > 0 or None", self.pos_weight)
+        else:
+            check_float("pos_weight", self.pos_weight, low=0.0, low_open=True)
+        check_int("seed", self.seed, low=0)
 
-    def to_dict(self) -> dict[str, object]:
-        """The configuration as a plain dict (for logs and JSON)."""
-        return asdict(self)
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def check_membership(membership: np.ndarray, num_tasks: int) -> np.ndarray:
@@ -109,13 +111,13 @@ def check_membership(membership: np.ndarray, num_tasks: int) -> np.ndarray:
     """
     w = np.asarray(membership, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != num_tasks or w.shape[1] < 1:
-        raise ValueError(f"membership must have shape ({num_tasks}, k) with k >= 1, got {w.shape}")
+        raise fail("membership", f"shape ({num_tasks}, k) with k >= 1", w.shape)
     if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("membership must be finite and non-negative")
+        raise fail("membership", "finite, non-negative values", "NaN, inf or negative values")
     rows = w.sum(1)
     if not np.allclose(rows, 1.0, atol=1e-6):
         bad = int(np.argmax(np.abs(rows - 1.0)))
-        raise ValueError(f"membership rows must sum to 1; row {bad} sums to {rows[bad]:.6g}")
+        raise fail("membership", "rows summing to 1", f"row {bad} summing to {rows[bad]:.6g}")
     return w
 
 
@@ -127,12 +129,15 @@ def membership_weighted_bce(
 ) -> torch.Tensor:
     """``sum_t task_weights[t] * mean_b BCEWithLogits(logits[b, t], targets[b, t])``.
 
+    The loss :func:`stgmtl.loop.train_loop` minimises with ``task_weights`` (one column of the
+    membership matrix); given here for use in your own loop.
+
     Parameters
     ----------
     logits, targets : torch.Tensor
         ``(B, T)``.
     task_weights : torch.Tensor
-        ``(T,)`` loss weight per task (one column of the membership matrix).
+        ``(T,)`` loss weight per task.
     pos_weight : torch.Tensor, optional
         ``(T,)`` weight of the positive term per task.
 
@@ -142,41 +147,42 @@ def membership_weighted_bce(
         Scalar loss.
     """
     if logits.shape != targets.shape or logits.ndim != 2:
-        raise ValueError(
-            f"logits and targets must both be (B, T), got {tuple(logits.shape)} and "
-            f"{tuple(targets.shape)}"
-        )
-    per = F.binary_cross_entropy_with_logits(
-        logits, targets, pos_weight=pos_weight, reduction="none"
-    )
-    return (per.mean(0) * task_weights).sum()
+        raise fail("logits", f"shape (B, T) equal to the targets' {tuple(targets.shape)}",
+                   tuple(logits.shape))  # fmt: skip
+    return (task_losses(logits, targets, None, pos_weight) * task_weights).sum()
 
 
-def _resolve_pos_weight(config: TrainConfig, suite: TaskSuite) -> torch.Tensor | None:
+def _pos_weight(config: TrainConfig, data: Any, num_tasks: int) -> torch.Tensor | None:
     if config.pos_weight is None:
         return None
     if config.pos_weight == "auto":
-        return suite.pos_weight()
-    return torch.full((suite.num_tasks,), float(config.pos_weight))
+        return pos_weight_of(targets_of(data))
+    return torch.full((num_tasks,), float(config.pos_weight))
 
 
 def train_model(
-    suite: TaskSuite,
+    factory: ModelFactory,
+    data: Any,
     config: TrainConfig,
     task_weights: np.ndarray | None = None,
     *,
+    num_tasks: int | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> nn.Module:
-    """Train one model on all of ``suite``'s tasks with per-task loss weights.
+    """Train one model ``factory(T, config.width)`` on all tasks with per-task loss weights.
 
     Parameters
     ----------
-    suite : TaskSuite
-        Training data.
+    factory : callable
+        ``factory(num_tasks, width) -> nn.Module`` (see :data:`ModelFactory`).
+    data : Dataset or object with ``loader()``
+        Training data (see :mod:`stgmtl.specialise.data`).
     config : TrainConfig
     task_weights : np.ndarray, optional
         ``(T,)`` non-negative weights (default all ones: plain multi-task training).
+    num_tasks : int, optional
+        ``T`` (default: from the data's targets).
     progress : bool, default True
     desc : str
         Progress bar label.
@@ -186,51 +192,33 @@ def train_model(
     torch.nn.Module
         The trained model, in eval mode, on ``config.device``.
     """
-    t = suite.num_tasks
+    t = num_tasks if num_tasks is not None else int(targets_of(data).shape[1])
     w = np.ones(t) if task_weights is None else np.asarray(task_weights, dtype=np.float64)
     if w.shape != (t,) or (w < 0).any():
-        raise ValueError(f"task_weights must be non-negative with shape ({t},), got {w.shape}")
+        raise fail("task_weights", f"non-negative weights of shape ({t},)", w.shape)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, t, config.width).to(device)
+    model = factory(t, config.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    weights = torch.as_tensor(w, dtype=torch.float32, device=device)
-    pos_weight = _resolve_pos_weight(config, suite)
-    if pos_weight is not None:
-        pos_weight = pos_weight.to(device)
-    augment, suite.augment = suite.augment, config.augment
-    try:
-        loader = suite.loader(config.batch_size, shuffle=True, seed=config.seed)
-        sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
-        bar = tqdm(total=config.epochs * len(loader), desc=desc, disable=not progress, leave=False)
-        with bar:
-            for _ in range(config.epochs):
-                model.train()
-                for x, y, _ in loader:
-                    x, y = x.to(device), y.to(device)
-                    loss = membership_weighted_bce(model(x), y, weights, pos_weight)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if sched is not None:
-                        sched.step()
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    finally:
-        suite.augment = augment
+    loader = make_loader(data, config.batch_size, shuffle=True, seed=config.seed)
+    sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
+    train_loop(
+        model, loader, epochs=config.epochs, optimizer=opt, scheduler=sched,
+        pos_weight=_pos_weight(config, data, t), task_weights=w, device=device,
+        progress=progress, desc=desc, random_state=None,
+    )  # fmt: skip
     return model.eval()
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, suite: TaskSuite, batch_size: int = 1000) -> np.ndarray:
-    """Logits of ``model`` on every sample of ``suite`` (no augmentation), float32 ``(N, T)``."""
+def predict_logits(model: nn.Module, data: Any, batch_size: int = 1000) -> np.ndarray:
+    """Logits of ``model`` on every sample of ``data`` in order, float32 ``(N, T)``."""
     model.eval()
     device = next(model.parameters()).device
-    augment, suite.augment = suite.augment, False
-    try:
-        out = [model(x.to(device)).float().cpu() for x, _, _ in suite.loader(batch_size)]
-    finally:
-        suite.augment = augment
+    out = [
+        forward(model, x.to(device) if isinstance(x, torch.Tensor) else x).float().cpu()
+        for x, _, _ in make_loader(data, batch_size, shuffle=False, seed=0)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -290,11 +278,10 @@ class GroupedModels:
     task_names: list[str]
     config: TrainConfig
     train_seconds: float = 0.0
-    info: dict[str, object] = field(default_factory=dict)
 
     @property
-    def k(self) -> int:
-        """Number of groups."""
+    def n_groups(self) -> int:
+        """Number of groups ``k``."""
         return int(self.membership.shape[1])
 
     @property
@@ -302,25 +289,32 @@ class GroupedModels:
         """Trainable parameters of all trained models together."""
         return sum(count_parameters(m) for m in self.models if m is not None)
 
-    def group_logits(self, suite: TaskSuite, batch_size: int = 1000) -> np.ndarray:
-        """``(k, N, T)`` logits of every group model on ``suite`` (zeros for untrained ones)."""
-        out = np.zeros((self.k, len(suite), len(self.task_names)), dtype=np.float32)
+    def group_logits(self, data: Any, batch_size: int = 1000) -> np.ndarray:
+        """``(k, N, T)`` logits of every group model on ``data`` (zeros for untrained ones)."""
+        out: np.ndarray | None = None
         for c, m in enumerate(self.models):
             if m is not None:
-                out[c] = predict_logits(m, suite, batch_size)
+                logits = predict_logits(m, data, batch_size)
+                if out is None:
+                    out = np.zeros((self.n_groups, *logits.shape), dtype=np.float32)
+                out[c] = logits
+        assert out is not None
         return out
 
     def predict(
-        self, suite: TaskSuite, mode: PredictMode = "weighted", batch_size: int = 1000
+        self, data: Any, mode: PredictMode = "weighted", batch_size: int = 1000
     ) -> np.ndarray:
         """``(N, T)`` logits per task (see :func:`ensemble_logits` for ``mode``)."""
-        if suite.task_names != self.task_names:
-            raise ValueError("suite.task_names differ from the tasks the models were trained on")
-        return ensemble_logits(self.group_logits(suite, batch_size), self.membership, mode)
+        names = getattr(data, "task_names", None)
+        if names is not None and list(names) != self.task_names:
+            raise fail("data", f"the tasks the models were trained on {self.task_names[:3]}...",
+                       list(names)[:3])  # fmt: skip
+        return ensemble_logits(self.group_logits(data, batch_size), self.membership, mode)
 
 
 def train_group_models(
-    suite: TaskSuite,
+    factory: ModelFactory,
+    data: Any,
     membership: np.ndarray,
     config: TrainConfig,
     *,
@@ -330,7 +324,10 @@ def train_group_models(
 
     Parameters
     ----------
-    suite : TaskSuite
+    factory : callable
+        ``factory(num_tasks, width) -> nn.Module``; every group model is
+        ``factory(T, config.width)``.
+    data : Dataset or object with ``loader()``
         Training data with ``T`` tasks.
     membership : np.ndarray
         ``(T, k)`` non-negative, rows summing to 1 (e.g. ``TaskGroups.membership``).
@@ -347,7 +344,8 @@ def train_group_models(
     Each model gets its own initialisation and data order, seeded by
     ``config.seed * 1000 + c``. Groups whose membership column sums to zero are not trained.
     """
-    w = check_membership(membership, suite.num_tasks)
+    t = int(targets_of(data).shape[1])
+    w = check_membership(membership, t)
     models: list[nn.Module | None] = []
     start = time.perf_counter()
     for c in range(w.shape[1]):
@@ -355,13 +353,12 @@ def train_group_models(
             models.append(None)
             continue
         cfg = replace(config, seed=config.seed * 1000 + c)
-        models.append(
-            train_model(suite, cfg, w[:, c], progress=progress, desc=f"group {c + 1}/{w.shape[1]}")
-        )
+        models.append(train_model(factory, data, cfg, w[:, c], num_tasks=t, progress=progress,
+                                  desc=f"group {c + 1}/{w.shape[1]}"))  # fmt: skip
     return GroupedModels(
         models=models,
         membership=w,
-        task_names=list(suite.task_names),
+        task_names=task_names_of(data, t),
         config=config,
         train_seconds=time.perf_counter() - start,
     )

@@ -1,8 +1,9 @@
 """Record per-task data maps (Dataset Cartography statistics) during multi-task training.
 
 :class:`DataMapRecorder` keeps, per (task, sample), mergeable sums of the true-label
-probability and of its square, the number of right predictions, and the observed target.
-It is modelled on a torchmetrics ``Metric``: ``update`` / ``compute`` / ``reset`` / ``sync``.
+probability and of its square, the number of right predictions, and the observed target. It is
+modelled on a torchmetrics ``Metric``: ``update`` / ``compute`` / ``reset`` / ``sync``, with its
+state declared once (:data:`DATAMAP_STATE`, see :mod:`stgmtl.record.state`).
 """
 
 from __future__ import annotations
@@ -14,46 +15,45 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from stgmtl._recorder_state import (
-    accumulate,
-    add_,
-    all_reduce,
-    clone,
-    scratch_buffer,
-    statistics,
-    world_size,
-    zeros_like,
+from stgmtl._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_names,
+    fail,
+    sorted_unique_ints,
 )
-from stgmtl.datamaps import DataMaps
+from stgmtl.datamaps import DataMaps, moments_to_stats
+from stgmtl.loop import distributed_valid_mask
+from stgmtl.record.checks import UpdateRules, check_update, check_values
+from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
+from stgmtl.record.update import accumulate, scratch_buffer
 
-__all__ = ["DataMapRecorder", "distributed_valid_mask"]
+__all__ = ["DataMapRecorder", "datamap_state", "distributed_valid_mask"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_CONFIG_KEYS = ("num_tasks", "num_samples", "task_names", "task_type", "ddof",
+                "snapshot_epochs", "snapshot_kind", "probe_indices")  # fmt: skip
 
 
-def distributed_valid_mask(sampler: Any) -> torch.Tensor:
-    """Which of this rank's positions in an epoch hold a real sample, not padding.
+def datamap_state(task_type: str) -> StateSpec:
+    """The declared state of a :class:`DataMapRecorder` (``rows`` x ``tasks``).
 
-    ``torch.utils.data.DistributedSampler`` (with ``drop_last=False``) repeats indices so that
-    every rank gets the same number; the repeats sit at the end of the global order, so on each
-    rank they are the last positions of the epoch. Slice the returned mask by batch and pass it
-    as ``valid=`` to :meth:`DataMapRecorder.update` so that repeats are not counted twice.
-
-    Parameters
-    ----------
-    sampler : torch.utils.data.DistributedSampler
-        The sampler of this rank's loader.
-
-    Returns
-    -------
-    torch.Tensor
-        Bool tensor of shape ``(len(sampler),)``; ``False`` marks padded positions.
+    ``s1`` / ``s2``: float64 sums of ``p`` and ``p**2``; ``correct``: int32 right predictions;
+    ``seen``: int64 updates per row; ``missing``: int32 masked labels (optional, allocated with
+    the first mask); ``targets``: the observed label (int8 binary / int16 class id, ``-1`` not
+    observed), merged by maximum and not part of snapshots.
     """
-    for name in ("num_replicas", "rank", "num_samples", "dataset"):
-        if not hasattr(sampler, name):
-            raise TypeError(f"sampler: expected a DistributedSampler, got {type(sampler).__name__}")
-    positions = sampler.rank + torch.arange(sampler.num_samples) * sampler.num_replicas
-    return positions < len(sampler.dataset)
+    target_dtype = torch.int8 if task_type == "binary" else torch.int16
+    rt = ("rows", "tasks")
+    return StateSpec([
+        Field("s1", rt, torch.float64, "sum"),
+        Field("s2", rt, torch.float64, "sum"),
+        Field("correct", rt, torch.int32, "sum"),
+        Field("seen", ("rows",), torch.int64, "sum"),
+        Field("missing", rt, torch.int32, "sum", optional=True),
+        Field("targets", rt, target_dtype, "max", fill=-1, snapshot=False),
+    ])  # fmt: skip
 
 
 class DataMapRecorder:
@@ -109,16 +109,18 @@ class DataMapRecorder:
         Delta degrees of freedom of the variability.
     snapshot_epochs : sequence of int, optional
         Epochs (1-based: the first :meth:`end_epoch` call ends epoch 1) at whose end the
-        statistics are kept as snapshots.
+        statistics are kept as snapshots. A set: order and repeats carry no meaning, so it is
+        stored sorted and without repeats (``[3, 2, 2]`` becomes ``[2, 3]``).
     snapshot_kind : {"cumulative", "epoch"}
         Snapshot the statistics since the start (what STG-MTL clusters) or of that epoch only.
     probe_indices : array-like of int, optional
-        Record only these sample ids (sorted, unique); others are ignored.
+        Record only these sample ids; others are ignored. A set: stored sorted and without
+        repeats (``[3, 1, 1]`` becomes ``[1, 3]``), the order of the data maps' columns.
     validate : bool
         Check every update's values (finite logits, index and target ranges) with one fused
         reduction per tensor; a bad batch raises and leaves the state unchanged.
-    recording : str
-        Recording mode stored in the data maps (``"train"``, ``"eval"`` or ``"manual"``).
+    recording : {"manual", "train", "eval"}
+        Recording mode stored in the data maps (``fit_datamaps`` sets ``"train"`` or ``"eval"``).
     cpu_threads : int or None
         Torch threads used while recording a CPU batch (restored afterwards); ``None`` keeps
         torch's setting. Default 1: the recording passes are short and memory-bound, and on a
@@ -138,53 +140,64 @@ class DataMapRecorder:
         snapshot_kind: Literal["cumulative", "epoch"] = "cumulative",
         probe_indices: Any = None,
         validate: bool = True,
-        recording: str = "manual",
+        recording: Literal["manual", "train", "eval"] = "manual",
         cpu_threads: int | None = 1,
     ) -> None:
-        for name, value in (("num_tasks", num_tasks), ("num_samples", num_samples)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if task_type not in ("binary", "multiclass"):
-            raise ValueError(f"task_type: expected 'binary' or 'multiclass', got {task_type!r}")
-        if ddof not in (0, 1):
-            raise ValueError(f"ddof: expected 0 or 1, got {ddof!r}")
-        if snapshot_kind not in ("cumulative", "epoch"):
-            raise ValueError(
-                f"snapshot_kind: expected 'cumulative' or 'epoch', got {snapshot_kind!r}"
+        self.num_tasks = check_int("num_tasks", num_tasks, low=1)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.task_names = check_names("task_names", task_names, self.num_tasks)
+        self.task_type = check_choice("task_type", task_type, ("binary", "multiclass"))
+        self.ddof = check_choice("ddof", ddof, (0, 1))
+        self.snapshot_kind = check_choice("snapshot_kind", snapshot_kind, ("cumulative", "epoch"))
+        self.snapshot_epochs: list[int] = (
+            []
+            if snapshot_epochs is None or len(snapshot_epochs) == 0
+            else sorted_unique_ints("snapshot_epochs", snapshot_epochs, low=1).tolist()
+        )
+        self.probe_indices: np.ndarray | None = (
+            None
+            if probe_indices is None
+            else sorted_unique_ints(
+                "probe_indices", probe_indices, low=0, high=self.num_samples - 1
             )
-        names = [f"task_{t}" for t in range(num_tasks)] if task_names is None else list(task_names)
-        if len(names) != num_tasks or len(set(names)) != num_tasks:
-            raise ValueError(f"task_names: expected {num_tasks} unique names, got {names!r}")
-        epochs = sorted({int(e) for e in (snapshot_epochs or ())})
-        if epochs and epochs[0] < 1:
-            raise ValueError(f"snapshot_epochs: expected epochs >= 1, got {snapshot_epochs!r}")
-        self.num_tasks, self.num_samples = int(num_tasks), int(num_samples)
-        self.task_names, self.task_type, self.ddof = names, task_type, int(ddof)
-        self.snapshot_epochs, self.snapshot_kind = epochs, snapshot_kind
-        self.validate, self.recording = bool(validate), recording
-        if cpu_threads is not None and (not isinstance(cpu_threads, int) or cpu_threads < 1):
-            raise ValueError(f"cpu_threads: expected None or a positive int, got {cpu_threads!r}")
+        )
+        self.validate = check_bool("validate", validate)
+        self.recording = check_choice("recording", recording, ("manual", "train", "eval"))
+        if cpu_threads is not None:
+            check_int("cpu_threads", cpu_threads, low=1)
         self.cpu_threads = cpu_threads
-        self.probe_indices: np.ndarray | None = None
-        if probe_indices is not None:
-            probe = np.unique(np.asarray(probe_indices, dtype=np.int64))
-            if probe.size == 0 or probe[0] < 0 or probe[-1] >= num_samples:
-                raise ValueError(
-                    f"probe_indices: expected a non-empty set of ids in [0, {num_samples}), "
-                    f"got {probe.size} ids in [{probe.min(initial=0)}, {probe.max(initial=0)}]"
-                )
-            self.probe_indices = probe
+        self.spec = datamap_state(self.task_type)
+        self._snap_spec = self.spec.snapshot_spec()
         self.num_classes: int | None = None
         self._lut: torch.Tensor | None = None
-        self._state: dict[str, torch.Tensor | None] | None = None
-        self._targets: torch.Tensor | None = None
-        self._snapshots: dict[int, dict[str, torch.Tensor | None]] = {}
+        self._state: State | None = None
+        self._snapshots: dict[int, State] = {}
         # "epoch" snapshots: the state before a snapshot epoch is moved here and the live state
-        # restarts at zero, so that the epoch's sums are exact; it is added back at epoch end.
-        self._carry: dict[str, torch.Tensor | None] | None = None
+        # restarts at zero, so that the epoch's sums are exact; it is merged back at epoch end.
+        self._carry: State | None = None
         self._scratch: dict[str, torch.Tensor] = {}
         self.epoch = 0
         self._synced = False
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], **settings: Any) -> DataMapRecorder:
+        """A recorder with the configuration saved in ``state_dict``, resumed from it.
+
+        Parameters
+        ----------
+        state_dict : dict
+            From :meth:`state_dict` (or a checkpoint that holds one).
+        **settings
+            The settings a state dict does not fix: ``validate``, ``recording``,
+            ``cpu_threads``.
+        """
+        config = _config_of(state_dict)
+        unknown = sorted(set(settings) - {"validate", "recording", "cpu_threads"})
+        if unknown:
+            raise fail("settings", "validate, recording or cpu_threads", unknown)
+        rec = cls(**config, **settings)
+        rec.load_state_dict(state_dict)
+        return rec
 
     # ------------------------------------------------------------------ state
     @property
@@ -193,24 +206,19 @@ class DataMapRecorder:
         return None if self._state is None else self._state["s1"].device  # type: ignore[union-attr]
 
     @property
-    def _rows(self) -> int:
+    def rows(self) -> int:
+        """Rows of the state: ``num_samples``, or the number of ``probe_indices``."""
         return self.num_samples if self.probe_indices is None else len(self.probe_indices)
 
+    def _dims(self) -> dict[str, int]:
+        return {"rows": self.rows, "tasks": self.num_tasks}
+
     def _allocate(self, device: torch.device) -> None:
-        n, t = self._rows, self.num_tasks
-        self._state = {
-            "s1": torch.zeros(n, t, dtype=torch.float64, device=device),
-            "s2": torch.zeros(n, t, dtype=torch.float64, device=device),
-            "correct": torch.zeros(n, t, dtype=torch.int32, device=device),
-            "seen": torch.zeros(n, dtype=torch.int64, device=device),
-            "missing": None,
-        }
-        tdtype = torch.int8 if self.task_type == "binary" else torch.int16
-        self._targets = torch.full((n, t), -1, dtype=tdtype, device=device)
+        self._state = self.spec.allocate(self._dims(), device)
         if self.probe_indices is not None and self._lut is None:
             self._lut = self._make_lut(device)
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
-            self._carry = clone(self._state)
+            self._carry = self._snap_spec.clone(self._state)
 
     def _make_lut(self, device: torch.device) -> torch.Tensor:
         """Sample id -> state row (-1 for samples outside ``probe_indices``)."""
@@ -225,6 +233,10 @@ class DataMapRecorder:
                 "this recorder was merged with sync(); record everything before sync(), "
                 "or use compute(), which merges a copy and leaves the local state alone"
             )
+
+    def _rules(self) -> UpdateRules:
+        return UpdateRules(self.num_tasks, self.num_samples, self.task_type, self.num_classes,
+                           self.device, self.validate)  # fmt: skip
 
     # ----------------------------------------------------------------- update
     @torch.no_grad()
@@ -259,10 +271,9 @@ class DataMapRecorder:
             On bad input, naming the argument; the state is then left unchanged.
         """
         self._check_open()
-        from stgmtl._recorder_checks import check_update, check_values
-
+        rules = self._rules()
         logits, targets, indices, mask, valid = check_update(
-            self, logits, targets, indices, mask, valid
+            rules, logits, targets, indices, mask, valid
         )
         threads = self.cpu_threads if logits.device.type == "cpu" else None
         before = torch.get_num_threads()
@@ -282,26 +293,25 @@ class DataMapRecorder:
                 mask = None if mask is None else mask[sel]
             yb = None
             if self.validate and rows.numel() > 0:
-                buf = self._buffer("yb", tuple(targets.shape), torch.bool, targets.device)
-                yb = check_values(self, logits, targets, mask, buf)
+                buf = scratch_buffer(
+                    self._scratch, "yb", tuple(targets.shape), torch.bool, targets.device
+                )
+                yb = check_values(rules, logits, targets, mask, self._scratch, buf)
             if logits.ndim == 3 and self.num_classes is None:
                 self.num_classes = int(logits.shape[2])
             if rows.numel() == 0:
                 return
             if self._state is None:
                 self._allocate(logits.device)
-            assert self._state is not None and self._targets is not None
-            if mask is not None and self._state["missing"] is None:
-                self._state["missing"] = torch.zeros_like(self._state["correct"])  # type: ignore[arg-type]
-            accumulate(self._state, self._targets, self._scratch, logits, targets, rows, mask, yb)
+            assert self._state is not None
+            if mask is not None:
+                self.spec.enable(self._state, "missing", like="correct")
+            targets_state = self._state["targets"]
+            assert targets_state is not None
+            accumulate(self._state, targets_state, self._scratch, logits, targets, rows, mask, yb)
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
-
-    def _buffer(
-        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        return scratch_buffer(self._scratch, name, shape, dtype, device)
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
@@ -312,13 +322,13 @@ class DataMapRecorder:
         assert self._state is not None
         self.epoch += 1
         if self.epoch in self.snapshot_epochs:
-            self._snapshots[self.epoch] = clone(self._state)
+            self._snapshots[self.epoch] = self._snap_spec.clone(self._state)
         if self._carry is not None:
-            add_(self._state, self._carry)
+            self._snap_spec.merge_(self._state, self._carry)
             self._carry = None
         if self.snapshot_kind == "epoch" and (self.epoch + 1) in self.snapshot_epochs:
-            self._carry = self._state
-            self._state = zeros_like(self._state)
+            self._carry = self._snap_spec.clone(self._state)
+            self._state.update(self._snap_spec.zeros_like(self._state))
 
     # ---------------------------------------------------------------- compute
     @torch.no_grad()
@@ -340,20 +350,19 @@ class DataMapRecorder:
         """
         if self._state is None:
             self._allocate(torch.device("cpu"))
-        state, targets, snaps = self._state, self._targets, self._snapshots
-        assert state is not None and targets is not None
+        assert self._state is not None
+        state, snaps = self._state, self._snapshots
         if self._carry is not None:  # mid-epoch: live part + carried part
-            state = add_(clone(state), self._carry)
+            state = self._snap_spec.merge_(self.spec.clone(state), self._carry)
         if sync is None:
             sync = world_size() > 1 and not self._synced
         if sync and world_size() > 1:
-            state = clone(state) if state is self._state else state
-            targets = targets.clone()
-            snaps = {e: clone(s) for e, s in snaps.items()}
-            all_reduce([state] + [snaps[e] for e in sorted(snaps)], targets, self)
-        conf, var, corr, count = statistics(state, self.ddof, dtype)
-        snap_stats = [statistics(snaps[e], self.ddof, dtype) for e in sorted(snaps)]
-        n = self._rows
+            state = self.spec.clone(state) if state is self._state else state
+            snaps = {e: self._snap_spec.clone(s) for e, s in snaps.items()}
+            self._all_reduce([state], [snaps[e] for e in sorted(snaps)])
+        conf, var, corr, count = self._statistics(state, dtype)
+        snap_stats = [self._statistics(snaps[e], dtype) for e in sorted(snaps)]
+        n = self.rows
 
         def stack(i: int) -> np.ndarray:
             if not snap_stats:
@@ -365,6 +374,8 @@ class DataMapRecorder:
             if self.probe_indices is None
             else self.probe_indices.copy()
         )
+        targets = state["targets"]
+        assert targets is not None
         return DataMaps(
             task_names=list(self.task_names),
             sample_ids=sample_ids,
@@ -382,10 +393,43 @@ class DataMapRecorder:
             task_type=self.task_type,
             recording=self.recording,
             epochs=self.epoch,
-            num_classes=self.num_classes,
+            num_classes=self.num_classes if self.task_type == "multiclass" else None,
         )
 
+    def _statistics(self, raw: State, dtype: Any) -> tuple[np.ndarray, ...]:
+        """(T, N) confidence, variability, correctness (``dtype``) and int32 count."""
+        s1, s2, right, seen = (raw[k] for k in ("s1", "s2", "correct", "seen"))
+        assert s1 is not None and s2 is not None and right is not None and seen is not None
+        n = seen.unsqueeze(1).expand_as(right)
+        missing = raw.get("missing")
+        if missing is not None:
+            n = n - missing
+
+        def host(x: torch.Tensor) -> np.ndarray:
+            return x.T.cpu().numpy()
+
+        count = np.ascontiguousarray(host(n.to(torch.int32)))
+        stats = moments_to_stats(host(s1), host(s2), host(right), count, self.ddof)
+        return (*(np.ascontiguousarray(s, dtype=dtype) for s in stats), count)
+
     # ------------------------------------------------------------ distributed
+    def _all_reduce(self, live: list[State], snapshots: list[State]) -> None:
+        """Sum (and max) states over all ranks, after checking the ranks are compatible."""
+        ref = live[0]["s1"]
+        assert ref is not None
+        agree_across_ranks(
+            {"epochs": self.epoch, "states": len(live) + len(snapshots), "tasks": self.num_tasks,
+             "rows": self.rows, "snapshot epochs": sum(self._snapshots)},
+            ref.device, "call end_epoch() equally on every rank",
+        )  # fmt: skip
+        if self.task_type == "multiclass":
+            classes = torch.tensor([self.num_classes or -1], device=ref.device)
+            torch.distributed.all_reduce(classes, op=torch.distributed.ReduceOp.MAX)
+            if self.num_classes is None and int(classes) >= 0:
+                self.num_classes = int(classes)
+        self.spec.all_reduce_(live)
+        self._snap_spec.all_reduce_(snapshots)
+
     @torch.no_grad()
     def sync(self) -> DataMapRecorder:
         """Merge every process's state into every process (in place, all-reduce).
@@ -400,10 +444,11 @@ class DataMapRecorder:
         if world_size() > 1 and not self._synced:
             if self._state is None:
                 self._allocate(torch.device("cpu"))
-            raws = [self._state] + [self._snapshots[e] for e in sorted(self._snapshots)]
+            assert self._state is not None
+            snaps = [self._snapshots[e] for e in sorted(self._snapshots)]
             if self._carry is not None:
-                raws.append(self._carry)
-            all_reduce(raws, self._targets, self)  # type: ignore[arg-type]
+                snaps.append(self._carry)
+            self._all_reduce([self._state], snaps)
             self._synced = True
         return self
 
@@ -427,7 +472,7 @@ class DataMapRecorder:
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:
         """Forget everything recorded (statistics, snapshots, epoch count, scratch memory)."""
-        self._state, self._targets, self._lut, self._carry = None, None, None, None
+        self._state, self._lut, self._carry = None, None, None
         self._snapshots, self._scratch = {}, {}
         self.epoch, self._synced, self.num_classes = 0, False, None
 
@@ -441,7 +486,6 @@ class DataMapRecorder:
             "synced": self._synced,
             "num_classes": self.num_classes,
             "state": None if self._state is None else dict(self._state),
-            "targets": self._targets,
             "snapshots": {e: dict(s) for e, s in self._snapshots.items()},
             "carry": None if self._carry is None else dict(self._carry),
         }
@@ -449,43 +493,40 @@ class DataMapRecorder:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the configuration must match this recorder's.
 
+        Every state tensor is checked against the declared state (names, shapes, dtypes)
+        before anything changes.
+
         Raises
         ------
         ValueError
             If the state comes from a recorder with another configuration or is malformed.
         """
-        if not isinstance(state_dict, dict) or state_dict.get("version") != _STATE_VERSION:
-            raise ValueError("state_dict: expected a DataMapRecorder.state_dict() (version 1)")
-        missing = {"config", "epoch", "synced", "num_classes", "state", "targets", "snapshots",
-                   "carry"} - set(state_dict)  # fmt: skip
-        if missing:
-            raise ValueError(f"state_dict: missing entries {sorted(missing)}")
-        mine, theirs = self._config(), state_dict.get("config")
+        sd = _upgrade(state_dict)
+        mine, theirs = self._config(), sd["config"]
         if mine != theirs:
+            diff = sorted(k for k in mine if mine.get(k) != theirs.get(k))
             raise ValueError(
-                f"state_dict: recorder configuration differs: saved {theirs}, this {mine}"
+                f"state_dict: expected the configuration of this recorder, got one that differs "
+                f"in {diff}: saved {[theirs.get(k) for k in diff]}, this {[mine[k] for k in diff]}"
             )
-        state = state_dict["state"]
+        state, dims = sd["state"], self._dims()
         if state is not None:
-            n, t = self._rows, self.num_tasks
-            if tuple(state["s1"].shape) != (n, t) or tuple(state_dict["targets"].shape) != (
-                n,
-                t,
-            ):
-                raise ValueError(f"state_dict: expected state for {n} rows x {t} tasks")
+            self.spec.validate(state, dims, "state_dict['state']")
+            for e, snap in sd["snapshots"].items():
+                self._snap_spec.validate(snap, dims, f"state_dict['snapshots'][{e}]")
+            if sd["carry"] is not None:
+                self._snap_spec.validate(sd["carry"], dims, "state_dict['carry']")
         self.reset()
-        self.epoch = int(state_dict["epoch"])
-        self._synced = bool(state_dict["synced"])
-        self.num_classes = state_dict["num_classes"]
+        self.epoch = int(sd["epoch"])
+        self._synced = bool(sd["synced"])
+        self.num_classes = sd["num_classes"]
         if state is not None:
-            device = state["s1"].device
-            self._state = clone(state)
-            self._targets = state_dict["targets"].clone()
-            self._snapshots = {int(e): clone(s) for e, s in state_dict["snapshots"].items()}
-            carry = state_dict["carry"]
-            self._carry = None if carry is None else clone(carry)
+            self._state = self.spec.clone(state)
+            self._snapshots = {int(e): self._snap_spec.clone(s) for e, s in sd["snapshots"].items()}
+            carry = sd["carry"]
+            self._carry = None if carry is None else self._snap_spec.clone(carry)
             if self.probe_indices is not None:
-                self._lut = self._make_lut(device)
+                self._lut = self._make_lut(self.device)  # type: ignore[arg-type]
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -504,3 +545,37 @@ class DataMapRecorder:
             f"DataMapRecorder(num_tasks={self.num_tasks}, num_samples={self.num_samples}, "
             f"task_type={self.task_type!r}, epoch={self.epoch}, device={self.device})"
         )
+
+
+def _upgrade(state_dict: Any) -> dict[str, Any]:
+    """Check a state dict's layout; version 1 (targets beside the state) becomes version 2."""
+    if not isinstance(state_dict, dict) or state_dict.get("version") not in (1, _STATE_VERSION):
+        raise fail(
+            "state_dict",
+            f"a DataMapRecorder.state_dict() (version 1 or {_STATE_VERSION})",
+            type(state_dict).__name__
+            if not isinstance(state_dict, dict)
+            else f"version {state_dict.get('version')!r}",
+        )
+    need = {"config", "epoch", "synced", "num_classes", "state", "snapshots", "carry"}
+    if state_dict["version"] == 1:
+        need.add("targets")
+    missing = need - set(state_dict)
+    if missing:
+        raise ValueError(f"state_dict: expected entries {sorted(need)}, missing {sorted(missing)}")
+    sd = dict(state_dict)
+    if sd["version"] == 1:
+        sd["state"] = None if sd["state"] is None else {**sd["state"], "targets": sd["targets"]}
+        sd["version"] = _STATE_VERSION
+    if not isinstance(sd["config"], dict) or not isinstance(sd["snapshots"], dict):
+        raise fail("state_dict", "'config' and 'snapshots' dicts", sorted(sd))
+    return sd
+
+
+def _config_of(state_dict: Any) -> dict[str, Any]:
+    """The constructor arguments saved in a state dict."""
+    config = _upgrade(state_dict)["config"]
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"state_dict['config']: expected {list(_CONFIG_KEYS)}, missing {missing}")
+    return {k: config[k] for k in _CONFIG_KEYS}

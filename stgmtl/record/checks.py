@@ -1,4 +1,4 @@
-"""Input checks for :meth:`stgmtl.recorder.DataMapRecorder.update` (private).
+"""Input checks of :meth:`stgmtl.DataMapRecorder.update`.
 
 Shapes and dtypes are checked in Python; values with one fused reduction per tensor
 (``aminmax``), gathered into a single host transfer, so a bad batch is refused before any
@@ -7,14 +7,26 @@ state changes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from stgmtl._recorder_state import CHUNK_ELEMENTS
+from stgmtl.record.update import CHUNK_ELEMENTS, scratch_buffer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from stgmtl.recorder import DataMapRecorder
+__all__ = ["UpdateRules", "check_update", "check_values"]
+
+
+@dataclass(frozen=True)
+class UpdateRules:
+    """What an update must look like: the recorder's configuration as the checks need it."""
+
+    num_tasks: int
+    num_samples: int
+    task_type: str
+    num_classes: int | None
+    device: torch.device | None
+    validate: bool
 
 
 def _tensor(name: str, value: Any) -> torch.Tensor:
@@ -28,7 +40,7 @@ def _is_int(t: torch.Tensor) -> bool:
 
 
 def check_update(
-    rec: DataMapRecorder, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any
+    rec: UpdateRules, logits: Any, targets: Any, indices: Any, mask: Any, valid: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Check shapes, dtypes and index range; return the arguments detached, on one device.
 
@@ -97,10 +109,11 @@ def check_update(
 
 
 def check_values(
-    rec: DataMapRecorder,
+    rec: UpdateRules,
     logits: torch.Tensor,
     targets: torch.Tensor,
     mask: torch.Tensor | None,
+    scratch: dict[str, torch.Tensor],
     yb: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Finite logits and targets in range (rows the recorder keeps), one host transfer.
@@ -120,7 +133,7 @@ def check_values(
         for i in range(0, y.shape[0], step):
             yc = y[i : i + step]
             torch.gt(yc, 0.5, out=yb[i : i + step])
-            diff = rec._buffer("check", tuple(yc.shape), y.dtype, y.device)
+            diff = scratch_buffer(scratch, "check", tuple(yc.shape), y.dtype, y.device)
             torch.addcmul(yc, yc, yc, value=-1, out=diff)
             ends.extend(torch.aminmax(diff))
         bad_y = torch.stack(ends).ne(0).any().to(torch.float64)

@@ -1,14 +1,15 @@
-"""Label-aware task features built from data maps: the cross-task confusion embedding.
+"""The cross-task confusion feature (``kind="confusion"``), built from data maps.
 
 STG-MTL's feature (``DataMaps.features(kind="datamap")``) describes a task by its confidence
 and variability on every sample. Most of those values are the easy negatives that every task
 gets right, so two tasks look alike mostly because they are equally easy. The *confusion*
 feature asks a sharper question of the same data map: how strongly does task ``t`` fire on
-the positives of task ``u``? For binary tasks, on a sample where task ``t``'s label is 0,
-``1 - confidence`` is the mean predicted probability of ``t``; averaged over the positives of
-``u`` it gives the confusion matrix
+the positives of task ``u``? For binary tasks the data map holds the mean probability of the
+*true* label, so the mean probability that task ``t`` says yes on sample ``n`` is
+``confidence[t, n]`` where ``t``'s own label is 1 and ``1 - confidence[t, n]`` where it is 0.
+Averaged over the positives of ``u`` it gives the confusion matrix
 
-    A[t, u] = mean over samples n with targets[u, n] == 1 of (1 - confidence[t, n]),   t != u
+    A[t, u] = mean over samples n with targets[u, n] == 1 of P(t says yes on n),   t != u
 
 (``A[t, t] = 0``). Its symmetric part ``S = (A + A.T) / 2`` is a task affinity: tasks that
 the model mixes up share features, which is what grouping wants. By default only each task's
@@ -27,22 +28,36 @@ multi-label task set where tasks have positives.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.sparse as sp
-from sklearn.manifold import spectral_embedding
 
-from stgmtl.datamaps import register_feature_kind
+from stgmtl._checks import fail
+from stgmtl.datamaps import DataMaps
 
-if TYPE_CHECKING:  # pragma: no cover
-    from stgmtl.datamaps import DataMaps
+__all__ = ["confusion_affinity", "confusion_features", "confusion_matrix", "says_yes"]
 
-__all__ = ["confusion_matrix", "confusion_affinity", "confusion_features"]
+
+def says_yes(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
+    """``(T, N)`` float64 mean probability that each task says yes on each sample.
+
+    ``confidence`` where the task's recorded target is 1, ``1 - confidence`` where it is 0, and
+    0 where the sample was never observed for that task (no evidence of firing).
+    """
+    if dm.task_type != "binary":
+        raise fail(
+            "dm",
+            "data maps of binary (one-vs-rest or multi-label) tasks",
+            f"task_type={dm.task_type!r}",
+        )
+    conf = np.asarray(dm.stat("confidence", snapshot), dtype=np.float64)
+    y = np.asarray(dm.targets)
+    yes = np.where(y == 1, conf, 1.0 - conf)
+    yes[(y < 0) | ~np.isfinite(conf)] = 0.0
+    return yes
 
 
 def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
-    """Cross-task confusion ``A[t, u]``: mean predicted probability of ``t`` on ``u``'s positives.
+    """Cross-task confusion ``A[t, u]``: mean probability that ``t`` says yes on ``u``'s positives.
 
     Parameters
     ----------
@@ -57,14 +72,7 @@ def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarr
         float64 ``(T, T)`` with a zero diagonal. Columns of tasks without any recorded positive
         are zero. Never-observed (task, sample) entries count as no confusion.
     """
-    if dm.task_type != "binary":
-        raise ValueError(
-            f"confusion features need binary (one-vs-rest or multi-label) tasks; "
-            f"these data maps have task_type={dm.task_type!r}"
-        )
-    conf = dm.stat("confidence", snapshot)
-    fired = 1.0 - np.asarray(conf, dtype=np.float64)  # (T, N): P(task t says yes)
-    np.nan_to_num(fired, copy=False, nan=0.0)
+    fired = says_yes(dm, snapshot=snapshot)  # (T, N)
     positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)  # (T, N)
     n_pos = np.asarray(positives.sum(axis=1)).ravel()
     # (positives @ fired.T)[u, t] = sum over u's positives of fired[t]; sparse @ dense.
@@ -131,7 +139,6 @@ def confusion_affinity(
     return w
 
 
-@register_feature_kind("confusion")
 def confusion_features(
     dm: DataMaps,
     *,
@@ -143,8 +150,8 @@ def confusion_features(
 ) -> np.ndarray:
     """Normalised spectral embedding of the symmetric cross-task confusion, float32 ``(T, d)``.
 
-    Use through ``DataMaps.features(kind="confusion", ...)`` or
-    ``stgmtl.group(datamaps, k, feature_kwargs={"kind": "confusion"})``.
+    Use through ``stgmtl.features.task_features(maps, "confusion", ...)`` or
+    ``stgmtl.group(maps, k, features="confusion")``.
 
     Parameters
     ----------
@@ -193,6 +200,8 @@ def confusion_features(
             "confusion features: no task fires on another task's positives (all confusions are "
             "0); record targets with positives, or use kind='datamap'"
         )
+    from sklearn.manifold import spectral_embedding
+
     emb = spectral_embedding(affinity, n_components=d, drop_first=True, random_state=random_state)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     norms[norms == 0] = 1.0

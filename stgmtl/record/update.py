@@ -1,101 +1,20 @@
-"""Raw recorder state (private): copies, sums, statistics, and the cross-process merge.
+"""The recorder's update kernel: a validated batch added to the state in cache-sized chunks.
 
-A raw state is a dict of tensors: ``s1`` / ``s2`` float64 ``(N, T)`` sums of ``p`` and
-``p**2``, ``correct`` int32 ``(N, T)``, ``seen`` int64 ``(N,)`` updates per sample and
-``missing`` int32 ``(N, T)`` masked labels (``None`` until a mask is used).
+Binary tasks: ``p = sigmoid(z)`` where ``y = 1`` and ``sigmoid(-z)`` where ``y = 0`` (the same
+value as ``1 - sigmoid(z)`` without cancellation); right iff ``(z > 0) == y``. Multi-class tasks:
+``p = softmax(z)[y]``; right iff ``argmax(z) == y`` (first maximum). The state's fields are
+declared in :mod:`stgmtl.record.recorder` (``s1``, ``s2``, ``correct``, ``seen``, ``missing``,
+``targets``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 import torch
-import torch.distributed as dist
 
-if TYPE_CHECKING:  # pragma: no cover
-    from stgmtl.recorder import DataMapRecorder
+from stgmtl.record.state import State
 
-RAW_KEYS = ("s1", "s2", "correct", "seen", "missing")
-Raw = dict[str, torch.Tensor | None]
-
-
-def clone(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
-    return {k: (None if raw.get(k) is None else raw[k].clone()) for k in RAW_KEYS}  # type: ignore[union-attr]
-
-
-def zeros_like(raw: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
-    return {k: (None if raw.get(k) is None else torch.zeros_like(raw[k])) for k in RAW_KEYS}  # type: ignore[arg-type]
-
-
-def add_(a: dict[str, torch.Tensor | None], b: dict[str, torch.Tensor | None]) -> dict:
-    """a += b in place (a missing-label count absent on one side counts as zero)."""
-    for k in RAW_KEYS:
-        x, y = a.get(k), b.get(k)
-        if y is not None:
-            if x is None:
-                a[k] = y.clone()
-            else:
-                x.add_(y)
-    return a
-
-
-def statistics(raw: dict[str, torch.Tensor | None], ddof: int, dtype: Any) -> tuple:
-    """(T, N) numpy confidence, variability, correctness, count from raw sums."""
-    s1, s2, seen, miss = raw["s1"], raw["s2"], raw["seen"], raw.get("missing")
-    assert s1 is not None and s2 is not None and seen is not None and raw["correct"] is not None
-    n = seen.unsqueeze(1).expand_as(raw["correct"])
-    if miss is not None:
-        n = n - miss
-    nf = n.to(torch.float64)
-    conf = s1 / nf  # NaN where never observed
-    m2 = (s2 - s1 * conf).clamp_(min=0.0)
-    denom = (nf - ddof).clamp_(min=1.0)  # ddof=1 and one observation -> variability 0
-    var = (m2 / denom).sqrt_().masked_fill_(nf <= 1, 0.0).masked_fill_(nf == 0, float("nan"))
-    corr = raw["correct"].to(torch.float64) / nf
-
-    def out(x: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(x.T.cpu().numpy(), dtype=dtype)
-
-    return out(conf), out(var), out(corr), np.ascontiguousarray(n.T.to(torch.int32).cpu().numpy())
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def all_reduce(
-    raws: list[dict[str, torch.Tensor | None]], targets: torch.Tensor, rec: DataMapRecorder
-) -> None:
-    """Sum raw states (and max targets) over all ranks, after checking they are compatible."""
-    dev = raws[0]["s1"].device  # type: ignore[union-attr]
-    header = torch.tensor(
-        [rec.epoch, len(raws), rec.num_tasks, rec._rows, sum(rec._snapshots),
-         -1 if rec.num_classes is None else rec.num_classes],
-        dtype=torch.int64,
-        device=dev,
-    )  # fmt: skip
-    lo, hi = header.clone(), header.clone()
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    if not torch.equal(lo[:5], hi[:5]):
-        raise RuntimeError(
-            "sync: ranks disagree on (epochs, states, tasks, rows, snapshot epochs): "
-            f"min {lo[:5].tolist()} max {hi[:5].tolist()}; call end_epoch() equally on every rank"
-        )
-    if rec.num_classes is None and int(hi[5]) >= 0:
-        rec.num_classes = int(hi[5])
-    flags = torch.tensor([r["missing"] is not None for r in raws], dtype=torch.int64, device=dev)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    for raw, flag in zip(raws, flags.tolist(), strict=True):
-        if flag and raw["missing"] is None:
-            raw["missing"] = torch.zeros_like(raw["correct"])  # type: ignore[arg-type]
-        for k in RAW_KEYS:
-            if raw[k] is not None:
-                dist.all_reduce(raw[k], op=dist.ReduceOp.SUM)  # type: ignore[arg-type]
-    wide = targets.to(torch.int32)  # gloo has no int16 reductions
-    dist.all_reduce(wide, op=dist.ReduceOp.MAX)
-    targets.copy_(wide)
+__all__ = ["CHUNK_ELEMENTS", "accumulate", "scratch_buffer"]
 
 
 def scratch_buffer(
@@ -121,7 +40,7 @@ CHUNK_ELEMENTS = 1 << 18
 
 
 def accumulate(
-    state: Raw,
+    state: State,
     targets: torch.Tensor,
     scratch: dict[str, torch.Tensor],
     z: torch.Tensor,
@@ -148,7 +67,7 @@ def accumulate(
 
 
 def _accumulate_chunk(
-    state: Raw,
+    state: State,
     targets: torch.Tensor,
     scratch: dict[str, torch.Tensor],
     z: torch.Tensor,
