@@ -81,6 +81,7 @@ def _one_process_replay() -> DataMaps:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process_replay(tmp_path):
     out = tmp_path / "maps"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

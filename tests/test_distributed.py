@@ -98,6 +98,7 @@ def _free_port():
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+@pytest.mark.slow
 def test_two_process_sync_equals_single_process(tmp_path):
     out = tmp_path / "rank0.npz"
     mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)

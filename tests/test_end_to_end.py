@@ -35,6 +35,7 @@ def _load_example(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_pipeline_on_cifar100_subset(cifar_root: Path) -> None:
     train = cifar100_suite("train45k", root=cifar_root, limit=500, seed=0)
     test = cifar100_suite("test", root=cifar_root, limit=300)
@@ -66,6 +67,7 @@ def test_pipeline_on_cifar100_subset(cifar_root: Path) -> None:
     assert table.filter(pl.col("roc_auc").is_not_nan())["roc_auc"].is_between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_cifar10_15_example_runs(cifar_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STGMTL_DATA", str(cifar_root))
     example = _load_example("cifar10_15_tasks")
@@ -94,6 +96,7 @@ def test_cifar10_15_example_runs(cifar_root: Path, tmp_path: Path, monkeypatch) 
     assert (tmp_path / "study_methods.png").is_file() and (tmp_path / "groups").is_dir()
 
 
+@pytest.mark.slow
 def test_cifar100_demo_runs(cifar_root: Path, tmp_path: Path) -> None:
     args = [
         "--data-root",

@@ -258,6 +258,7 @@ if trainer.is_global_zero:
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_resume_equals_uninterrupted(tmp_path):
     import os
     import socket

@@ -180,6 +180,7 @@ def _run_chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(full_report, tmp_path):
     binary = _chromium()
     report = tmp_path / "report.html"
