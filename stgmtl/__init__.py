@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "group": "stgmtl.grouping",
     "TaskGrouper": "stgmtl.grouping",
     "TaskGroups": "stgmtl.grouping",
+    "TaskAffinity": "stgmtl.affinity",
     "choose_k": "stgmtl.grouping",
     "fuzzy_memberships": "stgmtl.grouping",
 }
@@ -34,6 +35,7 @@ __all__ = [
     "DataMapRecorder",
     "DataMaps",
     "IndexedDataset",
+    "TaskAffinity",
     "TaskGrouper",
     "TaskGroups",
     "__version__",
@@ -60,6 +62,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from stgmtl.affinity import TaskAffinity
     from stgmtl.datamaps import DataMaps
     from stgmtl.features import task_features
     from stgmtl.grouping import TaskGrouper, TaskGroups, choose_k, fuzzy_memberships, group
