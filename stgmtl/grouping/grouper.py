@@ -86,7 +86,7 @@ def _dense_real(x: Any) -> Any:
             "X: expected a dense (T, D) matrix, got a sparse matrix (Sparse data was passed, "
             "but dense data is required); call .toarray() or pass column blocks"
         )
-    if isinstance(x, np.ndarray) and x.dtype.kind == "c" or np.iscomplexobj(x):
+    if x.is_complex() if hasattr(x, "is_complex") else np.iscomplexobj(x):
         raise ValueError(
             "X: expected real numbers, got complex values (Complex data not supported)"
         )
