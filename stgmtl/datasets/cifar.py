@@ -137,7 +137,7 @@ class CifarSplit:
 
 def _check_choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{arg} must be one of {choices}, got {value!r}")
+        raise ValueError(f"{arg}: expected one of {choices}, got {value!r}")
 
 
 def _md5(path: Path, chunk: int = 1 << 20) -> str:
