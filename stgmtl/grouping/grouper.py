@@ -38,6 +38,7 @@ from stgmtl.grouping.reduce import (
     AUTO_MAX_COMPONENTS,
     ReduceMethod,
     as_float_matrix,
+    distinct_rows,
     reduce_features,
 )
 
@@ -314,7 +315,7 @@ class TaskGrouper(BaseEstimator):
         n = emb.shape[0]
         self._check_sizes(k, n)
         names = _task_names(task_names, n)
-        n_distinct = len(np.unique(emb, axis=0))
+        n_distinct = distinct_rows(emb)
         if n_distinct < k:
             raise ValueError(
                 f"only {n_distinct} distinct task feature vectors, fewer than n_groups={k}; "

@@ -35,7 +35,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from stgmtl._checks import check_choice, check_int, fail
-from stgmtl.grouping.reduce import Passes
+from stgmtl.grouping.reduce import Passes, check_magnitude
 
 __all__ = [
     "KMeansInit",
@@ -123,6 +123,8 @@ def sq_distances(x: np.ndarray, centroids: np.ndarray, chunk_bytes: int = 32 << 
     """
     x = np.asarray(x, dtype=np.float64)
     c = np.asarray(centroids, dtype=np.float64)
+    check_magnitude(x, "x")
+    check_magnitude(c, "centroids")
     n, k = x.shape[0], c.shape[0]
     out = np.empty((n, k))
     rows = max(1, chunk_bytes // (8 * max(1, k * x.shape[1])))
@@ -143,8 +145,7 @@ class _Scaled:
     @classmethod
     def of(cls, x: np.ndarray) -> _Scaled:
         x64 = np.asarray(x, dtype=np.float64)
-        if not np.isfinite(x64).all():
-            raise fail("x", "finite values (no NaN or inf)", "non-finite values")
+        check_magnitude(x64, "x")
         mean = x64.mean(axis=0)
         xc = x64 - mean
         rms = float(np.sqrt(np.mean(np.einsum("ij,ij->i", xc, xc)))) if xc.size else 0.0

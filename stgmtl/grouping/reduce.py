@@ -64,7 +64,10 @@ __all__ = [
     "Passes",
     "ReduceMethod",
     "ReducedFeatures",
+    "MAX_MAGNITUDE",
     "as_float_matrix",
+    "check_magnitude",
+    "distinct_rows",
     "reduce_features",
     "to_numpy",
 ]
@@ -165,6 +168,37 @@ def _block_scale(block: np.ndarray, col0: int) -> float:
     if top == 0.0 or _SAFE[0] <= top <= _SAFE[1]:
         return 1.0
     return float(2.0 ** np.round(np.log2(top)))
+
+
+def check_magnitude(x: np.ndarray, name: str = "data") -> None:
+    """Raise a ValueError unless ``x`` is finite with ``max |x| <= MAX_MAGNITUDE``."""
+    if x.size == 0:
+        return
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    top = max(abs(lo), abs(hi))
+    if top > MAX_MAGNITUDE:
+        raise ValueError(
+            f"{name}: expected feature values of magnitude at most {MAX_MAGNITUDE:g}, got "
+            f"{top:g}; grouping is scale-invariant, so divide the features by a constant "
+            "(e.g. their largest value) first"
+        )
+
+
+def distinct_rows(emb: np.ndarray, rel: float = 1e-6) -> int:
+    """Rows of ``emb`` that differ by more than ``rel`` x its RMS spread (rounding aside).
+
+    Identical tasks reach the embedding with rounding differences (blocked matrix products
+    round rows at different positions differently), so exact comparison would count them as
+    distinct.
+    """
+    x = np.asarray(emb, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    spread = float(np.sqrt(np.mean(np.einsum("ij,ij->i", xc, xc)))) if xc.size else 0.0
+    if spread == 0.0:
+        return 1 if len(x) else 0
+    return len(np.unique(np.round(xc / (rel * spread)), axis=0))
 
 
 def _scaled(block: np.ndarray, scale: float) -> np.ndarray:
