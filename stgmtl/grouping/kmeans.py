@@ -5,15 +5,15 @@ Each restart is seeded with *greedy k-means++* (Arthur & Vassilvitskii 2007; at 
 ``2 + log k`` candidates are drawn with probability proportional to the squared distance to the
 nearest chosen centre and the one that lowers the potential most is kept, as scikit-learn does),
 refined by ``faiss.Kmeans`` Lloyd iterations with those centroids as ``init_centroids``, and then
-repaired by *swaps* (the local search of Kanungo et al. 2004): at many groups, k-means++ draws
+the best of ``n_init`` restarts is repaired by *swaps* (the local search of Kanungo et al.
+2004): at many groups, k-means++ draws
 are diluted by the noise of the groups already covered (``T`` tasks' worth of within-group
 spread against one uncovered group's separation), so a few groups get two centres and a few
 pairs of groups share one, and Lloyd iterations cannot move a centre across the gap. A swap round
 computes, for every centre, what removing it would cost (its tasks move to their second nearest
 centre) and, for every group, what splitting it in two would gain (2-means inside the group);
 it moves the cheapest centres to the groups that gain most where the gain exceeds the cost, runs
-Lloyd iterations again and keeps the round only if the inertia fell. Of ``n_init`` restarts the
-one with the lowest inertia is kept.
+Lloyd iterations again and keeps the round only if the inertia fell.
 
 Numerics: the embedding is centred and divided by a power of two (its RMS norm, rounded) before
 faiss sees it, so no input scale can overflow float32 squares (rows of 1e20 once aborted the
@@ -381,7 +381,7 @@ def _best_of(
         return np.zeros((1, d), dtype=np.float32), 0, 0  # the (centred) mean
     engine = _Faiss(xs, k, max_iter, gpu)
     seeds = np.random.default_rng(random_state).integers(0, 2**31 - 1, size=n_init)
-    best: tuple[float, np.ndarray, int, int] | None = None
+    best: tuple[float, np.ndarray, int, int] | None = None  # inertia, centres, iterations, seed
     for seed in seeds:
         init_c, method = None, None
         if init == "faiss-k-means++":
@@ -390,34 +390,66 @@ def _best_of(
             trials = 1 if init == "k-means++" else None
             init_c = xs[_seed_rows(xs, k, np.random.default_rng(int(seed)), trials)]
         cent, n_iter = engine.lloyd(int(seed), init_c, method)
-        cent, n_iter, n_swaps, inertia = _swap_rounds(engine, cent, n_iter, int(seed), swap_rounds)
+        inertia = float(engine.nearest(cent, 1)[0].sum(dtype=np.float64))
         if best is None or inertia < best[0]:
-            best = (inertia, cent, n_iter, n_swaps)
+            best = (inertia, cent, n_iter, int(seed))
     assert best is not None
-    return best[1], best[2], best[3]
+    # swaps repair the best restart only (at small k restarts rarely differ after repair)
+    cent, n_iter, n_swaps, _ = _swap_rounds(engine, best[1], best[2], best[3], swap_rounds)
+    return cent, n_iter, n_swaps
 
 
-def _split_in_two(pts: np.ndarray, iters: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
-    """2-means of a group's points: (gain in inertia, centre a, centre b)."""
-    p64 = pts.astype(np.float64)
-    mean = p64.mean(axis=0)
-    sse = float(((p64 - mean) ** 2).sum())
-    far = p64[np.argmax(((p64 - mean) ** 2).sum(axis=1))]
-    other = p64[np.argmax(((p64 - far) ** 2).sum(axis=1))]
-    cents = np.stack([far, other])
-    lab = None
+def _group_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``(k, d)`` means of the rows of each label and the counts (0 rows: mean 0)."""
+    counts = np.bincount(labels, minlength=k)
+    avg = sparse.csr_matrix(
+        (1.0 / np.maximum(counts[labels], 1), (labels, np.arange(len(labels)))),
+        shape=(k, len(labels)),
+    )
+    return np.asarray(avg @ x.astype(np.float64)), counts
+
+
+def _argmax_by_group(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Row index of the largest value within each label (-1 for empty labels; first on ties)."""
+    order = np.lexsort((np.arange(len(values)), -values, labels))  # by label, then value desc
+    first = np.full(k, -1)
+    seen = np.r_[True, labels[order][1:] != labels[order][:-1]]
+    first[labels[order][seen]] = order[seen]
+    return first
+
+
+def _split_groups(
+    xs: np.ndarray, labels: np.ndarray, k: int, iters: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-means inside every group at once: (gain in inertia, centre a, centre b) per group.
+
+    Started from each group's task farthest from its mean and the task farthest from that one
+    (deterministic); groups of fewer than two distinct tasks gain 0.
+    """
+    x64 = xs.astype(np.float64)
+    mean, counts = _group_means(x64, labels, k)
+    to_mean = np.einsum("ij,ij->i", x64 - mean[labels], x64 - mean[labels])
+    sse = np.bincount(labels, weights=to_mean, minlength=k)
+    far = _argmax_by_group(to_mean, labels, k)
+    a = x64[np.maximum(far, 0)]
+    to_far = np.einsum("ij,ij->i", x64 - a[labels], x64 - a[labels])
+    b = x64[np.maximum(_argmax_by_group(to_far, labels, k), 0)]
+    side = None
     for _ in range(iters):
-        dd = ((p64[:, None, :] - cents[None]) ** 2).sum(axis=2)
-        new = np.argmin(dd, axis=1)
-        if lab is not None and np.array_equal(new, lab):
+        da = np.einsum("ij,ij->i", x64 - a[labels], x64 - a[labels])
+        db = np.einsum("ij,ij->i", x64 - b[labels], x64 - b[labels])
+        new = db < da
+        if side is not None and np.array_equal(new, side):
             break
-        lab = new
-        if lab.min() == lab.max():
-            return 0.0, mean, mean
-        cents = np.stack([p64[lab == 0].mean(axis=0), p64[lab == 1].mean(axis=0)])
-    assert lab is not None
-    after = float(((p64 - cents[lab]) ** 2).sum())
-    return sse - after, cents[0], cents[1]
+        side = new
+        a_new, n_a = _group_means(x64, np.where(side, k, labels), k + 1)
+        b_new, n_b = _group_means(x64, np.where(side, labels, k), k + 1)
+        a = np.where(n_a[:k, None] > 0, a_new[:k], a)
+        b = np.where(n_b[:k, None] > 0, b_new[:k], b)
+    assert side is not None
+    after = np.bincount(labels, weights=np.where(side, db, da), minlength=k)
+    gain = np.where(counts >= 2, np.maximum(sse - after, 0.0), 0.0)
+    return gain, a, b
 
 
 # Swap plans tried in turn (limit on swaps, share of the removal cost a split must beat): all
@@ -483,10 +515,9 @@ def _plan_swaps(
         return order[ends[g] - sizes[g] : ends[g]]
 
     proposals: list[tuple[float, np.ndarray, int, np.ndarray | None, np.ndarray]] = []
-    for g in np.flatnonzero(sizes >= 2):
-        gain, ca, cb = _split_in_two(xs[members(int(g))])
-        if gain > 0:
-            proposals.append((gain, cb, int(g), ca, np.array([g])))
+    gains, half_a, half_b = _split_groups(xs, lab, k)
+    for g in np.flatnonzero(gains > 0):
+        proposals.append((float(gains[g]), half_b[g], int(g), half_a[g], np.array([g])))
     far = np.argsort(-d1, kind="stable")[: min(len(d1), 4 * max(1, min(limit, 64)))]
     if far.size:
         xnorm = np.einsum("ij,ij->i", xs, xs).astype(np.float64)
