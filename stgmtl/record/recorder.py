@@ -90,9 +90,12 @@ class DataMapRecorder:
     Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
 
     Devices: the state lives on the device of the first ``logits`` (later inputs are moved
-    there). On CPU the scatters are deterministic (``index_add_`` for the float sums on one
-    thread, ``index_put_(accumulate=True)`` otherwise); on CUDA ``index_add_`` (atomics:
-    float sums may differ in the last bits between runs). With
+    there). On CPU, binary batches go through the fused native kernel
+    (:mod:`stgmtl.record.native`: one checking and one update pass, rows in batch order, the
+    same result for any thread count) where it builds, else the pure-torch update; its scatters
+    are deterministic (``index_add_`` for the float sums on one thread,
+    ``index_put_(accumulate=True)`` otherwise); on CUDA ``index_add_`` (atomics: float sums may
+    differ in the last bits between runs). With
     ``validate=True`` each update reads two small results back to the host (index range,
     value checks), and ``probe_indices`` / ``valid`` select rows with ``nonzero``; pass
     ``validate=False`` to avoid host syncs on a GPU once the pipeline is known to be good.
