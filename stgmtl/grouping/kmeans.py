@@ -399,14 +399,14 @@ def _best_of(
     return cent, n_iter, n_swaps
 
 
-def _group_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """float64 ``(k, d)`` means of the rows of each label and the counts (0 rows: mean 0)."""
+def _group_means(xt: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``(k, d)`` means of the rows of each label and the counts (0 rows: mean 0).
+
+    ``xt`` is the ``(d, T)`` transposed data: one ``bincount`` per column.
+    """
     counts = np.bincount(labels, minlength=k)
-    avg = sparse.csr_matrix(
-        (1.0 / np.maximum(counts[labels], 1), (labels, np.arange(len(labels)))),
-        shape=(k, len(labels)),
-    )
-    return np.asarray(avg @ x.astype(np.float64)), counts
+    sums = np.stack([np.bincount(labels, weights=col, minlength=k) for col in xt], axis=1)
+    return sums / np.maximum(counts, 1)[:, None], counts
 
 
 def _argmax_by_group(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -427,7 +427,8 @@ def _split_groups(
     (deterministic); groups of fewer than two distinct tasks gain 0.
     """
     x64 = xs.astype(np.float64)
-    mean, counts = _group_means(x64, labels, k)
+    xt = np.ascontiguousarray(x64.T)
+    mean, counts = _group_means(xt, labels, k)
     to_mean = np.einsum("ij,ij->i", x64 - mean[labels], x64 - mean[labels])
     sse = np.bincount(labels, weights=to_mean, minlength=k)
     far = _argmax_by_group(to_mean, labels, k)
@@ -442,8 +443,8 @@ def _split_groups(
         if side is not None and np.array_equal(new, side):
             break
         side = new
-        a_new, n_a = _group_means(x64, np.where(side, k, labels), k + 1)
-        b_new, n_b = _group_means(x64, np.where(side, labels, k), k + 1)
+        a_new, n_a = _group_means(xt, np.where(side, k, labels), k + 1)
+        b_new, n_b = _group_means(xt, np.where(side, labels, k), k + 1)
         a = np.where(n_a[:k, None] > 0, a_new[:k], a)
         b = np.where(n_b[:k, None] > 0, b_new[:k], b)
     assert side is not None
