@@ -266,7 +266,7 @@ def kmeans(
         ``T * k * d < 2**24`` (thread start-up costs more than the work), else all cores
         available to the process.
     swap_rounds : int
-        Maximum swap rounds per restart (module docstring); 0 turns the swaps off.
+        Maximum swap rounds tried on the best restart (module docstring); 0 turns them off.
     device : {"cpu", "cuda", "auto"}
         Where faiss runs (see :func:`faiss_device`); seeding and swaps run on the CPU.
     """
