@@ -596,12 +596,18 @@ def refine_full_space(
     n_iter : int
         Passes made.
     """
-    passes = Passes(data, block_size, progress)
     labels = np.asarray(labels, dtype=np.int64).copy()
     n = labels.size
+    if block_size is None and isinstance(data, np.ndarray):
+        # at most ~16 blocks per pass: every block adds a (T, k) product to the accumulator, and
+        # array blocks are views (no copy) for float32 data
+        block_size = max(1, -(-data.shape[1] // 16), (64 << 20) // (4 * max(n, 1)))
+    passes = Passes(data, block_size, progress)
     if labels.min() < 0 or labels.max() >= k or (np.bincount(labels, minlength=k) == 0).any():
         raise ValueError(f"labels must use every group 0..{k - 1}")
     d2 = np.zeros((n, k))
+    xnorm: np.ndarray | None = None  # |x - mean|^2 per task: the same in every pass
+    buf = np.empty((n, k), dtype=np.float32)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported
         counts = np.bincount(labels, minlength=k)
@@ -611,19 +617,30 @@ def refine_full_space(
         avg = sparse.csr_matrix(
             ((1.0 / counts[labels]).astype(np.float32), (labels, np.arange(n))), shape=(k, n)
         )
-        cross, xnorm, cnorm = np.zeros((n, k)), np.zeros(n), np.zeros(k)
+        first = xnorm is None
+        cross, row, cnorm = np.zeros((n, k)), np.zeros(k), np.zeros(k)
+        norms = np.zeros(n) if first else xnorm
         for _, raw, mean, scale in passes.blocks(f"refine (pass {n_iter})"):
             block = raw if raw.dtype == np.float32 else raw.astype(np.float32)
             mu = mean.astype(np.float32)
             cent = np.asarray(avg @ block) - mu  # centred centroids on this block
             s2 = scale * scale  # blocks come divided by a power of two (reduce.Passes)
-            cross += s2 * ((block @ cent.T).astype(np.float64) - (mu @ cent.T).astype(np.float64))
-            xnorm += s2 * (
-                np.einsum("ij,ij->i", block, block, dtype=np.float64)
-                - 2.0 * (block @ mu).astype(np.float64)
-                + float(mu.astype(np.float64) @ mu)
-            )
+            np.matmul(block, cent.T, out=buf)
+            if s2 == 1.0:
+                cross += buf  # float32 -> float64 inside the ufunc: no (T, k) temporary
+            else:
+                cross += s2 * buf.astype(np.float64)
+            row += s2 * (mu @ cent.T).astype(np.float64)  # subtracted once, after the blocks
+            if first:
+                norms += s2 * (
+                    np.einsum("ij,ij->i", block, block).astype(np.float64)
+                    - 2.0 * (block @ mu).astype(np.float64)
+                    + float(mu.astype(np.float64) @ mu)
+                )
             cnorm += s2 * np.einsum("ij,ij->i", cent, cent, dtype=np.float64)
+        xnorm = norms
+        assert xnorm is not None
+        cross -= row[None, :]
         d2 = np.maximum(xnorm[:, None] - 2.0 * cross + cnorm[None, :], 0.0)
         new = np.argmin(d2, axis=1).astype(np.int64)
         if np.array_equal(new, labels):

@@ -326,7 +326,7 @@ class Passes:
             block = _scaled(raw, scale)
             mean = block.mean(axis=0, dtype=np.float64)
             if first:  # centred sum of squares, for the noise level of n_components="auto"
-                rows = np.einsum("ij,ij->i", block, block, dtype=np.float64).sum()
+                rows = np.einsum("ij,ij->i", block, block).sum(dtype=np.float64)  # scaled: safe
                 self.sumsq += (float(rows) - block.shape[0] * float(mean @ mean)) * scale**2
             yield c0, block, mean, scale
 
