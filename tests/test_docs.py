@@ -2,11 +2,12 @@
 site builds (``mkdocs build --strict``) and renders in a headless browser.
 
 * Every Python block of the README and the guide pages (``docs/getting-started.md``,
-  ``docs/guide/*.md``) is executed, page by page in one namespace, in a temporary folder. A
-  block preceded by ``<!-- skip-test: REASON -->`` is not run, and must give a reason.
+  ``docs/guide/*.md``, ``docs/reference/file-formats.md``) is executed, page by page in one
+  namespace, in a temporary folder. A block preceded by ``<!-- skip-test: REASON -->`` is not
+  run, and must give a reason.
   ``--8<-- "file"`` lines include ``docs/snippets/file`` as the site does. The README's blocks run
-  after ``docs/snippets/synthetic.py`` (the guide's small synthetic problem), which defines the
-  data they name.
+  after ``docs/snippets/synthetic.py`` (the guide's small synthetic problem) and
+  ``model = make_model()``, which define the dataset and model they name.
 * Every ``stgmtl ...`` command line in a bash block parses with the real parser, and every
   ``python examples/...`` / ``benchmarks/...`` / ``scripts/...`` script it names exists.
 * Every name in the ``__all__`` of a public module is rendered by some ``::: module`` directive of
@@ -40,8 +41,13 @@ INCLUDE = re.compile(r'^(?P<indent> *)--8<-- "(?P<file>[^"]+)"\s*$')
 
 
 def guide_pages() -> list[Path]:
-    """The pages whose Python blocks must run: README, getting started, the guide."""
-    return [ROOT / "README.md", DOCS / "getting-started.md", *sorted((DOCS / "guide").glob("*.md"))]
+    """The pages whose Python blocks must run: README, getting started, guide, file formats."""
+    return [
+        ROOT / "README.md",
+        DOCS / "getting-started.md",
+        *sorted((DOCS / "guide").glob("*.md")),
+        DOCS / "reference" / "file-formats.md",
+    ]
 
 
 def _include(body: str) -> str:
@@ -95,20 +101,31 @@ SLOW_PAGES = {"docs/guide/training.md", "docs/guide/lightning.md"}
 @pytest.mark.parametrize(
     "page",
     [
-        pytest.param(p, id=_page_id(p), marks=[pytest.mark.slow] if _page_id(p) in SLOW_PAGES else [])
+        pytest.param(p, id=_page_id(p), marks=[pytest.mark.slow] * (_page_id(p) in SLOW_PAGES))
         for p in guide_pages()
     ],
 )
-def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_python_blocks_run(
+    page: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    single_thread: None,
+) -> None:
     blocks = [b for b in code_blocks(page) if b["lang"] in ("python", "py")]
     assert blocks, f"{page} has no Python block"
     for b in blocks:
         assert b["skip"] != "", f"{page}:{b['line']}: a skipped block must say why"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STGMTL_DATA", str(tmp_path / "no-data"))  # no block may need CIFAR
+    from stgmtl.features import FEATURE_KINDS
+
+    kinds = dict(FEATURE_KINDS)  # a page may register a kind: restored afterwards
+    request.addfinalizer(lambda: (FEATURE_KINDS.clear(), FEATURE_KINDS.update(kinds)))
     namespace: dict[str, Any] = {"__name__": "__docs__"}
-    if page.name == "README.md":
+    if page.name == "README.md":  # the README names a dataset and a model of the reader's
         exec(compile((SNIPPETS / "synthetic.py").read_text(), "synthetic.py", "exec"), namespace)
+        exec("model = make_model()", namespace)
     ran = 0
     for b in blocks:
         if b["skip"] is not None:
@@ -118,7 +135,7 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
             exec(code, namespace)
         except ModuleNotFoundError as err:
             if err.name in ("lightning", "pytorch_lightning"):
-                pytest.skip(f"{page.name} needs the lightning extra: pip install 'stgmtl[lightning]'")
+                pytest.skip(f"{page.name} needs the extra: pip install 'stgmtl[lightning]'")
             raise
         ran += 1
     assert ran, f"{page}: every Python block is skipped"
