@@ -1,6 +1,6 @@
 """The cross-task confusion feature (``kind="confusion"``), built from data maps.
 
-STG-MTL's feature (``DataMaps.features(kind="datamap")``) describes a task by its confidence
+STG-MTL's feature (``task_features(maps, "datamap")``) describes a task by its confidence
 and variability on every sample. Most of those values are the easy negatives that every task
 gets right, so two tasks look alike mostly because they are equally easy. The *confusion*
 feature asks a sharper question of the same data map: how strongly does task ``t`` fire on
