@@ -155,6 +155,16 @@ def test_every_guide_page_is_in_the_site_navigation() -> None:
             assert f" {rel}" in nav, f"{rel} is not in mkdocs.yml's nav"
 
 
+def test_images_are_small_and_drawn_by_the_figure_script() -> None:
+    script = (ROOT / "scripts" / "docs_figures.py").read_text(encoding="utf-8")
+    images = [p for p in DOCS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".svg", ".gif")]
+    assert images, "docs/ holds no figure"
+    for image in images:
+        assert image.parent == DOCS / "assets" / "figures", f"{image}: not in assets/figures/"
+        assert f'"{image.name}"' in script, f"{image.name} is not drawn by scripts/docs_figures.py"
+        assert image.stat().st_size < 200 * 1024, f"{image.name} is over 200 KiB"
+
+
 # --------------------------------------------------------------------------------------------
 # the commands in the docs parse
 
