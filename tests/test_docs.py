@@ -207,6 +207,15 @@ def test_stgmtl_command_lines_parse() -> None:
     assert seen >= 5
 
 
+def test_readme_gives_the_command_ci_runs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [ln.strip() for ln in ci.splitlines() if ln.strip().startswith("make ")]
+    assert commands, ".ci/run runs no make target"
+    readme = [b["body"] for b in code_blocks(ROOT / "README.md") if b["lang"] == "bash"]
+    for command in commands:
+        assert any(command in body for body in readme), f"the README lacks `{command}`"
+
+
 def test_scripts_named_in_the_docs_exist() -> None:
     for where, line in _command_lines():
         for word in shlex.split(line.replace("$", "")):
