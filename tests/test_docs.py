@@ -270,7 +270,10 @@ def test_every_public_name_has_an_api_directive() -> None:
     rendered = {m for m, members in directives.items() if members}
     missing = []
     for mod in public_modules():
-        assert mod in directives, f"{mod} has no '::: {mod}' in docs/api/"
+        assert mod in directives, (
+            f"public module {mod} is not in the API reference: add a line '::: {mod}' to the "
+            "docs/api/ page of its pipeline stage"
+        )
         module = importlib.import_module(mod)
         for name in getattr(module, "__all__", ()):
             if name == "__version__":
