@@ -26,10 +26,11 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from stgmtl._checks import check_int, fail
+from stgmtl._checks import check_int, fail, seed_from
 from stgmtl._io import load_checkpoint, save_checkpoint
 
 __all__ = [
+    "PROGRESS_DELAY_S",
     "Batch",
     "Hook",
     "LoopResult",
@@ -46,6 +47,9 @@ __all__ = [
     "train_loop",
     "valid_positions",
 ]
+
+#: A progress bar appears only once its work has run this long (short runs print nothing).
+PROGRESS_DELAY_S = 2.0
 
 SchedulerArg = Literal["constant", "onecycle"] | Callable[[torch.optim.Optimizer, int], Any] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -271,12 +275,16 @@ def _as_task_vector(name: str, value: Any, device: torch.device) -> torch.Tensor
 
 def _check_batch(item: Any) -> tuple[Any, Any, Any]:
     if not isinstance(item, tuple | list) or len(item) != 3:
-        got = f"{len(item)} items" if isinstance(item, tuple | list) else type(item).__name__
-        raise fail(
-            "loader",
-            "batches (inputs, targets, indices); wrap the dataset in stgmtl.IndexedDataset to "
-            "add sample indices",
-            got,
+        if isinstance(item, tuple | list):
+            got = f"batches of {len(item)} item{'s' * (len(item) != 1)}"
+            if len(item) == 2:
+                got += " (inputs, targets?)"
+        else:
+            got = f"a batch of type {type(item).__name__}"
+        raise ValueError(
+            "loader: expected batches (inputs, targets, indices), where indices are the (B,) "
+            "sample ids; wrap a dataset that yields (inputs, targets) in "
+            f"stgmtl.IndexedDataset to add them, got {got}"
         )
     return item[0], item[1], item[2]
 
@@ -342,6 +350,11 @@ def iterate_batches(loader: Any, device: torch.device) -> Any:
                 "loader", "targets and indices as tensors", f"{type(y).__name__}, "
                 f"{type(idx).__name__}", error=TypeError,
             )  # fmt: skip
+        if y.ndim != 2:
+            raise ValueError(
+                "loader: expected targets of shape (B, T), one column per task (a single task "
+                f"is (B, 1)), got targets of shape {tuple(y.shape)}"
+            )
         valid = None if vmask is None else vmask[pos : pos + len(idx)]
         pos += len(idx)
         yield Batch(x, y, idx, missing_mask(y), valid)
@@ -350,13 +363,17 @@ def iterate_batches(loader: Any, device: torch.device) -> Any:
 def _check_logits(logits: Any, batch: Batch) -> None:
     if not isinstance(logits, torch.Tensor):
         raise fail("model", "a tensor of logits as output", type(logits).__name__, error=TypeError)
-    b, t = batch.targets.shape[0], batch.targets.shape[-1]
+    b, t = batch.targets.shape
     if logits.ndim not in (2, 3) or logits.shape[0] != b or logits.shape[1] != t:
-        raise fail(
-            "model",
-            f"logits of shape ({b}, {t}) (or ({b}, {t}, C) for multi-class tasks) to match the "
-            f"loader's targets of shape {tuple(batch.targets.shape)}",
-            f"model output of shape {tuple(logits.shape)}",
+        what = (
+            "samples (the batch size)" if logits.ndim and logits.shape[0] != b
+            else "tasks" if logits.ndim in (2, 3) else "dimensions"
+        )  # fmt: skip
+        raise ValueError(
+            f"model: expected output of shape (B, T) = ({b}, {t}) (or ({b}, {t}, C) for "
+            f"multi-class tasks), one logit per sample and task, to match the loader's targets of "
+            f"shape ({b}, {t}); got model output of shape {tuple(logits.shape)} for targets of "
+            f"shape ({b}, {t}): the model and the targets disagree on the number of {what}"
         )
 
 
@@ -375,7 +392,7 @@ def train_loop(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     desc: str = "train",
-    random_state: int | None = 0,
+    random_state: Any = 0,
 ) -> LoopResult:
     """Train ``model`` on ``loader`` for ``epochs`` (see the module docstring for one step).
 
@@ -406,15 +423,18 @@ def train_loop(
         Show a progress bar over steps (with the running loss).
     desc : str
         Label of the progress bar.
-    random_state : int, optional
-        Seeds torch's global RNG at the start of a fresh run (shuffling, dropout); ``None``
-        leaves it as it is.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds torch's global RNG at the start of a fresh run (shuffling, dropout): an int is the
+        seed, a Generator / RandomState draws one; ``None`` leaves torch's RNG as it is (not
+        reproducible unless you seed torch yourself). A resumed run restores the RNG state of
+        its checkpoint instead.
 
     Returns
     -------
     LoopResult
     """
     check_int("epochs", epochs, low=1)
+    seed = None if random_state is None else seed_from("random_state", random_state)
     dev = device if device is not None else next(model.parameters()).device
     model.to(dev)
     crit = _TaskLoss(
@@ -425,13 +445,14 @@ def train_loop(
     start = 0
     if ckpt is not None and ckpt.exists():
         start = _resume(ckpt, dev, model, optimizer, scheduler, hooks)
-    elif random_state is not None:
-        torch.manual_seed(random_state)
+    elif seed is not None:
+        torch.manual_seed(seed)
     steps_per_epoch = _len(loader)
     bar = tqdm(
         total=None if steps_per_epoch is None else steps_per_epoch * epochs,
         initial=0 if steps_per_epoch is None else steps_per_epoch * start,
         disable=not progress, desc=desc, unit="step", dynamic_ncols=True, leave=False,
+        delay=PROGRESS_DELAY_S,
     )  # fmt: skip
     t0, done = time.perf_counter(), 0
     try:
