@@ -509,7 +509,7 @@ def _run_epoch(
         n += 1
         bar.update(1)
         if not bar.disable and n % 10 == 1:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss.item() / n:.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss.item() / n:.4f}", refresh=False)
     return n
 
 

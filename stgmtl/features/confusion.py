@@ -24,7 +24,7 @@ confusions that every task has with every other are noise that blurs the groups.
 graph cannot fall apart into pieces whose spectral embedding is arbitrary (a disconnected graph
 made groups change with the grouping seed). The **number of neighbours is chosen from the data**
 (``n_neighbors="auto"``): for each candidate (2 to twice the size of an average group, and the
-dense affinity), the samples are resampled with replacement (8 times), the graph and a k-means
+dense affinity), the samples are resampled with replacement (16 times), the graph and a k-means
 partition of its embedding are recomputed on each resample, and the candidates' partitions are
 compared (mean pairwise adjusted Rand index): stability-based model selection (Ben-Hur,
 Elisseeff and Guyon 2002; Lange et al. 2004), i.e. the graph whose groups least depend on which
@@ -230,7 +230,7 @@ def neighbor_stability(
     n_groups: int,
     *,
     candidates: list[int | None] | None = None,
-    n_resamples: int = 8,
+    n_resamples: int = 16,
     n_components: int | None = None,
     snapshot: int | str = "final",
     random_state: Any = 0,
@@ -240,7 +240,7 @@ def neighbor_stability(
     For each of ``n_resamples`` bootstrap resamples of the samples (with replacement, seeded),
     the confusion affinity is recomputed, and for each candidate number of neighbours the
     graph (:func:`confusion_affinity`), its spectral embedding and a k-means partition into
-    ``n_groups`` groups (scikit-learn, seeded) are computed. A candidate's stability is the mean
+    ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed. A candidate's stability is the mean
     adjusted Rand index (ARI) between its partitions of different resamples: 1 when every
     resample gives the same groups.
 
@@ -267,7 +267,6 @@ def neighbor_stability(
         Candidate -> ``(stability, standard error)``, in candidate order; the standard error
         is the standard deviation of the pairwise ARIs over ``sqrt(n_resamples)``.
     """
-    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     t = dm.num_tasks
@@ -290,13 +289,40 @@ def neighbor_stability(
         s = (a + a.T) / 2.0
         for q in cands:
             emb = _embed(_knn_graph(s, q), d, seed)
-            km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(emb)
-            parts[q].append(km.labels_)
+            parts[q].append(_kmeans_labels(emb.astype(np.float64), k, np.random.default_rng(seed)))
     out: dict[int | None, tuple[float, float]] = {}
     for q, ls in parts.items():
         aris = [adjusted_rand_score(a, b) for i, a in enumerate(ls) for b in ls[i + 1 :]]
         out[q] = (float(np.mean(aris)), float(np.std(aris) / np.sqrt(n_resamples)))
     return out
+
+
+def _kmeans_labels(x: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 10) -> np.ndarray:
+    """Labels of the best of ``n_init`` k-means runs (k-means++ seeding, Lloyd iterations) on a
+    small ``(T, d)`` matrix: for scoring candidates, where a library call costs more than the
+    clustering."""
+    n = x.shape[0]
+    best, best_inertia = np.zeros(n, dtype=np.int64), np.inf
+    for _ in range(n_init):
+        centres = [x[rng.integers(n)]]
+        d2 = ((x - centres[0]) ** 2).sum(1)
+        for _ in range(1, k):
+            total = d2.sum()
+            i = int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n))
+            centres.append(x[i])
+            d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(1))
+        c = np.array(centres)
+        for _ in range(100):
+            dist = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+            labels = dist.argmin(1)
+            new = np.array([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
+            if np.array_equal(new, c):
+                break
+            c = new
+        inertia = float(dist[np.arange(n), labels].sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return best
 
 
 def choose_neighbors(scores: dict[int | None, tuple[float, float]]) -> int | None:
@@ -319,7 +345,7 @@ def confusion_features(
     n_components: int | None = None,
     n_groups: int | None = None,
     n_neighbors: int | str | None = "auto",
-    n_resamples: int = 8,
+    n_resamples: int = 16,
     random_state: Any = 0,
 ) -> np.ndarray:
     """Normalised spectral embedding of the symmetric cross-task confusion, float32 ``(T, d)``.
