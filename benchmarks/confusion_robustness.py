@@ -24,8 +24,8 @@ Reported per suite, k and graph: ``stability`` = mean adjusted Rand index (ARI) 
 of the 15 groupings (3 recordings x 5 grouping seeds), ``within_recording`` = mean ARI between
 grouping seeds of one recording, ``vehicles_animals`` = mean ARI of the class tasks' groups at
 k = 2 against {airplane, automobile, ship, truck} vs the six animals, the modal grouping and the
-chosen neighbour counts. Recording (the slow part, about two minutes per run of 6 epochs on 2 cores) and
-analysis are separate::
+chosen neighbour counts. Recording (the slow part, about two minutes per run of 6 epochs on 2
+cores) and analysis are separate::
 
     STGMTL_DATA=/path/to/shared/data PYTHONPATH=. python benchmarks/confusion_robustness.py record
     PYTHONPATH=. python benchmarks/confusion_robustness.py analyse
@@ -73,8 +73,9 @@ def build_suite(name: str, root: str | None) -> Any:
         [base.targets, torch.from_numpy(np.stack(list(extra.values()), 1).astype(np.float32))], 1
     )
     return TaskSuite(base.images, targets, [*names, *extra], sample_ids=base.sample_ids,
-                     mean=base.mean.flatten().tolist(), std=base.std.flatten().tolist(), labels=labels, class_names=names,
-                     name="cifar10_nested", split="train")  # fmt: skip
+                     mean=base.mean.flatten().tolist(), std=base.std.flatten().tolist(),
+                     labels=labels, class_names=names, name="cifar10_nested",
+                     split="train")  # fmt: skip
 
 
 def record(args: argparse.Namespace) -> None:
@@ -159,14 +160,18 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
                         sc = neighbor_stability(dm, k) if 2 <= k < len(names) - 1 else {}
                         chosen[s] = choose_neighbors(sc) if sc else None
                     for g in range(args.grouping_seeds):
-                        labels[(s, g)] = TaskGrouper(k, random_state=g, progress=False).fit_predict(x)
+                        labels[(s, g)] = TaskGrouper(k, random_state=g, progress=False).fit_predict(
+                            x
+                        )
                 keys = list(labels)
                 pairs = list(itertools.combinations(keys, 2))
                 stab = np.mean([adjusted_rand_score(labels[a], labels[b]) for a, b in pairs])
                 within = np.mean([adjusted_rand_score(labels[a], labels[b])
                                   for a, b in pairs if a[0] == b[0]])  # fmt: skip
                 va = np.mean([adjusted_rand_score(truth, labels[key][cls]) for key in keys])
-                modal, count = Counter(_partition(names, labels[key]) for key in keys).most_common(1)[0]
+                modal, count = Counter(_partition(names, labels[key]) for key in keys).most_common(
+                    1
+                )[0]
                 row = {
                     "stability": float(stab), "within_recording": float(within),
                     "vehicles_animals_ari": float(va), "modal_partition": modal,
@@ -194,7 +199,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--grouping-seeds", type=int, default=5)
-    p.add_argument("--results", default=str(Path(__file__).parent / "results" / "confusion_robustness.json"))
+    p.add_argument(
+        "--results", default=str(Path(__file__).parent / "results" / "confusion_robustness.json")
+    )
     args = p.parse_args()
     record(args) if args.command == "record" else analyse(args)
 

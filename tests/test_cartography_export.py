@@ -125,7 +125,10 @@ def test_reexport_leaves_no_stale_epochs_and_foreign_files_are_kept(tmp_path, si
                         "snapshot_correctness": dm.snapshot_correctness[:2]})  # fmt: skip
     fewer.to_cartography(root)  # replaces the 4-epoch export
     td = root / "cat" / "training_dynamics"
-    assert sorted(f.name for f in td.iterdir()) == ["dynamics_epoch_0.jsonl", "dynamics_epoch_1.jsonl"]
+    assert sorted(f.name for f in td.iterdir()) == [
+        "dynamics_epoch_0.jsonl",
+        "dynamics_epoch_1.jsonl",
+    ]
     assert all(len(v["logits"]) == 2 for v in read_cartography(root / "cat").values())
     assert not [p for p in (root / "cat").iterdir() if p.name.startswith(".")]  # no temp left
     (td / "notes.txt").write_text("mine")

@@ -150,7 +150,9 @@ def _assert_same_maps(a: DataMaps, b: DataMaps) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pause", ["step:2:14", "checkpoint:2"], ids=["mid-epoch", "mid-checkpoint"])
+@pytest.mark.parametrize(
+    "pause", ["step:2:14", "checkpoint:2"], ids=["mid-epoch", "mid-checkpoint"]
+)
 def test_sigkilled_recording_resumes_to_the_uninterrupted_result(tmp_path, pause):
     ref = tmp_path / "reference"
     _run(RECORD, "-", str(ref), "none", str(tmp_path / "unused"))

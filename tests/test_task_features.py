@@ -133,7 +133,9 @@ def _knn_reference(s, q):
     w = np.maximum(b, b.T)
     inside = {0}
     while len(inside) < t:
-        edges = [(s[i, j], i, j) for i in inside for j in range(t) if j not in inside and s[i, j] > 0]
+        edges = [
+            (s[i, j], i, j) for i in inside for j in range(t) if j not in inside and s[i, j] > 0
+        ]
         if not edges:
             break
         _, i, j = max(edges)
@@ -175,7 +177,9 @@ def _two_cliques(size=5, bridge=0.02, seed=0):
     owner = np.repeat(np.arange(t), per)
     targets = (owner[None, :] == np.arange(t)[:, None]).astype(np.int32)
     same = truth[:, None] == truth[owner][None, :]
-    fired = np.where(same, rng.uniform(0.25, 0.35, same.shape), rng.uniform(0.9, 1.1, same.shape) * bridge)
+    fired = np.where(
+        same, rng.uniform(0.25, 0.35, same.shape), rng.uniform(0.9, 1.1, same.shape) * bridge
+    )
     conf = np.where(targets == 1, 0.9, 1.0 - fired)
     return _maps(conf, targets), truth
 
@@ -187,7 +191,9 @@ def test_neighbour_graph_is_connected_by_construction():
         with_tree = _knn_reference(dense, q)
         keep = np.zeros_like(dense, dtype=bool)
         for i in range(len(dense)):
-            order = sorted((j for j in range(len(dense)) if j != i), key=lambda j: (-dense[i, j], j))
+            order = sorted(
+                (j for j in range(len(dense)) if j != i), key=lambda j: (-dense[i, j], j)
+            )
             keep[i, order[:q]] = True
         knn_only = np.where(keep | keep.T, dense, 0.0)
         assert _components(knn_only) >= 2  # without the tree the graph falls apart

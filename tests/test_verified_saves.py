@@ -44,9 +44,9 @@ def _groups() -> TaskGroups:
 def _same_maps(a: DataMaps, b: DataMaps) -> bool:
     arrays = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
               "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
-    return all(np.array_equal(getattr(a, n), getattr(b, n), equal_nan=True) for n in arrays) and all(
-        getattr(a, n) == getattr(b, n) for n in FIELDS
-    )
+    return all(
+        np.array_equal(getattr(a, n), getattr(b, n), equal_nan=True) for n in arrays
+    ) and all(getattr(a, n) == getattr(b, n) for n in FIELDS)
 
 
 def _damage(path: Path, how: str) -> None:
@@ -113,9 +113,7 @@ def test_edited_manifest_is_refused_and_removing_the_checksums_does_not_help(tmp
     # an older (version 1) manifest has no checksum of its own, but its tables still have one
     (out / "manifest.json").write_text(json.dumps({**unsigned, "format_version": 1}))
     assert _same_maps(DataMaps.load(out), dm)
-    (out / "manifest.json").write_text(
-        json.dumps({**unsigned, "format_version": 1, "sha256": {}})
-    )
+    (out / "manifest.json").write_text(json.dumps({**unsigned, "format_version": 1, "sha256": {}}))
     with pytest.raises(ValueError, match="no sha256 for 'final.parquet'"):
         DataMaps.load(out)
 
@@ -234,9 +232,9 @@ def test_damaged_evaluation_table_is_a_one_line_error(tmp_path, capsys):
     table = tmp_path / "evaluation.parquet"
     import polars as pl
 
-    pl.DataFrame({"method": ["grouped"], "seed": [0], "task": ["task_0"], "f1": [0.5]}).write_parquet(
-        table
-    )
+    pl.DataFrame(
+        {"method": ["grouped"], "seed": [0], "task": ["task_0"], "f1": [0.5]}
+    ).write_parquet(table)
     _damage(table, "truncate")
     code = cli_main(["report", str(maps), "--evaluation", str(table), "-o",
                      str(tmp_path / "r.html")])  # fmt: skip

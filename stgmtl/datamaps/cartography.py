@@ -116,8 +116,7 @@ def export_cartography(dm: Any, path: str | os.PathLike[str]) -> Path:
         if not keep.any():
             raise fail(
                 "dm",
-                f"task {name!r} with samples observed in every snapshot epoch "
-                f"{dm.snapshot_epochs}",
+                f"task {name!r} with samples observed in every snapshot epoch {dm.snapshot_epochs}",
                 "none",
             )
         kept.append(keep)

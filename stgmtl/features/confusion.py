@@ -116,7 +116,6 @@ def _confusion(positives: sp.csr_matrix, fired: np.ndarray) -> np.ndarray:
     return a
 
 
-
 def _check_neighbors(n_neighbors: Any) -> int | str | None:
     if n_neighbors is None or n_neighbors == "auto":
         return n_neighbors  # type: ignore[no-any-return]
@@ -240,8 +239,9 @@ def neighbor_stability(
     For each of ``n_resamples`` bootstrap resamples of the samples (with replacement, seeded),
     the confusion affinity is recomputed, and for each candidate number of neighbours the
     graph (:func:`confusion_affinity`), its spectral embedding and a k-means partition into
-    ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed. A candidate's stability is the mean
-    adjusted Rand index (ARI) between its partitions of different resamples: 1 when every
+    ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed.
+    A candidate's stability is the mean adjusted Rand index (ARI) between its partitions of
+    different resamples: 1 when every
     resample gives the same groups.
 
     Parameters
@@ -315,7 +315,9 @@ def _kmeans_labels(x: np.ndarray, k: int, rng: np.random.Generator, n_init: int 
         for _ in range(100):
             dist = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
             labels = dist.argmin(1)
-            new = np.array([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
+            new = np.array(
+                [x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)]
+            )
             if np.array_equal(new, c):
                 break
             c = new
@@ -370,7 +372,8 @@ def confusion_features(
         The affinity graph (see :func:`confusion_affinity`; always connected). ``"auto"``
         (default): the neighbour count (or the dense affinity) whose groups are most stable
         under resampling of the samples (:func:`neighbor_stability`, :func:`choose_neighbors`);
-        the dense affinity when ``n_groups`` is unknown, below 2 or at least ``T - 1``. An int: that many neighbours. ``None``: dense.
+        the dense affinity when ``n_groups`` is unknown, below 2 or at least ``T - 1``. An int:
+        that many neighbours. ``None``: dense.
     n_resamples : int
         Bootstrap resamples of ``"auto"``.
     random_state : None, int, numpy Generator or RandomState
