@@ -241,8 +241,7 @@ def neighbor_stability(
     graph (:func:`confusion_affinity`), its spectral embedding and a k-means partition into
     ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed.
     A candidate's stability is the mean adjusted Rand index (ARI) between its partitions of
-    different resamples: 1 when every
-    resample gives the same groups.
+    different resamples: 1 when every resample gives the same groups.
 
     Parameters
     ----------
