@@ -18,6 +18,7 @@ import torch
 
 import stgmtl
 from stgmtl import DataMapRecorder, DataMaps, TaskGroups
+from stgmtl.affinity import TaskAffinity
 from stgmtl.cli import main as cli_main
 from stgmtl.loop import read_checkpoint, train_loop
 
@@ -60,7 +61,18 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(bytes(raw))
 
 
-SAVED = {"DataMaps": (_maps, DataMaps), "TaskGroups": (_groups, TaskGroups)}
+def _affinity() -> TaskAffinity:
+    rng = np.random.default_rng(0)
+    return TaskAffinity(["a", "b", "c"], rng.normal(size=(3, 3)), "tag",
+                        counts=rng.integers(0, 9, size=(3, 3)), snapshot_epochs=[1, 2],
+                        snapshots=rng.normal(size=(2, 3, 3)), meta={"lr": 0.001})  # fmt: skip
+
+
+SAVED = {
+    "DataMaps": (_maps, DataMaps),
+    "TaskGroups": (_groups, TaskGroups),
+    "TaskAffinity": (_affinity, TaskAffinity),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(SAVED))
@@ -240,3 +252,23 @@ def test_damaged_evaluation_table_is_a_one_line_error(tmp_path, capsys):
                      str(tmp_path / "r.html")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and "cannot read" in err and str(table) in err
+
+
+AFFINITY_BAD = [
+    ("num_tasks", "3", "num_tasks: expected an int >= 1, got '3'"),
+    ("task_names", [1, 2, 3], "task_names: expected a list of strings"),
+    ("snapshot_epochs", [1.0, 2.0], "snapshot_epochs: expected a list of ints"),
+    ("has_counts", "yes", "has_counts: expected True or False"),
+    ("orientation", "sideways", "orientation: expected one of"),
+    ("signal", 5, "signal: expected a non-empty name"),
+    ("meta", [], "meta: expected a dict"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), AFFINITY_BAD)
+def test_affinity_manifest_fields_are_validated(tmp_path, key, value, message):
+    out = _affinity().save(tmp_path / "aff")
+    _rewrite(out, 1, **{key: value})
+    with pytest.raises(ValueError, match="manifest.json") as info:
+        TaskAffinity.load(out)
+    assert message in str(info.value)
