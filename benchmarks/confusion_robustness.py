@@ -23,8 +23,9 @@ Suites (the shared CIFAR-10 copy: 4,000 train images, 400 per class):
 Reported per suite, k and graph: ``stability`` = mean adjusted Rand index (ARI) between all pairs
 of the 15 groupings (3 recordings x 5 grouping seeds), ``within_recording`` = mean ARI between
 grouping seeds of one recording, ``vehicles_animals`` = mean ARI of the class tasks' groups at
-k = 2 against {airplane, automobile, ship, truck} vs the six animals, the modal grouping and the
-chosen neighbour counts. Recording (the slow part, about two minutes per run of 6 epochs on 2
+k = 2 against {airplane, automobile, ship, truck} vs the six animals, ``mixed_groups`` = mean
+number of groups holding both a vehicle and an animal class task (0 = every group on one side),
+the modal grouping and the chosen neighbour counts. Recording (the slow part, about two minutes per run of 6 epochs on 2
 cores) and analysis are separate::
 
     STGMTL_DATA=/path/to/shared/data PYTHONPATH=. python benchmarks/confusion_robustness.py record
@@ -125,6 +126,11 @@ def legacy_features(dm: Any, k: int) -> np.ndarray:
     return np.ascontiguousarray(emb / norms, dtype=np.float32)
 
 
+def _mixed(vehicle: np.ndarray, labels: np.ndarray) -> int:
+    """Groups holding both a vehicle class task and an animal class task."""
+    return sum(len(set(vehicle[labels == g])) > 1 for g in np.unique(labels))
+
+
 def _partition(names: list[str], labels: np.ndarray) -> str:
     groups: dict[int, list[str]] = {}
     for n, lab in zip(names, labels, strict=True):
@@ -169,19 +175,21 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
                 within = np.mean([adjusted_rand_score(labels[a], labels[b])
                                   for a, b in pairs if a[0] == b[0]])  # fmt: skip
                 va = np.mean([adjusted_rand_score(truth, labels[key][cls]) for key in keys])
+                mixed = np.mean([_mixed(truth, labels[key][cls]) for key in keys])
                 modal, count = Counter(_partition(names, labels[key]) for key in keys).most_common(
                     1
                 )[0]
                 row = {
                     "stability": float(stab), "within_recording": float(within),
-                    "vehicles_animals_ari": float(va), "modal_partition": modal,
+                    "vehicles_animals_ari": float(va), "mixed_groups": float(mixed),
+                    "modal_partition": modal,
                     "modal_share": count / len(keys),
                     "chosen_neighbors": {str(s): (None if c is None else int(c))
                                          for s, c in chosen.items()},
                 }  # fmt: skip
                 results[f"{suite_name} k={k} {graph}"] = row
                 print(f"{suite_name:15s} k={k} {graph:6s} stability {stab:.3f} within {within:.3f} "
-                      f"veh/anim ARI {va:.3f} modal {count}/{len(keys)} "
+                      f"veh/anim ARI {va:.3f} mixed {mixed:.2f} modal {count}/{len(keys)} "
                       f"q={row['chosen_neighbors'] or '-'}\n    {modal}", flush=True)  # fmt: skip
     out = Path(args.results)
     out.parent.mkdir(exist_ok=True)
