@@ -25,8 +25,8 @@ of the 15 groupings (3 recordings x 5 grouping seeds), ``within_recording`` = me
 grouping seeds of one recording, ``vehicles_animals`` = mean ARI of the class tasks' groups at
 k = 2 against {airplane, automobile, ship, truck} vs the six animals, ``mixed_groups`` = mean
 number of groups holding both a vehicle and an animal class task (0 = every group on one side),
-the modal grouping and the chosen neighbour counts. Recording (the slow part, about two minutes per run of 6 epochs on 2
-cores) and analysis are separate::
+the modal grouping and the chosen neighbour counts. Recording (the slow part, about two
+minutes per run of 6 epochs on 2 cores) and analysis are separate::
 
     STGMTL_DATA=/path/to/shared/data PYTHONPATH=. python benchmarks/confusion_robustness.py record
     PYTHONPATH=. python benchmarks/confusion_robustness.py analyse
