@@ -210,11 +210,11 @@ def test_auto_neighbors_is_chosen_by_stability_and_reproducible():
     dm, truth = _planted()  # 60 tasks, 6 groups
     scores = neighbor_stability(dm, 6, random_state=0)
     assert list(scores) == neighbor_candidates(60, 6) and list(scores)[-1] is None
-    assert all(-1 <= m <= 1 and e >= 0 for m, e in scores.values())
+    assert all(-1 <= m <= 1 and e >= 0 and -1 <= a <= 1 for m, e, a in scores.values())
     q = choose_neighbors(scores)
-    # the one-standard-error rule: the densest candidate near the best
-    best = max(m for m, _ in scores.values())
-    assert scores[q][0] >= best - max(e for m, e in scores.values() if m == best)
+    # the one-standard-error rule: a candidate near the most stable one
+    best = max(m for m, _, _ in scores.values())
+    assert scores[q][0] >= best - max(e for m, e, _ in scores.values() if m == best)
     auto = confusion_features(dm, n_groups=6)  # n_neighbors="auto"
     np.testing.assert_array_equal(auto, confusion_features(dm, n_groups=6, n_neighbors=q))
     np.testing.assert_array_equal(auto, confusion_features(dm, n_groups=6))  # seeded
@@ -230,10 +230,12 @@ def test_auto_neighbors_is_chosen_by_stability_and_reproducible():
 
 
 def test_choose_neighbors_rule():
-    # the densest candidate within one standard error of the best; dense wins ties
-    assert choose_neighbors({2: (0.9, 0.05), 3: (0.87, 0.01), 4: (0.5, 0.0), None: (0.6, 0)}) == 3
-    assert choose_neighbors({2: (1.0, 0.0), 5: (1.0, 0.0), None: (1.0, 0.0)}) is None
-    assert choose_neighbors({2: (0.7, 0.0), 5: (0.6, 0.0), None: (0.5, 0.0)}) == 2
+    # within one standard error of the most stable: the best agreement, then the densest
+    scores = {2: (0.9, 0.05, 0.5), 3: (0.87, 0.01, 0.5), 4: (0.5, 0.0, 0.9), None: (0.6, 0, 0.9)}
+    assert choose_neighbors(scores) == 3
+    assert choose_neighbors({2: (1.0, 0.0, 0.5), 5: (1.0, 0.0, 0.2), None: (0.9, 0.0, 1.0)}) == 2
+    assert choose_neighbors({2: (1.0, 0.0, 0.5), 5: (1.0, 0.0, 0.5), None: (1.0, 0, 0.5)}) is None
+    assert choose_neighbors({2: (0.7, 0.0, 0.1), 5: (0.6, 0.0, 0.9), None: (0.5, 0.0, 1.0)}) == 2
 
 
 def test_stability_prefers_the_graph_that_survives_resampling():

@@ -25,12 +25,12 @@ graph cannot fall apart into pieces whose spectral embedding is arbitrary (a dis
 made groups change with the grouping seed). The **number of neighbours is chosen from the data**
 (``n_neighbors="auto"``): for each candidate (2 to twice the size of an average group, and the
 dense affinity), the samples are resampled with replacement (16 times), the graph and a k-means
-partition of its embedding are recomputed on each resample, and the candidates' partitions are
+partition of its embedding are recomputed on each resample, and each candidate's partitions are
 compared (mean pairwise adjusted Rand index): stability-based model selection (Ben-Hur,
 Elisseeff and Guyon 2002; Lange et al. 2004), i.e. the graph whose groups least depend on which
-samples were recorded. Of the candidates within one standard error of the most stable, the
-densest wins (:func:`choose_neighbors`; the dense affinity when resampling cannot tell them
-apart). :func:`neighbor_stability` returns the scores.
+samples were recorded. Of the candidates within one standard error of the most stable, the one
+whose groups of the full data agree best with the other candidates' groups wins, then the
+densest (:func:`choose_neighbors`). :func:`neighbor_stability` returns the scores.
 
 The feature of a task is its row of the normalised spectral embedding of that graph (Ng,
 Jordan and Weiss 2002): the leading non-trivial eigenvectors of the normalised graph
@@ -45,6 +45,7 @@ candidate and resample (about 10 s for CIFAR-100's 100 tasks and 45,000 samples 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -233,15 +234,17 @@ def neighbor_stability(
     n_components: int | None = None,
     snapshot: int | str = "final",
     random_state: Any = 0,
-) -> dict[int | None, tuple[float, float]]:
-    """How stable the groups of each neighbour graph are when the samples are resampled.
+) -> dict[int | None, tuple[float, float, float]]:
+    """How stable the groups of each neighbour graph are, under resampling and across graphs.
 
     For each of ``n_resamples`` bootstrap resamples of the samples (with replacement, seeded),
     the confusion affinity is recomputed, and for each candidate number of neighbours the
     graph (:func:`confusion_affinity`), its spectral embedding and a k-means partition into
     ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed.
     A candidate's stability is the mean adjusted Rand index (ARI) between its partitions of
-    different resamples: 1 when every resample gives the same groups.
+    different resamples: 1 when every resample gives the same groups. Its agreement is the mean
+    ARI between its partition of the full data and those of the other candidates: low for a
+    graph whose groups no other neighbour count supports.
 
     Parameters
     ----------
@@ -263,8 +266,9 @@ def neighbor_stability(
     Returns
     -------
     dict
-        Candidate -> ``(stability, standard error)``, in candidate order; the standard error
-        is the standard deviation of the pairwise ARIs over ``sqrt(n_resamples)``.
+        Candidate -> ``(stability, standard error, agreement)``, in candidate order; the
+        standard error is the standard deviation of the pairwise ARIs over
+        ``sqrt(n_resamples)``.
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -280,19 +284,29 @@ def neighbor_stability(
     seed = int(rng.integers(0, 2**31 - 1))
     fired = says_yes(dm, snapshot=snapshot)
     positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)
+
+    def partitions(s: np.ndarray) -> dict[int | None, np.ndarray]:
+        out = {}
+        for q in cands:
+            emb = _embed(_knn_graph(s, q), d, seed).astype(np.float64)
+            out[q] = _kmeans_labels(emb, k, np.random.default_rng(seed))
+        return out
+
+    a = _confusion(positives, fired)
+    full = partitions((a + a.T) / 2.0)
     n = dm.num_samples
     parts: dict[int | None, list[np.ndarray]] = {q: [] for q in cands}
     for _ in range(n_resamples):
         weights = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
         a = _confusion(sp.csr_matrix(positives.multiply(weights[None, :])), fired)
-        s = (a + a.T) / 2.0
-        for q in cands:
-            emb = _embed(_knn_graph(s, q), d, seed)
-            parts[q].append(_kmeans_labels(emb.astype(np.float64), k, np.random.default_rng(seed)))
-    out: dict[int | None, tuple[float, float]] = {}
+        for q, labels in partitions((a + a.T) / 2.0).items():
+            parts[q].append(labels)
+    out: dict[int | None, tuple[float, float, float]] = {}
     for q, ls in parts.items():
-        aris = [adjusted_rand_score(a, b) for i, a in enumerate(ls) for b in ls[i + 1 :]]
-        out[q] = (float(np.mean(aris)), float(np.std(aris) / np.sqrt(n_resamples)))
+        aris = [adjusted_rand_score(x, y) for i, x in enumerate(ls) for y in ls[i + 1 :]]
+        others = [adjusted_rand_score(full[q], full[r]) for r in cands if r != q]
+        agree = float(np.mean(others)) if others else 1.0
+        out[q] = (float(np.mean(aris)), float(np.std(aris) / np.sqrt(n_resamples)), agree)
     return out
 
 
@@ -326,16 +340,22 @@ def _kmeans_labels(x: np.ndarray, k: int, rng: np.random.Generator, n_init: int 
     return best
 
 
-def choose_neighbors(scores: dict[int | None, tuple[float, float]]) -> int | None:
-    """The densest candidate whose stability is within one standard error of the best.
+def choose_neighbors(scores: Mapping[int | None, tuple[float, ...]]) -> int | None:
+    """The neighbour count to use, from :func:`neighbor_stability`'s scores.
 
-    The one-standard-error rule: candidates that resampling cannot tell apart from the most
-    stable one are equally supported, and the denser graph (more neighbours; ``None``, the
-    dense affinity, is densest) uses more of the evidence.
+    Of the candidates whose stability is within one standard error of the most stable one
+    (the one-standard-error rule: resampling cannot tell them apart), the one whose groups
+    agree best with the other candidates' groups; remaining ties go to the denser graph
+    (``None``, the dense affinity, is densest). A graph can be stable under resampling and yet
+    find groups that no other neighbour count supports (a stable artefact of which edges it
+    cut); the agreement step passes over it.
     """
     best = max(scores, key=lambda q: scores[q][0])
     floor = scores[best][0] - scores[best][1]
     ok = [q for q in scores if scores[q][0] >= floor]
+    agree = {q: scores[q][2] if len(scores[q]) > 2 else 0.0 for q in ok}
+    top = max(agree.values())
+    ok = [q for q in ok if agree[q] >= top - 1e-12]
     return None if None in ok else max(q for q in ok if q is not None)
 
 
