@@ -29,7 +29,7 @@ partition of its embedding are recomputed on each resample, and each candidate's
 compared (mean pairwise adjusted Rand index): stability-based model selection (Ben-Hur,
 Elisseeff and Guyon 2002; Lange et al. 2004), i.e. the graph whose groups least depend on which
 samples were recorded. Of the candidates within one standard error of the most stable, the one
-whose groups of the full data agree best with the other candidates' groups wins, then the
+whose groups of the full data agree best with the dense affinity's groups wins, then the
 densest (:func:`choose_neighbors`). :func:`neighbor_stability` returns the scores.
 
 The feature of a task is its row of the normalised spectral embedding of that graph (Ng,
@@ -242,9 +242,9 @@ def neighbor_stability(
     graph (:func:`confusion_affinity`), its spectral embedding and a k-means partition into
     ``n_groups`` groups (k-means++ seeding, Lloyd iterations, best of 10, seeded) are computed.
     A candidate's stability is the mean adjusted Rand index (ARI) between its partitions of
-    different resamples: 1 when every resample gives the same groups. Its agreement is the mean
-    ARI between its partition of the full data and those of the other candidates: low for a
-    graph whose groups no other neighbour count supports.
+    different resamples: 1 when every resample gives the same groups. Its agreement is the ARI
+    between its partition of the full data and that of the dense affinity: low for a graph
+    whose groups come from which edges it cut rather than from the confusions.
 
     Parameters
     ----------
@@ -285,27 +285,26 @@ def neighbor_stability(
     fired = says_yes(dm, snapshot=snapshot)
     positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)
 
-    def partitions(s: np.ndarray) -> dict[int | None, np.ndarray]:
+    def partitions(s: np.ndarray, qs: list[int | None]) -> dict[int | None, np.ndarray]:
         out = {}
-        for q in cands:
+        for q in qs:
             emb = _embed(_knn_graph(s, q), d, seed).astype(np.float64)
             out[q] = _kmeans_labels(emb, k, np.random.default_rng(seed))
         return out
 
     a = _confusion(positives, fired)
-    full = partitions((a + a.T) / 2.0)
+    full = partitions((a + a.T) / 2.0, list(dict.fromkeys([*cands, None])))
     n = dm.num_samples
     parts: dict[int | None, list[np.ndarray]] = {q: [] for q in cands}
     for _ in range(n_resamples):
         weights = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
         a = _confusion(sp.csr_matrix(positives.multiply(weights[None, :])), fired)
-        for q, labels in partitions((a + a.T) / 2.0).items():
+        for q, labels in partitions((a + a.T) / 2.0, cands).items():
             parts[q].append(labels)
     out: dict[int | None, tuple[float, float, float]] = {}
     for q, ls in parts.items():
         aris = [adjusted_rand_score(x, y) for i, x in enumerate(ls) for y in ls[i + 1 :]]
-        others = [adjusted_rand_score(full[q], full[r]) for r in cands if r != q]
-        agree = float(np.mean(others)) if others else 1.0
+        agree = float(adjusted_rand_score(full[q], full[None]))
         out[q] = (float(np.mean(aris)), float(np.std(aris) / np.sqrt(n_resamples)), agree)
     return out
 
@@ -345,10 +344,10 @@ def choose_neighbors(scores: Mapping[int | None, tuple[float, ...]]) -> int | No
 
     Of the candidates whose stability is within one standard error of the most stable one
     (the one-standard-error rule: resampling cannot tell them apart), the one whose groups
-    agree best with the other candidates' groups; remaining ties go to the denser graph
-    (``None``, the dense affinity, is densest). A graph can be stable under resampling and yet
-    find groups that no other neighbour count supports (a stable artefact of which edges it
-    cut); the agreement step passes over it.
+    agree best with the dense affinity's groups; remaining ties go to the denser graph
+    (``None``, the dense affinity, is densest). With few tasks and many samples several graphs
+    are perfectly stable (resampling hardly moves the confusions) and one of them can find
+    groups that come from which edges it cut; the agreement step passes over it.
     """
     best = max(scores, key=lambda q: scores[q][0])
     floor = scores[best][0] - scores[best][1]
