@@ -7,8 +7,9 @@ resident memory (``ru_maxrss``, including the generated data; generation is not 
 
 ``large_k``
     T = 100,000 tasks, D = 16,000 features (probe-sized data maps: 2,000 samples x 4 snapshots
-    x 2 statistics), k = 1,000 groups of about 100 tasks (Dirichlet(20) proportions: sizes
-    within about +-50% of the mean), ``stgmtl.group(X, 1000)`` with its defaults. Also reported:
+    x 2 statistics), k = 1,000 groups of about 100 tasks (Dirichlet(20) proportions, sd about
+    22% of the mean; the first group also takes the rounding remainder: sizes 46 to 580 with
+    the default seed), ``stgmtl.group(X, 1000)`` with its defaults. Also reported:
     the same k-means without swap rounds on the same embedding (what seeding + restarts alone
     give) and the time of each stage.
 ``wide``
