@@ -31,56 +31,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from stgmtl._checks import fail
+from stgmtl.affinity.signals import confusion_matrix, says_yes
 from stgmtl.datamaps import DataMaps
 
 __all__ = ["confusion_affinity", "confusion_features", "confusion_matrix", "says_yes"]
-
-
-def says_yes(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
-    """``(T, N)`` float64 mean probability that each task says yes on each sample.
-
-    ``confidence`` where the task's recorded target is 1, ``1 - confidence`` where it is 0, and
-    0 where the sample was never observed for that task (no evidence of firing).
-    """
-    if dm.task_type != "binary":
-        raise fail(
-            "dm",
-            "data maps of binary (one-vs-rest or multi-label) tasks",
-            f"task_type={dm.task_type!r}",
-        )
-    conf = np.asarray(dm.stat("confidence", snapshot), dtype=np.float64)
-    y = np.asarray(dm.targets)
-    yes = np.where(y == 1, conf, 1.0 - conf)
-    yes[(y < 0) | ~np.isfinite(conf)] = 0.0
-    return yes
-
-
-def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
-    """Cross-task confusion ``A[t, u]``: mean probability that ``t`` says yes on ``u``'s positives.
-
-    Parameters
-    ----------
-    dm : DataMaps
-        Data maps of binary tasks, with ``targets`` recorded.
-    snapshot : int or "final"
-        The confidence of the final state or of one snapshot epoch.
-
-    Returns
-    -------
-    np.ndarray
-        float64 ``(T, T)`` with a zero diagonal. Columns of tasks without any recorded positive
-        are zero. Never-observed (task, sample) entries count as no confusion.
-    """
-    fired = says_yes(dm, snapshot=snapshot)  # (T, N)
-    positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)  # (T, N)
-    n_pos = np.asarray(positives.sum(axis=1)).ravel()
-    # (positives @ fired.T)[u, t] = sum over u's positives of fired[t]; sparse @ dense.
-    a = np.asarray((positives @ fired.T).T)  # (T, T): [t, u]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where(n_pos > 0, a / n_pos, 0.0)
-    np.fill_diagonal(a, 0.0)
-    return a
 
 
 def _resolve_neighbors(n_neighbors: int | str | None, t: int, n_groups: int | None) -> int | None:
