@@ -201,11 +201,18 @@ def datamap_signal(
     counts = (observed @ observed.T).astype(np.int64)
     snaps = [(int(e), _datamap_values(dm, stats, e)) for e in _snapshots(dm, snapshots)]
     return _affinity(
-        dm, "datamap", _datamap_values(dm, stats, "final"), orientation="symmetric",
-        counts=counts, snaps=snaps,
-        meta={"formula": "-sqrt(mean_{n,s} (f_s[i,n] - f_s[j,n])^2), samples observed for both",
-              "stats": stats, "snapshot_kind": dm.snapshot_kind},
-    )  # fmt: skip
+        dm,
+        "datamap",
+        _datamap_values(dm, stats, "final"),
+        orientation="symmetric",
+        counts=counts,
+        snaps=snaps,
+        meta={
+            "formula": "-sqrt(mean_{n,s} (f_s[i,n] - f_s[j,n])^2), samples observed for both",
+            "stats": stats,
+            "snapshot_kind": dm.snapshot_kind,
+        },
+    )
 
 
 # ------------------------------------------------------------------------------- confusion
@@ -238,10 +245,17 @@ def confusion_signal(dm: DataMaps, *, snapshots: bool = True) -> TaskAffinity:
     counts = n_pos[:, None] + n_pos[None, :]
     snaps = [(int(e), _confusion_values(dm, e)) for e in _snapshots(dm, snapshots)]
     return _affinity(
-        dm, "confusion", values, orientation="symmetric", counts=counts, snaps=snaps,
-        meta={"formula": "(A + A^T) / 2, A[i,j] = mean over j's positives of P(task i says yes)",
-              "snapshot_kind": dm.snapshot_kind},
-    )  # fmt: skip
+        dm,
+        "confusion",
+        values,
+        orientation="symmetric",
+        counts=counts,
+        snaps=snaps,
+        meta={
+            "formula": "(A + A^T) / 2, A[i,j] = mean over j's positives of P(task i says yes)",
+            "snapshot_kind": dm.snapshot_kind,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------- label
@@ -325,8 +339,12 @@ def label_signal(
             formula = "-H(Y_j | Y_i) in bits"
         else:
             if c != 2:
-                raise fail("statistic", "'uncertainty' or 'conditional_entropy' for multi-class "
-                           "targets ('phi' needs binary labels)", statistic)  # fmt: skip
+                raise fail(
+                    "statistic",
+                    "'uncertainty' or 'conditional_entropy' for multi-class "
+                    "targets ('phi' needs binary labels)",
+                    statistic,
+                )
             n11, n10, n01, n00 = n[:, 1, :, 1], n[:, 1, :, 0], n[:, 0, :, 1], n[:, 0, :, 0]
             den = np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
             values = np.where(den > 0, (n11 * n00 - n10 * n01) / den, np.nan)
@@ -339,9 +357,13 @@ def label_signal(
         signal="label",
         orientation="symmetric" if statistic == "phi" else "source->recipient",
         counts=counts,
-        meta={"source": "targets", "epochs": int(epochs), "statistic": statistic,
-              "formula": formula},
-    )  # fmt: skip
+        meta={
+            "source": "targets",
+            "epochs": int(epochs),
+            "statistic": statistic,
+            "formula": formula,
+        },
+    )
     return aff
 
 
@@ -405,11 +427,19 @@ def colearning_signal(dm: DataMaps, *, snapshots: bool = True) -> TaskAffinity:
         else []
     )
     return _affinity(
-        dm, "colearning", values, orientation="symmetric", counts=counts, snaps=snaps,
-        meta={"formula": "corr over (transition e, sample n) of c[e,i,n] - c[e-1,i,n] and the "
-              "same for j, centred per (e, task)", "snapshot_kind": dm.snapshot_kind,
-              "transitions": s - 1},
-    )  # fmt: skip
+        dm,
+        "colearning",
+        values,
+        orientation="symmetric",
+        counts=counts,
+        snaps=snaps,
+        meta={
+            "formula": "corr over (transition e, sample n) of c[e,i,n] - c[e-1,i,n] and the "
+            "same for j, centred per (e, task)",
+            "snapshot_kind": dm.snapshot_kind,
+            "transitions": s - 1,
+        },
+    )
 
 
 # -------------------------------------------------------------------------------------- all

@@ -41,11 +41,19 @@ from stgmtl.record.gradtag import GradTAGCollector, grad_tag_affinity
 from stgmtl.record.probe import AffinityProbe
 from stgmtl.record.tag import TAGProbe
 
-__all__ = ["PROBE_SIGNALS", "SIGNALS", "make_probe", "record_affinity"]
+__all__ = ["PROBE_SIGNALS", "SIGNALS", "dataset_task_names", "make_probe", "record_affinity"]
 
 #: Every signal :func:`record_affinity` records, in the order it returns them by default.
-SIGNALS = ("datamap", "confusion", "label", "colearning", "tag", "grad-cosine", "rep-cosine",
-           "grad-tag")  # fmt: skip
+SIGNALS = (
+    "datamap",
+    "confusion",
+    "label",
+    "colearning",
+    "tag",
+    "grad-cosine",
+    "rep-cosine",
+    "grad-tag",
+)
 #: The signals measured by training-time probes.
 PROBE_SIGNALS: dict[str, type[AffinityProbe]] = {
     "tag": TAGProbe,
@@ -93,14 +101,22 @@ def _per_task_loss(
     if loss_fn is None:
         return None
     if not callable(loss_fn):
-        raise fail("loss_fn", "a callable (logits, targets) -> (T,) per-task losses", loss_fn,
-                   error=TypeError)  # fmt: skip
+        raise fail(
+            "loss_fn",
+            "a callable (logits, targets) -> (T,) per-task losses",
+            loss_fn,
+            error=TypeError,
+        )
 
     def total(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         per = loss_fn(logits, targets)
         if not isinstance(per, torch.Tensor) or per.ndim != 1 or per.shape[0] != targets.shape[1]:
-            raise fail("loss_fn", f"per-task losses of shape ({targets.shape[1]},) (affinity "
-                       "signals need one loss per task)", getattr(per, "shape", per))  # fmt: skip
+            raise fail(
+                "loss_fn",
+                f"per-task losses of shape ({targets.shape[1]},) (affinity "
+                "signals need one loss per task)",
+                getattr(per, "shape", per),
+            )
         return per.sum()
 
     return total
@@ -154,7 +170,8 @@ def record_affinity(
         Seeds torch's RNG at the start (as ``fit_datamaps``), the probes' private streams and
         Grad-TAG's projection and split.
     task_names : sequence of str, optional
-        Default ``loader.dataset.task_names`` when present, else ``task_0 ...``.
+        Default: ``task_names`` of ``loader.dataset`` (or of the dataset it wraps) when present,
+        else ``task_0 ...``.
     heads : nn.Module, str or None
         The task-head submodule for the gradient signals (see
         :mod:`stgmtl.record.functional`); default the last ``nn.Linear`` with one output per task.
@@ -178,32 +195,56 @@ def record_affinity(
     seed = seed_from("random_state", random_state)
     per_task = _per_task_loss(loss_fn)
     if task_names is None:
-        task_names = getattr(getattr(loader, "dataset", None), "task_names", None)
+        task_names = dataset_task_names(loader)
     free = [s for s in names if s in FREE_SIGNALS]
     if "colearning" in free and epochs < 2:
         raise fail("epochs", "at least 2 for the colearning signal (it compares epochs)", epochs)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
-    t_names = None if task_names is None else check_names("task_names", task_names,
-                                                          len(list(task_names)))  # fmt: skip
+    t_names = (
+        None if task_names is None else check_names("task_names", task_names, len(list(task_names)))
+    )
     probes: dict[str, AffinityProbe] = {}
     for s in names:
         if s in PROBE_SIGNALS:
-            kw = {"heads": heads, "task_names": t_names, "pos_weight": pos_weight,
-                  "random_state": seed, "loss_fn": loss_fn, **opts.get(s, {})}  # fmt: skip
+            kw = {
+                "heads": heads,
+                "task_names": t_names,
+                "pos_weight": pos_weight,
+                "random_state": seed,
+                "loss_fn": loss_fn,
+                **opts.get(s, {}),
+            }
             probes[s] = make_probe(s, **kw)
     collector = None
     gt_opts = dict(opts.get("grad-tag", {}))
     if "grad-tag" in names:
-        collector = GradTAGCollector(gt_opts.pop("n_samples", 512))
+        collector = GradTAGCollector(gt_opts.pop("n_samples", 256))
     extra: list[Hook] = [*probes.values(), *([collector] if collector else []), *hooks]
     try:
         rep = probes.get("rep-cosine")
-        if isinstance(rep, RepCosineProbe) and (t_names is not None or isinstance(heads, nn.Module)):
+        if isinstance(rep, RepCosineProbe) and (
+            t_names is not None or isinstance(heads, nn.Module)
+        ):
             rep.attach(model)
-        dm = _train(loader, model, opt, epochs, lr, per_task, pos_weight, progress, seed,
-                    t_names, scheduler, dev, checkpoint_path, extra, bool(free))  # fmt: skip
+        dm = _train(
+            loader,
+            model,
+            opt,
+            epochs,
+            lr,
+            per_task,
+            pos_weight,
+            progress,
+            seed,
+            t_names,
+            scheduler,
+            dev,
+            checkpoint_path,
+            extra,
+            bool(free),
+        )
     finally:
         rep = probes.get("rep-cosine")
         if isinstance(rep, RepCosineProbe):
@@ -212,8 +253,9 @@ def record_affinity(
     free_out = {}
     if free:
         label_opts = opts.get("label", {})
-        free_out = free_signals(dm, free, label_statistic=label_opts.get("statistic",
-                                                                          "uncertainty"))  # fmt: skip
+        free_out = free_signals(
+            dm, free, label_statistic=label_opts.get("statistic", "uncertainty")
+        )
     for s in names:
         if s in free_out:
             out[s] = free_out[s]
@@ -222,10 +264,29 @@ def record_affinity(
         else:
             assert collector is not None
             known = t_names if t_names is not None else (None if dm is None else dm.task_names)
-            out[s] = grad_tag_affinity(model, _batches(collector), task_names=known,
-                                       heads=heads, random_state=seed, progress=progress,
-                                       **gt_opts)  # fmt: skip
+            out[s] = grad_tag_affinity(
+                model,
+                _batches(collector),
+                task_names=known,
+                heads=heads,
+                random_state=seed,
+                progress=progress,
+                **gt_opts,
+            )
     return out
+
+
+def dataset_task_names(loader: Any) -> Sequence[str] | None:
+    """``task_names`` of the loader's dataset (looking through ``.dataset`` wrappers)."""
+    obj = getattr(loader, "dataset", None)
+    for _ in range(4):
+        if obj is None:
+            return None
+        names = getattr(obj, "task_names", None)
+        if names is not None and not isinstance(names, str):
+            return list(names)
+        obj = getattr(obj, "dataset", None)
+    return None
 
 
 def _batches(collector: GradTAGCollector) -> list[Batch]:
@@ -253,23 +314,45 @@ def _train(
 ) -> Any:
     """Run the one training loop (through ``fit_datamaps`` when free signals are asked)."""
     if with_datamaps:
-        settings: dict[str, Any] = {"snapshot_epochs": list(range(1, epochs + 1)),
-                                    "snapshot_kind": "epoch"}  # fmt: skip
+        settings: dict[str, Any] = {
+            "snapshot_epochs": list(range(1, epochs + 1)),
+            "snapshot_kind": "epoch",
+        }
         if task_names is not None:
             settings["task_names"] = task_names
         return fit_datamaps(
-            loader, model, epochs=epochs, optimizer=opt, lr=lr, scheduler=scheduler,
-            loss_fn=per_task, pos_weight=pos_weight, device=dev, hooks=hooks,
-            checkpoint_path=checkpoint_path, progress=progress, random_state=seed, **settings,
-        )  # fmt: skip
+            loader,
+            model,
+            epochs=epochs,
+            optimizer=opt,
+            lr=lr,
+            scheduler=scheduler,
+            loss_fn=per_task,
+            pos_weight=pos_weight,
+            device=dev,
+            hooks=hooks,
+            checkpoint_path=checkpoint_path,
+            progress=progress,
+            random_state=seed,
+            **settings,
+        )
     try:
         total: int | None = len(loader) * epochs
     except TypeError:
         total = None
     train_loop(
-        model, loader, epochs=epochs, optimizer=opt, scheduler=make_scheduler(scheduler, opt, lr, total),
-        loss_fn=per_task, pos_weight=pos_weight, device=dev, hooks=hooks,
-        checkpoint_path=checkpoint_path, progress=progress, desc="record_affinity",
+        model,
+        loader,
+        epochs=epochs,
+        optimizer=opt,
+        scheduler=make_scheduler(scheduler, opt, lr, total),
+        loss_fn=per_task,
+        pos_weight=pos_weight,
+        device=dev,
+        hooks=hooks,
+        checkpoint_path=checkpoint_path,
+        progress=progress,
+        desc="record_affinity",
         random_state=seed,
-    )  # fmt: skip
+    )
     return None

@@ -83,15 +83,17 @@ class GradCosineProbe(AffinityProbe):
         **kwargs: Any,
     ) -> None:
         self.heads = heads
-        self.sketch_dim = None if sketch_dim is None else check_int("sketch_dim", sketch_dim,
-                                                                     low=1)  # fmt: skip
+        self.sketch_dim = None if sketch_dim is None else check_int("sketch_dim", sketch_dim, low=1)
         self.weights_only = check_bool("weights_only", weights_only)
         self._hash: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(every=every, **kwargs)
 
     def _settings(self) -> dict[str, Any]:
-        return {"sketch_dim": self.sketch_dim, "weights_only": self.weights_only,
-                "heads": self.heads if isinstance(self.heads, str | None) else "module"}  # fmt: skip
+        return {
+            "sketch_dim": self.sketch_dim,
+            "weights_only": self.weights_only,
+            "heads": self.heads if isinstance(self.heads, str | None) else "module",
+        }
 
     def _buckets(self, k: int, layer: int, name: str, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
         key = (layer, name)
@@ -99,7 +101,7 @@ class GradCosineProbe(AffinityProbe):
         if cached is None or cached[0].numel() != p.numel() or cached[0].device != p.device:
             g = torch.Generator().manual_seed(int(self.random_state) * 1_000_003 + layer)
             idx = torch.randint(0, k, (p.numel(),), generator=g)
-            sign = torch.randint(0, 2, (p.numel(),), generator=g).to(torch.float32) * 2 - 1
+            sign = torch.randint(0, 2, (p.numel(),), generator=g).to(p.dtype) * 2 - 1
             cached = (idx.to(p.device), sign.to(p.device))
             self._hash[key] = cached
         return cached
@@ -114,7 +116,7 @@ class GradCosineProbe(AffinityProbe):
         k = total if exact else int(self.sketch_dim)  # type: ignore[arg-type]
         losses = ctx.loss_of(probe_forward(ctx.model, ctx.batch.inputs, seed=ctx.seed), ctx.batch)
         dev = losses.device
-        sketch = torch.zeros((t, k), dtype=torch.float32, device=dev)
+        sketch = torch.zeros((t, k), dtype=params[0].dtype, device=dev)
         has = torch.isfinite(losses.detach())
         if ctx.batch.mask is not None:
             has &= ctx.batch.mask.any(dim=0).to(dev)
@@ -125,7 +127,7 @@ class GradCosineProbe(AffinityProbe):
             row = sketch[i]
             offset = 0
             for layer, ((name, p), g) in enumerate(zip(shared, grads, strict=True)):
-                flat = torch.zeros(p.numel(), device=dev) if g is None else g.reshape(-1).float()
+                flat = torch.zeros_like(row[: p.numel()]) if g is None else g.reshape(-1).to(row)
                 if exact:
                     row[offset : offset + p.numel()] = flat
                 else:
@@ -184,8 +186,10 @@ class RepCosineProbe(AffinityProbe):
             self.attach(model)
 
     def _settings(self) -> dict[str, Any]:
-        return {"chunk": self.chunk,
-                "heads": self.heads if isinstance(self.heads, str | None) else "module"}  # fmt: skip
+        return {
+            "chunk": self.chunk,
+            "heads": self.heads if isinstance(self.heads, str | None) else "module",
+        }
 
     # ------------------------------------------------------------- capture
     def attach(self, model: nn.Module) -> nn.Module:

@@ -133,9 +133,11 @@ def isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
 
     Only the CPU generator and, for a CUDA ``device``, that device's generator are touched.
     """
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if (
-        device.type == "cuda"
-    ) else []  # fmt: skip
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if (device.type == "cuda")
+        else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.random.default_generator.manual_seed(int(seed))
         if device.type == "cuda":

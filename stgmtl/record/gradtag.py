@@ -58,10 +58,21 @@ __all__ = [
     "grad_tag_affinity",
     "projected_gradients",
     "projection_direction",
+    "subset_affinity",
+    "subset_losses",
 ]
 
-_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
-         nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm)
+_NORM = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
 
 
 def _gradtag_parameters(model: nn.Module, heads: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -99,8 +110,12 @@ def _batches(batches: Iterable[Any], device: torch.device) -> list[Batch]:
                 raise fail("batches", "targets as (B, T) tensors", type(y).__name__)
             b = Batch(x, y, torch.empty(0, dtype=torch.long), missing_mask(y), None)
         else:
-            raise fail("batches", "(inputs, targets[, indices]) items or Batch objects",
-                       type(item).__name__, error=TypeError)  # fmt: skip
+            raise fail(
+                "batches",
+                "(inputs, targets[, indices]) items or Batch objects",
+                type(item).__name__,
+                error=TypeError,
+            )
         out.append(b)
     if not out:
         raise fail("batches", "at least one batch", "none")
@@ -113,7 +128,7 @@ def projected_gradients(
     batches: Iterable[Any],
     *,
     heads: nn.Module | str | None = None,
-    projection_dim: int = 64,
+    projection_dim: int = 32,
     chunk: int = 8,
     random_state: int = 0,
     progress: bool = False,
@@ -169,11 +184,15 @@ def projected_gradients(
         for k0 in range(0, d, chunk):
             ks = range(k0, min(k0 + chunk, d))
             dirs = [projection_direction(primals, seed, k, d) for k in ks]
-            tangents = tuple(torch.stack([dd[layer] for dd in dirs]) for layer in range(len(primals)))
+            tangents = tuple(
+                torch.stack([dd[layer] for dd in dirs]) for layer in range(len(primals))
+            )
             for b, f in zip(data, feats, strict=True):
 
                 def logits(*ps: torch.Tensor, x: Any = b.inputs) -> torch.Tensor:
-                    return probe_forward(inner, x, seed=seed, params=dict(zip(names, ps)))  # noqa: B023
+                    return probe_forward(
+                        inner, x, seed=seed, params=dict(zip(names, ps, strict=True))
+                    )  # noqa: B023
 
                 def directional(*tang: torch.Tensor) -> torch.Tensor:
                     return torch.func.jvp(logits, primals, tang)[1]
@@ -186,15 +205,21 @@ def projected_gradients(
     finally:
         inner.train(was_training)
     y = torch.cat([b.targets.detach().double().cpu() for b in data])
-    m = torch.cat([(torch.ones_like(b.targets, dtype=torch.bool) if b.mask is None else b.mask)
-                   .cpu() for b in data])  # fmt: skip
+    m = torch.cat(
+        [
+            (torch.ones_like(b.targets, dtype=torch.bool) if b.mask is None else b.mask).cpu()
+            for b in data
+        ]
+    )
     y = torch.where(m, y, torch.nan)
     ok = torch.isnan(y) | (y == 0) | (y == 1)
     if not bool(ok.all()):
-        raise fail("batches", "binary targets (0/1; NaN or negative = missing) for grad-tag",
-                   "other values")  # fmt: skip
-    return (torch.cat(base).double().cpu().numpy(), torch.cat(feats).numpy(), y.numpy(),
-            m.numpy())  # fmt: skip
+        raise fail(
+            "batches",
+            "binary targets (0/1; NaN or negative = missing) for grad-tag",
+            "other values",
+        )
+    return (torch.cat(base).double().cpu().numpy(), torch.cat(feats).numpy(), y.numpy(), m.numpy())
 
 
 def _bce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -260,31 +285,59 @@ def fit_logistic(
             if not bool(worse.any()):
                 break
             scale = torch.where(worse, scale / 2, scale)
-        w, f = cand, torch.minimum(fc, f)
+        better = fc <= f + 1e-15 * f.abs()
+        w = torch.where(better[:, None], cand, w)
+        f = torch.where(better, fc, f)
         if float((scale[:, None] * step).abs().max()) < tol:
             break
     return w
 
 
-def _subsets(t: int, mode: str, n_subsets: int, size: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+def _subsets(
+    t: int, mode: str, n_subsets: int, size: int, rng: np.random.Generator
+) -> list[tuple[int, ...]]:
     if mode == "pairs":
         return [(i,) for i in range(t)] + list(itertools.combinations(range(t), 2))
     size = min(size, t)
-    return [tuple(sorted(rng.choice(t, size=size, replace=False).tolist())) for _ in range(n_subsets)]
+    return [
+        tuple(sorted(rng.choice(t, size=size, replace=False).tolist())) for _ in range(n_subsets)
+    ]
 
 
-def _subset_losses(
-    subsets: list[tuple[int, ...]],
-    fit: tuple[torch.Tensor, ...],
-    held: tuple[torch.Tensor, ...],
+def subset_losses(
+    subsets: Sequence[Sequence[int]],
+    fit: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    held: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     l2: float,
-    batch: int,
-    progress: bool,
+    *,
+    batch: int = 256,
+    progress: bool = False,
 ) -> np.ndarray:
-    """``(len(subsets), T)`` held-out linearised loss of each member task (NaN elsewhere)."""
+    """Held-out linearised loss of each member task of each subset, after fitting on the subset.
+
+    Parameters
+    ----------
+    subsets : sequence of sequence of int
+        Task subsets (non-empty).
+    fit, held : tuple of torch.Tensor
+        ``(features (n, T, d), logits (n, T), targets (n, T), observed (n, T) bool)`` of the fit
+        and held-out samples.
+    l2 : float
+        Relative ridge strength (see :func:`fit_logistic`).
+    batch : int
+        Subsets fitted at once.
+    progress : bool
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(subsets), T)``: ``[r, j]`` the held-out mean BCE of task ``j`` under subset ``r``'s
+        fitted coefficients (NaN for tasks outside the subset or without held-out labels).
+    """
     phi_f, off_f, y_f, m_f = fit
     phi_h, off_h, y_h, m_h = held
     t = off_f.shape[1]
+    subsets = [tuple(int(i) for i in s) for s in subsets]
     out = np.full((len(subsets), t), np.nan)
     size = max(len(s) for s in subsets)
     bar = tqdm(total=len(subsets), disable=not progress, desc="grad-tag fits", leave=False)
@@ -300,12 +353,56 @@ def _subset_losses(
         w = fit_logistic(x, off, y, wt, l2)
         zh = off_h[:, idx] + torch.einsum("npkd,pd->npk", phi_h[:, idx], w)  # (n, P, size)
         mh = m_h[:, idx].double()
-        loss = (mh * _bce(zh, torch.nan_to_num(y_h[:, idx]))).sum(0) / mh.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = (mh * _bce(zh, torch.nan_to_num(y_h[:, idx]))).sum(0) / mh.sum(0)
         for r, s in enumerate(part):
             out[start + r, list(s)] = loss[r, : len(s)].numpy()
         bar.update(p)
     bar.close()
     return out
+
+
+def subset_affinity(
+    subsets: Sequence[Sequence[int]], losses: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affinity ``values[i, j]`` and ``counts`` from per-subset losses (:func:`subset_losses`).
+
+    When no subset has more than two tasks (singletons and pairs), each pair ``{i, j}`` gives
+    ``values[i, j] = 1 - L_j({i, j}) / L_j({j})``. Otherwise ``values[i, j] = 1 -
+    mean_{S contains i, j} L_j(S) / mean_{S contains j, not i} L_j(S)``. Diagonal NaN;
+    ``counts[i, j]`` the subsets holding both.
+    """
+    subsets = [tuple(int(i) for i in s) for s in subsets]
+    t = losses.shape[1]
+    values = np.full((t, t), np.nan)
+    counts = np.zeros((t, t), dtype=np.int64)
+    single = np.full(t, np.nan)
+    for r, s in enumerate(subsets):
+        if len(s) == 1:
+            single[s[0]] = losses[r, s[0]]
+    if all(len(s) <= 2 for s in subsets):
+        for r, s in enumerate(subsets):
+            if len(s) == 2:
+                i, j = s
+                values[i, j] = 1.0 - losses[r, j] / single[j]
+                values[j, i] = 1.0 - losses[r, i] / single[i]
+                counts[i, j] += 1
+                counts[j, i] += 1
+    else:
+        member = np.zeros((len(subsets), t), dtype=bool)
+        for r, s in enumerate(subsets):
+            member[r, list(s)] = True
+        lz = np.where(member, np.nan_to_num(losses), 0.0)
+        mf = member.astype(np.float64)
+        with_n = mf.T @ mf
+        without_n = (1 - mf).T @ mf
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = 1.0 - ((mf.T @ lz) / with_n) / (((1 - mf).T @ lz) / without_n)
+        values[(with_n == 0) | (without_n == 0)] = np.nan
+        counts = with_n.astype(np.int64)
+    np.fill_diagonal(values, np.nan)
+    np.fill_diagonal(counts, 0)
+    return values, counts
 
 
 def grad_tag_affinity(
@@ -314,7 +411,7 @@ def grad_tag_affinity(
     *,
     task_names: Sequence[str] | None = None,
     heads: nn.Module | str | None = None,
-    projection_dim: int = 64,
+    projection_dim: int = 32,
     l2: float = 1e-2,
     holdout: float = 0.5,
     subsets: str = "auto",
@@ -340,7 +437,8 @@ def grad_tag_affinity(
     heads : nn.Module, str or None
         The task heads (see :mod:`stgmtl.record.functional`).
     projection_dim : int
-        Dimension ``d`` of the projected gradients (default 64).
+        Dimension ``d`` of the projected gradients (default 32; each direction costs about two
+        forward passes over the probe samples).
     l2 : float
         Relative ridge strength of the logistic fits (default 0.01).
     holdout : float
@@ -368,9 +466,14 @@ def grad_tag_affinity(
     check_int("max_pair_tasks", max_pair_tasks, low=2)
     seed = seed_from("random_state", random_state)
     logits, phi, y, m = projected_gradients(
-        model, batches, heads=heads, projection_dim=projection_dim, chunk=chunk,
-        random_state=seed, progress=progress,
-    )  # fmt: skip
+        model,
+        batches,
+        heads=heads,
+        projection_dim=projection_dim,
+        chunk=chunk,
+        random_state=seed,
+        progress=progress,
+    )
     n, t = logits.shape
     names = check_names("task_names", task_names, t)
     rng = np.random.default_rng([seed, 11])
@@ -380,62 +483,40 @@ def grad_tag_affinity(
         raise fail("batches", f"at least 2 samples to split with holdout={holdout}", f"{n}")
     held_idx, fit_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
 
-    def part(ix: np.ndarray) -> tuple[torch.Tensor, ...]:
-        return (torch.from_numpy(phi[ix]), torch.from_numpy(logits[ix]),
-                torch.from_numpy(y[ix]), torch.from_numpy(m[ix]))  # fmt: skip
+    def part(ix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(phi[ix]),
+            torch.from_numpy(logits[ix]),
+            torch.from_numpy(y[ix]),
+            torch.from_numpy(m[ix]),
+        )
 
     mode = ("pairs" if t <= max_pair_tasks else "sampled") if subsets == "auto" else subsets
     chosen = _subsets(t, mode, n_subsets, subset_size, rng)
-    losses = _subset_losses(chosen, part(fit_idx), part(held_idx), l2,
-                            max(1, 4096 // max(len(s) for s in chosen)), progress)  # fmt: skip
-    values, counts = _affinity_from_losses(chosen, losses, t, mode)
+    batch = max(1, 4096 // max(len(s) for s in chosen))
+    losses = subset_losses(
+        chosen, part(fit_idx), part(held_idx), l2, batch=batch, progress=progress
+    )
+    values, counts = subset_affinity(chosen, losses)
     return TaskAffinity(
         task_names=names,
         values=values,
         signal="grad-tag",
         orientation="source->recipient",
         counts=counts,
-        meta={"formula": "1 - Lhat_j({i,j}) / Lhat_j({j}) (pairs), Lhat: held-out BCE of the "
-              "linearised model fitted on the subset", "source": "post-hoc, trained weights",
-              "projection_dim": int(projection_dim), "l2": float(l2), "holdout": float(holdout),
-              "subsets": mode, "n_subsets": len(chosen), "probe_samples": int(n),
-              "random_state": seed},
-    )  # fmt: skip
-
-
-def _affinity_from_losses(
-    subsets: list[tuple[int, ...]], losses: np.ndarray, t: int, mode: str
-) -> tuple[np.ndarray, np.ndarray]:
-    values = np.full((t, t), np.nan)
-    counts = np.zeros((t, t), dtype=np.int64)
-    if mode == "pairs":
-        single = np.full(t, np.nan)
-        for r, s in enumerate(subsets):
-            if len(s) == 1:
-                single[s[0]] = losses[r, s[0]]
-        for r, s in enumerate(subsets):
-            if len(s) == 2:
-                i, j = s
-                values[i, j] = 1.0 - losses[r, j] / single[j]
-                values[j, i] = 1.0 - losses[r, i] / single[i]
-                counts[i, j] = counts[j, i] = 1
-    else:
-        member = np.zeros((len(subsets), t), dtype=bool)
-        for r, s in enumerate(subsets):
-            member[r, list(s)] = True
-        lz = np.where(member, np.nan_to_num(losses), 0.0)
-        mf = member.astype(np.float64)
-        with_sum = mf.T @ lz  # [i, j]: sum over subsets with i and j of Lhat_j
-        with_n = mf.T @ mf
-        without_sum = (1 - mf).T @ lz
-        without_n = (1 - mf).T @ mf
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = 1.0 - (with_sum / with_n) / (without_sum / without_n)
-        values[(with_n == 0) | (without_n == 0)] = np.nan
-        counts = with_n.astype(np.int64)
-    np.fill_diagonal(values, np.nan)
-    np.fill_diagonal(counts, 0)
-    return values, counts
+        meta={
+            "formula": "1 - Lhat_j({i,j}) / Lhat_j({j}) (pairs), Lhat: held-out BCE of the "
+            "linearised model fitted on the subset",
+            "source": "post-hoc, trained weights",
+            "projection_dim": int(projection_dim),
+            "l2": float(l2),
+            "holdout": float(holdout),
+            "subsets": mode,
+            "n_subsets": len(chosen),
+            "probe_samples": int(n),
+            "random_state": seed,
+        },
+    )
 
 
 class GradTAGCollector(Hook):
@@ -447,10 +528,10 @@ class GradTAGCollector(Hook):
     Parameters
     ----------
     n_samples : int
-        Probe subset size (default 512).
+        Probe subset size (default 256).
     """
 
-    def __init__(self, n_samples: int = 512) -> None:
+    def __init__(self, n_samples: int = 256) -> None:
         self.n_samples = check_int("n_samples", n_samples, low=2)
         self.batches: list[Batch] = []
         self._held = 0
@@ -465,9 +546,15 @@ class GradTAGCollector(Hook):
             return
         b = step.batch
         k = min(need, int(b.targets.shape[0]))
-        self.batches.append(Batch(_take(b.inputs, k), b.targets[:k].detach().clone(),
-                                  b.indices[:k].detach().clone(),
-                                  None if b.mask is None else b.mask[:k].clone(), None))  # fmt: skip
+        self.batches.append(
+            Batch(
+                _take(b.inputs, k),
+                b.targets[:k].detach().clone(),
+                b.indices[:k].detach().clone(),
+                None if b.mask is None else b.mask[:k].clone(),
+                None,
+            )
+        )
         self._held += k
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> None:

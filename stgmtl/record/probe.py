@@ -45,10 +45,12 @@ _STATE_VERSION = 1
 
 #: The declared state of every probe: float64 sums of the per-step matrices and int64 counts of
 #: the steps that observed each pair (both merged by sum).
-AFFINITY_STATE = StateSpec([
-    Field("sum", ("tasks", "tasks"), torch.float64, "sum"),
-    Field("count", ("tasks", "tasks"), torch.int64, "sum"),
-])  # fmt: skip
+AFFINITY_STATE = StateSpec(
+    [
+        Field("sum", ("tasks", "tasks"), torch.float64, "sum"),
+        Field("count", ("tasks", "tasks"), torch.int64, "sum"),
+    ]
+)
 
 
 def probe_seed(random_state: int, index: int) -> int:
@@ -129,18 +131,21 @@ class AffinityProbe(Hook):
             check_names("task_names", self.task_names, len(self.task_names))
         self.every = check_int("every", every, low=1)
         if loss_fn is not None and not callable(loss_fn):
-            raise fail("loss_fn", "a callable (logits, targets) -> (T,) or None", loss_fn,
-                       error=TypeError)  # fmt: skip
+            raise fail(
+                "loss_fn", "a callable (logits, targets) -> (T,) or None", loss_fn, error=TypeError
+            )
         self.loss_fn = loss_fn
         self.pos_weight = None if pos_weight is None else torch.as_tensor(pos_weight).float()
         if snapshot_epochs is None or isinstance(snapshot_epochs, str):
             if snapshot_epochs not in (None, "all"):
-                raise fail("snapshot_epochs", "'all', a sequence of epochs or None",
-                           snapshot_epochs)  # fmt: skip
+                raise fail(
+                    "snapshot_epochs", "'all', a sequence of epochs or None", snapshot_epochs
+                )
             self.snapshot_epochs: str | list[int] | None = snapshot_epochs
         else:
-            self.snapshot_epochs = sorted({check_int("snapshot_epochs", e, low=1)
-                                           for e in snapshot_epochs})  # fmt: skip
+            self.snapshot_epochs = sorted(
+                {check_int("snapshot_epochs", e, low=1) for e in snapshot_epochs}
+            )
         self.random_state = seed_from("random_state", random_state)
         self.spec = AFFINITY_STATE
         self.reset()
@@ -215,30 +220,52 @@ class AffinityProbe(Hook):
             On bad input; the probe's state is then unchanged.
         """
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise fail("optimizer", "a torch.optim.Optimizer or None", type(optimizer).__name__,
-                       error=TypeError)  # fmt: skip
+            raise fail(
+                "optimizer",
+                "a torch.optim.Optimizer or None",
+                type(optimizer).__name__,
+                error=TypeError,
+            )
         if not isinstance(targets, torch.Tensor) or targets.ndim != 2:
-            raise fail("targets", "a (B, T) tensor", getattr(targets, "shape", targets),
-                       error=TypeError if not isinstance(targets, torch.Tensor) else ValueError)  # fmt: skip
+            raise fail(
+                "targets",
+                "a (B, T) tensor",
+                getattr(targets, "shape", targets),
+                error=TypeError if not isinstance(targets, torch.Tensor) else ValueError,
+            )
         if mask is not None and (
             not isinstance(mask, torch.Tensor)
             or mask.dtype != torch.bool
             or mask.shape != targets.shape
         ):
-            raise fail("mask", f"a bool tensor of shape {tuple(targets.shape)}",
-                       getattr(mask, "shape", mask))  # fmt: skip
+            raise fail(
+                "mask",
+                f"a bool tensor of shape {tuple(targets.shape)}",
+                getattr(mask, "shape", mask),
+            )
         if loss_fn is not None and not callable(loss_fn):
-            raise fail("loss_fn", "a callable (logits, targets) -> (T,) or None", loss_fn,
-                       error=TypeError)  # fmt: skip
-        batch = Batch(inputs, targets, torch.empty(0, dtype=torch.long),
-                      missing_mask(targets) if mask is None else mask, None)  # fmt: skip
+            raise fail(
+                "loss_fn", "a callable (logits, targets) -> (T,) or None", loss_fn, error=TypeError
+            )
+        batch = Batch(
+            inputs,
+            targets,
+            torch.empty(0, dtype=torch.long),
+            missing_mask(targets) if mask is None else mask,
+            None,
+        )
         return self._step(model, optimizer, batch, self._loss_of(loss_fn), None)
 
     def before_step(self, step: Step) -> None:
         """Hook: probe the loop's step (after ``backward``, before ``optimizer.step()``)."""
         loss_of = step.loss_of if self.loss_fn is None and step.loss_of is not None else None
-        self._step(step.model, step.optimizer, step.batch,
-                   loss_of if loss_of is not None else self._loss_of(None), step.logits)  # fmt: skip
+        self._step(
+            step.model,
+            step.optimizer,
+            step.batch,
+            loss_of if loss_of is not None else self._loss_of(None),
+            step.logits,
+        )
 
     def _loss_of(self, loss_fn: Callable[..., torch.Tensor] | None) -> LossOf:
         fn = loss_fn if loss_fn is not None else self.loss_fn
@@ -272,8 +299,15 @@ class AffinityProbe(Hook):
         if self.steps_seen % self.every != 0:
             self.steps_seen += 1
             return False
-        ctx = ProbeContext(model, optimizer, batch, loss_of, self.steps_probed,
-                           probe_seed(self.random_state, self.steps_probed), logits)  # fmt: skip
+        ctx = ProbeContext(
+            model,
+            optimizer,
+            batch,
+            loss_of,
+            self.steps_probed,
+            probe_seed(self.random_state, self.steps_probed),
+            logits,
+        )
         values, observed = self._measure(ctx)
         if values.shape != (t, t) or observed.shape != (t, t):
             raise RuntimeError(f"{type(self).__name__}: measured {tuple(values.shape)}, need {t}")
@@ -368,11 +402,16 @@ class AffinityProbe(Hook):
             counts=total["count"].cpu().numpy(),  # type: ignore[union-attr]
             snapshot_epochs=epochs,
             snapshots=np.stack([self._mean(snaps[e]) for e in epochs]) if epochs else None,
-            meta={"formula": self.formula, "source": "training probe", "epochs": self.epoch,
-                  "steps_seen": int(steps[0]), "steps_probed": int(steps[1]),
-                  "snapshot_kind": "epoch", **{k: v for k, v in self._config().items()
-                                               if k not in ("task_names", "signal")}},
-        )  # fmt: skip
+            meta={
+                "formula": self.formula,
+                "source": "training probe",
+                "epochs": self.epoch,
+                "steps_seen": int(steps[0]),
+                "steps_probed": int(steps[1]),
+                "snapshot_kind": "epoch",
+                **{k: v for k, v in self._config().items() if k not in ("task_names", "signal")},
+            },
+        )
 
     def _mean(self, state: State) -> np.ndarray:
         s, c = state["sum"], state["count"]
@@ -389,10 +428,15 @@ class AffinityProbe(Hook):
         ref = live[0]["sum"]
         assert ref is not None
         agree_across_ranks(
-            {"epochs": self.epoch, "tasks": len(self.task_names or []),
-             "snapshots": len(snapshots), "snapshot epochs": sum(self._snapshots)},
-            ref.device, "call end_epoch() equally on every rank",
-        )  # fmt: skip
+            {
+                "epochs": self.epoch,
+                "tasks": len(self.task_names or []),
+                "snapshots": len(snapshots),
+                "snapshot epochs": sum(self._snapshots),
+            },
+            ref.device,
+            "call end_epoch() equally on every rank",
+        )
         self.spec.all_reduce_(live + snapshots)
         on_device = steps.to(ref.device)
         torch.distributed.all_reduce(on_device)
@@ -414,8 +458,9 @@ class AffinityProbe(Hook):
             ref = self._state["sum"]
             assert ref is not None
             steps_dev = steps.to(ref.device)
-            self.spec.all_reduce_([self._state, self._past]
-                                  + [self._snapshots[e] for e in sorted(self._snapshots)])  # fmt: skip
+            self.spec.all_reduce_(
+                [self._state, self._past] + [self._snapshots[e] for e in sorted(self._snapshots)]
+            )
             torch.distributed.all_reduce(steps_dev)
             self.steps_seen, self.steps_probed = (int(x) for x in steps_dev.tolist())
             self._synced = True
@@ -444,8 +489,17 @@ class AffinityProbe(Hook):
         ValueError
             On another configuration or a malformed state; the probe is then unchanged.
         """
-        need = {"version", "config", "epoch", "steps_seen", "steps_probed", "synced", "state",
-                "past", "snapshots"}  # fmt: skip
+        need = {
+            "version",
+            "config",
+            "epoch",
+            "steps_seen",
+            "steps_probed",
+            "synced",
+            "state",
+            "past",
+            "snapshots",
+        }
         if not isinstance(state_dict, dict) or need - set(state_dict):
             got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise fail("state_dict", f"a {type(self).__name__}.state_dict()", got)
@@ -478,8 +532,9 @@ class AffinityProbe(Hook):
         if state is not None:
             self._state = self.spec.clone(state)
             self._past = self.spec.clone(past)
-            self._snapshots = {int(e): self.spec.clone(s)
-                               for e, s in state_dict["snapshots"].items()}  # fmt: skip
+            self._snapshots = {
+                int(e): self.spec.clone(s) for e, s in state_dict["snapshots"].items()
+            }
 
     def __repr__(self) -> str:
         return (

@@ -47,7 +47,9 @@ def _state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
     return optimizer.state.get(p, {})  # type: ignore[call-overload, no-any-return]
 
 
-def _sgd(p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], st: dict[str, Any]) -> torch.Tensor:
+def _sgd(
+    p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], st: dict[str, Any]
+) -> torch.Tensor:
     lr = float(group["lr"])
     d = -g if group.get("maximize", False) else g
     wd = float(group.get("weight_decay", 0.0))
@@ -128,8 +130,9 @@ def preview_step(
             if isinstance(optimizer, torch.optim.SGD):
                 out.append(_sgd(p.detach(), grad, group, st))
             else:
-                decoupled = bool(group.get("decoupled_weight_decay",
-                                           isinstance(optimizer, torch.optim.AdamW)))  # fmt: skip
+                decoupled = bool(
+                    group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW))
+                )
                 out.append(_adam(p.detach(), grad, group, st, decoupled))
     return out
 
@@ -184,19 +187,24 @@ class TAGProbe(AffinityProbe):
         **kwargs: Any,
     ) -> None:
         self.heads = heads
-        self.max_sources = None if max_sources is None else check_int("max_sources", max_sources,
-                                                                        low=1)  # fmt: skip
+        self.max_sources = (
+            None if max_sources is None else check_int("max_sources", max_sources, low=1)
+        )
         self.divide_by_lr = check_bool("divide_by_lr", divide_by_lr)
         super().__init__(every=every, **kwargs)
 
     def _settings(self) -> dict[str, Any]:
-        return {"max_sources": self.max_sources, "divide_by_lr": self.divide_by_lr,
-                "heads": self.heads if isinstance(self.heads, str | None) else "module"}  # fmt: skip
+        return {
+            "max_sources": self.max_sources,
+            "divide_by_lr": self.divide_by_lr,
+            "heads": self.heads if isinstance(self.heads, str | None) else "module",
+        }
 
     def _measure(self, ctx: ProbeContext) -> tuple[torch.Tensor, torch.Tensor]:
         if ctx.optimizer is None:
-            raise fail("optimizer", "the training optimizer (TAG previews its step)", None,
-                       error=TypeError)  # fmt: skip
+            raise fail(
+                "optimizer", "the training optimizer (TAG previews its step)", None, error=TypeError
+            )
         t = int(ctx.batch.targets.shape[1])
         heads = resolve_heads(ctx.model, self.heads, t)
         shared = split_parameters(ctx.model, heads)
@@ -204,10 +212,13 @@ class TAGProbe(AffinityProbe):
         params = [p for _, p in shared]
         preview_step(ctx.optimizer, [], [])  # reject an unsupported optimizer before any work
         lr = next(
-            (float(g["lr"]) for g in ctx.optimizer.param_groups
-             if any(id(p) in {id(q) for q in params} for p in g["params"])),
+            (
+                float(g["lr"])
+                for g in ctx.optimizer.param_groups
+                if any(id(p) in {id(q) for q in params} for p in g["params"])
+            ),
             None,
-        )  # fmt: skip
+        )
         if lr is None or lr <= 0:
             raise fail("optimizer", "a parameter group with lr > 0 holding shared parameters", lr)
         x = ctx.batch.inputs
@@ -224,7 +235,9 @@ class TAGProbe(AffinityProbe):
             grads = torch.autograd.grad(base[i], params, retain_graph=True, allow_unused=True)
             moved = preview_step(ctx.optimizer, params, grads)
             with torch.no_grad():
-                out = probe_forward(ctx.model, x, seed=ctx.seed, params=dict(zip(names, moved)))
+                out = probe_forward(
+                    ctx.model, x, seed=ctx.seed, params=dict(zip(names, moved, strict=True))
+                )
                 after = ctx.loss_of(out, ctx.batch).double()
             z = 1.0 - after / base_d
             values[i] = z / lr if self.divide_by_lr else z
