@@ -38,7 +38,7 @@ def _model(seed=0):
     return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
 
 
-def test_record_affinity_contract_every_signal():
+def test_record_affinity_contract_every_signal(tmp_path):
     out = stgmtl.record_affinity(
         _loader(), _model(), epochs=2, progress=False,
         settings={"tag": {"every": 2}, "grad-tag": {"n_samples": 32, "projection_dim": 8}},
@@ -54,6 +54,9 @@ def test_record_affinity_contract_every_signal():
         assert "formula" in aff.meta
         off = aff.values[~np.eye(4, dtype=bool)]
         assert np.isfinite(off).all(), name
+        back = TaskAffinity.load(aff.save(tmp_path / name))  # meta is JSON, values bitwise
+        np.testing.assert_array_equal(back.values, aff.values)
+        assert back.meta == aff.meta and back.snapshot_epochs == aff.snapshot_epochs
     # larger = more helpful: the distance is negated, the label statistic sees the complement
     assert (out["datamap"].values <= 0).all()
     assert out["label"].best_partners()[:2] == ["not_a", "a"]

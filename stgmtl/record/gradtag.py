@@ -18,7 +18,9 @@ be read without training a network. The estimate here:
    are few tasks, else ``n_subsets`` random subsets of ``subset_size`` tasks), ridge-regularised
    logistic regression with offsets on the fit half of the probe samples of the tasks in ``S``
    (Newton's method in float64; ``l2`` is relative to the mean squared feature, so the result does
-   not depend on the gradients' scale).
+   not depend on the gradients' scale). With ``l2="auto"`` (default) the strength is chosen from a
+   grid by the mean held-out loss of the single-task fits: an under-regularised single-task fit
+   would make *any* added task, even one with random labels, look helpful by regularising it.
 3. **Linearised losses** on the held-out half: ``Lhat_j(S)`` = BCE of ``z_j + phi_j . w_S``.
 
 The affinity is defined as the ground truth of the payoff harness defines a pair gain: the
@@ -33,6 +35,7 @@ rather than re-evaluated with the network (the paper's estimate, cheaper).
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,6 +56,7 @@ from stgmtl.record.functional import (
 )
 
 __all__ = [
+    "L2_GRID",
     "GradTAGCollector",
     "fit_logistic",
     "grad_tag_affinity",
@@ -61,6 +65,9 @@ __all__ = [
     "subset_affinity",
     "subset_losses",
 ]
+
+#: Relative ridge strengths tried by ``l2="auto"``.
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 _NORM = (
     nn.BatchNorm1d,
@@ -197,7 +204,10 @@ def projected_gradients(
                 def directional(*tang: torch.Tensor) -> torch.Tensor:
                     return torch.func.jvp(logits, primals, tang)[1]
 
-                with isolated_rng(seed, device):
+                with isolated_rng(seed, device), warnings.catch_warnings():
+                    # torch's forward-mode AD loads its decompositions through the deprecated
+                    # torch.jit.script on first use: nothing a user can act on
+                    warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
                     out = torch.func.vmap(directional)(*tangents)  # (K, B, T)
                 f[:, :, k0 : k0 + len(ks)] = out.permute(1, 2, 0).double().cpu()
             bar.update(len(ks))
@@ -412,7 +422,7 @@ def grad_tag_affinity(
     task_names: Sequence[str] | None = None,
     heads: nn.Module | str | None = None,
     projection_dim: int = 32,
-    l2: float = 1e-2,
+    l2: float | str = "auto",
     holdout: float = 0.5,
     subsets: str = "auto",
     n_subsets: int = 2000,
@@ -439,8 +449,9 @@ def grad_tag_affinity(
     projection_dim : int
         Dimension ``d`` of the projected gradients (default 32; each direction costs about two
         forward passes over the probe samples).
-    l2 : float
-        Relative ridge strength of the logistic fits (default 0.01).
+    l2 : float or "auto"
+        Relative ridge strength of the logistic fits; ``"auto"`` (default): the value of
+        :data:`L2_GRID` with the lowest mean held-out loss of the single-task fits.
     holdout : float
         Fraction of probe samples held out to evaluate the fitted losses (default 0.5).
     subsets : {"auto", "pairs", "sampled"}
@@ -458,7 +469,8 @@ def grad_tag_affinity(
     TaskAffinity
         ``source->recipient``; diagonal NaN; ``counts[i, j]``: fitted subsets behind the pair.
     """
-    check_float("l2", l2, low=0.0, low_open=True)
+    if l2 != "auto":
+        check_float("l2", l2, low=0.0, low_open=True)
     check_float("holdout", holdout, low=0.0, high=1.0, low_open=True)
     check_choice("subsets", subsets, ("auto", "pairs", "sampled"))
     check_int("n_subsets", n_subsets, low=1)
@@ -493,10 +505,15 @@ def grad_tag_affinity(
 
     mode = ("pairs" if t <= max_pair_tasks else "sampled") if subsets == "auto" else subsets
     chosen = _subsets(t, mode, n_subsets, subset_size, rng)
+    fit, held = part(fit_idx), part(held_idx)
+    grid: dict[str, float] = {}
+    if l2 == "auto":
+        singles = [(j,) for j in range(t)]
+        for value in L2_GRID:
+            grid[repr(value)] = float(np.nanmean(subset_losses(singles, fit, held, value)))
+        l2 = min(L2_GRID, key=lambda v: grid[repr(v)])
     batch = max(1, 4096 // max(len(s) for s in chosen))
-    losses = subset_losses(
-        chosen, part(fit_idx), part(held_idx), l2, batch=batch, progress=progress
-    )
+    losses = subset_losses(chosen, fit, held, float(l2), batch=batch, progress=progress)
     values, counts = subset_affinity(chosen, losses)
     return TaskAffinity(
         task_names=names,
@@ -510,6 +527,7 @@ def grad_tag_affinity(
             "source": "post-hoc, trained weights",
             "projection_dim": int(projection_dim),
             "l2": float(l2),
+            "l2_grid_single_loss": grid,
             "holdout": float(holdout),
             "subsets": mode,
             "n_subsets": len(chosen),

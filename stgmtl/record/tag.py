@@ -211,14 +211,12 @@ class TAGProbe(AffinityProbe):
         names = [n for n, _ in shared]
         params = [p for _, p in shared]
         preview_step(ctx.optimizer, [], [])  # reject an unsupported optimizer before any work
+        ids = {id(q) for q in params}
         lr = next(
-            (
-                float(g["lr"])
-                for g in ctx.optimizer.param_groups
-                if any(id(p) in {id(q) for q in params} for p in g["params"])
-            ),
+            (float(g["lr"]) for g in ctx.optimizer.param_groups
+             if any(id(p) in ids for p in g["params"])),
             None,
-        )
+        )  # fmt: skip
         if lr is None or lr <= 0:
             raise fail("optimizer", "a parameter group with lr > 0 holding shared parameters", lr)
         x = ctx.batch.inputs
