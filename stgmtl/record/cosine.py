@@ -10,7 +10,8 @@ one of ``sketch_dim`` seeded buckets, regenerated per layer and cached), so memo
 sketch_dim`` plus one bucket index and sign per shared parameter, never ``T x |theta|``; the
 sketch keeps inner products unbiased with a relative error of about ``1 / sqrt(sketch_dim)``
 (``sketch_dim=None``, or at least the number of shared weights, is exact). Cost per probed step:
-one forward with graph and ``T`` backward passes through the network (default every 10th step).
+one forward with graph and ``T`` backward passes through the network, batched ``chunk`` tasks at
+a time (default every 10th step).
 
 ``"rep-cosine"`` (:class:`RepCosineProbe`, symmetric): the same on the shared *representation*
 ``z`` (the heads' input): ``g_t = dL_t / dz``, flattened over the batch. ``z`` is captured from
@@ -65,6 +66,9 @@ class GradCosineProbe(AffinityProbe):
         memory).
     weights_only : bool
         Only parameters with two or more dimensions, as TAG's baseline (default ``True``).
+    chunk : int
+        Tasks whose gradients one batched backward computes (``is_grads_batched``; default 4);
+        the backward's memory grows with it.
     **kwargs
         :class:`~stgmtl.record.probe.AffinityProbe` settings.
     """
@@ -80,9 +84,11 @@ class GradCosineProbe(AffinityProbe):
         every: int = 10,
         sketch_dim: int | None = 1024,
         weights_only: bool = True,
+        chunk: int = 4,
         **kwargs: Any,
     ) -> None:
         self.heads = heads
+        self.chunk = check_int("chunk", chunk, low=1)
         self.sketch_dim = None if sketch_dim is None else check_int("sketch_dim", sketch_dim, low=1)
         self.weights_only = check_bool("weights_only", weights_only)
         self._hash: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -92,6 +98,7 @@ class GradCosineProbe(AffinityProbe):
         return {
             "sketch_dim": self.sketch_dim,
             "weights_only": self.weights_only,
+            "chunk": self.chunk,
             "heads": self.heads if isinstance(self.heads, str | None) else "module",
         }
 
@@ -105,6 +112,20 @@ class GradCosineProbe(AffinityProbe):
             cached = (idx.to(p.device), sign.to(p.device))
             self._hash[key] = cached
         return cached
+
+    @staticmethod
+    def _grads(
+        losses: torch.Tensor, part: list[int], params: list[nn.Parameter]
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Gradients of ``losses[part]`` w.r.t. ``params``, stacked ``(len(part), *shape)``."""
+        if len(part) == 1:
+            grads = torch.autograd.grad(losses[part[0]], params, retain_graph=True,
+                                        allow_unused=True)  # fmt: skip
+            return tuple(None if g is None else g.unsqueeze(0) for g in grads)
+        pick = torch.zeros((len(part), losses.shape[0]), dtype=losses.dtype, device=losses.device)
+        pick[torch.arange(len(part)), torch.tensor(part)] = 1.0
+        return torch.autograd.grad(losses, params, grad_outputs=pick, is_grads_batched=True,
+                                   retain_graph=True, allow_unused=True)  # fmt: skip
 
     def _measure(self, ctx: ProbeContext) -> tuple[torch.Tensor, torch.Tensor]:
         t = int(ctx.batch.targets.shape[1])
@@ -120,20 +141,22 @@ class GradCosineProbe(AffinityProbe):
         has = torch.isfinite(losses.detach())
         if ctx.batch.mask is not None:
             has &= ctx.batch.mask.any(dim=0).to(dev)
-        for i in range(t):
-            if not bool(has[i]):
-                continue
-            grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-            row = sketch[i]
+        tasks = [i for i in range(t) if bool(has[i])]
+        for start in range(0, len(tasks), self.chunk):
+            part = tasks[start : start + self.chunk]
+            block = sketch[part]  # (c, k)
             offset = 0
-            for layer, ((name, p), g) in enumerate(zip(shared, grads, strict=True)):
-                flat = torch.zeros_like(row[: p.numel()]) if g is None else g.reshape(-1).to(row)
+            for layer, ((name, p), g) in enumerate(zip(shared, self._grads(losses, part, params),
+                                                       strict=True)):  # fmt: skip
+                flat = torch.zeros_like(block[:, : p.numel()]) if g is None else g.reshape(
+                    len(part), -1).to(block)  # fmt: skip
                 if exact:
-                    row[offset : offset + p.numel()] = flat
+                    block[:, offset : offset + p.numel()] = flat
                 else:
                     idx, sign = self._buckets(k, layer, name, p)
-                    row.index_add_(0, idx, flat * sign)
+                    block.index_add_(1, idx, flat * sign)
                 offset += p.numel()
+            sketch[part] = block
         s = sketch.double()
         cos, ok = cosine_from_gram(s @ s.T)
         return cos, ok & has[:, None] & has[None, :]
