@@ -489,3 +489,25 @@ def test_record_affinity_resumes_from_a_checkpoint(tmp_path):
         np.testing.assert_array_equal(resumed[name].values, aff.values)
         np.testing.assert_array_equal(resumed[name].snapshots, aff.snapshots)
         assert resumed[name].snapshot_epochs == aff.snapshot_epochs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_probes_on_cuda_change_neither_training_nor_the_cuda_rng():
+    def run(with_probes):
+        torch.manual_seed(0)
+        model = Net(width=8).double().cuda()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        x, y = _data(n=40)
+        loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=8, shuffle=True)
+        hooks = PROBES["all"](model) if with_probes else []
+        train_loop(model, loader, epochs=2, optimizer=opt, hooks=hooks, progress=False)
+        for h in hooks:
+            if isinstance(h, RepCosineProbe):
+                h.detach()
+        return model.state_dict(), opt.state_dict(), torch.cuda.get_rng_state(), hooks
+
+    plain, probed = run(False), run(True)
+    for k in range(3):
+        assert _same(plain[k], probed[k])
+    assert np.isfinite(probed[3][0].compute().values).any()
