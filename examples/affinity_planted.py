@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(
                 {
                     "command": "STGMTL_DATA=/work/shared/data python examples/affinity_planted.py "
-                    + " ".join(argv or []),
+                    + " ".join(sys.argv[1:] if argv is None else argv),
                     "settings": {
                         k: v for k, v in vars(args).items() if k not in ("data_root", "json")
                     },
