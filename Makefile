@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stgmtl-installed
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast test-gpu lint bench docs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,6 +24,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# GPU tests (recorder, fit_datamaps, NCCL sync, faiss on GPU); each skips with a reason where its
+# hardware or library is missing. For faiss on GPU: pip install -e ".[gpu]" first (faiss-gpu-cu12
+# and faiss-cpu both provide the faiss module: uninstall faiss-cpu there).
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -v -rs $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stgmtl tests examples benchmarks
 	$(VENV)/bin/ruff format --check stgmtl tests examples benchmarks
@@ -32,3 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/recording_overhead.py
 	$(PY) benchmarks/grouping.py
+
+# the documentation site, offline, into site/ (git-ignored); --strict: a broken link or reference fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site

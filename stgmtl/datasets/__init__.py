@@ -1,4 +1,5 @@
-"""CIFAR data: archive and ``.npz`` readers (:mod:`.cifar`), task suites (:mod:`.suites`)."""
+"""CIFAR data: archive and ``.npz`` readers (:mod:`.cifar`), task suites (:mod:`.suites`,
+:mod:`.pairs`)."""
 
 from stgmtl.datasets.cifar import (
     CifarSplit,
@@ -8,6 +9,7 @@ from stgmtl.datasets.cifar import (
     load_cifar100,
     resolve_data_root,
 )
+from stgmtl.datasets.pairs import cifar100_pairs_suite, class_pairs
 from stgmtl.datasets.suites import (
     CIFAR10_15_TASKS,
     SuiteLoader,
@@ -26,7 +28,9 @@ __all__ = [
     "channel_stats",
     "cifar10_15_suite",
     "cifar10_suite",
+    "cifar100_pairs_suite",
     "cifar100_suite",
+    "class_pairs",
     "download_cifar",
     "load_cifar",
     "load_cifar10",
