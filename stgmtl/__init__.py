@@ -19,6 +19,7 @@ from stgmtl._version import __version__
 _EXPORTS: dict[str, str] = {
     "DataMapRecorder": "stgmtl.record",
     "fit_datamaps": "stgmtl.record",
+    "record_affinity": "stgmtl.record",
     "IndexedDataset": "stgmtl.record",
     "distributed_valid_mask": "stgmtl.record",
     "DataMaps": "stgmtl.datamaps",
@@ -44,6 +45,7 @@ __all__ = [
     "fit_datamaps",
     "fuzzy_memberships",
     "group",
+    "record_affinity",
     "task_features",
 ]
 
@@ -56,4 +58,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stgmtl.datamaps import DataMaps
     from stgmtl.features import task_features
     from stgmtl.grouping import TaskGrouper, TaskGroups, choose_k, fuzzy_memberships, group
-    from stgmtl.record import DataMapRecorder, IndexedDataset, distributed_valid_mask, fit_datamaps
+    from stgmtl.record import (
+        DataMapRecorder,
+        IndexedDataset,
+        distributed_valid_mask,
+        fit_datamaps,
+        record_affinity,
+    )

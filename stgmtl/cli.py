@@ -222,6 +222,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_affinity(args: argparse.Namespace) -> int:
+    from stgmtl.affinity import FREE_SIGNALS, free_signals
+
+    out = _output_folder_exists(args.output)
+    maps = _load_datamaps(args.datamaps)
+    names = args.signals.split(",") if args.signals else list(FREE_SIGNALS)
+    unknown = [s for s in names if s not in FREE_SIGNALS]
+    if unknown:
+        raise _UserError(
+            f"--signals {unknown[0]!r} is not a free signal; choose from {', '.join(FREE_SIGNALS)} "
+            "(tag, grad-cosine, rep-cosine and grad-tag need training: stgmtl.record_affinity)"
+        )
+    if "colearning" in names and len(maps.snapshot_epochs) < 2:
+        raise _UserError(
+            f"DATAMAPS {args.datamaps!r} has {len(maps.snapshot_epochs)} snapshot epoch(s); "
+            "colearning needs 2 or more (record with snapshot_epochs covering every epoch), "
+            "or leave it out of --signals"
+        )
+    if "confusion" in names and maps.task_type != "binary":
+        raise _UserError("--signals confusion needs data maps of binary tasks")
+    result = free_signals(maps, names, label_statistic=args.label_statistic)
+    out.mkdir(exist_ok=True)
+    for name, aff in result.items():
+        aff.save(out / name)
+    if not args.quiet:
+        print("strongest partner of each task (source with the largest values[source, task]):")
+        width = max(len(t) for t in maps.task_names)
+        print(f"{'task':<{width}}  " + "  ".join(f"{n:<{width}}" for n in result))
+        partners = {n: a.best_partners() for n, a in result.items()}
+        for j, task in enumerate(maps.task_names):
+            cells = "  ".join(f"{str(partners[n][j] or '-'):<{width}}" for n in result)
+            print(f"{task:<{width}}  {cells}")
+    print(f"wrote {out}/{{{','.join(result)}}}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stgmtl.demo import main as demo_main
 
@@ -349,6 +385,38 @@ def _add_report(sub: Any) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _add_affinity(sub: Any) -> None:
+    p = sub.add_parser(
+        "affinity",
+        help="compute and save the free task-affinity signals",
+        description="Compute the free task-affinity signals of saved data maps (datamap: "
+        "negated data-map distance; confusion: P(task i says yes) on task j's positives, "
+        "symmetrised; label: label co-occurrence; colearning: correlation of per-epoch "
+        "confidence changes) and save one TaskAffinity folder per signal under OUTPUT "
+        "(values[i, j] = effect of task i on task j, larger = more helpful). The "
+        "training-based signals (tag, grad-cosine, rep-cosine, grad-tag) are recorded while "
+        "training, in Python: stgmtl.record_affinity(loader, model, signals=[...]) or the "
+        "probes of stgmtl.record in your own loop.",
+    )
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
+    p.add_argument(
+        "-o", "--output", required=True, help="folder to write (one subfolder per signal)"
+    )
+    p.add_argument(
+        "--signals",
+        default=None,
+        help="comma-separated subset of datamap,confusion,label,colearning (default: all)",
+    )
+    p.add_argument(
+        "--label-statistic",
+        choices=("uncertainty", "conditional_entropy", "phi"),
+        default="uncertainty",
+        help="statistic of the label signal (default: uncertainty, I(Y_i;Y_j)/H(Y_j))",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the partner table")
+    p.set_defaults(func=_cmd_affinity)
+
+
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
@@ -367,6 +435,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_choose_k,
     _add_plot,
     _add_report,
+    _add_affinity,
     _add_demo,
 ]
 

@@ -53,6 +53,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from stgmtl._checks import check_int, check_random_state, fail, seed_from
+from stgmtl.affinity.signals import confusion_matrix, says_yes
 from stgmtl.datamaps import DataMaps
 
 __all__ = [
@@ -64,46 +65,6 @@ __all__ = [
     "neighbor_stability",
     "says_yes",
 ]
-
-
-def says_yes(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
-    """``(T, N)`` float64 mean probability that each task says yes on each sample.
-
-    ``confidence`` where the task's recorded target is 1, ``1 - confidence`` where it is 0, and
-    0 where the sample was never observed for that task (no evidence of firing).
-    """
-    if dm.task_type != "binary":
-        raise fail(
-            "dm",
-            "data maps of binary (one-vs-rest or multi-label) tasks",
-            f"task_type={dm.task_type!r}",
-        )
-    conf = np.asarray(dm.stat("confidence", snapshot), dtype=np.float64)
-    y = np.asarray(dm.targets)
-    yes = np.where(y == 1, conf, 1.0 - conf)
-    yes[(y < 0) | ~np.isfinite(conf)] = 0.0
-    return yes
-
-
-def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarray:
-    """Cross-task confusion ``A[t, u]``: mean probability that ``t`` says yes on ``u``'s positives.
-
-    Parameters
-    ----------
-    dm : DataMaps
-        Data maps of binary tasks, with ``targets`` recorded.
-    snapshot : int or "final"
-        The confidence of the final state or of one snapshot epoch.
-
-    Returns
-    -------
-    np.ndarray
-        float64 ``(T, T)`` with a zero diagonal. Columns of tasks without any recorded positive
-        are zero. Never-observed (task, sample) entries count as no confusion.
-    """
-    fired = says_yes(dm, snapshot=snapshot)  # (T, N)
-    positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)  # (T, N)
-    return _confusion(positives, fired)
 
 
 def _confusion(positives: sp.csr_matrix, fired: np.ndarray) -> np.ndarray:

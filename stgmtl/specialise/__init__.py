@@ -1,7 +1,8 @@
 """Specialised models: grouped training (:mod:`.training`), baselines (:mod:`.baselines`),
-per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`) and the data protocol
-(:mod:`.data`). Every model is made by the user's ``factory(num_tasks, width)`` and trained by
-:func:`stgmtl.loop.train_loop`; nothing here imports the CIFAR suites or models."""
+per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`), the data protocol
+(:mod:`.data`) and selective task-group updates (:mod:`.selective`, a training strategy with
+its own proximal affinity). Every model is made by the user's ``factory(num_tasks, width)`` and
+trained by :func:`stgmtl.loop.train_loop`; nothing here imports the CIFAR suites or models."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "pos_weight_of": "stgmtl.specialise.data",
     "predict_logits": "stgmtl.specialise.training",
     "random_groups": "stgmtl.specialise.baselines",
+    "SelectiveResult": "stgmtl.specialise.selective",
+    "train_selective": "stgmtl.specialise.selective",
     "seed_means": "stgmtl.specialise.metrics",
     "summarise": "stgmtl.specialise.metrics",
     "targets_of": "stgmtl.specialise.data",
@@ -39,6 +42,7 @@ __all__ = [
     "METHODS",
     "GroupedModels",
     "ModelFactory",
+    "SelectiveResult",
     "TrainConfig",
     "compare_methods",
     "count_parameters",
@@ -58,6 +62,7 @@ __all__ = [
     "train_model",
     "train_one_model",
     "train_random_groups",
+    "train_selective",
     "width_for_budget",
 ]
 
