@@ -117,10 +117,7 @@ def render_report(
         evaluation = _check_evaluation(evaluation)
     affinity_views = _affinity_views(affinities) if affinities is not None else []
 
-    parts = [_header(title, maps_view, groups_view, evaluation)]
-    if affinity_views:
-        parts[0] = parts[0].replace(". Generated", f"; {len(affinity_views)} affinity "
-                                    "signal(s). Generated", 1)  # fmt: skip
+    parts = [_header(title, maps_view, groups_view, evaluation, len(affinity_views))]
     if groups_view is not None:
         parts.append(_groups_section(groups_view, soft_threshold))
     if affinity_views:
@@ -276,7 +273,13 @@ def _check_evaluation(evaluation: Any) -> pl.DataFrame:
 # sections
 
 
-def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataFrame | None) -> str:
+def _header(
+    title: str,
+    maps: _Maps | None,
+    groups: _Groups | None,
+    ev: pl.DataFrame | None,
+    n_affinities: int = 0,
+) -> str:
 
     facts = []
     if maps is not None:
@@ -287,6 +290,8 @@ def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataF
         facts.append(f"k = {groups.k} groups")
     if ev is not None:
         facts.append(f"{ev['method'].n_unique()} methods evaluated")
+    if n_affinities:
+        facts.append(f"{n_affinities} affinity signal(s)")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f'<header><h1>{_e(title)}</h1><p class="meta">{_e("; ".join(facts))}. '

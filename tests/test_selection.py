@@ -151,6 +151,71 @@ def test_tag_matches_brute_force_enumeration(seed):
         assert name in got.groups[got.serving[j]]
 
 
+def _notebook_tag(rev: dict[str, dict[str, float]], tasks: list[str], splits: int):
+    """TAG's notebook procedure, re-stated (not copied) with its data layout: ``rev`` keyed
+    ``[recipient][source]``; subsets grown depth-first, each member accumulating the affinity
+    onto it from every other member, divided by ``|G| - 1``; one-task groups score -1e6; then a
+    depth-first search over up to ``splits`` groups covering all tasks, strict improvement."""
+    groups: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def grow(start: int, path: tuple[str, ...], acc: dict[str, float]) -> None:
+        for i in range(start, len(tasks)):
+            cur = tasks[i]
+            new = dict(acc)
+            new[cur] = 0.0
+            for prev in path:
+                new[prev] += rev[prev][cur]
+                new[cur] += rev[cur][prev]
+            if path:
+                groups[(*path, cur)] = new
+            grow(i + 1, (*path, cur), new)
+            if not path:
+                groups[(cur,)] = {cur: -1e6}
+
+    grow(0, (), {})
+    for g, per_task in groups.items():
+        if len(g) > 1:
+            for task in per_task:
+                per_task[task] /= len(g) - 1
+    items = list(groups.items())
+    best: list = [-1e18, None]
+
+    def search(start: int, chosen: dict) -> None:
+        if {t for g in chosen for t in g} == set(tasks):
+            top = {t: -1e6 for t in tasks}
+            for per_task in chosen.values():
+                for t, v in per_task.items():
+                    top[t] = max(top[t], v)
+            value = float(np.mean(list(top.values())))
+            if value > best[0]:
+                best[0], best[1] = value, dict(chosen)
+        if len(chosen) == splits:
+            return
+        for i in range(start, len(items)):
+            search(i + 1, {**chosen, items[i][0]: items[i][1]})
+
+    search(0, {})
+    return best[0], best[1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tag_matches_a_restatement_of_the_notebook(seed):
+    rng = np.random.default_rng(50 + seed)
+    t = 5
+    names = [f"task{i}" for i in range(t)]
+    v = rng.normal(size=(t, t))
+    rev = {names[j]: {names[i]: float(v[i, j]) for i in range(t)} for j in range(t)}
+    want, chosen = _notebook_tag(rev, names, 3)
+    got = tag_select(TaskAffinity(task_names=names, values=v, signal="tag"), 3)
+    assert got.score == pytest.approx(want, rel=1e-12)
+    # the notebook may keep a group that serves nobody (found first, same value): compare the
+    # networks that serve a task
+    serving = set()
+    for task in names:
+        serving.add(max(chosen, key=lambda g: chosen[g].get(task, -np.inf)))
+    assert {frozenset(g) for g in serving} == {frozenset(g) for g in got.groups}
+
+
 def test_tag_reads_the_affinity_onto_each_task():
     # task 0 helps task 1 a lot (values[0, 1]); task 1 harms task 0 a little
     v = np.array([[0.0, 5.0], [-1.0, 0.0]])
