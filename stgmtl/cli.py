@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 _PROG = "stgmtl"
 
@@ -387,33 +387,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``stgmtl`` argument parser (one subparser per subcommand)."""
-    from stgmtl._version import __version__
+_MAPS_HELP = "saved data maps (DataMaps.save / fit_datamaps output)"
+_FEATURES_HELP = (
+    "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
+    "confusion: spectral embedding of cross-task confusion, binary tasks only)"
+)
+_SIGNAL_HELP = "which task affinity to use when the folder holds several (its signal name)"
 
-    parser = _Parser(
-        prog=_PROG,
-        description="Decide which classification tasks to train together, from data maps "
-        "recorded during one multi-task training run.",
-        epilog="Run 'stgmtl COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--traceback",
-        action="store_true",
-        help="show the full traceback on errors (for bug reports)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    maps_help = "saved data maps (DataMaps.save / fit_datamaps output)"
-    signal_help = (
-        "which task affinity to use when the folder holds several (its signal name, e.g. tag)"
-    )
-    features_help = (
-        "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
-        "confusion: spectral embedding of cross-task confusion, binary tasks only)"
-    )
 
+def _add_group(sub: Any) -> None:
     p = sub.add_parser(
         "group",
         help="soft-group the tasks into k groups",
@@ -423,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "datamaps",
         metavar="DATAMAPS",
-        help=maps_help + ", or a saved TaskAffinity (or a folder of them: see --signal)",
+        help=_MAPS_HELP + ", or a saved TaskAffinity (or a folder of them: see --signal)",
     )
-    p.add_argument("--signal", default=None, help=signal_help)
+    p.add_argument("--signal", default=None, help=_SIGNAL_HELP)
     p.add_argument("--k", type=_positive_int, required=True, help="number of groups")
     p.add_argument("-o", "--output", required=True, help="where to save the groups")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
@@ -434,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--features",
         choices=("datamap", "confusion", "affinity"),
         default=None,
-        help=features_help + "; affinity: spectral embedding of a task affinity (the default "
+        help=_FEATURES_HELP + "; affinity: spectral embedding of a task affinity (the default "
         "for a TaskAffinity)",
     )
     p.add_argument(
@@ -442,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_group)
 
-    # ---- select (begin: selection)
+
+# ---- select (begin: selection)
+def _add_select(sub: Any) -> None:
     p = sub.add_parser(
         "select",
         help="select task groups (networks) from a task affinity",
@@ -460,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="saved TaskAffinity (or a folder of them: see --signal)",
     )
-    p.add_argument("--signal", default=None, help=signal_help)
+    p.add_argument("--signal", default=None, help=_SIGNAL_HELP)
     p.add_argument(
         "--method",
         choices=("tag", "partition", "standley", "kmeans"),
@@ -516,29 +500,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to save the selection")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the selection")
     p.set_defaults(func=_cmd_select)
-    # ---- select (end: selection)
 
+
+# ---- select (end: selection)
+
+
+def _add_choose_k(sub: Any) -> None:
     p = sub.add_parser(
         "choose-k",
         help="suggest a number of groups",
-        description="Score a range of k on saved data maps and print the best.",
+        description="Score a range of k on saved data maps and print the best. The scores "
+        "measure how well the tasks separate in the feature space, not whether training the "
+        "groups separately pays off.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     p.add_argument("--k-min", type=int, default=2, help="smallest k tried (default: 2)")
     p.add_argument("--k-max", type=int, default=None, help="largest k tried (default: tasks - 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--features", choices=("datamap", "confusion"), default="datamap", help=features_help
+        "--features", choices=("datamap", "confusion"), default="datamap", help=_FEATURES_HELP
     )
     p.add_argument("-o", "--output", default=None, help="also save the score table (.csv)")
     p.set_defaults(func=_cmd_choose_k)
 
+
+def _add_plot(sub: Any) -> None:
     p = sub.add_parser(
         "plot",
         help="draw data maps, memberships or the task map",
         description="Draw one figure (PNG, PDF or SVG by the file extension).",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     p.add_argument(
         "--kind",
         choices=("datamap", "memberships", "taskmap"),
@@ -556,13 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="figure file")
     p.set_defaults(func=_cmd_plot)
 
+
+def _add_report(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="write a self-contained HTML report",
         description="Write one offline HTML file with the groups, membership "
         "heatmap, per-task data maps and, if given, the evaluation table.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
     which.add_argument(
@@ -595,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="run the CIFAR-100 grouping demo",
@@ -604,6 +600,39 @@ def build_parser() -> argparse.ArgumentParser:
         "'stgmtl demo -- --help' shows the demo's own options.",
     )
     p.set_defaults(func=_cmd_demo, demo_args=[])
+
+
+#: The subcommands, in ``--help`` order: each adds its subparser (and its handler).
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_group,
+    _add_select,
+    _add_choose_k,
+    _add_plot,
+    _add_report,
+    _add_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stgmtl`` argument parser (one subparser per entry of :data:`SUBCOMMANDS`)."""
+    from stgmtl._version import __version__
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Decide which classification tasks to train together, from data maps "
+        "recorded during one multi-task training run.",
+        epilog="Run 'stgmtl COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback on errors (for bug reports)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

@@ -190,7 +190,7 @@ def test_report_renders_the_affinity_section():
     alone = render_report(affinities=aff, progress=False)  # an affinity is enough for a report
     assert '<p class="meta">1 affinity signal(s). Generated' in alone
     assert 'id="groups"' not in alone and 'id="datamaps"' not in alone
-    with pytest.raises(ValueError, match=r"affinities\['x'\].values must have shape"):
+    with pytest.raises(ValueError, match=r"affinities\['x'\].values: expected shape \(1, 1\)"):
         render_report(affinities={"x": type("A", (), {"task_names": ["a"], "values": [1, 2]})()})
 
 
