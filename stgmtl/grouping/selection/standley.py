@@ -66,6 +66,8 @@ __all__ = [
 DEFAULT_MAX_CANDIDATES = 63
 
 Network = tuple[str, ...]
+#: Most tasks for which candidates are built (all 2^T subsets are scored first).
+_MAX_TASKS = 16
 
 
 def standley_cost(network: Network) -> float:
@@ -203,8 +205,8 @@ def network_candidates(
         t = len(names)
         size = check_int("max_network_size", t if max_network_size is None else max_network_size,
                          low=1)  # fmt: skip
-        if t > 20:
-            raise fail(name, "at most 20 tasks for Standley's search", f"{t} tasks")
+        if t > _MAX_TASKS:
+            raise fail(name, f"at most {_MAX_TASKS} tasks for Standley's search", f"{t} tasks")
         s0 = check_float("single_score", single_score)
         all_scores = group_scores(values, s0)
         n = member_matrix(t).sum(axis=1)
@@ -222,8 +224,9 @@ def network_candidates(
             raise fail(name, f"networks of the tasks {names}", f"unknown tasks {extra}")
     size = check_int("max_network_size", len(names) if max_network_size is None
                      else max_network_size, low=1)  # fmt: skip
-    if len(names) > 20:
-        raise fail(name, "at most 20 tasks for Standley's search", f"{len(names)} tasks")
+    if len(names) > _MAX_TASKS:
+        raise fail(name, f"at most {_MAX_TASKS} tasks for Standley's search",
+                   f"{len(names)} tasks")  # fmt: skip
     return _from_table(table, names, higher_order, size)
 
 
