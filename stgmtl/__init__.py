@@ -2,7 +2,8 @@
 
 Pipeline, one plain object handed to the next: record (:class:`DataMapRecorder`,
 :func:`fit_datamaps`) -> :class:`DataMaps` -> task features (:mod:`stgmtl.features`) -> soft task
-groups (:func:`group`, :class:`TaskGrouper`, :class:`TaskGroups`) -> grouped training and honest
+groups (:func:`group`, :class:`TaskGrouper`, :class:`TaskGroups`) or selected networks from a
+task affinity (:func:`select`, :class:`TaskSelection`) -> grouped training and honest
 evaluation (:mod:`stgmtl.specialise`) -> figures, report, command line.
 
 Names are imported lazily, so that ``import stgmtl`` is cheap and grouping never imports torch.
@@ -30,6 +31,13 @@ _EXPORTS: dict[str, str] = {
     "TaskAffinity": "stgmtl.affinity",
     "choose_k": "stgmtl.grouping",
     "fuzzy_memberships": "stgmtl.grouping",
+    # selection (begin)
+    "select": "stgmtl.grouping.selection",
+    "TaskSelection": "stgmtl.grouping.selection",
+    "tag_select": "stgmtl.grouping.selection",
+    "standley_select": "stgmtl.grouping.selection",
+    "best_partition": "stgmtl.grouping.selection",
+    # selection (end)
 }
 
 __all__ = [
@@ -39,13 +47,18 @@ __all__ = [
     "TaskAffinity",
     "TaskGrouper",
     "TaskGroups",
+    "TaskSelection",
     "__version__",
+    "best_partition",
     "choose_k",
     "distributed_valid_mask",
     "fit_datamaps",
     "fuzzy_memberships",
     "group",
     "record_affinity",
+    "select",
+    "standley_select",
+    "tag_select",
     "task_features",
 ]
 
@@ -58,6 +71,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stgmtl.datamaps import DataMaps
     from stgmtl.features import task_features
     from stgmtl.grouping import TaskGrouper, TaskGroups, choose_k, fuzzy_memberships, group
+    from stgmtl.grouping.selection import (
+        TaskSelection,
+        best_partition,
+        select,
+        standley_select,
+        tag_select,
+    )
     from stgmtl.record import (
         DataMapRecorder,
         IndexedDataset,

@@ -1,7 +1,9 @@
-"""The ``stgmtl`` command: group, choose k, plot and report from saved data maps; run the demo.
+"""The ``stgmtl`` command: group, select, choose k, plot and report from saved data maps or task
+affinities; run the demo.
 
 Each subcommand is a thin wrapper over the library (:class:`~stgmtl.datamaps.DataMaps`,
-:func:`~stgmtl.grouping.grouper.group`, :func:`~stgmtl.grouping.choose_k.choose_k`,
+:class:`~stgmtl.affinity.TaskAffinity`, :func:`~stgmtl.grouping.grouper.group`,
+:func:`~stgmtl.grouping.selection.select`, :func:`~stgmtl.grouping.choose_k.choose_k`,
 :func:`~stgmtl.report.write_report`). Bad input (a missing file, an impossible ``k``) ends with a
 one-line reason on stderr and a non-zero exit status, never a traceback; ``--traceback`` (or
 ``STGMTL_TRACEBACK=1``) shows the full traceback instead.
@@ -59,10 +61,10 @@ def _load_groups(path: str) -> Any:
     return TaskGroups.load(p)
 
 
-def _load_table(path: str) -> Any:
+def _load_table(path: str, option: str = "--evaluation") -> Any:
     import polars as pl
 
-    p = _existing(path, "--evaluation")
+    p = _existing(path, option)
     readers: dict[str, Callable[..., Any]] = {
         ".parquet": pl.read_parquet,
         ".csv": pl.read_csv,
@@ -73,12 +75,93 @@ def _load_table(path: str) -> Any:
     reader = readers.get(p.suffix.lower())
     if reader is None:
         raise _UserError(
-            f"--evaluation {path!r}: unknown table type {p.suffix!r}; use one of {sorted(readers)}"
+            f"{option} {path!r}: unknown table type {p.suffix!r}; use one of {sorted(readers)}"
         )
     try:
         return reader(p)
     except Exception as exc:  # polars raises several error types for damaged files
         raise ValueError(f"--evaluation: cannot read {str(p)!r} ({exc}); write it again") from exc
+
+
+# ---- task affinities (begin: selection) -----------------------------------------------------
+
+
+def _manifest_format(folder: Path) -> Any:
+    import json
+
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _affinity_folders(path: Path) -> dict[str, Path]:
+    """Signal name -> folder: ``path`` itself if it is a saved TaskAffinity, else its
+    sub-folders that are (named by their manifest's signal)."""
+    import json
+
+    from stgmtl.affinity.io import FORMAT
+
+    found: dict[str, Path] = {}
+    folders = [path] if _manifest_format(path) == FORMAT else []
+    if not folders and path.is_dir():
+        folders = [p for p in sorted(path.iterdir()) if _manifest_format(p) == FORMAT]
+    for folder in folders:
+        signal = json.loads((folder / "manifest.json").read_text()).get("signal")
+        found.setdefault(str(signal or folder.name), folder)
+    return found
+
+
+def _load_signal(path: str, signal: str | None, what: str = "DATAMAPS") -> Any:
+    """Saved data maps, or one saved TaskAffinity (``path`` itself or, with several in the
+    folder, the one named by ``--signal``)."""
+    p = _existing(path, what)
+    found = _affinity_folders(p)
+    if not found:
+        if signal is not None:
+            raise _UserError(f"--signal {signal!r}: {path!r} holds no saved task affinity")
+        return _load_datamaps(path)
+    from stgmtl.affinity import TaskAffinity
+
+    if signal is None:
+        if len(found) > 1:
+            raise _UserError(
+                f"{path!r} holds {len(found)} task affinities ({', '.join(found)}); "
+                "pick one with --signal"
+            )
+        return TaskAffinity.load(next(iter(found.values())))
+    if signal not in found:
+        raise _UserError(f"--signal {signal!r} is not in {path!r}; it has {', '.join(found)}")
+    return TaskAffinity.load(found[signal])
+
+
+def _load_affinities(paths: list[str]) -> dict[str, Any]:
+    from stgmtl.affinity import TaskAffinity
+
+    out: dict[str, Any] = {}
+    for path in paths:
+        found = _affinity_folders(_existing(path, "--affinity"))
+        if not found:
+            raise _UserError(f"--affinity {path!r} holds no saved task affinity")
+        for name, folder in found.items():
+            out[name if name not in out else f"{name} ({folder})"] = TaskAffinity.load(folder)
+    return out
+
+
+def _network_scores(path: str, option: str) -> dict[str, dict[str, float]]:
+    """A long table ``network, task, score`` -> ``{network: {task: score}}`` (network names
+    are task names joined by '|')."""
+    table = _load_table(path, option)
+    missing = {"network", "task", "score"} - set(table.columns)
+    if missing:
+        raise _UserError(f"{option} {path!r} lacks the column(s) {sorted(missing)}")
+    out: dict[str, dict[str, float]] = {}
+    for net, task, score in table.select("network", "task", "score").iter_rows():
+        out.setdefault(str(net), {})[str(task)] = float(score)
+    return out
+
+
+# ---- task affinities (end: selection) -------------------------------------------------------
 
 
 def _output_folder_exists(path: str, option: str = "-o") -> Path:
@@ -119,8 +202,16 @@ def _print_groups(groups: Any) -> None:
 
 def _cmd_group(args: argparse.Namespace) -> int:
     out = _output_folder_exists(args.output)
-    maps = _load_datamaps(args.datamaps)
+    maps = _load_signal(args.datamaps, args.signal)
     _check_k(args.k, maps)
+    if args.features is not None:
+        from stgmtl.features import get_kind
+
+        if not isinstance(maps, get_kind(args.features).input_type):
+            raise _UserError(
+                f"--features {args.features} reads {get_kind(args.features).input_type.__name__}"
+                f", but {args.datamaps!r} holds {type(maps).__name__}"
+            )
     from stgmtl.grouping import group
 
     groups = group(
@@ -134,6 +225,64 @@ def _cmd_group(args: argparse.Namespace) -> int:
     groups.save(out)
     if not args.quiet:
         _print_groups(groups)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _print_selection(sel: Any) -> None:
+    served = sel.served
+    for j, names in enumerate(sel.groups):
+        mine = ", ".join(served[j]) or "-"
+        print(f"network {j} ({len(names)} tasks): {', '.join(names)}  [serves: {mine}]")
+    line = f"score {sel.score:.6g} ({sel.objective}); cost {sel.cost:g}"
+    if sel.test_task_scores is not None:
+        line += f"; test score {sel.test_score:.6g}"
+    print(line)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    out = _output_folder_exists(args.output)
+    from stgmtl.affinity import TaskAffinity
+    from stgmtl.grouping.selection import select
+
+    if (args.affinity is None) == (args.scores is None):
+        raise _UserError("give either AFFINITY or --scores (for --method standley)")
+    if args.scores is not None:
+        if args.method != "standley":
+            raise _UserError("--scores (trained results) is for --method standley")
+        data: Any = _network_scores(args.scores, "--scores")
+    else:
+        data = _load_signal(args.affinity, args.signal, "AFFINITY")
+        if not isinstance(data, TaskAffinity):
+            raise _UserError(f"AFFINITY {args.affinity!r} is not a saved task affinity")
+    kwargs: dict[str, Any] = {}
+    if args.method == "standley":
+        if args.budget is None:
+            raise _UserError("--method standley needs --budget")
+        if args.test_scores is not None:
+            kwargs["test_scores"] = _network_scores(args.test_scores, "--test-scores")
+        kwargs["greater_is_better"] = not args.lower_is_better
+        if args.max_candidates is not None:
+            kwargs["max_candidates"] = args.max_candidates
+    else:
+        for flag, value in (("--budget", args.budget), ("--test-scores", args.test_scores),
+                            ("--max-candidates", args.max_candidates)):  # fmt: skip
+            if value is not None:
+                raise _UserError(f"{flag} is for --method standley")
+        if args.method != "partition" and args.k is None:
+            raise _UserError(f"--method {args.method} needs --k")
+    if args.method in ("tag", "partition"):
+        kwargs["singleton_score"] = args.singleton_score
+        if args.max_tasks is not None:
+            kwargs["max_tasks"] = args.max_tasks
+    if args.method == "partition":
+        kwargs["objective"] = args.objective
+    if args.method == "kmeans":
+        kwargs["random_state"] = args.seed
+    sel = select(data, args.method, n_groups=args.k, budget=args.budget, **kwargs)
+    sel.save(out)
+    if not args.quiet:
+        _print_selection(sel)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -209,11 +358,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         _check_k(args.k, maps)
         groups = group(maps, k=args.k, random_state=args.seed, progress=not args.quiet)
     evaluation = _load_table(args.evaluation) if args.evaluation else None
+    affinities = _load_affinities(args.affinity) if args.affinity else None
     write_report(
         out,
         maps,
         groups,
         evaluation,
+        affinities=affinities,
         title=args.title,
         max_points=args.max_points,
         progress=not args.quiet,
@@ -283,27 +434,117 @@ _FEATURES_HELP = (
     "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
     "confusion: spectral embedding of cross-task confusion, binary tasks only)"
 )
+_SIGNAL_HELP = "which task affinity to use when the folder holds several (its signal name)"
 
 
 def _add_group(sub: Any) -> None:
     p = sub.add_parser(
         "group",
         help="soft-group the tasks into k groups",
-        description="Soft-group the tasks of saved data maps into k groups "
-        "(STG-MTL: faiss k-means + fuzzy memberships) and save the TaskGroups.",
+        description="Soft-group the tasks of saved data maps, or of a saved task affinity, into "
+        "k groups (STG-MTL: faiss k-means + fuzzy memberships) and save the TaskGroups.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
+    p.add_argument(
+        "datamaps",
+        metavar="DATAMAPS",
+        help=_MAPS_HELP + ", or a saved TaskAffinity (or a folder of them: see --signal)",
+    )
+    p.add_argument("--signal", default=None, help=_SIGNAL_HELP)
     p.add_argument("--k", type=_positive_int, required=True, help="number of groups")
     p.add_argument("-o", "--output", required=True, help="where to save the groups")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--features", choices=("datamap", "confusion"), default="datamap", help=_FEATURES_HELP
+        "--features",
+        choices=("datamap", "confusion", "affinity"),
+        default=None,
+        help=_FEATURES_HELP + "; affinity: spectral embedding of a task affinity (the default "
+        "for a TaskAffinity)",
     )
     p.add_argument(
         "-q", "--quiet", action="store_true", help="do not print the groups or a progress bar"
     )
     p.set_defaults(func=_cmd_group)
+
+
+# ---- select (begin: selection)
+def _add_select(sub: Any) -> None:
+    p = sub.add_parser(
+        "select",
+        help="select task groups (networks) from a task affinity",
+        description="Select networks from a saved task affinity and save the TaskSelection: "
+        "tag (TAG: up to k overlapping networks, each task served by its best; exact up to 14 "
+        "tasks), partition (best split into groups; exact up to 14 tasks), standley (networks "
+        "within a cost budget, full network 1, single-task 0.5; from the affinity or from "
+        "trained results with --scores), kmeans (spectral embedding + k-means; any number of "
+        "tasks).",
+    )
+    p.add_argument(
+        "affinity",
+        metavar="AFFINITY",
+        nargs="?",
+        default=None,
+        help="saved TaskAffinity (or a folder of them: see --signal)",
+    )
+    p.add_argument("--signal", default=None, help=_SIGNAL_HELP)
+    p.add_argument(
+        "--method",
+        choices=("tag", "partition", "standley", "kmeans"),
+        default="tag",
+        help="selection rule (default: tag)",
+    )
+    p.add_argument(
+        "--k",
+        type=_positive_int,
+        default=None,
+        help="tag: most networks; partition: exact number of groups (default: any); "
+        "kmeans: number of groups",
+    )
+    p.add_argument("--budget", type=float, default=None, help="standley: the cost budget")
+    p.add_argument(
+        "--objective",
+        choices=("tag", "total"),
+        default="tag",
+        help="partition: TAG's mean in-group affinity onto each task (default) or the "
+        "total within-group affinity",
+    )
+    p.add_argument(
+        "--singleton-score",
+        type=float,
+        default=-1e6,
+        help="tag/partition: score of a task alone (TAG: -1e6; 0 = no transfer)",
+    )
+    p.add_argument(
+        "--max-tasks",
+        type=_positive_int,
+        default=None,
+        help="tag/partition: refuse more tasks than this (default 14, at most 16)",
+    )
+    p.add_argument(
+        "--scores",
+        default=None,
+        help="standley: trained validation results, a table (.csv/.parquet/.json) "
+        "with columns network ('a|b'), task, score",
+    )
+    p.add_argument(
+        "--test-scores",
+        default=None,
+        help="standley: test results in the same form, reported for the selection",
+    )
+    p.add_argument("--lower-is-better", action="store_true", help="standley: the scores are losses")
+    p.add_argument(
+        "--max-candidates",
+        type=_positive_int,
+        default=None,
+        help="standley: refuse more candidate networks (default 63)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="kmeans: random seed (default: 0)")
+    p.add_argument("-o", "--output", required=True, help="where to save the selection")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the selection")
+    p.set_defaults(func=_cmd_select)
+
+
+# ---- select (end: selection)
 
 
 def _add_choose_k(sub: Any) -> None:
@@ -372,6 +613,12 @@ def _add_report(sub: Any) -> None:
         help="evaluation table (.parquet/.csv/.json) with columns method, seed, task, "
         "f1, balanced_accuracy, roc_auc",
     )
+    p.add_argument(
+        "--affinity",
+        action="append",
+        default=None,
+        help="a saved TaskAffinity, or a folder of them, to draw (repeatable)",
+    )
     p.add_argument("--title", default="stgmtl report", help="page title")
     p.add_argument(
         "--max-points",
@@ -432,6 +679,7 @@ def _add_demo(sub: Any) -> None:
 #: The subcommands, in ``--help`` order: each adds its subparser (and its handler).
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_group,
+    _add_select,
     _add_choose_k,
     _add_plot,
     _add_report,

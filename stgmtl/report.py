@@ -1,4 +1,4 @@
-"""The self-contained HTML report: task groups, membership heatmap, data maps, evaluation.
+"""The self-contained HTML report: groups, membership heatmap, affinities, data maps, evaluation.
 
 One file that opens offline in any browser: inline CSS, figures as base64 PNG data URIs, no
 scripts, no fonts, no links to anything outside the file. Every input is optional and duck-typed
@@ -6,7 +6,8 @@ on the shared types' attributes, so plain objects (and the real :class:`~stgmtl.
 :class:`~stgmtl.grouping.grouper.TaskGroups` and evaluation frames) all work::
 
     from stgmtl.report import write_report
-    write_report("report.html", datamaps=maps, groups=groups, evaluation=table)
+    write_report("report.html", datamaps=maps, groups=groups, evaluation=table,
+                 affinities={"tag": tag_affinity})
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from stgmtl._checks import check_random_state
 from stgmtl._io import atomic_file
 from stgmtl._version import __version__
-from stgmtl.plots import datamap_grid, membership_figure
+from stgmtl.plots import affinity_figure, datamap_grid, membership_figure
 from stgmtl.specialise.metrics import seed_means
 
 __all__ = ["render_report", "write_report"]
@@ -59,6 +60,7 @@ def render_report(
     evaluation: pl.DataFrame | None = None,
     *,
     title: str = "stgmtl report",
+    affinities: Any | None = None,
     max_tasks_per_figure: int = 12,
     max_points: int = 1000,
     soft_threshold: float = 0.2,
@@ -81,6 +83,10 @@ def render_report(
         a per-task table.
     title : str
         Page title and heading.
+    affinities : TaskAffinity, list of them, or dict name -> TaskAffinity, optional
+        Anything with ``task_names`` and a ``(T, T)`` ``values`` (``[i, j]`` = effect of task
+        ``i`` on task ``j``). Gives one heatmap per affinity (tasks ordered by ``groups`` when
+        they are of the same tasks) and each task's strongest partner.
     max_tasks_per_figure : int
         At most this many task panels per data-map figure (the rest are listed by name).
     max_points : int
@@ -98,9 +104,9 @@ def render_report(
     str
         The complete HTML document.
     """
-    if datamaps is None and groups is None and evaluation is None:
+    if datamaps is None and groups is None and evaluation is None and affinities is None:
         raise ValueError(
-            "render_report needs at least one of datamaps, groups, evaluation; got none"
+            "render_report needs at least one of datamaps, groups, evaluation, affinities; got none"
         )
     if max_tasks_per_figure < 1:
         raise ValueError(f"max_tasks_per_figure: expected >= 1, got {max_tasks_per_figure}")
@@ -110,10 +116,13 @@ def render_report(
     maps_view = _maps_view(datamaps) if datamaps is not None else None
     if evaluation is not None:
         evaluation = _check_evaluation(evaluation)
+    affinity_views = _affinity_views(affinities) if affinities is not None else []
 
-    parts = [_header(title, maps_view, groups_view, evaluation)]
+    parts = [_header(title, maps_view, groups_view, evaluation, len(affinity_views))]
     if groups_view is not None:
         parts.append(_groups_section(groups_view, soft_threshold))
+    if affinity_views:
+        parts.append(_affinity_section(affinity_views, groups_view))
     if maps_view is not None:
         rng = check_random_state("random_state", random_state)
         parts.append(
@@ -200,6 +209,34 @@ def _maps_view(maps: Any) -> _Maps:
     return _Maps(names, *(_matrix(maps, "datamaps", a, len(names)) for a in stats))
 
 
+@dataclass
+class _Affinity:
+    label: str
+    task_names: list[str]
+    values: np.ndarray  # (T, T): [i, j] = effect of i on j
+    source: Any  # the object, for the figure
+
+
+def _affinity_views(affinities: Any) -> list[_Affinity]:
+    if isinstance(affinities, dict):
+        items = [(str(k), v) for k, v in affinities.items()]
+    elif isinstance(affinities, (list, tuple)):
+        items = [(str(getattr(a, "signal", f"affinity {i}")), a) for i, a in enumerate(affinities)]
+    else:
+        items = [(str(getattr(affinities, "signal", "affinity")), affinities)]
+    views = []
+    for label, aff in items:
+        names = _task_names(aff, "affinities")
+        values = np.asarray(getattr(aff, "values", None), dtype=np.float64)
+        if values.shape != (len(names), len(names)):
+            raise ValueError(
+                f"affinities[{label!r}].values: expected shape ({len(names)}, {len(names)}), "
+                f"got {values.shape}"
+            )
+        views.append(_Affinity(label, names, values, aff))
+    return views
+
+
 def _task_names(obj: Any, arg: str) -> list[str]:
     names = getattr(obj, "task_names", None)
     if names is None:
@@ -239,7 +276,13 @@ def _check_evaluation(evaluation: Any) -> pl.DataFrame:
 # sections
 
 
-def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataFrame | None) -> str:
+def _header(
+    title: str,
+    maps: _Maps | None,
+    groups: _Groups | None,
+    ev: pl.DataFrame | None,
+    n_affinities: int = 0,
+) -> str:
 
     facts = []
     if maps is not None:
@@ -250,6 +293,8 @@ def _header(title: str, maps: _Maps | None, groups: _Groups | None, ev: pl.DataF
         facts.append(f"k = {groups.k} groups")
     if ev is not None:
         facts.append(f"{ev['method'].n_unique()} methods evaluated")
+    if n_affinities:
+        facts.append(f"{n_affinities} affinity signal(s)")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f'<header><h1>{_e(title)}</h1><p class="meta">{_e("; ".join(facts))}. '
@@ -287,6 +332,55 @@ def _groups_section(groups: _Groups, soft_threshold: float) -> str:
         "<p>Each task belongs to every group with a fuzzy membership (rows sum to 1); it is listed "
         "under its strongest group.</p>"
         f"{table}<h3>Membership heatmap</h3>{heat}</section>"
+    )
+
+
+def _affinity_section(views: list[_Affinity], groups: _Groups | None) -> str:
+    blocks = []
+    for view in views:
+        same = groups is not None and sorted(groups.task_names) == sorted(view.task_names)
+        fig = affinity_figure(view.source, groups if same else None)
+        off = view.values.copy()
+        np.fill_diagonal(off, np.nan)
+        rows, strongest = [], set()
+        for j, name in enumerate(view.task_names):
+            col = off[:, j]
+            if np.isnan(col).all():
+                rows.append(
+                    f'<tr class="partner-row"><td>{_e(name)}</td><td>&mdash;</td>'
+                    '<td class="num">&mdash;</td></tr>'
+                )
+                continue
+            i = int(np.nanargmax(col))
+            strongest.add(i)
+            rows.append(
+                f'<tr class="partner-row"><td>{_e(name)}</td><td>{_e(view.task_names[i])}</td>'
+                f'<td class="num">{_num(float(col[i]))}</td></tr>'
+            )
+        nobody = [n for i, n in enumerate(view.task_names) if i not in strongest]
+        observed = int(np.isfinite(off).sum())
+        t = len(view.task_names)
+        orientation = getattr(view.source, "orientation", None)
+        facts = f"{t} tasks, {observed} of {t * (t - 1)} ordered pairs observed" + (
+            f", orientation {orientation}" if orientation else ""
+        )
+        blocks.append(
+            f'<div class="group affinity" data-signal="{_e(view.label)}">'
+            f'<h3>{_e(view.label)}</h3><p class="note">{_e(facts)}.</p>'
+            f"{_img(fig, f'affinity heatmap: {view.label}', 'affinity-heatmap')}"
+            f"<details><summary>Strongest partner of each task</summary>"
+            f'<table class="affinity-partners"><thead><tr><th>task (recipient)</th>'
+            f"<th>strongest partner (source)</th><th>affinity</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            '<p class="note">Nobody&rsquo;s strongest partner: '
+            f"{_e(', '.join(nobody)) if nobody else '&mdash;'}</p></details></div>"
+        )
+    return (
+        '<section id="affinity"><h2>Task affinity</h2>'
+        "<p>Row <i>i</i>, column <i>j</i>: the effect of task <i>i</i> (source) on task <i>j</i> "
+        "(recipient); red helps, blue harms, grey is unobserved or the diagonal. Tasks are "
+        "ordered and framed by group when the groups are of the same tasks.</p>"
+        f"{''.join(blocks)}</section>"
     )
 
 

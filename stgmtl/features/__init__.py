@@ -16,8 +16,14 @@ Built-in kinds:
     The spectral embedding of how strongly each task fires on the other tasks' positives
     (:func:`~stgmtl.features.confusion.confusion_features`); its dimension is the number of
     groups.
+``"affinity"``
+    Task features of a :class:`~stgmtl.affinity.TaskAffinity` (any affinity signal): the
+    spectral embedding of its symmetrised, non-negative graph, or its rows
+    (:func:`~stgmtl.features.affinity.affinity_features`); the default kind for a
+    ``TaskAffinity``.
 """
 
+from stgmtl.features.affinity import affinity_features, affinity_graph
 from stgmtl.features.confusion import (
     choose_neighbors,
     confusion_affinity,
@@ -31,6 +37,7 @@ from stgmtl.features.datamap import datamap_features, standardize_columns
 from stgmtl.features.registry import (
     FEATURE_KINDS,
     FeatureKind,
+    default_kind,
     get_kind,
     register_feature_kind,
     task_features,
@@ -39,11 +46,14 @@ from stgmtl.features.registry import (
 __all__ = [
     "FEATURE_KINDS",
     "FeatureKind",
+    "affinity_features",
+    "affinity_graph",
     "choose_neighbors",
     "confusion_affinity",
     "confusion_features",
     "confusion_matrix",
     "datamap_features",
+    "default_kind",
     "get_kind",
     "neighbor_candidates",
     "neighbor_stability",

@@ -9,11 +9,20 @@ from typing import Any
 import numpy as np
 
 from stgmtl._checks import fail
+from stgmtl.affinity import TaskAffinity
 from stgmtl.datamaps import DataMaps
+from stgmtl.features.affinity import affinity_features
 from stgmtl.features.confusion import confusion_features
 from stgmtl.features.datamap import datamap_features, standardize_columns
 
-__all__ = ["FEATURE_KINDS", "FeatureKind", "get_kind", "register_feature_kind", "task_features"]
+__all__ = [
+    "FEATURE_KINDS",
+    "FeatureKind",
+    "default_kind",
+    "get_kind",
+    "register_feature_kind",
+    "task_features",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,10 @@ FEATURE_KINDS: dict[str, FeatureKind] = {
         "confusion", confusion_features, DataMaps, True,
         "spectral embedding of cross-task confusion (binary tasks)",
     ),
+    "affinity": FeatureKind(
+        "affinity", affinity_features, TaskAffinity, True,
+        "spectral embedding of a task-affinity matrix (TaskAffinity)",
+    ),
 }  # fmt: skip
 
 
@@ -65,6 +78,15 @@ def register_feature_kind(kind: FeatureKind, *, replace: bool = False) -> Featur
     return kind
 
 
+def default_kind(data: Any) -> str:
+    """The first registered kind that reads ``data`` (``"datamap"`` for ``DataMaps``,
+    ``"affinity"`` for ``TaskAffinity``); ``"datamap"`` for anything else."""
+    for name, kind in FEATURE_KINDS.items():
+        if isinstance(data, kind.input_type):
+            return name
+    return "datamap"
+
+
 def get_kind(name: str) -> FeatureKind:
     """The registered kind ``name``."""
     kind = FEATURE_KINDS.get(name) if isinstance(name, str) else None
@@ -75,7 +97,7 @@ def get_kind(name: str) -> FeatureKind:
 
 def task_features(
     data: Any,
-    kind: str = "datamap",
+    kind: str | None = None,
     *,
     n_groups: int | None = None,
     standardize: bool = False,
@@ -85,10 +107,11 @@ def task_features(
 
     Parameters
     ----------
-    data : DataMaps
+    data : DataMaps or TaskAffinity
         The recorded signal the kind reads (see :data:`FEATURE_KINDS`).
-    kind : str
-        A registered kind: ``"datamap"`` (default) or ``"confusion"``.
+    kind : str, optional
+        A registered kind: ``"datamap"``, ``"confusion"`` (both read ``DataMaps``) or
+        ``"affinity"`` (reads a ``TaskAffinity``). Default: :func:`default_kind` of ``data``.
     n_groups : int, optional
         The number of groups the features are for; passed to kinds that depend on it (and
         required by them unless they have a default).
@@ -102,6 +125,8 @@ def task_features(
     np.ndarray
         ``(T, D)`` float32 (C-contiguous).
     """
+    if kind is None:
+        kind = default_kind(data)
     spec = get_kind(kind)
     if not isinstance(data, spec.input_type):
         raise fail(

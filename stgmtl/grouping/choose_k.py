@@ -43,7 +43,7 @@ import polars as pl
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from stgmtl._checks import check_int, fail, seed_from
-from stgmtl.features import FEATURE_KINDS
+from stgmtl.features import FEATURE_KINDS, default_kind
 from stgmtl.grouping.grouper import TaskGrouper, feature_matrix
 from stgmtl.grouping.kmeans import sq_distances
 from stgmtl.grouping.reduce import reduce_features
@@ -95,7 +95,7 @@ def choose_k(
     data: Any,
     ks: Iterable[int] = range(2, 11),
     *,
-    features: str = "datamap",
+    features: str | None = None,
     feature_kwargs: dict[str, Any] | None = None,
     m: float = 1.07,
     n_seeds: int = 3,
@@ -143,7 +143,8 @@ def choose_k(
     if "reduce" in red_kw:
         red_kw["method"] = red_kw.pop("reduce")
     red_kw.setdefault("min_components", min(128, max(16, 2 * max(ks))))
-    per_k = FEATURE_KINDS[features].uses_n_groups if features in FEATURE_KINDS else False
+    kind = default_kind(data) if features is None else features
+    per_k = FEATURE_KINDS[kind].uses_n_groups if kind in FEATURE_KINDS else False
     emb = None
     rows = []
     for k in ks:

@@ -55,14 +55,15 @@ def feature_matrix(
     data: Any,
     n_groups: int | None,
     *,
-    features: str = "datamap",
+    features: str | None = None,
     feature_kwargs: dict[str, Any] | None = None,
     task_names: Any = None,
 ) -> tuple[Any, Any]:
     """``(X, task_names)`` to group: features of a recorded signal, or ``data`` as it is.
 
     A recorded signal (an instance of a registered feature kind's input type, e.g.
-    ``DataMaps``) goes through :func:`stgmtl.features.task_features` with kind ``features``,
+    ``DataMaps`` or ``TaskAffinity``) goes through :func:`stgmtl.features.task_features` with
+    kind ``features`` (default: the kind for its type, ``"datamap"`` or ``"affinity"``),
     options ``feature_kwargs`` and ``n_groups``; its task names are used unless given. Anything
     else is taken as a feature matrix (or column blocks).
     """
@@ -70,11 +71,11 @@ def feature_matrix(
     if isinstance(data, inputs):
         names = list(getattr(data, "task_names")) if task_names is None else task_names  # noqa: B009
         return task_features(data, features, n_groups=n_groups, **(feature_kwargs or {})), names
-    if features != "datamap" or feature_kwargs:
+    if features not in (None, "datamap") or feature_kwargs:
         raise fail(
             "features",
             "the default (no feature options) when data is already a feature matrix",
-            features if features != "datamap" else feature_kwargs,
+            features if features not in (None, "datamap") else feature_kwargs,
         )
     return data, task_names
 
@@ -419,7 +420,7 @@ def group(
     data: Any,
     k: int = 10,
     *,
-    features: str = "datamap",
+    features: str | None = None,
     feature_kwargs: dict[str, Any] | None = None,
     m: float = 1.07,
     random_state: Any = 0,
@@ -430,14 +431,15 @@ def group(
 
     Parameters
     ----------
-    data : DataMaps, array-like, torch.Tensor, callable or iterable of column blocks
-        Recorded signals (``DataMaps``), whose task features are computed with
-        :func:`stgmtl.features.task_features` (kind ``features``, ``n_groups=k``), or a
+    data : DataMaps, TaskAffinity, array-like, torch.Tensor, callable or column blocks
+        Recorded signals (``DataMaps``, ``TaskAffinity``), whose task features are computed
+        with :func:`stgmtl.features.task_features` (kind ``features``, ``n_groups=k``), or a
         ``(T, D)`` feature matrix / column blocks as :meth:`TaskGrouper.fit` takes.
     k : int
         Number of groups.
-    features : str
-        Feature kind for recorded signals: ``"datamap"`` (STG-MTL's) or ``"confusion"`` (see
+    features : str, optional
+        Feature kind for recorded signals: ``"datamap"`` (STG-MTL's; the default for
+        ``DataMaps``), ``"confusion"``, or ``"affinity"`` (the default for ``TaskAffinity``; see
         :data:`stgmtl.features.FEATURE_KINDS`).
     feature_kwargs : dict, optional
         Options of the feature kind.
