@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 _PROG = "stgmtl"
 
@@ -236,70 +236,60 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``stgmtl`` argument parser (one subparser per subcommand)."""
-    from stgmtl._version import __version__
+_MAPS_HELP = "saved data maps (DataMaps.save / fit_datamaps output)"
+_FEATURES_HELP = (
+    "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
+    "confusion: spectral embedding of cross-task confusion, binary tasks only)"
+)
 
-    parser = _Parser(
-        prog=_PROG,
-        description="Decide which classification tasks to train together, from data maps "
-        "recorded during one multi-task training run.",
-        epilog="Run 'stgmtl COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--traceback",
-        action="store_true",
-        help="show the full traceback on errors (for bug reports)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    maps_help = "saved data maps (DataMaps.save / fit_datamaps output)"
-    features_help = (
-        "task features (default: datamap, STG-MTL's flattened [confidence, variability]; "
-        "confusion: spectral embedding of cross-task confusion, binary tasks only)"
-    )
 
+def _add_group(sub: Any) -> None:
     p = sub.add_parser(
         "group",
         help="soft-group the tasks into k groups",
         description="Soft-group the tasks of saved data maps into k groups "
         "(STG-MTL: faiss k-means + fuzzy memberships) and save the TaskGroups.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     p.add_argument("--k", type=_positive_int, required=True, help="number of groups")
     p.add_argument("-o", "--output", required=True, help="where to save the groups")
     p.add_argument("--m", type=float, default=1.07, help="fuzzifier > 1 (default: 1.07)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--features", choices=("datamap", "confusion"), default="datamap", help=features_help
+        "--features", choices=("datamap", "confusion"), default="datamap", help=_FEATURES_HELP
     )
     p.add_argument(
         "-q", "--quiet", action="store_true", help="do not print the groups or a progress bar"
     )
     p.set_defaults(func=_cmd_group)
 
+
+def _add_choose_k(sub: Any) -> None:
     p = sub.add_parser(
         "choose-k",
         help="suggest a number of groups",
-        description="Score a range of k on saved data maps and print the best.",
+        description="Score a range of k on saved data maps and print the best. The scores "
+        "measure how well the tasks separate in the feature space, not whether training the "
+        "groups separately pays off.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     p.add_argument("--k-min", type=int, default=2, help="smallest k tried (default: 2)")
     p.add_argument("--k-max", type=int, default=None, help="largest k tried (default: tasks - 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--features", choices=("datamap", "confusion"), default="datamap", help=features_help
+        "--features", choices=("datamap", "confusion"), default="datamap", help=_FEATURES_HELP
     )
     p.add_argument("-o", "--output", default=None, help="also save the score table (.csv)")
     p.set_defaults(func=_cmd_choose_k)
 
+
+def _add_plot(sub: Any) -> None:
     p = sub.add_parser(
         "plot",
         help="draw data maps, memberships or the task map",
         description="Draw one figure (PNG, PDF or SVG by the file extension).",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     p.add_argument(
         "--kind",
         choices=("datamap", "memberships", "taskmap"),
@@ -317,13 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="figure file")
     p.set_defaults(func=_cmd_plot)
 
+
+def _add_report(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="write a self-contained HTML report",
         description="Write one offline HTML file with the groups, membership "
         "heatmap, per-task data maps and, if given, the evaluation table.",
     )
-    p.add_argument("datamaps", metavar="DATAMAPS", help=maps_help)
+    p.add_argument("datamaps", metavar="DATAMAPS", help=_MAPS_HELP)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--groups", default=None, help="saved groups (from 'stgmtl group')")
     which.add_argument(
@@ -350,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="run the CIFAR-100 grouping demo",
@@ -359,6 +353,38 @@ def build_parser() -> argparse.ArgumentParser:
         "'stgmtl demo -- --help' shows the demo's own options.",
     )
     p.set_defaults(func=_cmd_demo, demo_args=[])
+
+
+#: The subcommands, in ``--help`` order: each adds its subparser (and its handler).
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_group,
+    _add_choose_k,
+    _add_plot,
+    _add_report,
+    _add_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stgmtl`` argument parser (one subparser per entry of :data:`SUBCOMMANDS`)."""
+    from stgmtl._version import __version__
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Decide which classification tasks to train together, from data maps "
+        "recorded during one multi-task training run.",
+        epilog="Run 'stgmtl COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback on errors (for bug reports)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

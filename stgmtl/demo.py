@@ -103,6 +103,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
+    _add_study_options(p)
+    args = p.parse_args(argv)
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("grouped-training study (--study)")
     s.add_argument(
         "--study",
@@ -132,11 +141,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="evaluate on the first N test images only (default all 10,000)",
     )
-    args = p.parse_args(argv)
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
 
 
 def _snapshots(arg: str | None, epochs: int) -> list[int]:
@@ -357,6 +361,12 @@ def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
     summary.write_csv(out / "study_summary.csv")
     fig = method_comparison_figure(full, title=f"CIFAR-100, k={args.study_k}, {len(seeds)} seeds")
     save_figure(fig, out / "study_methods.png")
+    _print_study(full, agree, summary)
+    return full
+
+
+def _print_study(full: pl.DataFrame, agree: pl.DataFrame, summary: pl.DataFrame) -> None:
+    """The study's tables: agreement with the superclasses, test metrics, models' size and time."""
     with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=3):
         print("\nNMI / ARI vs superclasses over seeds:")
         print(
@@ -385,7 +395,6 @@ def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
             .agg(pl.col("parameters", "width").first(), pl.col("train_seconds").mean())
             .sort("method")
         )
-    return full
 
 
 def main(argv: Sequence[str] | None = None) -> int:

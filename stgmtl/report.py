@@ -102,9 +102,9 @@ def render_report(
             "render_report needs at least one of datamaps, groups, evaluation; got none"
         )
     if max_tasks_per_figure < 1:
-        raise ValueError(f"max_tasks_per_figure must be >= 1, got {max_tasks_per_figure}")
+        raise ValueError(f"max_tasks_per_figure: expected >= 1, got {max_tasks_per_figure}")
     if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
+        raise ValueError(f"max_points: expected >= 1, got {max_points}")
     groups_view = _groups_view(groups) if groups is not None else None
     maps_view = _maps_view(datamaps) if datamaps is not None else None
     if evaluation is not None:
@@ -189,7 +189,7 @@ def _groups_view(groups: Any) -> _Groups:
     labels = getattr(groups, "labels", None)
     labels = membership.argmax(axis=1) if labels is None else np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(names),):
-        raise ValueError(f"groups.labels must have shape ({len(names)},), got {labels.shape}")
+        raise ValueError(f"groups.labels: expected shape ({len(names)},), got {labels.shape}")
     return _Groups(names, membership, labels)
 
 
@@ -202,22 +202,24 @@ def _maps_view(maps: Any) -> _Maps:
 def _task_names(obj: Any, arg: str) -> list[str]:
     names = getattr(obj, "task_names", None)
     if names is None:
-        raise TypeError(f"{arg} must have a 'task_names' attribute, got {type(obj).__name__}")
+        raise TypeError(f"{arg}: expected an object with task_names, got {type(obj).__name__}")
     return [str(n) for n in names]
 
 
 def _matrix(obj: Any, arg: str, attr: str, rows: int) -> np.ndarray:
     if not hasattr(obj, attr):
-        raise TypeError(f"{arg} must have a {attr!r} attribute, got {type(obj).__name__}")
+        raise TypeError(
+            f"{arg}: expected an object with a {attr!r} attribute, got {type(obj).__name__}"
+        )
     arr = np.asarray(getattr(obj, attr), dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] != rows:
-        raise ValueError(f"{arg}.{attr} must have shape (T={rows}, ...), got {arr.shape}")
+        raise ValueError(f"{arg}.{attr}: expected shape (T={rows}, ...), got {arr.shape}")
     return arr
 
 
 def _check_evaluation(evaluation: Any) -> pl.DataFrame:
     if not isinstance(evaluation, pl.DataFrame):
-        raise TypeError(f"evaluation must be a polars DataFrame, got {type(evaluation).__name__}")
+        raise TypeError(f"evaluation: expected a polars DataFrame, got {type(evaluation).__name__}")
     missing = {"method", "task"} - set(evaluation.columns)
     if missing:
         raise ValueError(

@@ -141,9 +141,9 @@ def test_missing_data_error_says_how_to_get_it(tmp_path: Path, monkeypatch) -> N
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="name must be one of"):
+    with pytest.raises(ValueError, match="name: expected one of"):
         load_cifar("mnist")
-    with pytest.raises(ValueError, match="split must be one of"):
+    with pytest.raises(ValueError, match="split: expected one of"):
         load_cifar("cifar100", "validation")
 
 

@@ -195,7 +195,7 @@ def test_bad_arguments(kwargs, msg):
         (np.ones((10, 400)), 2, "identical features"),
         (np.ones((10, 4)), 2, "identical features"),
         (np.zeros((0, 4)), 1, "empty"),
-        (np.zeros((4, 0)), 1, "empty"),
+        (np.zeros((4, 0)), 1, "got 0 feature\\(s\\)"),
         (np.ones((1, 4)), 1, "at least 2 tasks"),
         (np.array([[0.0, 1.0]] * 5 + [[1.0, 0.0]] * 5), 3, "only 2 distinct task feature vectors"),
     ],

@@ -190,9 +190,9 @@ class _TensorStep(TinyModule):
 
 
 def test_clear_errors():
-    with pytest.raises(TypeError, match="recorder must be a DataMapRecorder"):
+    with pytest.raises(TypeError, match="recorder: expected a DataMapRecorder"):
         DataMapCallback(object())
-    with pytest.raises(TypeError, match="extract must be callable"):
+    with pytest.raises(TypeError, match="extract: expected a callable"):
         DataMapCallback(_recorder(), extract=3)
     with pytest.raises(ValueError, match="return a dict with the logits under 'logits'"):
         _trainer(1, [DataMapCallback(_recorder())]).fit(_TensorStep(), _loader())

@@ -126,7 +126,7 @@ def test_report_rejects_bad_input(inputs):
     with pytest.raises(ValueError, match="at least one of"):
         render_report()
     bad = SimpleNamespace(task_names=groups.task_names, membership=groups.membership[:3])
-    with pytest.raises(ValueError, match="groups.membership must have shape"):
+    with pytest.raises(ValueError, match="groups.membership: expected shape"):
         render_report(groups=bad)
     with pytest.raises(TypeError, match="'confidence'"):
         render_report(SimpleNamespace(task_names=["a"]))

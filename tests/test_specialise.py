@@ -84,7 +84,7 @@ def test_weighted_ensemble_equals_weighted_sum() -> None:
     own = ensemble_logits(g, w, "own")
     for t in range(4):
         np.testing.assert_array_equal(own[:, t], g[w[t].argmax(), :, t])
-    with pytest.raises(ValueError, match="mode must be"):
+    with pytest.raises(ValueError, match="mode: expected"):
         ensemble_logits(g, w, "max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="disagree"):
         ensemble_logits(g, w.T, "weighted")

@@ -98,7 +98,7 @@ def test_bad_construction() -> None:
             mean=(0, 0, 0),
             std=(1, 1, 1),
         )
-    with pytest.raises(ValueError, match="targets must have shape"):
+    with pytest.raises(ValueError, match="targets: expected shape"):
         TaskSuite(
             torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
             torch.zeros(2, 2),
@@ -165,5 +165,5 @@ def test_cifar10_15_seeding_and_subsets(cifar_root: Path) -> None:
     raw = torch.from_numpy(load_cifar10("train", root=cifar_root).images[:50])
     assert torch.equal(d.images, raw) and d.task_names == ["cat", "random"]
     torch.testing.assert_close(d.targets[:, 1], b.targets[:, -1])
-    with pytest.raises(ValueError, match="tasks must be distinct names"):
+    with pytest.raises(ValueError, match="tasks: expected distinct names"):
         cifar10_15_suite("train", root=cifar_root, tasks=["dragon"])

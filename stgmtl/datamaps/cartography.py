@@ -128,11 +128,11 @@ def _read_epoch(f: Path, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     try:
         guid = df.get_column("guid").cast(pl.Int64).to_numpy()
     except Exception as exc:
-        raise ValueError(f"path: {f}: guid must be integers ({exc})") from exc
+        raise ValueError(f"path: {f}: expected integer guids ({exc})") from exc
     logits = np.asarray(df.get_column(key).to_list(), dtype=np.float64)
     gold = df.get_column("gold").cast(pl.Int64).to_numpy()
     if logits.ndim != 2 or (len(gold) and (gold.min() < 0 or gold.max() >= logits.shape[1])):
-        raise ValueError(f"path: {f}: logits must be lists of equal length covering gold")
+        raise ValueError(f"path: {f}: expected logits as lists of equal length covering gold")
     z = logits - logits.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     rows = np.arange(len(gold))

@@ -35,6 +35,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
+from stgmtl._io import atomic_file
+
 __all__ = [
     "ARCHIVES",
     "CifarSplit",
@@ -137,7 +139,7 @@ class CifarSplit:
 
 def _check_choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{arg} must be one of {choices}, got {value!r}")
+        raise ValueError(f"{arg}: expected one of {choices}, got {value!r}")
 
 
 def _md5(path: Path, chunk: int = 1 << 20) -> str:
@@ -174,12 +176,9 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 def _download(url: str, dest: Path, md5: str, progress: bool) -> None:
     """Stream ``url`` to a temp file beside ``dest``, check the MD5, then rename atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     h = hashlib.md5()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as resp:  # noqa: S310
+    with atomic_file(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url) as resp:  # noqa: S310
             total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
             bar = tqdm(
                 total=int(total) if total else None,
@@ -198,9 +197,6 @@ def _download(url: str, dest: Path, md5: str, progress: bool) -> None:
                 f"MD5 checksum mismatch for {url}: got {h.hexdigest()}, expected {md5}; "
                 "the download is corrupt or not the official archive (nothing was kept)"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _safe_members(tar: tarfile.TarFile, top: str) -> list[tarfile.TarInfo]:

@@ -90,7 +90,7 @@ def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.nda
     """
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"images: expected shape (N, 3, H, W), got {tuple(x.shape)}")
     x = x.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
     return x.mean(1).numpy(), x.std(1, unbiased=False).numpy()
 
@@ -151,12 +151,12 @@ class TaskSuite(Dataset):
             )
         ):
             raise ValueError(
-                f"images must be uint8 (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}"
+                f"images: expected uint8 (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}"
             )
         n = images.shape[0]
         if targets.ndim != 2 or targets.shape[0] != n or targets.shape[1] != len(task_names):
             raise ValueError(
-                f"targets must have shape ({n}, {len(task_names)}), got {tuple(targets.shape)}"
+                f"targets: expected shape ({n}, {len(task_names)}), got {tuple(targets.shape)}"
             )
         self.images = images
         self.targets = targets.float()
@@ -311,7 +311,7 @@ class SuiteLoader:
         seed: int = 0,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         self.suite = suite
         self.dataset = suite  # DataLoader-style attribute (``len(loader.dataset)``)
         self.batch_size = batch_size
@@ -358,7 +358,7 @@ def _crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> t
 # -- builders -------------------------------------------------------------------------------
 def _select(data: CifarSplit, split: str, limit: int | None) -> np.ndarray:
     if split not in SUITE_SPLITS:
-        raise ValueError(f"split must be one of {SUITE_SPLITS}, got {split!r}")
+        raise ValueError(f"split: expected one of {SUITE_SPLITS}, got {split!r}")
     keep = np.arange(len(data))
     if split == "train45k":
         keep = keep[data.index < VAL_START]
@@ -366,7 +366,7 @@ def _select(data: CifarSplit, split: str, limit: int | None) -> np.ndarray:
         keep = keep[data.index >= VAL_START]
     if limit is not None:
         if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+            raise ValueError(f"limit: expected a positive int or None, got {limit!r}")
         keep = keep[:limit]
     return keep
 
@@ -497,7 +497,7 @@ def cifar10_15_suite(
     tasks = list(CIFAR10_15_TASKS if tasks is None else tasks)
     unknown = [t for t in tasks if t not in CIFAR10_15_TASKS]
     if unknown or not tasks or len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks must be distinct names from {CIFAR10_15_TASKS}, got {tasks!r}")
+        raise ValueError(f"tasks: expected distinct names from {CIFAR10_15_TASKS}, got {tasks!r}")
     data, keep = _load("cifar10", split, root, download, limit)
     labels = data.labels[keep]
     ids = data.index[keep]

@@ -75,6 +75,36 @@ def feature_matrix(
     return data, task_names
 
 
+def _is_sparse(x: Any) -> bool:
+    return hasattr(x, "tocsr") and hasattr(x, "nnz")
+
+
+def _dense_real(x: Any) -> Any:
+    """Refuse sparse and complex input, convert numeric object arrays (scikit-learn's rules)."""
+    if _is_sparse(x):
+        raise TypeError(
+            "X: expected a dense (T, D) matrix, got a sparse matrix (Sparse data was passed, "
+            "but dense data is required); call .toarray() or pass column blocks"
+        )
+    if x.is_complex() if hasattr(x, "is_complex") else np.iscomplexobj(x):
+        raise ValueError(
+            "X: expected real numbers, got complex values (Complex data not supported)"
+        )
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        try:
+            return x.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise fail(
+                "X", "numbers (argument must be a string or a number)", x.dtype, error=TypeError
+            ) from exc
+    if isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 0:
+        raise ValueError(
+            f"X: expected at least one feature, got 0 feature(s) (shape={x.shape}) while a "
+            "minimum of 1 is required."
+        )
+    return x
+
+
 def _task_names(names: Any, n: int) -> list[str]:
     if names is None:
         width = len(str(n - 1))
@@ -256,8 +286,8 @@ class TaskGrouper(BaseEstimator):
             return self._fit(X, k, task_names, seed)
 
     def _fit(self, X: Any, k: int, task_names: Any, seed: int) -> TaskGrouper:
-        if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach"):
-            X = as_float_matrix(X)  # once, without copying float arrays; reused by refinement
+        if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach") or _is_sparse(X):
+            X = as_float_matrix(_dense_real(X))  # once; float arrays are not copied
         if hasattr(X, "shape") and len(X.shape) == 2:
             self._check_sizes(k, int(X.shape[0]))
         red = reduce_features(
@@ -357,7 +387,7 @@ class TaskGrouper(BaseEstimator):
     def _check_sizes(k: int, n: int) -> None:
         if n < 2:
             what = "data is empty (0 tasks); " if n == 0 else ""
-            raise ValueError(f"{what}need at least 2 tasks (rows) to group; got {n}")
+            raise ValueError(f"{what}need at least 2 tasks (rows) to group; got n_samples={n}")
         if k > n:
             raise ValueError(f"n_groups={k} exceeds the number of tasks T={n}; use 1 <= k <= T")
 

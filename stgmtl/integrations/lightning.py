@@ -119,11 +119,11 @@ class DataMapCallback(pl.Callback):
         for name in ("update", "end_epoch", "sync", "compute", "state_dict", "load_state_dict"):
             if not callable(getattr(recorder, name, None)):
                 raise TypeError(
-                    f"recorder must be a DataMapRecorder (no method {name!r}); "
+                    f"recorder: expected a DataMapRecorder (no method {name!r}), "
                     f"got {type(recorder).__name__}"
                 )
         if extract is not None and not callable(extract):
-            raise TypeError(f"extract must be callable or None, got {type(extract).__name__}")
+            raise TypeError(f"extract: expected a callable or None, got {type(extract).__name__}")
         self.recorder = recorder
         self.logits_key = logits_key
         self.targets_key = targets_key

@@ -5,8 +5,7 @@ per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`) and th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from stgmtl._lazy import lazy_exports
 
 # public name -> module; imported on first use, so that the metrics (numpy / polars only) can be
 # used without importing torch
@@ -63,14 +62,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'stgmtl.specialise' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

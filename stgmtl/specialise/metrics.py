@@ -56,7 +56,7 @@ def task_metrics(
             f"T = len(task_names) = {len(task_names)}"
         )
     if not np.isin(y, (0, 1)).all():
-        raise ValueError("targets must hold only 0 and 1")
+        raise ValueError("targets: expected only 0 and 1, got other values")
     y = y.astype(bool)
     pred = s > threshold
     n = y.shape[0]
@@ -169,7 +169,7 @@ def grouping_agreement(
     if lab.ndim != 1 or lab.shape != ref.shape:
         raise ValueError(f"labels {lab.shape} and reference {ref.shape} must both be (T,)")
     if not isinstance(n_permutations, int) or n_permutations < 1:
-        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
+        raise ValueError(f"n_permutations: expected a positive int, got {n_permutations!r}")
     rng = np.random.default_rng(random_state)
     nmi = float(normalized_mutual_info_score(ref, lab))
     ari = float(adjusted_rand_score(ref, lab))

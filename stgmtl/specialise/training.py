@@ -257,7 +257,7 @@ def ensemble_logits(
     if mode == "own":
         own = w.argmax(1)
         return g[own, :, np.arange(g.shape[2])].T.astype(np.float32)
-    raise ValueError(f"mode must be 'weighted' or 'own', got {mode!r}")
+    raise ValueError(f"mode: expected 'weighted' or 'own', got {mode!r}")
 
 
 @dataclass
