@@ -110,6 +110,7 @@ class BranchedModel(nn.Module):
         self.groups = groups
         order = torch.tensor([t for g in groups for t in g], dtype=torch.long)
         # logits of the concatenated branches are in `order`; `inverse` puts them in task order
+        self.inverse: torch.Tensor
         self.register_buffer("inverse", torch.argsort(order), persistent=False)
 
     @property
@@ -130,9 +131,12 @@ def build_branched(
     """``BranchedModel(factory.trunk(width), [factory.branch(len(g), width, branch_width)])``."""
     if not isinstance(factory, TrunkBranchFactory):
         raise fail(
-            "factory", "a TrunkBranchFactory (with trunk() and branch()), e.g. "
-            "stgmtl.models.model_factory(name)", type(factory).__name__, error=TypeError,
-        )  # fmt: skip
+            "factory",
+            "a TrunkBranchFactory (with trunk() and branch()), e.g. "
+            "stgmtl.models.model_factory(name)",
+            type(factory).__name__,
+            error=TypeError,
+        )
     groups = _check_groups(groups)
     trunk = factory.trunk(width)
     branches = [factory.branch(len(g), width, branch_width) for g in groups]
@@ -172,8 +176,11 @@ def branch_width_for_budget(
 
     lo, hi = 1e-3, float(width)
     if total(lo) > budget:
-        raise fail("group_sizes", f"groups whose branches fit the budget of {budget} parameters",
-                   f"{len(sizes)} groups needing {total(lo)} at the smallest width")  # fmt: skip
+        raise fail(
+            "group_sizes",
+            f"groups whose branches fit the budget of {budget} parameters",
+            f"{len(sizes)} groups needing {total(lo)} at the smallest width",
+        )
     for _ in range(30):
         mid = 0.5 * (lo + hi)
         if total(mid) <= budget:

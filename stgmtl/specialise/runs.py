@@ -88,9 +88,11 @@ __all__ = [
     "Splits",
     "TaskColumns",
     "data_fingerprint",
+    "data_for_worker",
     "estimate_seconds",
     "execute_run",
     "factory_identity",
+    "is_cached",
     "load_weights",
     "run_all",
     "run_key",
@@ -120,8 +122,9 @@ class Splits:
 
     def task_names(self) -> list[str]:
         """The suite's task names (checked equal on the three splits)."""
-        names = [task_names_of(d, int(targets_of(d).shape[1])) for d in (self.train, self.val,
-                                                                          self.test)]  # fmt: skip
+        names = [
+            task_names_of(d, int(targets_of(d).shape[1])) for d in (self.train, self.val, self.test)
+        ]
         if not names[0] == names[1] == names[2]:
             raise fail("splits", "train, val and test with the same tasks", [n[:3] for n in names])
         return names[0]
@@ -195,8 +198,9 @@ class TaskColumns:
         return int(self.targets.shape[0])
 
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _ColumnLoader:
-        return _ColumnLoader(make_loader(self.data, batch_size, shuffle=shuffle, seed=seed),
-                             self.columns)  # fmt: skip
+        return _ColumnLoader(
+            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.columns
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,10 +259,12 @@ class RunSpec:
             w = np.asarray(self.membership, dtype=np.float64)
             ok = w.shape == (len(self.tasks), len(groups)) and np.isfinite(w).all()
             if not ok or (w < 0).any() or not np.allclose(w.sum(1), 1.0, atol=1e-6):
-                raise fail("membership", f"rows summing to 1, shape ({len(self.tasks)}, "
-                           f"{len(groups)})", w.shape)  # fmt: skip
-            object.__setattr__(self, "membership",
-                               tuple(tuple(float(v) for v in row) for row in w))  # fmt: skip
+                raise fail(
+                    "membership",
+                    f"rows summing to 1, shape ({len(self.tasks)}, {len(groups)})",
+                    w.shape,
+                )
+            object.__setattr__(self, "membership", tuple(tuple(float(v) for v in row) for row in w))
 
     @property
     def k(self) -> int:
@@ -306,10 +312,12 @@ def factory_identity(factory: Any) -> str:
     if name and module and "<" not in name:
         return f"{module}.{name}"
     raise fail(
-        "factory", "a factory with a stable identity (a module-level function or class, a "
+        "factory",
+        "a factory with a stable identity (a module-level function or class, a "
         "functools.partial of one, or an object with a cache_id attribute); or pass factory_id=",
-        factory, error=TypeError,
-    )  # fmt: skip
+        factory,
+        error=TypeError,
+    )
 
 
 def _recipe_fields(recipe: TrainConfig) -> dict[str, Any]:
@@ -404,14 +412,16 @@ class RunResult:
 _DATA: dict[str, Splits] = {}
 
 
-def _resolve(ctx: RunContext) -> Splits:
+def data_for_worker(ctx: RunContext) -> Splits:
+    """The context's splits: as given, or loaded once per process from its callable."""
     if isinstance(ctx.data, Splits):
         return ctx.data
     if ctx.fingerprint not in _DATA:
         data = ctx.data()
         if not isinstance(data, Splits):
-            raise fail("data", "a Splits or a callable returning one", type(data).__name__,
-                       error=TypeError)  # fmt: skip
+            raise fail(
+                "data", "a Splits or a callable returning one", type(data).__name__, error=TypeError
+            )
         _DATA.clear()  # one suite per process at a time
         _DATA[ctx.fingerprint] = data
     return _DATA[ctx.fingerprint]
@@ -419,6 +429,12 @@ def _resolve(ctx: RunContext) -> Splits:
 
 def _run_dir(ctx: RunContext, key: str) -> Path:
     return Path(ctx.cache_dir) / "runs" / key
+
+
+def is_cached(spec: RunSpec, ctx: RunContext) -> bool:
+    """Whether a finished run of ``spec`` is in the cache (its manifest exists)."""
+    key = run_key(spec, ctx.recipe, ctx.factory_id, ctx.fingerprint)
+    return (_run_dir(ctx, key) / "manifest.json").is_file()
 
 
 def _load_cached(ctx: RunContext, spec: RunSpec, key: str) -> RunResult | None:
@@ -467,8 +483,14 @@ def _train(
     train = TaskColumns(data.train, cols, spec.tasks)
     t = len(spec.tasks)
     if spec.kind == "network":
-        model = train_model(ctx.factory, train, cfg, num_tasks=t, progress=False,
-                            checkpoint_path=partial / "network.pt")  # fmt: skip
+        model = train_model(
+            ctx.factory,
+            train,
+            cfg,
+            num_tasks=t,
+            progress=False,
+            checkpoint_path=partial / "network.pt",
+        )
         return [model], np.ones((t, 1)), {"width": cfg.width}
     w = spec.membership_matrix()
     if spec.kind == "separate":
@@ -477,14 +499,29 @@ def _train(
         for c in range(spec.k):
             ccfg = TrainConfig(**{**asdict(cfg), "width": width, "seed": cfg.seed * 1000 + c})
             ckpt = partial / f"group{c}.pt"
-            models.append(train_model(ctx.factory, train, ccfg, w[:, c], num_tasks=t,
-                                      progress=False, checkpoint_path=ckpt))  # fmt: skip
+            models.append(
+                train_model(
+                    ctx.factory,
+                    train,
+                    ccfg,
+                    w[:, c],
+                    num_tasks=t,
+                    progress=False,
+                    checkpoint_path=ckpt,
+                )
+            )
         return models, w, {"width": width}
     pos = {name: i for i, name in enumerate(spec.tasks)}
     groups = [[pos[n] for n in g] for g in spec.groups]
     bw = branch_width_for_budget(ctx.factory, [len(g) for g in groups], cfg.width)
-    model = train_model(_branched_factory(ctx.factory, groups, bw), train, cfg, num_tasks=t,
-                        progress=False, checkpoint_path=partial / "branched.pt")  # fmt: skip
+    model = train_model(
+        _branched_factory(ctx.factory, groups, bw),
+        train,
+        cfg,
+        num_tasks=t,
+        progress=False,
+        checkpoint_path=partial / "branched.pt",
+    )
     return [model], np.ones((t, 1)), {"width": cfg.width, "branch_width": bw}
 
 
@@ -504,11 +541,18 @@ def _evaluate(
         loss = task_losses(zt, yt, None, None if pw is None else pw.double()).numpy()
         bce = task_losses(zt, yt, None, None).numpy()
         m = task_metrics(z, y, list(spec.tasks))
-        tables.append(pl.DataFrame({
-            "split": [split] * len(spec.tasks), "task": list(spec.tasks),
-            "loss": loss.astype(np.float64), "bce": bce.astype(np.float64),
-            "roc_auc": m["roc_auc"], "positives": m["positives"],
-        }))  # fmt: skip
+        tables.append(
+            pl.DataFrame(
+                {
+                    "split": [split] * len(spec.tasks),
+                    "task": list(spec.tasks),
+                    "loss": loss.astype(np.float64),
+                    "bce": bce.astype(np.float64),
+                    "roc_auc": m["roc_auc"],
+                    "positives": m["positives"],
+                }
+            )
+        )
     return pl.concat(tables)
 
 
@@ -528,7 +572,7 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
     cached = _load_cached(ctx, spec, key)
     if cached is not None:
         return cached
-    data = _resolve(ctx)
+    data = data_for_worker(ctx)
     before = torch.get_num_threads()
     if ctx.threads is not None:
         torch.set_num_threads(ctx.threads)
@@ -545,8 +589,16 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
         macs = sum(count_macs(m, x) for m in models)
     finally:
         torch.set_num_threads(before)
-    result = RunResult(spec, key, metrics, t1 - t0, t2 - t1,
-                       sum(count_parameters(m) for m in models), macs, meta=meta)  # fmt: skip
+    result = RunResult(
+        spec,
+        key,
+        metrics,
+        t1 - t0,
+        t2 - t1,
+        sum(count_parameters(m) for m in models),
+        macs,
+        meta=meta,
+    )
     _save(ctx, result, models)
     shutil.rmtree(partial, ignore_errors=True)
     return result
@@ -555,16 +607,27 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
 def _save(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> None:
     with atomic_dir(_run_dir(ctx, result.key), what="payoff run") as tmp:
         result.metrics.write_parquet(tmp / "metrics.parquet")
-        save_checkpoint({"format": f"{_FORMAT}.model",
-                         "models": [{k: v.cpu() for k, v in m.state_dict().items()}
-                                    for m in models]}, tmp / "model.pt")  # fmt: skip
+        save_checkpoint(
+            {
+                "format": f"{_FORMAT}.model",
+                "models": [{k: v.cpu() for k, v in m.state_dict().items()} for m in models],
+            },
+            tmp / "model.pt",
+        )
         manifest = {
-            "format": _FORMAT, "format_version": _FORMAT_VERSION, "key": result.key,
-            "spec": asdict(result.spec), "recipe": _recipe_fields(ctx.recipe),
-            "factory": ctx.factory_id, "data": ctx.fingerprint,
-            "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-            "parameters": result.parameters, "macs": result.macs, "meta": result.meta,
-        }  # fmt: skip
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "key": result.key,
+            "spec": asdict(result.spec),
+            "recipe": _recipe_fields(ctx.recipe),
+            "factory": ctx.factory_id,
+            "data": ctx.fingerprint,
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
+            "parameters": result.parameters,
+            "macs": result.macs,
+            "meta": result.meta,
+        }
         write_manifest(tmp, manifest, {"metrics": "metrics.parquet", "model": "model.pt"})
 
 
@@ -624,7 +687,7 @@ def estimate_seconds(specs: Sequence[RunSpec], ctx: RunContext) -> dict[RunSpec,
     warm-up) of a model of the run's shape (kind, number of tasks, number of groups) on one
     training batch. Cached runs are not estimated by this function; leave them out.
     """
-    data = _resolve(ctx)
+    data = data_for_worker(ctx)
     cfg = ctx.recipe
     n_train = len(targets_of(data.train))
     steps = cfg.epochs * -(-n_train // cfg.batch_size)
@@ -683,8 +746,14 @@ def run_all(
             todo.append(s)
         else:
             results[k] = hit
-    bar = tqdm(total=len(unique), initial=len(results), disable=not progress, desc=desc,
-               unit="run", dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=len(unique),
+        initial=len(results),
+        disable=not progress,
+        desc=desc,
+        unit="run",
+        dynamic_ncols=True,
+    )
     try:
         if executor is None:
             for s in todo:
@@ -693,8 +762,11 @@ def run_all(
                 bar.update(1)
         else:
             futures = [executor.submit(execute_run, s, ctx) for s in todo]
-            done = (cf.as_completed(futures) if all(isinstance(f, cf.Future) for f in futures)
-                    else iter(futures))  # fmt: skip
+            done = (
+                cf.as_completed(futures)
+                if all(isinstance(f, cf.Future) for f in futures)
+                else iter(futures)
+            )
             for f in done:
                 r = f.result()
                 results[r.key] = r

@@ -103,8 +103,10 @@ def permutation_p_value(
         return float("nan"), 0
     tol = abs(observed) * 1e-12
     if math.factorial(t) <= n_permutations:
-        null = [spearman(*_pairs(s[np.ix_(p, p)], g, idx)) for p in
-                map(list, itertools.permutations(range(t)))]  # fmt: skip
+        null = [
+            spearman(*_pairs(s[np.ix_(p, p)], g, idx))
+            for p in map(list, itertools.permutations(range(t)))
+        ]
         arr = np.asarray(null)
         return float(np.mean(arr >= observed - tol)), len(null)
     rng = np.random.default_rng(seed_from("random_state", random_state))
@@ -152,7 +154,7 @@ def rank_agreement(
     rng = np.random.default_rng(seed)
     boot = np.full((n_bootstrap, 2), np.nan)
     for b in range(n_bootstrap):
-        bx, by = _pairs(s, g, rng.integers(0, t, size=t))
+        bx, by = _pairs(s, g, np.asarray(rng.integers(0, t, size=t)))
         if bx.size >= 3:
             boot[b] = spearman(bx, by), _kendall(bx, by)
     alpha = (1.0 - confidence) / 2
@@ -250,8 +252,11 @@ def score_signal(
     s = aligned_values(affinity, truth.task_names)
     g = truth.gains()
     out: dict[str, float] = {}
-    out.update(rank_agreement(s, g, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
-                              random_state=random_state))  # fmt: skip
+    out.update(
+        rank_agreement(
+            s, g, n_bootstrap=n_bootstrap, n_permutations=n_permutations, random_state=random_state
+        )
+    )
     out.update(top1_accuracy(s, g, truth.noise_floor()))
     out.update(sign_accuracy(s, g, truth.decided()))
     out["n_decided"] = int(truth.decided().sum())
@@ -268,8 +273,16 @@ def score_signals(
 ) -> pl.DataFrame:
     """:func:`score_signal` for every named signal; one row each, column ``signal`` first."""
     rows = [
-        {"signal": name, **score_signal(a, truth, n_bootstrap=n_bootstrap,
-                                        n_permutations=n_permutations, random_state=random_state)}
+        {
+            "signal": name,
+            **score_signal(
+                a,
+                truth,
+                n_bootstrap=n_bootstrap,
+                n_permutations=n_permutations,
+                random_state=random_state,
+            ),
+        }
         for name, a in signals.items()
-    ]  # fmt: skip
+    ]
     return pl.DataFrame(rows)

@@ -208,6 +208,9 @@ def ground_truth(
     missing = np.argwhere(~np.isfinite(single))
     if missing.size:
         si, ti = missing[0]
-        raise fail("results", "a single-task run of every task on every seed",
-                   f"none for {names[ti]!r} on seed {seeds[si]}")  # fmt: skip
+        raise fail(
+            "results",
+            "a single-task run of every task on every seed",
+            f"none for {names[ti]!r} on seed {seeds[si]}",
+        )
     return GroundTruth(names, seeds, split, single, pair, every)
