@@ -29,12 +29,21 @@ _EXPORTS: dict[str, str] = {
     "TaskAffinity": "stgmtl.affinity",
     "choose_k": "stgmtl.grouping",
     "fuzzy_memberships": "stgmtl.grouping",
+    # the payoff harness (issue 12)
+    "run_payoff": "stgmtl.specialise",
+    "recommend": "stgmtl.specialise",
+    "Recommendation": "stgmtl.specialise",
+    "PayoffResult": "stgmtl.specialise",
+    "Splits": "stgmtl.specialise",
 }
 
 __all__ = [
     "DataMapRecorder",
     "DataMaps",
     "IndexedDataset",
+    "PayoffResult",
+    "Recommendation",
+    "Splits",
     "TaskAffinity",
     "TaskGrouper",
     "TaskGroups",
@@ -44,6 +53,8 @@ __all__ = [
     "fit_datamaps",
     "fuzzy_memberships",
     "group",
+    "recommend",
+    "run_payoff",
     "task_features",
 ]
 
@@ -57,3 +68,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stgmtl.features import task_features
     from stgmtl.grouping import TaskGrouper, TaskGroups, choose_k, fuzzy_memberships, group
     from stgmtl.record import DataMapRecorder, IndexedDataset, distributed_valid_mask, fit_datamaps
+    from stgmtl.specialise import PayoffResult, Recommendation, Splits, recommend, run_payoff

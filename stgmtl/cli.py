@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from stgmtl.payoff_command import add_payoff_parser
+
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 _PROG = "stgmtl"
@@ -362,6 +364,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_plot,
     _add_report,
     _add_demo,
+    add_payoff_parser,  # stgmtl/payoff_command.py
 ]
 
 

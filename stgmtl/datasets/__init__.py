@@ -8,6 +8,7 @@ from stgmtl.datasets.cifar import (
     load_cifar100,
     resolve_data_root,
 )
+from stgmtl.datasets.splits import cifar10_15_splits, cifar100_splits
 from stgmtl.datasets.suites import (
     CIFAR10_15_TASKS,
     SuiteLoader,
@@ -24,6 +25,8 @@ __all__ = [
     "SuiteLoader",
     "TaskSuite",
     "channel_stats",
+    "cifar10_15_splits",
+    "cifar100_splits",
     "cifar10_15_suite",
     "cifar10_suite",
     "cifar100_suite",

@@ -15,10 +15,10 @@ parameters):
 3. **Noise floor:** the seed spread of one model's per-task validation losses (relative std
    over seeds, ddof 1, averaged over tasks, times ``noise_multiplier``), the same notion as the
    truth's per-task noise floor. It is deliberately conservative: the chosen set is the best of
-   many candidates on the same validation data, so its validation gain is optimistic. The cheapest level whose validation objective is
-   within the floor of the best level is chosen (more networks must earn their cost); if its
-   objective is not below one model's by more than the floor, **one model for all tasks is the
-   recommendation**, and the message says so.
+   many candidates on the same validation data, so its validation gain is optimistic. The
+   cheapest level whose validation objective is within the floor of the best level is chosen
+   (more networks must earn their cost); if its objective is not below one model's by more
+   than the floor, **one model for all tasks is the recommendation**, and the message says so.
 
 The number of groups is therefore chosen from measured validation gains within the budget; the
 silhouette of :func:`stgmtl.choose_k` measures only how well tasks separate in a feature space.
