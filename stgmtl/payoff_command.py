@@ -224,6 +224,7 @@ def payoff_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_payoff_command(args: argparse.Namespace) -> int:
     """Run the harness for the parsed command line; prints tables, writes ``--out``."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import polars as pl
@@ -274,7 +275,10 @@ def run_payoff_command(args: argparse.Namespace) -> int:
     )
     threads = args.threads if args.threads is not None else (1 if args.workers > 1 else None)
     out = Path(args.out)
-    executor = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
+    # spawned (not forked) workers: a fork of a process whose torch thread pool is running can
+    # deadlock
+    spawn = multiprocessing.get_context("spawn")
+    executor = ProcessPoolExecutor(args.workers, mp_context=spawn) if args.workers > 1 else None
     t0 = time.perf_counter()
     try:
         result = run_payoff(

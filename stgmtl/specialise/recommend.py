@@ -10,15 +10,19 @@ parameters):
 2. For every budget level ``b = 1, 2, ..., budget`` (in parameters of one model), the set of
    systems within ``b`` that minimises the mean over tasks of the best chosen system's relative
    loss is found (:func:`~stgmtl.specialise.selection.select_networks`; every task must be
-   served). Each task is then served by its best chosen system *on validation*, and the same
-   assignment is scored on test.
-3. **Noise floor:** the seed spread of one model's per-task validation losses (relative std
-   over seeds, ddof 1, averaged over tasks, times ``noise_multiplier``), the same notion as the
-   truth's per-task noise floor. It is deliberately conservative: the chosen set is the best of
-   many candidates on the same validation data, so its validation gain is optimistic. The
-   cheapest level whose validation objective is within the floor of the best level is chosen
-   (more networks must earn their cost); if its objective is not below one model's by more
-   than the floor, **one model for all tasks is the recommendation**, and the message says so.
+   served); then systems are dropped, costliest first, while the objective stays within the
+   noise floor (below) of that best. Each task is then served by its best chosen system *on
+   validation*, and the same assignment is scored on test.
+3. **Noise floor:** the seed spread of the reference models' validation loss: each task's loss
+   relative to its mean over seeds, averaged over tasks per seed, then the standard deviation
+   over seeds (ddof 1), times ``noise_multiplier``. The references are the single-task
+   networks when they were trained (as for the truth's noise floor), else one model.
+4. The cheapest level whose validation objective is within the floor of the best level is
+   chosen (more networks must earn their cost). It is recommended only if it beats one model
+   on validation by more than the floor *and* on every seed it was trained on (a paired check:
+   the chosen set is the best of many candidates on the same validation data, so its mean
+   validation gain is optimistic). Otherwise **one model for all tasks is the
+   recommendation**, and the message says so.
 
 The number of groups is therefore chosen from measured validation gains within the budget; the
 silhouette of :func:`stgmtl.choose_k` measures only how well tasks separate in a feature space.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +42,7 @@ import polars as pl
 from stgmtl._checks import check_float, fail
 from stgmtl.specialise.payoff_tables import PayoffResult, system_id
 from stgmtl.specialise.runs import RunSpec
-from stgmtl.specialise.selection import select_networks
+from stgmtl.specialise.selection import select_networks, selection_objective
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -69,7 +74,7 @@ class Recommendation:
         The validation noise floor (see the module docstring).
     per_budget : polars.DataFrame
         The best set at each budget level: ``budget, systems, cost, val_gain, test_gain,
-        exact``.
+        wins_every_seed, exact``.
     message : str
         The recommendation in one plain sentence.
     """
@@ -93,34 +98,57 @@ class Recommendation:
         return json.loads(json.dumps(out, default=float))
 
 
-def _relative(runs: pl.DataFrame, one: str, split: str, column: str) -> pl.DataFrame:
-    """Per (system, task): mean over seeds of loss / one model's loss on the same seed."""
+def _per_seed(runs: pl.DataFrame, one: str, split: str, column: str) -> pl.DataFrame:
+    """Per (system, seed, task): loss / one model's loss on the same seed and task."""
     r = runs.filter(pl.col("split") == split).select("system", "seed", "task", column)
     ref = r.filter(pl.col("system") == one).select("seed", "task", pl.col(column).alias("ref"))
-    return (
-        r.join(ref, on=["seed", "task"])
-        .with_columns((pl.col(column) / pl.col("ref")).alias("rel"))
-        .group_by("system", "task")
-        .agg(pl.col("rel").mean(), pl.col("seed").n_unique().alias("seeds"))
+    return r.join(ref, on=["seed", "task"]).with_columns(
+        (pl.col(column) / pl.col("ref")).alias("rel")
     )
 
 
-def _matrix(rel: pl.DataFrame, systems: list[str], names: list[str]) -> np.ndarray:
+def _cube(rel: pl.DataFrame, systems: list[str], seeds: list[int], names: list[str]) -> np.ndarray:
+    """``(systems, seeds, tasks)`` relative losses (NaN where not trained)."""
     pos_s = {s: i for i, s in enumerate(systems)}
+    pos_e = {s: i for i, s in enumerate(seeds)}
     pos_t = {t: i for i, t in enumerate(names)}
-    m = np.full((len(systems), len(names)), np.nan)
-    for s, t, v in rel.select("system", "task", "rel").iter_rows():
+    m = np.full((len(systems), len(seeds), len(names)), np.nan)
+    for s, e, t, v in rel.select("system", "seed", "task", "rel").iter_rows():
         if s in pos_s and t in pos_t:
-            m[pos_s[s], pos_t[t]] = v
+            m[pos_s[s], pos_e[e], pos_t[t]] = v
     return m
 
 
-def _noise_floor(runs: pl.DataFrame, one: str, column: str) -> float:
-    r = runs.filter((pl.col("split") == "val") & (pl.col("system") == one))
+def _seed_mean(cube: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(cube, axis=1)
+
+
+def _noise_floor(runs: pl.DataFrame, reference: list[str], column: str) -> float:
+    """Seed spread of the reference models' task-mean loss (relative to each task's mean)."""
+    r = runs.filter((pl.col("split") == "val") & pl.col("system").is_in(reference))
     wide = r.pivot(on="task", index="seed", values=column).drop("seed").to_numpy()
-    if wide.shape[0] < 2:
+    if wide.shape[0] < 2 or not np.isfinite(wide).all():
         return float("nan")
-    return float(np.mean(wide.std(0, ddof=1) / np.abs(wide.mean(0))))
+    return float((wide / wide.mean(0, keepdims=True)).mean(1).std(ddof=1))
+
+
+def _prune(
+    lo: np.ndarray, costs: np.ndarray, chosen: list[int], limit: float
+) -> tuple[list[int], float]:
+    """Drop chosen systems (costliest first) while every task stays served and the objective
+    stays within ``limit`` (the best objective plus the noise floor)."""
+    chosen = list(chosen)
+    dropped = True
+    while dropped and len(chosen) > 1:
+        dropped = False
+        for c in sorted(chosen, key=lambda j: -costs[j]):
+            rest = [j for j in chosen if j != c]
+            if selection_objective(lo, rest) <= limit:
+                chosen, dropped = rest, True
+                break
+    return chosen, selection_objective(lo, chosen)
 
 
 def recommend(
@@ -159,26 +187,33 @@ def recommend(
     runs = result.runs
     if one not in runs["system"].to_list():
         raise fail("result", "runs that include one model for all tasks", "none")
-    val = _relative(runs, one, "val", column)
-    test = _relative(runs, one, "test", column)
-    systems = sorted(set(val["system"].to_list()))
-    lo_val, lo_test = _matrix(val, systems, names), _matrix(test, systems, names)
+    seeds = sorted(set(runs["seed"].to_list()))
+    val_rel = _per_seed(runs, one, "val", column)
+    systems = sorted(set(val_rel["system"].to_list()))
+    val = _cube(val_rel, systems, seeds, names)
+    test = _cube(_per_seed(runs, one, "test", column), systems, seeds, names)
+    lo_val = _seed_mean(val)
     info = {r["system"]: r for r in result.systems.iter_rows(named=True)}
     base = float(info[one]["parameters"])
     costs = np.array([max(float(info[s]["parameters"]) / base, 1e-6) for s in systems])
-    floor = _noise_floor(runs, one, column) * noise_multiplier
+    singles = [system_id(RunSpec("network", (t,))) for t in names]
+    reference = singles if all(s in systems for s in singles) else [one]
+    floor = _noise_floor(runs, reference, column) * noise_multiplier
     floor_used = 0.0 if not math.isfinite(floor) else floor
     levels = sorted({*range(1, int(math.floor(b + 1e-9)) + 1), b})
     rows, choices = [], []
+    cols = np.arange(len(names))
     for level in levels:
         chosen, obj, exact = select_networks(lo_val, costs, level, max_exact=max_exact)
         if not chosen:
             continue
-        server = np.asarray(chosen)[
-            np.nanargmin(np.where(np.isnan(lo_val[chosen]), np.inf, lo_val[chosen]), axis=0)
-        ]
-        test_obj = float(np.mean(lo_test[server, np.arange(len(names))]))
-        choices.append((level, chosen, obj, test_obj, server))
+        chosen, obj = _prune(lo_val, costs, chosen, obj + floor_used)
+        sub = np.where(np.isnan(lo_val[chosen]), np.inf, lo_val[chosen])
+        server = np.asarray(chosen)[np.argmin(sub, axis=0)]
+        per_seed = 1.0 - val[server, :, cols].mean(0)  # (seeds,): NaN where a server is missing
+        test_obj = float(np.mean(_seed_mean(test)[server, cols]))
+        wins = bool(np.all(per_seed[np.isfinite(per_seed)] > 0))
+        choices.append((level, chosen, obj, test_obj, server, wins))
         rows.append(
             {
                 "budget": float(level),
@@ -186,13 +221,16 @@ def recommend(
                 "cost": float(costs[chosen].sum()),
                 "val_gain": 1.0 - obj,
                 "test_gain": 1.0 - test_obj,
+                "wins_every_seed": wins,
                 "exact": exact,
             }
         )
     per_budget = pl.DataFrame(rows)
     best_obj = min(c[2] for c in choices)
-    level, chosen, obj, test_obj, server = next(c for c in choices if c[2] <= best_obj + floor_used)
-    one_best = not (obj < 1.0 - floor_used) or chosen == [systems.index(one)]
+    level, chosen, obj, test_obj, server, wins = next(
+        c for c in choices if c[2] <= best_obj + floor_used
+    )
+    one_best = not (obj < 1.0 - floor_used and wins) or chosen == [systems.index(one)]
     if one_best:
         chosen, obj, test_obj = [systems.index(one)], 1.0, 1.0
         server = np.full(len(names), chosen[0])

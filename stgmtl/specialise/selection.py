@@ -12,8 +12,10 @@
   candidate networks, each serving some tasks at some cost, the set within the budget that
   minimises the mean over tasks of the loss of the *best* chosen network serving that task;
   every task must be served. Exact (every affordable set is scored, vectorised) up to
-  ``max_exact`` sets; beyond, a documented heuristic (greedy additions by gain per cost, then
-  single swaps until no swap improves).
+  ``max_exact`` sets; beyond, a heuristic: from each of the 20 best single candidates (and every
+  candidate that serves all tasks alone), greedy additions by decrease of the total loss per
+  cost, then single swaps and drops until none improves; the best result wins. It is not
+  guaranteed optimal.
 """
 
 from __future__ import annotations
@@ -162,47 +164,61 @@ def _exact(
     return best
 
 
-def _heuristic(lo: np.ndarray, costs: np.ndarray, budget: float) -> tuple[list[int], float]:
-    """Greedy additions by decrease of the penalised total per cost, then single swaps/drops."""
+def _heuristic(
+    lo: np.ndarray, costs: np.ndarray, budget: float, n_starts: int = 20
+) -> tuple[list[int], float]:
+    """Greedy additions by decrease of the penalised total per cost, then single swaps and
+    drops, from each of the ``n_starts`` best single candidates (and every one that serves all
+    tasks alone); the best result wins."""
     c = lo.shape[0]
-    penalty = 1e6 * (1.0 + float(np.nanmax(np.where(np.isfinite(lo), np.abs(lo), 0.0))))
+    penalty = 1e6 * (1.0 + float(np.max(np.where(np.isfinite(lo), np.abs(lo), 0.0))))
 
     def value(sel: list[int]) -> float:  # total loss, an unserved task counting `penalty`
-        if not sel:
-            return penalty * lo.shape[1]
         return float(np.minimum(lo[sel].min(0), penalty).sum())
 
     def affordable(sel: list[int]) -> bool:
         return bool(costs[sel].sum() <= budget + 1e-9)
 
-    chosen: list[int] = []
-    while True:
-        cur = value(chosen)
-        rates = [
-            ((cur - value([*chosen, j])) / costs[j], j)
-            for j in range(c)
-            if j not in chosen and affordable([*chosen, j])
-        ]
-        if not rates or max(rates)[0] <= 0:
-            break
-        chosen.append(max(rates)[1])
-    improved = True
-    while improved and chosen:
-        improved = False
-        cur = value(chosen)
-        for pos in range(len(chosen)):
-            rest = chosen[:pos] + chosen[pos + 1 :]
-            for j in [None, *range(c)]:
-                trial = rest if j is None else [*rest, j]
-                if j in chosen or not trial or not affordable(trial):
-                    continue
-                if value(trial) < cur - 1e-12:
-                    chosen, improved = trial, True
-                    break
-            if improved:
+    def improve(chosen: list[int]) -> list[int]:
+        while True:  # greedy additions
+            cur = value(chosen)
+            rates = [
+                ((cur - value([*chosen, j])) / costs[j], j)
+                for j in range(c)
+                if j not in chosen and affordable([*chosen, j])
+            ]
+            if not rates or max(rates)[0] <= 0:
                 break
-    val = lo[chosen].min(0).mean() if chosen else np.inf
-    return chosen, float(val) if np.isfinite(val) else float("inf")
+            chosen = [*chosen, max(rates)[1]]
+        improved = True
+        while improved:  # single swaps and drops
+            improved = False
+            cur = value(chosen)
+            for pos in range(len(chosen)):
+                rest = chosen[:pos] + chosen[pos + 1 :]
+                for j in [None, *range(c)]:
+                    trial = rest if j is None else [*rest, j]
+                    if j in chosen or not trial or not affordable(trial):
+                        continue
+                    if value(trial) < cur - 1e-12:
+                        chosen, improved = trial, True
+                        break
+                if improved:
+                    break
+        return chosen
+
+    singles = [j for j in range(c) if affordable([j])]
+    if not singles:
+        return [], float("inf")
+    ranked = sorted(singles, key=lambda j: value([j]))
+    alone = [j for j in singles if np.isfinite(lo[j]).all()]
+    best: list[int] = []
+    for start in dict.fromkeys([*ranked[:n_starts], *alone]):
+        sel = improve([start])
+        if not best or value(sel) < value(best) - 1e-12:
+            best = sel
+    val = lo[best].min(0).mean()
+    return best, float(val) if np.isfinite(val) else float("inf")
 
 
 def select_networks(
