@@ -43,6 +43,7 @@ import polars as pl
 from stgmtl._checks import check_choice, check_float, check_int, fail
 from stgmtl.affinity import TaskAffinity
 from stgmtl.grouping import TaskGroups
+from stgmtl.specialise.data import targets_of
 from stgmtl.specialise.payoff_tables import (
     PayoffResult,
     payoff_summary,
@@ -475,7 +476,7 @@ def run_payoff(
         factory_id or factory_identity(factory),
         threads,
     )
-    n_sources = len(to_record) + len(precomputed) + 2 + (1 if mode != "none" else 0)
+    n_sources = len(to_record) + len(precomputed) + (3 if mode != "none" else 0)
     plan = plan_payoff(
         names,
         seeds=seeds,
@@ -507,13 +508,16 @@ def run_payoff(
         else {}
     )
     by_seed, costs = _signals_by_seed(recs, truth_results, names)
-    controls = {
-        "label": label_affinity(
-            splits.train.targets if hasattr(splits.train, "targets") else _targets(splits.train),
-            names,
-        ),
-        "random": random_affinity(names, random_state),
-    }
+    # controls for scoring signals against the truth (at the group level, without a truth,
+    # random partitions are the control)
+    controls = (
+        {
+            "label": label_affinity(targets_of(splits.train), names),
+            "random": random_affinity(names, random_state),
+        }
+        if mode != "none"
+        else {}
+    )
     first = signal_seeds[0]
     sig_first = dict(precomputed) or dict(by_seed.get(first, {}))
     for name, aff in controls.items():
@@ -604,12 +608,6 @@ def _calibration(plan: PayoffPlan) -> list[RunSpec]:
     for s in [*plan.truth, *plan.examples]:
         seen.setdefault((s.kind, len(s.tasks), s.k, bool(s.membership)), s)
     return list(seen.values())
-
-
-def _targets(data: Any) -> Any:
-    from stgmtl.specialise.data import targets_of
-
-    return targets_of(data)
 
 
 def _signals_by_seed(
