@@ -322,8 +322,8 @@ def _specs_for(
         return specs, [by_task[t] for t in names]
     memb: tuple[tuple[float, ...], ...] = ()
     if arch == "separate-soft":
-        if part.groups is None:
-            return None
+        if part.groups is None or part.groups.method == "hard":
+            return None  # random, exhaustive or structureless partitions have no distances
         w, _ = soft_memberships(part.groups, target_entropy)
         # columns in the order of `groups` (labels sorted), rows in task order
         w = w[:, np.unique(part.labels)]

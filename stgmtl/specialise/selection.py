@@ -78,13 +78,19 @@ def partition_from_affinity(
     -------
     TaskGroups
         With the embedding and centroids the groups were found in, so that memberships of
-        another softness can be computed (:mod:`stgmtl.specialise.softness`).
+        another softness can be computed (:mod:`stgmtl.specialise.softness`). With ``k = 1``,
+        ``k = T``, or an affinity without structure (every task's features equal), the tasks
+        are dealt round robin in order (hard memberships): no grouping is better than another.
     """
     if not isinstance(affinity, TaskAffinity):
         raise fail("affinity", "a TaskAffinity", type(affinity).__name__, error=TypeError)
     t = affinity.num_tasks
     check_int("k", k, low=1, high=t)
     x = affinity_features(affinity)
+    spread = np.ptp(x, axis=0) if t > 1 else np.zeros(1)
+    if k in (1, t) or not (spread > 1e-12).any():
+        # nothing to choose (k = 1 or T), or no structure: tasks in order, round robin
+        return _fixed_groups(x, np.arange(t) % k, affinity.task_names)
     return group(
         x,
         k=k,
@@ -93,6 +99,18 @@ def partition_from_affinity(
         task_names=affinity.task_names,
         reduce="none",
         progress=False,
+    )
+
+
+def _fixed_groups(x: np.ndarray, labels: np.ndarray, names: list[str]) -> TaskGroups:
+    k = int(labels.max()) + 1
+    centroids = np.stack([x[labels == g].mean(0) for g in range(k)]).astype(np.float64)
+    return TaskGroups(
+        task_names=list(names),
+        membership=np.eye(k)[labels],
+        centroids=centroids,
+        embedding=x.astype(np.float32),
+        method="hard",
     )
 
 
