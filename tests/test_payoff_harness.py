@@ -19,8 +19,12 @@ from stgmtl.models import model_factory
 from stgmtl.report import render_report
 from stgmtl.specialise import PayoffResult, Splits, TrainConfig, recommend, run_payoff
 from stgmtl.specialise import runs as runs_module
+from stgmtl.specialise import worker as worker_module
+from stgmtl.specialise.execution import run_all
 from stgmtl.specialise.payoff_tables import system_id
-from stgmtl.specialise.runs import RunContext, RunSpec, data_fingerprint, execute_run, run_all
+from stgmtl.specialise.runs import RunContext, RunSpec
+from stgmtl.specialise.splits import data_fingerprint
+from stgmtl.specialise.worker import execute_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -167,7 +171,7 @@ def test_second_run_trains_nothing_and_reads_the_same_results(tmp_path, monkeypa
     def boom(*_a, **_k):
         raise AssertionError("trained although cached")
 
-    monkeypatch.setattr(runs_module, "train_model", boom)
+    monkeypatch.setattr(worker_module, "train_model", boom)
     second = run_all([*_specs(), _specs()[0]], ctx, progress=False)
     assert all(r.cached for r in second) and len(second) == 6
     for a, b in zip(first, second, strict=False):

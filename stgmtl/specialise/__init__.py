@@ -1,10 +1,11 @@
 """Specialised models: grouped training (:mod:`.training`), baselines (:mod:`.baselines`),
 per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`), the data protocol
-(:mod:`.data`), the shared-trunk architecture (:mod:`.branched`) and the payoff harness
-(:mod:`.payoff`: :mod:`.runs`, :mod:`.truth`, :mod:`.recording`, :mod:`.scoring`,
-:mod:`.selection`, :mod:`.softness`, :mod:`.payoff_tables`, :mod:`.recommend`). Every model
-is made by the user's ``factory(num_tasks, width)`` and trained by
-:func:`stgmtl.loop.train_loop`; nothing here imports the CIFAR suites or models."""
+(:mod:`.data`), the shared-trunk architecture (:mod:`.branched`), and the payoff harness
+(:mod:`.payoff`, with :mod:`.splits`, :mod:`.runs`, :mod:`.worker`, :mod:`.execution`,
+:mod:`.truth`, :mod:`.recording`, :mod:`.scoring`, :mod:`.selection`, :mod:`.softness`,
+:mod:`.payoff_tables` and :mod:`.recommend`). Every model is made by the user's
+``factory(num_tasks, width)`` and trained by :func:`stgmtl.loop.train_loop`; nothing here
+imports the CIFAR suites or models."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ _EXPORTS: dict[str, str] = {
     "TrunkBranchFactory": "stgmtl.specialise.branched",
     "branch_width_for_budget": "stgmtl.specialise.branched",
     "count_macs": "stgmtl.specialise.branched",
-    "Splits": "stgmtl.specialise.runs",
+    "Splits": "stgmtl.specialise.splits",
     "RunSpec": "stgmtl.specialise.runs",
-    "run_all": "stgmtl.specialise.runs",
+    "run_all": "stgmtl.specialise.execution",
     "GroundTruth": "stgmtl.specialise.truth",
     "ground_truth": "stgmtl.specialise.truth",
     "score_signals": "stgmtl.specialise.scoring",

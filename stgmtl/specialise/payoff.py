@@ -30,212 +30,49 @@ calibration steps) are printed; a progress bar counts runs.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from stgmtl._checks import check_choice, check_float, check_int, fail
 from stgmtl.affinity import TaskAffinity
-from stgmtl.grouping import TaskGroups
 from stgmtl.specialise.data import targets_of
+from stgmtl.specialise.execution import estimate_seconds, run_all
+from stgmtl.specialise.payoff_partitions import build_partitions, grouping_runs
+from stgmtl.specialise.payoff_plan import (
+    ARCHITECTURES,
+    calibration_specs,
+    plan_payoff,
+    resolve_truth,
+)
 from stgmtl.specialise.payoff_tables import (
     PayoffResult,
     payoff_summary,
     payoff_table,
     runs_table,
     soft_vs_hard,
-    system_id,
 )
 from stgmtl.specialise.recommend import recommend
 from stgmtl.specialise.recording import (
     FREE_SIGNALS,
     RecordResult,
+    affinity_probes_available,
     execute_recording,
     label_affinity,
     random_affinity,
     record_signals,
 )
-from stgmtl.specialise.runs import (
-    RunContext,
-    RunResult,
-    RunSpec,
-    Splits,
-    data_fingerprint,
-    estimate_seconds,
-    factory_identity,
-    is_cached,
-    run_all,
-)
+from stgmtl.specialise.runs import RunContext, RunResult, factory_identity, is_cached
 from stgmtl.specialise.scoring import score_signals
-from stgmtl.specialise.selection import partition_from_affinity, random_partition, set_partitions
-from stgmtl.specialise.softness import soft_memberships
+from stgmtl.specialise.splits import Splits, data_fingerprint
 from stgmtl.specialise.training import TrainConfig
 from stgmtl.specialise.truth import GroundTruth, ground_truth
 
-__all__ = ["ARCHITECTURES", "TRUTH_MODES", "PayoffPlan", "plan_payoff", "run_payoff"]
-
-#: How a partition is trained (see :mod:`stgmtl.specialise.payoff_tables`).
-ARCHITECTURES = ("network", "separate", "separate-soft", "branched")
-#: What ground truth is trained: every subset (exhaustive tier), pairs, or none; ``"auto"`` is
-#: ``"subsets"`` for ``T <= 5``, ``"pairs"`` for ``T <= 30``, else ``"none"``.
-TRUTH_MODES = ("auto", "subsets", "pairs", "none")
-
-
-# --------------------------------------------------------------------------------------------
-# the plan
-
-
-def _network(tasks: Sequence[str], order: Mapping[str, int], seed: int) -> RunSpec:
-    return RunSpec("network", tuple(sorted(tasks, key=order.__getitem__)), seed=seed)
-
-
-class PayoffPlan:
-    """The runs of one harness call before the signals are known (see :func:`plan_payoff`).
-
-    Attributes
-    ----------
-    truth : list of RunSpec
-        Single-task, pair / subset and all-task networks, per seed.
-    recordings : list of (tuple of str, int)
-        ``(signals, seed)`` per recording run.
-    grouped_counts : dict
-        ``architecture -> number of runs`` planned for the partitions (an upper bound: runs
-        that coincide are trained once).
-    examples : list of RunSpec
-        One grouped run per (architecture, k), for the time estimate.
-    """
-
-    def __init__(self) -> None:
-        self.truth: list[RunSpec] = []
-        self.recordings: list[tuple[tuple[str, ...], int]] = []
-        self.grouped_counts: dict[str, int] = {}
-        self.examples: list[RunSpec] = []
-        self.cached: set[RunSpec] = set()
-
-    def describe(self, estimates: Mapping[RunSpec, float] | None = None, workers: int = 1) -> str:
-        """Text of the plan, with the estimate when given."""
-        sizes: dict[int, int] = {}
-        for s in self.truth:
-            sizes[len(s.tasks)] = sizes.get(len(s.tasks), 0) + 1
-        lines = ["plan:"]
-        for n in sorted(sizes):
-            lines.append(f"  truth: {sizes[n]} network runs on {n} task(s)")
-        if self.cached:
-            lines.append(f"  ({len(self.cached)} truth runs already in the cache)")
-        lines.append(f"  signals: {len(self.recordings)} recording runs")
-        for arch, c in self.grouped_counts.items():
-            lines.append(f"  groupings: up to {c} {arch} runs")
-        if estimates is not None:
-            total = self.estimate(estimates, workers)
-            lines.append(
-                f"  estimated time: {total / 60:.1f} min on {workers} worker(s) "
-                "(from timed calibration steps; an upper bound when groupings coincide "
-                "or are cached)"
-            )
-        return "\n".join(lines)
-
-    def estimate(self, estimates: Mapping[RunSpec, float], workers: int = 1) -> float:
-        """Seconds of the whole plan (cached runs excluded by the caller), over ``workers``."""
-        by_sig = {(s.kind, len(s.tasks), s.k): v for s, v in estimates.items()}
-        total = sum(
-            by_sig.get((s.kind, len(s.tasks), s.k), 0.0) for s in self.truth if s not in self.cached
-        )
-        n_all = max((len(s.tasks) for s in self.truth), default=0)
-        rec = by_sig.get(("network", n_all, 1), 0.0) * 1.3  # probes: about 1.3x a plain run
-        total += rec * len(self.recordings)
-        for arch, c in self.grouped_counts.items():
-            ex = [v for s, v in estimates.items() if s in self.examples and _arch(s) == arch]
-            total += c * (float(np.mean(ex)) if ex else 0.0)
-        return total / max(workers, 1)
-
-
-def _arch(spec: RunSpec) -> str:
-    if spec.kind == "separate" and spec.membership:
-        return "separate-soft"
-    return spec.kind if spec.kind != "network" else "network"
-
-
-def _balanced(names: Sequence[str], k: int) -> list[list[str]]:
-    return [list(names[i::k]) for i in range(k)]
-
-
-def plan_payoff(
-    task_names: Sequence[str],
-    *,
-    seeds: Sequence[int],
-    truth: str,
-    max_pairs: int | None,
-    singles: bool,
-    signals: Sequence[str],
-    signal_seeds: Sequence[int],
-    record_separately: bool,
-    ks: Sequence[int],
-    architectures: Sequence[str],
-    random_partitions: int,
-    n_sources: int,
-    random_state: int = 0,
-) -> PayoffPlan:
-    """The runs :func:`run_payoff` will train, before the signals are recorded."""
-    names = list(task_names)
-    order = {t: i for i, t in enumerate(names)}
-    t = len(names)
-    plan = PayoffPlan()
-    pairs = [list(p) for p in itertools.combinations(names, 2)]
-    if truth == "pairs" and max_pairs is not None and max_pairs < len(pairs):
-        rng = np.random.default_rng([random_state, 7])
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), max_pairs, replace=False))]
-    for seed in seeds:
-        sets: list[list[str]] = [[n] for n in names] if singles else []
-        if truth == "pairs":
-            sets += pairs
-        elif truth == "subsets":
-            sets += [list(c) for r in range(2, t) for c in itertools.combinations(names, r)]
-        sets.append(names)
-        seen = set()
-        for s in sets:
-            spec = _network(s, order, seed)
-            if spec not in seen:
-                seen.add(spec)
-                plan.truth.append(spec)
-    if signals:
-        sig_sets = [(s,) for s in signals] if record_separately else [tuple(signals)]
-        plan.recordings = [(ss, seed) for seed in signal_seeds for ss in sig_sets]
-    per_k = n_sources + random_partitions
-    for arch in architectures:
-        runs = 0
-        for k in ks:
-            runs += per_k * (k if arch == "network" else 1) * len(seeds)
-            if arch == "network":
-                plan.examples.append(_network(names[: max(1, t // k)], order, seeds[0]))
-            else:
-                groups = tuple(tuple(g) for g in _balanced(names, k))
-                memb: tuple[tuple[float, ...], ...] = ()
-                if arch == "separate-soft":
-                    w = np.full((t, k), 0.1 / max(k - 1, 1))
-                    for c, g in enumerate(groups):
-                        w[[order[x] for x in g], c] = 0.9 if k > 1 else 1.0
-                    memb = tuple(tuple(r) for r in w)
-                kind = "separate" if arch.startswith("separate") else arch
-                plan.examples.append(RunSpec(kind, tuple(names), groups, memb, seeds[0]))
-        plan.grouped_counts[arch] = runs
-    return plan
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _resolve_truth(truth: str, t: int) -> str:
-    check_choice("truth", truth, TRUTH_MODES)
-    if truth != "auto":
-        return truth
-    return "subsets" if t <= 5 else "pairs" if t <= 30 else "none"
+__all__ = ["run_payoff"]
 
 
 def _workers(executor: Any) -> int:
@@ -278,62 +115,6 @@ def _gather_recordings(
         return results
     finally:
         bar.close()
-
-
-def _partition_rows(
-    pid: str, source: str, k: int, arch: str, labels: np.ndarray, names: list[str], sids: list[str]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "partition": pid,
-            "source": source,
-            "k": int(k),
-            "architecture": arch,
-            "task": t,
-            "group": int(labels[i]),
-            "system": sids[i],
-        }
-        for i, t in enumerate(names)
-    ]
-
-
-class _Partition:
-    def __init__(
-        self,
-        pid: str,
-        source: str,
-        k: int,
-        labels: np.ndarray,
-        seeds: list[int],
-        groups: TaskGroups | None = None,
-    ) -> None:
-        self.pid, self.source, self.k, self.labels = pid, source, k, np.asarray(labels)
-        self.seeds, self.groups = seeds, groups
-
-
-def _specs_for(
-    part: _Partition, arch: str, names: list[str], order: dict[str, int], target_entropy: float
-) -> tuple[list[RunSpec], list[str]] | None:
-    """Runs that train ``part`` with ``arch`` on each of its seeds, and each task's system id."""
-    groups = [[names[i] for i in np.flatnonzero(part.labels == g)] for g in np.unique(part.labels)]
-    if arch == "network":
-        specs = [_network(g, order, s) for s in part.seeds for g in groups]
-        by_task = {t: system_id(_network(g, order, 0)) for g in groups for t in g}
-        return specs, [by_task[t] for t in names]
-    memb: tuple[tuple[float, ...], ...] = ()
-    if arch == "separate-soft":
-        if part.groups is None or part.groups.method == "hard":
-            return None  # random, exhaustive or structureless partitions have no distances
-        w, _ = soft_memberships(part.groups, target_entropy)
-        # columns in the order of `groups` (labels sorted), rows in task order
-        w = w[:, np.unique(part.labels)]
-        w = w / w.sum(1, keepdims=True)
-        memb = tuple(tuple(float(v) for v in row) for row in w)
-    kind = "separate" if arch.startswith("separate") else arch
-    gt = tuple(tuple(g) for g in groups)
-    specs = [RunSpec(kind, tuple(names), gt, memb, s) for s in part.seeds]
-    sid = system_id(specs[0])
-    return specs, [sid] * len(names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +238,7 @@ def run_payoff(
     t = len(names)
     if max(ks) > t:
         raise fail("ks", f"numbers of groups <= T = {t}", ks)
-    mode = _resolve_truth(truth, t)
+    mode = resolve_truth(truth, t)
     singles = (mode != "none" or t <= 30) if singles is None else bool(singles)
     precomputed = dict(signals) if isinstance(signals, Mapping) else {}
     to_record = [] if precomputed else [str(s) for s in signals]
@@ -485,7 +266,9 @@ def run_payoff(
         singles=singles,
         signals=to_record,
         signal_seeds=signal_seeds,
-        record_separately=record_separately,
+        # the free fallback signals come from one data-map run: record them together
+        record_separately=record_separately
+        and (recorder is not record_signals or affinity_probes_available()),
         ks=ks,
         architectures=architectures,
         random_partitions=random_partitions,
@@ -493,7 +276,7 @@ def run_payoff(
         random_state=random_state,
     )
     workers = _workers(executor)
-    estimates = estimate_seconds(_calibration(plan), ctx)
+    estimates = estimate_seconds(calibration_specs(plan), ctx)
     plan.cached = {s for s in plan.truth if is_cached(s, ctx)}
     say(f"{t} tasks, seeds {seeds}, truth {mode!r}; cache {cache}")
     say(plan.describe(estimates, workers))
@@ -522,7 +305,7 @@ def run_payoff(
     sig_first = dict(precomputed) or dict(by_seed.get(first, {}))
     for name, aff in controls.items():
         sig_first.setdefault(name, aff)
-    partitions = _partitions(
+    partitions = build_partitions(
         names,
         ks,
         seeds,
@@ -535,28 +318,7 @@ def run_payoff(
         random_partitions,
         random_state,
     )
-    specs, part_rows = [], []
-    order = {n: i for i, n in enumerate(names)}
-    for part in partitions:
-        for arch in architectures:
-            if part.source.startswith("exhaustive") and arch != "network":
-                continue
-            made = _specs_for(part, arch, names, order, target_entropy)
-            if made is None:
-                continue
-            specs += made[0]
-            part_rows += _partition_rows(
-                part.pid, part.source, part.k, arch, part.labels, names, made[1]
-            )
-    one_sid = system_id(_network(names, order, 0))
-    sing = [system_id(_network([n], order, 0)) for n in names]
-    part_rows += _partition_rows(
-        "one model", "one model", 1, "network", np.zeros(t, int), names, [one_sid] * t
-    )
-    if singles:
-        part_rows += _partition_rows(
-            "single-task", "single-task", t, "network", np.arange(t), names, sing
-        )
+    specs, part_rows = grouping_runs(partitions, architectures, names, target_entropy, singles)
     grouped_results = run_all(specs, ctx, executor=executor, progress=progress, desc="groupings")
     say(f"groupings done ({time.perf_counter() - t0:.0f} s)")
     result = _assemble(
@@ -603,13 +365,6 @@ def run_payoff(
     return result
 
 
-def _calibration(plan: PayoffPlan) -> list[RunSpec]:
-    seen: dict[tuple[Any, ...], RunSpec] = {}
-    for s in [*plan.truth, *plan.examples]:
-        seen.setdefault((s.kind, len(s.tasks), s.k, bool(s.membership)), s)
-    return list(seen.values())
-
-
 def _signals_by_seed(
     recs: list[RecordResult], truth_results: list[RunResult], names: list[str]
 ) -> tuple[dict[int, dict[str, TaskAffinity]], dict[str, dict[str, float]]]:
@@ -636,56 +391,6 @@ def _signals_by_seed(
             c["plain_seconds"] += plain.get(r.seed, float("nan"))
             c["runs"] += 1
     return by_seed, costs
-
-
-def _partitions(
-    names: list[str],
-    ks: list[int],
-    seeds: list[int],
-    signal_seeds: list[int],
-    by_seed: dict[int, dict[str, TaskAffinity]],
-    precomputed: dict[str, TaskAffinity],
-    controls: dict[str, TaskAffinity],
-    gt: dict[str, GroundTruth],
-    mode: str,
-    random_partitions: int,
-    random_state: int,
-) -> list[_Partition]:
-    t = len(names)
-    parts: list[_Partition] = []
-    sources: dict[str, dict[int, TaskAffinity]] = {}
-    for name, aff in precomputed.items():
-        sources[name] = {s: aff for s in seeds}
-    first = signal_seeds[0]
-    for seed in seeds:
-        recorded = by_seed.get(seed, by_seed.get(first, {}))
-        for name, aff in recorded.items():
-            sources.setdefault(name, {})[seed] = aff
-    for name, aff in controls.items():
-        if name not in sources:
-            sources[name] = {s: aff for s in seeds}
-    if "val" in gt and mode == "pairs":
-        val_truth = gt["val"].affinity()
-        sources["truth (val)"] = {s: val_truth for s in seeds}
-    for k in ks:
-        for name, per_seed in sources.items():
-            # one partition per distinct affinity object; trained on the seeds that use it
-            by_obj: dict[int, list[int]] = {}
-            objs: dict[int, TaskAffinity] = {}
-            for s, aff in per_seed.items():
-                by_obj.setdefault(id(aff), []).append(s)
-                objs[id(aff)] = aff
-            for j, (oid, ss) in enumerate(by_obj.items()):
-                groups = partition_from_affinity(objs[oid], k, random_state=random_state)
-                pid = f"{name}:k{k}" + (f":{j}" if len(by_obj) > 1 else "")
-                parts.append(_Partition(pid, name, k, groups.labels, sorted(ss), groups))
-        for r in range(random_partitions):
-            lab = random_partition(t, k, random_state=np.random.default_rng([random_state, k, r]))
-            parts.append(_Partition(f"random:k{k}:{r}", "random partition", k, lab, seeds))
-        if mode == "subsets" and k > 1:
-            for j, lab in enumerate(set_partitions(t, k)):
-                parts.append(_Partition(f"exhaustive:k{k}:{j}", "exhaustive", k, lab, seeds))
-    return parts
 
 
 def _assemble(

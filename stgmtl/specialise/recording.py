@@ -46,11 +46,13 @@ from stgmtl.features.confusion import confusion_matrix
 from stgmtl.features.datamap import datamap_features
 from stgmtl.record import fit_datamaps
 from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of
-from stgmtl.specialise.runs import RunContext, Splits, data_for_worker, factory_identity
+from stgmtl.specialise.runs import RunContext, data_for_worker, factory_identity
+from stgmtl.specialise.splits import Splits
 from stgmtl.specialise.training import TrainConfig
 
 __all__ = [
     "FREE_SIGNALS",
+    "affinity_probes_available",
     "SIGNAL_NAMES",
     "RecordResult",
     "datamap_signals",
@@ -140,6 +142,11 @@ def datamap_signals(maps: Any, signals: Sequence[str] = FREE_SIGNALS) -> dict[st
     return out
 
 
+def affinity_probes_available() -> bool:
+    """Whether this installation has :func:`stgmtl.record_affinity` (else the free signals)."""
+    return hasattr(record_stage, "record_affinity")
+
+
 def _optimizer(model: torch.nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
@@ -180,8 +187,8 @@ def record_signals(
         pw = pos_weight_of(y)
     elif recipe.pos_weight is not None:
         pw = torch.full((t,), float(recipe.pos_weight))
-    record_affinity = getattr(record_stage, "record_affinity", None)
-    if record_affinity is not None:
+    if affinity_probes_available():
+        record_affinity = getattr(record_stage, "record_affinity")  # noqa: B009 - optional
         kwargs: dict[str, Any] = {
             "signals": tuple(signals),
             "epochs": recipe.epochs,
@@ -191,8 +198,11 @@ def record_signals(
             "progress": progress,
             "random_state": recipe.seed,
         }
-        if "scheduler" in inspect.signature(record_affinity).parameters:
+        accepted = inspect.signature(record_affinity).parameters
+        if "scheduler" in accepted:
             kwargs["scheduler"] = recipe.scheduler
+        if "task_names" in accepted:
+            kwargs["task_names"] = _names(train, t)
         return dict(record_affinity(loader, model, **kwargs))
     unknown = [s for s in signals if s not in FREE_SIGNALS]
     if unknown:

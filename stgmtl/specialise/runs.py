@@ -1,9 +1,7 @@
-"""Independent training runs for the payoff harness: specs, one worker function, a cache.
+"""A run of the payoff harness: what it trains (:class:`RunSpec`), its cache key and its folder.
 
 A *run* trains one system on a task suite and measures it per task on the validation and the
-test split. It is described by a :class:`RunSpec` (what is trained, on which tasks, with which
-seed) and executed by :func:`execute_run` with a :class:`RunContext` (the data, the model factory,
-the recipe, the cache folder). Run kinds:
+test split. Run kinds:
 
 ``"network"``
     One network ``factory(len(tasks), width)`` on the listed tasks (a single-task model, a
@@ -17,35 +15,26 @@ the recipe, the cache folder). Run kinds:
     One shared trunk and one branch per group at one model's parameters
     (:mod:`~stgmtl.specialise.branched`).
 
-Every run uses ``recipe`` (a :class:`~stgmtl.specialise.training.TrainConfig`) with the spec's
+Every run uses the recipe (a :class:`~stgmtl.specialise.training.TrainConfig`) with the spec's
 seed, which seeds the initialisation and the data order: runs of the same seed are paired (same
 batches in the same order; for networks built by the same factory, the same initial weights of
 every layer before the task head).
 
-Caching: a run's key is the sha256 of its spec, the recipe (without seed and device), the
-factory's identity and the data's fingerprint (:func:`data_fingerprint`). A finished run is a
-folder ``<cache>/runs/<key>/`` holding the per-task metrics (parquet), the trained weights
-(checksummed checkpoint) and a manifest with checksums; :func:`execute_run` returns it without
-training when it is there and verifies. An interrupted run resumes from its per-epoch
-checkpoints under ``<cache>/partial/<key>/``.
-
-Runs are independent, so :func:`run_all` hands them to any ``concurrent.futures``-style
-executor (an object with ``submit(fn, *args)`` returning futures with ``result()``): a
-``ProcessPoolExecutor``, Dask's ``client.get_executor()``, Ray's or submitit's executors. Its
-default runs them one by one in this process. Pass the data as a zero-argument callable
-returning :class:`Splits` (for example ``functools.partial`` of a suite builder) to have remote
-workers load it themselves instead of receiving it pickled with every run.
+Caching: a run's key (:func:`run_key`) is the sha256 of its spec, the recipe (without seed and
+device), the factory's identity (:func:`factory_identity`) and the data's fingerprint
+(:func:`~stgmtl.specialise.splits.data_fingerprint`). A finished run is a folder
+``<cache>/runs/<key>/`` holding the per-task metrics (parquet), the trained weights
+(checksummed checkpoint) and a manifest with checksums (:func:`save_run`, :func:`load_run`).
+Training is in :mod:`~stgmtl.specialise.worker`, scheduling in
+:mod:`~stgmtl.specialise.execution`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import hashlib
 import json
-import shutil
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +43,6 @@ import numpy as np
 import polars as pl
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from stgmtl._checks import check_choice, check_int, fail
 from stgmtl._io import (
@@ -66,141 +54,27 @@ from stgmtl._io import (
     verified_file,
     write_manifest,
 )
-from stgmtl.loop import task_losses
-from stgmtl.specialise.baselines import width_for_budget
-from stgmtl.specialise.branched import branch_width_for_budget, build_branched, count_macs
-from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of, task_names_of
-from stgmtl.specialise.metrics import task_metrics
-from stgmtl.specialise.training import (
-    ModelFactory,
-    TrainConfig,
-    count_parameters,
-    ensemble_logits,
-    predict_logits,
-    train_model,
-)
+from stgmtl.specialise.splits import Splits
+from stgmtl.specialise.training import TrainConfig
 
 __all__ = [
     "RUN_KINDS",
     "RunContext",
     "RunResult",
     "RunSpec",
-    "Splits",
-    "TaskColumns",
-    "data_fingerprint",
     "data_for_worker",
-    "estimate_seconds",
-    "execute_run",
     "factory_identity",
     "is_cached",
+    "load_run",
     "load_weights",
-    "run_all",
+    "run_dir",
     "run_key",
+    "save_run",
 ]
 
 RUN_KINDS = ("network", "separate", "branched")
 _FORMAT = "stgmtl.PayoffRun"
 _FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Train, validation and test data of one task suite (same tasks, in the same order).
-
-    Each is a map-style torch dataset or an object with ``loader(batch_size, *, shuffle,
-    seed)`` (see :mod:`stgmtl.specialise.data`). Models train on ``train`` only; ``val`` chooses
-    (groupings, budgets, softness) and ``test`` reports.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-
-    def task_names(self) -> list[str]:
-        """The suite's task names (checked equal on the three splits)."""
-        names = [
-            task_names_of(d, int(targets_of(d).shape[1])) for d in (self.train, self.val, self.test)
-        ]
-        if not names[0] == names[1] == names[2]:
-            raise fail("splits", "train, val and test with the same tasks", [n[:3] for n in names])
-        return names[0]
-
-
-def _tensor_digest(h: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(value, np.ndarray):
-        a = np.ascontiguousarray(value)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
-
-
-def data_fingerprint(splits: Splits) -> str:
-    """sha256 identity of the three splits, for run caches.
-
-    Hashes, per split, the targets, the task names, the length and, where present, the
-    ``images`` tensor, ``sample_ids`` and the ``name`` / ``split`` / ``augment`` / ``seed``
-    attributes (as :class:`stgmtl.datasets.TaskSuite` has them). Two datasets whose inputs differ
-    only in ways these do not show get the same fingerprint: pass ``cache_id=`` to the harness
-    then.
-    """
-    h = hashlib.sha256()
-    for name, d in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        y = targets_of(d)
-        h.update(f"{name}:{len(y)}:".encode())
-        h.update(json.dumps(task_names_of(d, int(y.shape[1]))).encode())
-        _tensor_digest(h, y)
-        for attr in ("images", "sample_ids"):
-            _tensor_digest(h, getattr(d, attr, None))
-        extra = {a: getattr(d, a) for a in ("name", "split", "augment", "seed") if hasattr(d, a)}
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-class _ColumnLoader:
-    """A loader whose batches keep only some target columns (len and set_epoch pass through)."""
-
-    def __init__(self, inner: Any, columns: torch.Tensor) -> None:
-        self.inner, self.columns = inner, columns
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        if callable(getattr(self.inner, "set_epoch", None)):
-            self.inner.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor, Any]]:
-        for x, y, idx in self.inner:
-            yield x, y.index_select(-1, self.columns), idx
-
-
-class TaskColumns:
-    """A view of a dataset with only some of its tasks (target columns), in the given order.
-
-    Works for anything :func:`stgmtl.specialise.data.make_loader` takes; the view has
-    ``loader()``, ``targets`` and ``task_names``, so it is itself such data.
-    """
-
-    def __init__(self, data: Any, columns: Sequence[int], task_names: Sequence[str]) -> None:
-        self.data = data
-        self.columns = torch.as_tensor(list(columns), dtype=torch.long)
-        self.targets = targets_of(data).index_select(1, self.columns)
-        self.task_names = list(task_names)
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-    def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _ColumnLoader:
-        return _ColumnLoader(
-            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.columns
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,18 +301,18 @@ def data_for_worker(ctx: RunContext) -> Splits:
     return _DATA[ctx.fingerprint]
 
 
-def _run_dir(ctx: RunContext, key: str) -> Path:
+def run_dir(ctx: RunContext, key: str) -> Path:
     return Path(ctx.cache_dir) / "runs" / key
 
 
 def is_cached(spec: RunSpec, ctx: RunContext) -> bool:
     """Whether a finished run of ``spec`` is in the cache (its manifest exists)."""
     key = run_key(spec, ctx.recipe, ctx.factory_id, ctx.fingerprint)
-    return (_run_dir(ctx, key) / "manifest.json").is_file()
+    return (run_dir(ctx, key) / "manifest.json").is_file()
 
 
-def _load_cached(ctx: RunContext, spec: RunSpec, key: str) -> RunResult | None:
-    folder = _run_dir(ctx, key)
+def load_run(ctx: RunContext, spec: RunSpec, key: str) -> RunResult | None:
+    folder = run_dir(ctx, key)
     if not (folder / "manifest.json").is_file():
         return None
     manifest = read_manifest(folder, what="payoff run", formats={_FORMAT: (_FORMAT_VERSION,)})
@@ -459,153 +333,8 @@ def _load_cached(ctx: RunContext, spec: RunSpec, key: str) -> RunResult | None:
     )
 
 
-def _pos_weight(recipe: TrainConfig, targets: torch.Tensor) -> torch.Tensor | None:
-    if recipe.pos_weight is None:
-        return None
-    if recipe.pos_weight == "auto":
-        return pos_weight_of(targets)
-    return torch.full((targets.shape[1],), float(recipe.pos_weight))
-
-
-def _branched_factory(factory: Any, groups: list[list[int]], bw: float) -> ModelFactory:
-    def build(num_tasks: int, width: float) -> nn.Module:
-        return build_branched(factory, groups, width, bw)
-
-    return build
-
-
-def _train(
-    spec: RunSpec, data: Splits, ctx: RunContext, cfg: TrainConfig, partial: Path
-) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
-    """Train the run's model(s); returns them, the membership used to predict, and meta."""
-    names = data.task_names()
-    cols = [names.index(t) for t in spec.tasks]
-    train = TaskColumns(data.train, cols, spec.tasks)
-    t = len(spec.tasks)
-    if spec.kind == "network":
-        model = train_model(
-            ctx.factory,
-            train,
-            cfg,
-            num_tasks=t,
-            progress=False,
-            checkpoint_path=partial / "network.pt",
-        )
-        return [model], np.ones((t, 1)), {"width": cfg.width}
-    w = spec.membership_matrix()
-    if spec.kind == "separate":
-        width = width_for_budget(ctx.factory, t, spec.k, base_width=cfg.width)
-        models = []
-        for c in range(spec.k):
-            ccfg = TrainConfig(**{**asdict(cfg), "width": width, "seed": cfg.seed * 1000 + c})
-            ckpt = partial / f"group{c}.pt"
-            models.append(
-                train_model(
-                    ctx.factory,
-                    train,
-                    ccfg,
-                    w[:, c],
-                    num_tasks=t,
-                    progress=False,
-                    checkpoint_path=ckpt,
-                )
-            )
-        return models, w, {"width": width}
-    pos = {name: i for i, name in enumerate(spec.tasks)}
-    groups = [[pos[n] for n in g] for g in spec.groups]
-    bw = branch_width_for_budget(ctx.factory, [len(g) for g in groups], cfg.width)
-    model = train_model(
-        _branched_factory(ctx.factory, groups, bw),
-        train,
-        cfg,
-        num_tasks=t,
-        progress=False,
-        checkpoint_path=partial / "branched.pt",
-    )
-    return [model], np.ones((t, 1)), {"width": cfg.width, "branch_width": bw}
-
-
-def _evaluate(
-    models: list[nn.Module], w: np.ndarray, spec: RunSpec, data: Splits, ctx: RunContext
-) -> pl.DataFrame:
-    names = data.task_names()
-    cols = [names.index(t) for t in spec.tasks]
-    pw = _pos_weight(ctx.recipe, TaskColumns(data.train, cols, spec.tasks).targets)
-    tables = []
-    for split, d in (("val", data.val), ("test", data.test)):
-        view = TaskColumns(d, cols, spec.tasks)
-        logits = np.stack([predict_logits(m, view, ctx.eval_batch_size) for m in models])
-        z = ensemble_logits(logits, w, "weighted") if len(models) > 1 else logits[0]
-        y = view.targets.numpy()
-        zt, yt = torch.from_numpy(z.astype(np.float64)), torch.from_numpy(y.astype(np.float64))
-        loss = task_losses(zt, yt, None, None if pw is None else pw.double()).numpy()
-        bce = task_losses(zt, yt, None, None).numpy()
-        m = task_metrics(z, y, list(spec.tasks))
-        tables.append(
-            pl.DataFrame(
-                {
-                    "split": [split] * len(spec.tasks),
-                    "task": list(spec.tasks),
-                    "loss": loss.astype(np.float64),
-                    "bce": bce.astype(np.float64),
-                    "roc_auc": m["roc_auc"],
-                    "positives": m["positives"],
-                }
-            )
-        )
-    return pl.concat(tables)
-
-
-def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
-    """Train and measure one run, or return it from the cache (see the module docstring).
-
-    Parameters
-    ----------
-    spec : RunSpec
-    ctx : RunContext
-
-    Returns
-    -------
-    RunResult
-    """
-    key = run_key(spec, ctx.recipe, ctx.factory_id, ctx.fingerprint)
-    cached = _load_cached(ctx, spec, key)
-    if cached is not None:
-        return cached
-    data = data_for_worker(ctx)
-    before = torch.get_num_threads()
-    if ctx.threads is not None:
-        torch.set_num_threads(ctx.threads)
-    partial = Path(ctx.cache_dir) / "partial" / key
-    partial.mkdir(parents=True, exist_ok=True)
-    try:
-        cfg = TrainConfig(**{**asdict(ctx.recipe), "seed": spec.seed})
-        t0 = time.perf_counter()
-        models, w, meta = _train(spec, data, ctx, cfg, partial)
-        t1 = time.perf_counter()
-        metrics = _evaluate(models, w, spec, data, ctx)
-        t2 = time.perf_counter()
-        x = next(iter(make_loader(data.val, 2, shuffle=False, seed=0)))[0]
-        macs = sum(count_macs(m, x) for m in models)
-    finally:
-        torch.set_num_threads(before)
-    result = RunResult(
-        spec,
-        key,
-        metrics,
-        t1 - t0,
-        t2 - t1,
-        sum(count_parameters(m) for m in models),
-        macs,
-        meta=meta,
-    )
-    _save(ctx, result, models)
-    shutil.rmtree(partial, ignore_errors=True)
-    return result
-
-
-def _save(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> None:
-    with atomic_dir(_run_dir(ctx, result.key), what="payoff run") as tmp:
+def save_run(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> None:
+    with atomic_dir(run_dir(ctx, result.key), what="payoff run") as tmp:
         result.metrics.write_parquet(tmp / "metrics.parquet")
         save_checkpoint(
             {
@@ -633,144 +362,7 @@ def _save(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> None:
 
 def load_weights(ctx: RunContext, key: str) -> list[dict[str, torch.Tensor]]:
     """The state dicts a finished run saved (one per trained network)."""
-    folder = _run_dir(ctx, key)
+    folder = run_dir(ctx, key)
     manifest = read_manifest(folder, what="payoff run", formats={_FORMAT: (_FORMAT_VERSION,)})
     state = load_checkpoint(verified_file(folder, manifest, "model"))
     return list(state["models"])
-
-
-# --------------------------------------------------------------------------------------------
-# planning, estimate, execution
-
-
-def _signature(spec: RunSpec) -> tuple[Any, ...]:
-    return (spec.kind, len(spec.tasks), spec.k)
-
-
-def _time_step(spec: RunSpec, data: Splits, ctx: RunContext) -> float:
-    """Seconds of one training step of ``spec``'s model(s) on one batch (after one warm-up)."""
-    t = len(spec.tasks)
-    cfg = ctx.recipe
-    x, _, _ = next(iter(make_loader(data.train, cfg.batch_size, shuffle=False, seed=0)))
-    y = torch.zeros(x.shape[0], t)
-    if spec.kind == "network":
-        models = [ctx.factory(t, cfg.width)]
-    elif spec.kind == "separate":
-        width = width_for_budget(ctx.factory, t, spec.k, base_width=cfg.width)
-        models = [ctx.factory(t, width) for _ in range(spec.k)]
-    else:
-        sizes = [len(g) for g in spec.groups]
-        bw = branch_width_for_budget(ctx.factory, sizes, cfg.width)
-        bounds = np.cumsum([0, *sizes])
-        groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        models = [build_branched(ctx.factory, groups, cfg.width, bw)]
-    dev = torch.device(cfg.device)
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        for m in models:
-            m.to(dev).train()
-            opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
-            loss = task_losses(m(x.to(dev)), y.to(dev)).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def estimate_seconds(specs: Sequence[RunSpec], ctx: RunContext) -> dict[RunSpec, float]:
-    """Estimated wall time of each run, from one timed training step per distinct model shape.
-
-    A run is estimated as ``steps * step + eval_batches * step / 3`` (an evaluation batch costs
-    about a third of a training step per sample), where ``step`` is one timed step (after a
-    warm-up) of a model of the run's shape (kind, number of tasks, number of groups) on one
-    training batch. Cached runs are not estimated by this function; leave them out.
-    """
-    data = data_for_worker(ctx)
-    cfg = ctx.recipe
-    n_train = len(targets_of(data.train))
-    steps = cfg.epochs * -(-n_train // cfg.batch_size)
-    n_eval = len(targets_of(data.val)) + len(targets_of(data.test))
-    eval_steps = n_eval / cfg.batch_size
-    before = torch.get_num_threads()
-    if ctx.threads is not None:
-        torch.set_num_threads(ctx.threads)
-    try:
-        per_sig: dict[tuple[Any, ...], float] = {}
-        for s in specs:
-            sig = _signature(s)
-            if sig not in per_sig:
-                per_sig[sig] = _time_step(s, data, ctx)
-    finally:
-        torch.set_num_threads(before)
-    return {s: per_sig[_signature(s)] * (steps + eval_steps / 3.0) for s in specs}
-
-
-def run_all(
-    specs: Sequence[RunSpec],
-    ctx: RunContext,
-    *,
-    executor: Any = None,
-    progress: bool = True,
-    desc: str = "runs",
-) -> list[RunResult]:
-    """Execute runs (each once: duplicates share one result); results in the order of ``specs``.
-
-    Parameters
-    ----------
-    specs : sequence of RunSpec
-    ctx : RunContext
-    executor : concurrent.futures-style executor, optional
-        Anything with ``submit(fn, *args)`` returning a future with ``result()``; default: one
-        by one in this process. Finished runs are read from the cache in this process and never
-        submitted.
-    progress : bool
-        A progress bar over runs.
-    desc : str
-        Its label.
-
-    Returns
-    -------
-    list of RunResult
-    """
-    keys = [run_key(s, ctx.recipe, ctx.factory_id, ctx.fingerprint) for s in specs]
-    unique: dict[str, RunSpec] = {}
-    for k, s in zip(keys, specs, strict=True):
-        unique.setdefault(k, s)
-    results: dict[str, RunResult] = {}
-    todo = []
-    for k, s in unique.items():
-        hit = _load_cached(ctx, s, k)
-        if hit is None:
-            todo.append(s)
-        else:
-            results[k] = hit
-    bar = tqdm(
-        total=len(unique),
-        initial=len(results),
-        disable=not progress,
-        desc=desc,
-        unit="run",
-        dynamic_ncols=True,
-    )
-    try:
-        if executor is None:
-            for s in todo:
-                r = execute_run(s, ctx)
-                results[r.key] = r
-                bar.update(1)
-        else:
-            futures = [executor.submit(execute_run, s, ctx) for s in todo]
-            done = (
-                cf.as_completed(futures)
-                if all(isinstance(f, cf.Future) for f in futures)
-                else iter(futures)
-            )
-            for f in done:
-                r = f.result()
-                results[r.key] = r
-                bar.update(1)
-    finally:
-        bar.close()
-    return [results[k] for k in keys]
