@@ -23,7 +23,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "stgmtl"
 
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("stgmtl._version", "stgmtl._lazy", "stgmtl._checks", "stgmtl._io", "stgmtl.loop")),
+    ("base", ("stgmtl._version", "stgmtl._lazy", "stgmtl._checks", "stgmtl._io",
+              "stgmtl.batches", "stgmtl.loop")),
     ("data", ("stgmtl.datamaps", "stgmtl.affinity")),
     ("record", ("stgmtl.record",)),
     ("features", ("stgmtl.features",)),

@@ -1,5 +1,6 @@
 """TaskGrouper / group / TaskGroups: planted recovery, memberships, determinism, I/O, bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -242,3 +243,25 @@ def test_full_space_refinement_after_a_lossy_reduction():
         TaskGrouper(5, refine=True, method="fcm", progress=False).fit(x)
     lossless = TaskGrouper(5, n_components=99, progress=False).fit(x[:100])
     assert lossless.reduction_ == "pca" and not lossless.refined_
+
+
+def test_groups_saved_by_version_1_still_load(tmp_path):
+    """Folders written before checksums existed (format "stgmtl.TaskGroups/1") load."""
+    x, _ = planted()
+    g = group(x, 4, progress=False)
+    old = tmp_path / "v1"
+    old.mkdir()
+    g.to_frame().write_parquet(old / "memberships.parquet")
+    pl.DataFrame(
+        {f"dim_{j}": g.centroids[:, j] for j in range(g.centroids.shape[1])}
+    ).write_parquet(old / "centroids.parquet")
+    meta = {"format": "stgmtl.TaskGroups/1", "k": 4, "num_tasks": 200, "m": g.m,
+            "method": g.method, "inertia": g.inertia, "reduction": g.reduction,
+            "refined": g.refined, "has_embedding": False}  # fmt: skip
+    (old / "manifest.json").write_text(json.dumps(meta))
+    back = TaskGroups.load(old)
+    np.testing.assert_array_equal(back.membership, g.membership)
+    assert back.groups == g.groups and back.embedding is None
+    (old / "centroids.parquet").unlink()
+    with pytest.raises(ValueError, match="missing centroids.parquet"):
+        TaskGroups.load(old)

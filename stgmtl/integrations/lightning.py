@@ -54,7 +54,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from stgmtl.loop import distributed_valid_mask
+from stgmtl.batches import distributed_valid_mask
 from stgmtl.record.state import world_size
 
 __all__ = ["DataMapCallback"]

@@ -11,16 +11,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from stgmtl._checks import check_choice, fail
+from stgmtl.batches import forward, iterate_batches
 from stgmtl.datamaps import DataMaps
-from stgmtl.loop import (
-    Hook,
-    SchedulerArg,
-    Step,
-    forward,
-    iterate_batches,
-    make_scheduler,
-    train_loop,
-)
+from stgmtl.loop import Hook, SchedulerArg, Step, make_scheduler, train_loop
 from stgmtl.record.recorder import DataMapRecorder
 
 __all__ = ["RECORDER_SETTINGS", "DataMapHook", "IndexedDataset", "fit_datamaps"]

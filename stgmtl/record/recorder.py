@@ -23,8 +23,8 @@ from stgmtl._checks import (
     fail,
     sorted_unique_ints,
 )
+from stgmtl.batches import distributed_valid_mask
 from stgmtl.datamaps import DataMaps, moments_to_stats
-from stgmtl.loop import distributed_valid_mask
 from stgmtl.record.checks import UpdateRules, check_update, check_values
 from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
 from stgmtl.record.update import accumulate, scratch_buffer

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from stgmtl._checks import check_choice, check_float, check_int, fail
-from stgmtl.loop import forward, make_scheduler, task_losses, train_loop
+from stgmtl.batches import forward, task_losses
+from stgmtl.loop import make_scheduler, train_loop
 from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of, task_names_of
 
 __all__ = [
