@@ -207,6 +207,12 @@ def add_payoff_parser(sub: Any) -> None:
         help="torch threads per run (default: 1 with --workers > 1)",
     )
     x.add_argument("--out", default="runs/payoff", help="output folder (default %(default)s)")
+    x.add_argument(
+        "--cache",
+        default=None,
+        help="run cache folder (default OUT/cache); share it between commands to "
+        "reuse every trained run",
+    )
     x.add_argument("--no-report", action="store_true", help="skip the HTML report")
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_payoff_command)
@@ -299,6 +305,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
             executor=executor,
             threads=threads,
             progress=not args.quiet,
+            cache_dir=args.cache,
         )
     finally:
         if executor is not None:
