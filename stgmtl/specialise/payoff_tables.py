@@ -143,9 +143,17 @@ def payoff_table(
     -------
     polars.DataFrame
         ``partition, source, k, architecture, seed, split, gain_vs_one, gain_vs_single,
-        roc_auc, loss`` (``gain_vs_single`` NaN without single-task runs).
+        roc_auc, loss, parameters, macs`` (``gain_vs_single`` NaN without single-task runs;
+        ``parameters`` and ``macs``, multiply-adds per input, of all the systems the partition
+        uses together).
     """
     loss = _loss_lookup(runs, column)
+    size = {
+        sid: (int(p), int(m))
+        for sid, p, m in runs.unique(subset=["system"])
+        .select("system", "parameters", "macs")
+        .iter_rows()
+    }
     auc = _loss_lookup(runs, "roc_auc")
     one = system_id(RunSpec("network", tuple(task_names)))
     seeds = sorted(set(runs["seed"].to_list()))
@@ -154,6 +162,8 @@ def payoff_table(
         "partition", "source", "k", "architecture", maintain_order=True
     ):
         serve = dict(zip(sub["task"].to_list(), sub["system"].to_list(), strict=True))
+        used = [size.get(sid, (0, 0)) for sid in set(serve.values())]
+        params, macs = sum(u[0] for u in used), sum(u[1] for u in used)
         for seed in seeds:
             for split in ("val", "test"):
                 vals = [loss.get((serve[t], seed, split, t), np.nan) for t in task_names]
@@ -181,9 +191,19 @@ def payoff_table(
                             if np.isfinite(aucs).any()
                             else np.nan,
                             "loss": float(v.mean()),
+                            "parameters": params,
+                            "macs": macs,
                         }
                     )
-    return pl.DataFrame(rows, schema_overrides={"k": pl.Int64, "seed": pl.Int64})
+    return pl.DataFrame(
+        rows,
+        schema_overrides={
+            "k": pl.Int64,
+            "seed": pl.Int64,
+            "parameters": pl.Int64,
+            "macs": pl.Int64,
+        },
+    )
 
 
 def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
@@ -216,6 +236,8 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
             pl.col("gain_vs_single").std().alias("gain_vs_single_std"),
             pl.col("roc_auc").mean().alias("roc_auc"),
             pl.col("roc_auc").std().alias("roc_auc_std"),
+            pl.col("parameters").mean().alias("parameters"),
+            pl.col("macs").mean().alias("macs"),
         )
         .join(best, on=["k", "architecture"], how="left")
         .with_columns(

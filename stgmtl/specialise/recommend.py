@@ -277,7 +277,7 @@ def _message(rec: Recommendation, budget: float, floor: float) -> str:
         return (
             f"One model for all tasks is the best choice: no set of networks within a budget "
             f"of {budget:g} model(s) beats it on validation by more than the noise floor "
-            f"({fl})."
+            f"({fl}) and on every seed."
         )
     what = "; ".join(f"{s['kind']} on {len(s['tasks'])} task(s)" for s in rec.systems)
     return (
