@@ -173,7 +173,7 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
         metrics = _evaluate(models, w, spec, data, ctx)
         t2 = time.perf_counter()
         x = next(iter(make_loader(data.val, 2, shuffle=False, seed=0)))[0]
-        macs = sum(count_macs(m, x) for m in models)
+        macs = sum(count_macs(m, x.to(next(m.parameters()).device)) for m in models)
     finally:
         torch.set_num_threads(before)
     result = RunResult(
