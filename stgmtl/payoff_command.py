@@ -332,7 +332,13 @@ def _print_tables(result: Any, pl: Any) -> None:
         tbl_hide_dataframe_shape=True,
     ):
         if result.signal_scores.height:
-            print("\nsignals against the measured pair gains (test):")
+            row = result.signal_scores.row(0, named=True)
+            print(
+                f"\ntruth reliability: seed-to-seed Spearman of the pair gains "
+                f"{row['truth_seed_spearman']:.3f}; no signal can rank-correlate with the "
+                f"mean gains much beyond {row['truth_ceiling']:.3f}"
+            )
+            print("signals against the measured pair gains (test):")
             print(
                 result.signal_scores.select(
                     "signal",

@@ -462,6 +462,13 @@ def _payoff_section(result: Any) -> str:
             "the noise floor; recording cost as a multiple of a plain training run."
             "</p>"
         )
+        if "truth_ceiling" in scores.columns:
+            row = scores.row(0, named=True)
+            parts.append(
+                f"<p>Truth reliability: the pair gains of one seed rank like another's with "
+                f"Spearman {_num(row['truth_seed_spearman'])}; no signal can rank-correlate with "
+                f"the mean gains much beyond {_num(row['truth_ceiling'])}.</p>"
+            )
         parts.append(_frame_html(scores.select(cols), "payoff-signals", 3))
         parts.append(_img(signal_scores_figure(scores), "signal scores", "payoff-figure"))
     summary = result.summary

@@ -88,6 +88,20 @@ def test_gains_noise_floor_and_decided_pairs_by_hand() -> None:
     assert val.gains()[1, 0] == pytest.approx(np.mean([(2.0 - 1.9) / 2.0, (2.2 - 2.0) / 2.2]))
 
 
+def test_truth_reliability_is_the_seed_to_seed_rank_correlation() -> None:
+    gt = ground_truth(_results(), NAMES)
+    g = gt.seed_gains()
+    off = ~np.eye(3, dtype=bool)
+    r = stats.spearmanr(g[0][off], g[1][off]).statistic
+    rel = gt.reliability()
+    assert rel["seed_spearman"] == pytest.approx(r)
+    if r > 0:
+        assert rel["mean_reliability"] == pytest.approx(2 * r / (1 + r))
+        assert rel["ceiling"] == pytest.approx(np.sqrt(2 * r / (1 + r)))
+    else:
+        assert np.isnan(rel["ceiling"])
+
+
 def test_ground_truth_needs_every_single_task_run() -> None:
     runs = [r for r in _results() if not (r.spec.tasks == ("b",) and r.spec.seed == 1)]
     with pytest.raises(ValueError, match="none for 'b' on seed 1"):

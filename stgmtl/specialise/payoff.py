@@ -427,7 +427,10 @@ def _assemble(
             n_permutations=n_permutations,
             random_state=random_state,
         )
+        ceiling = gt["test"].reliability()
         scores = scores.with_columns(
+            pl.lit(ceiling["seed_spearman"]).alias("truth_seed_spearman"),
+            pl.lit(ceiling["ceiling"]).alias("truth_ceiling"),
             pl.col("signal").is_in(["random", "label"]).alias("control"),
             pl.col("signal")
             .map_elements(lambda s: _cost(costs, s), return_dtype=pl.Float64)

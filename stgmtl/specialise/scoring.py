@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.stats import kendalltau, rankdata
+from scipy.stats import kendalltau
 
 from stgmtl._checks import check_float, check_int, fail, seed_from
 from stgmtl.affinity import TaskAffinity
-from stgmtl.specialise.truth import GroundTruth
+from stgmtl.specialise.truth import GroundTruth, spearman
 
 __all__ = [
     "aligned_values",
@@ -50,14 +50,6 @@ __all__ = [
     "spearman",
     "top1_accuracy",
 ]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho of two 1-D samples (average ranks for ties); NaN if either is constant."""
-    rx, ry = rankdata(x), rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:

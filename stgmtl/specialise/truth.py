@@ -13,7 +13,10 @@ together, on several seeds with paired data order and initialisation):
 * the **noise floor** of task ``i`` is the seed spread of its single-task loss, relative to its
   mean: ``std_s(L_single[s, i]) / mean_s(L_single[s, i])`` (ddof 1);
 * a pair ``(j -> i)`` is **decided** when its mean gain is beyond ``i``'s noise floor,
-  ``|gain[j, i]| > floor[i]``: helpful when positive, harmful when negative.
+  ``|gain[j, i]| > floor[i]``: helpful when positive, harmful when negative;
+* the truth's own **reliability** is how well the gains of one seed rank like another's
+  (:meth:`GroundTruth.reliability`): no signal can correlate with the mean gains much beyond
+  the square root of its Spearman-Brown reliability.
 
 The loss is the run's per-task loss on one split (``"test"`` to score signals, ``"val"`` to
 choose), by default the training objective (BCE with the recipe's ``pos_weight``).
@@ -27,11 +30,20 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.stats import rankdata
 
 from stgmtl._checks import check_choice, fail
 from stgmtl.affinity import TaskAffinity
 
-__all__ = ["GroundTruth", "ground_truth", "network_losses"]
+__all__ = ["GroundTruth", "ground_truth", "network_losses", "spearman"]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho of two 1-D samples (average ranks for ties); NaN if either is constant."""
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def network_losses(
@@ -115,6 +127,34 @@ class GroundTruth:
         floor = self.noise_floor()
         with np.errstate(invalid="ignore"):
             return np.isfinite(g) & (np.abs(g) > floor[None, :])
+
+    def reliability(self) -> dict[str, float]:
+        """How reproducible the measured gains are across seeds: the ceiling for any signal.
+
+        Returns
+        -------
+        dict
+            ``seed_spearman``: mean over pairs of seeds of Spearman's rho between their gain
+            matrices (over directed pairs measured on both); ``mean_reliability``: the
+            Spearman-Brown reliability of the mean over ``S`` seeds, ``S r / (1 + (S - 1) r)``;
+            ``ceiling``: its square root, about the largest rank correlation a perfect signal
+            can reach with the mean gains (NaN for one seed or ``r <= 0``).
+        """
+        g = self.seed_gains()
+        s = g.shape[0]
+        rhos = []
+        for a in range(s):
+            for b in range(a + 1, s):
+                ok = np.isfinite(g[a]) & np.isfinite(g[b])
+                if ok.sum() >= 3:
+                    rhos.append(spearman(g[a][ok], g[b][ok]))
+        r = float(np.mean(rhos)) if rhos else float("nan")
+        rel = s * r / (1 + (s - 1) * r) if np.isfinite(r) and r > 0 else float("nan")
+        return {
+            "seed_spearman": r,
+            "mean_reliability": rel,
+            "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) else float("nan"),
+        }
 
     def one_model_gain(self) -> np.ndarray:
         """``(T,)`` mean relative gain of one model for all tasks over single-task models."""
