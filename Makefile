@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stgmtl-installed
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench docs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,3 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/recording_overhead.py
 	$(PY) benchmarks/grouping.py
+
+# the documentation site, offline, into site/ (git-ignored); --strict: a broken link or reference fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site

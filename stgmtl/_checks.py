@@ -233,7 +233,7 @@ class Instance(Constraint):
 
 
 RANDOM_STATE = Instance((type(None), numbers.Integral, np.random.Generator, np.random.RandomState),
-                        "None, an int, a numpy Generator or RandomState")  # fmt: skip
+                        "None, an int >= 0, a numpy Generator or RandomState")  # fmt: skip
 
 
 def validate_params(

@@ -8,9 +8,11 @@
   renames. If a process dies between the two renames, the next save or load puts the previous
   folder back (:func:`recover_dir`).
 * :func:`write_manifest` / :func:`read_manifest` / :func:`verified_file`: every saved folder has a
-  ``manifest.json`` with its format name and version and the sha256 of each data file; reading
-  checks the format, parses defensively and verifies each checksum, and every problem is a
-  ``ValueError`` that names the file and says what is wrong.
+  ``manifest.json`` with its format name and version, the sha256 of each data file and a sha256
+  of the manifest's own content (``manifest_sha256``); reading checks the manifest's checksum and
+  format, parses defensively and verifies each file's checksum, and every problem is a
+  ``ValueError`` that names the file and says what is wrong. So a truncated file, a flipped
+  byte anywhere (data file or manifest) or a hand-edited manifest is refused, never loaded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,11 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+_SELF_SUM = "manifest_sha256"
+
+
+def _has_manifest(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
@@ -91,19 +98,22 @@ def _old_siblings(path: Path) -> list[Path]:
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix))
 
 
-def recover_dir(path: str | os.PathLike[str]) -> None:
+def recover_dir(
+    path: str | os.PathLike[str], *, is_saved: Callable[[Path], bool] = _has_manifest
+) -> None:
     """Put back the previous saved folder if a save died between its two renames.
 
     A save moves the old folder to ``.<name>.old-<id>`` and then the new one to ``<name>``; if
-    ``<name>`` is missing and such a sibling holds a manifest, it is the last complete save.
-    Left-over siblings next to an existing ``<name>`` are removed.
+    ``<name>`` is missing and such a sibling is a complete save (``is_saved``: by default, it
+    holds a manifest), it is put back. Left-over siblings next to an existing ``<name>`` are
+    removed.
     """
     path = Path(path)
     olds = _old_siblings(path)
     if not olds:
         return
     if not path.exists():
-        complete = [p for p in olds if (p / MANIFEST).is_file()]
+        complete = [p for p in olds if is_saved(p)]
         if complete:
             os.replace(complete[-1], path)
             olds = [p for p in olds if p != complete[-1]]
@@ -112,22 +122,29 @@ def recover_dir(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], *, what: str) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    is_saved: Callable[[Path], bool] = _has_manifest,
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success swap it in as ``path``.
 
     Parameters
     ----------
     path : path
-        The folder to write. An existing folder is replaced only if it is empty or holds a
-        ``manifest.json`` (a saved object); anything else raises ``FileExistsError``.
+        The folder to write. An existing folder is replaced only if it is empty or is a saved
+        object (``is_saved``); anything else raises ``FileExistsError``.
     what : str
         The kind of object, for the error message (``"DataMaps"``, ``"TaskGroups"``, ...).
+    is_saved : callable
+        ``is_saved(folder)``: whether a folder is a complete earlier save that may be replaced
+        (and, found under a ``.old-`` name after a crash, put back). Default: it holds a
+        ``manifest.json``.
     """
     path = Path(path)
-    recover_dir(path)
-    if path.exists() and not (
-        path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST).is_file())
-    ):
+    recover_dir(path, is_saved=is_saved)
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or is_saved(path))):
         raise FileExistsError(
             f"path: expected a new folder or a saved {what} folder to replace, got {str(path)!r} "
             "(it exists and is not a saved folder); choose another path"
@@ -166,11 +183,25 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any], files: Mapping[str
     body = dict(manifest)
     body["files"] = dict(files)
     body["sha256"] = {role: sha256(folder / name) for role, name in files.items()}
-    (folder / MANIFEST).write_text(json.dumps(body, indent=2))
+    body[_SELF_SUM] = _BLANK
+    text = json.dumps(body, indent=2)
+    (folder / MANIFEST).write_text(text.replace(f'"{_BLANK}"', f'"{_text_sum(text)}"', 1))
+
+
+_BLANK = "0" * 64
+
+
+def _text_sum(text: str) -> str:
+    """sha256 of a manifest's exact text with its own checksum blanked (every byte counts)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_manifest(
-    folder: str | os.PathLike[str], *, what: str, formats: Mapping[str, Any]
+    folder: str | os.PathLike[str],
+    *,
+    what: str,
+    formats: Mapping[str, Any],
+    unsigned: Collection[tuple[str, int | None]] = (),
 ) -> dict[str, Any]:
     """Read and check ``folder/manifest.json``.
 
@@ -183,6 +214,9 @@ def read_manifest(
     formats : mapping
         Accepted values of the manifest's ``"format"`` -> accepted versions (a tuple of ints, or
         ``None`` for formats that carry no version).
+    unsigned : collection of (format, version)
+        Older formats written before manifests carried their own checksum; every other
+        manifest must have a matching ``manifest_sha256``.
 
     Returns
     -------
@@ -194,7 +228,8 @@ def read_manifest(
     FileNotFoundError
         If the folder or its manifest does not exist.
     ValueError
-        If the manifest is not valid JSON, not an object, or of another format or version.
+        If the manifest is not valid JSON, not an object, fails its own checksum, or is of
+        another format or version.
     """
     folder = Path(folder)
     recover_dir(folder)
@@ -204,30 +239,52 @@ def read_manifest(
             f"path: expected a saved {what} folder with a {MANIFEST}, got {str(folder)!r}"
         )
     try:
-        manifest = json.loads(mf.read_text())
+        text = mf.read_text()
+        manifest = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
             f"path: {mf} is not valid JSON ({exc}); the {what} folder is damaged, save it again"
         ) from exc
     if not isinstance(manifest, dict):
         raise ValueError(f"path: {mf} holds {type(manifest).__name__}, expected a JSON object")
+    own = manifest.get(_SELF_SUM)
+    if own is not None and (
+        not isinstance(own, str) or own != _text_sum(text.replace(f'"{own}"', f'"{_BLANK}"', 1))
+    ):
+        raise ValueError(
+            f"path: {mf} is corrupt or was edited (its content does not match its "
+            f"{_SELF_SUM}); the {what} folder is damaged, save it again"
+        )
     fmt = manifest.get("format")
     if not isinstance(fmt, str) or fmt not in formats:
         raise ValueError(f"path: {mf} has format {fmt!r}, expected one of {sorted(formats)}")
     versions = formats[fmt]
-    if versions is not None and manifest.get("format_version") not in versions:
+    version = manifest.get("format_version")
+    if versions is not None and (isinstance(version, bool) or version not in versions):
         raise ValueError(
-            f"path: {mf} has format_version {manifest.get('format_version')!r}, expected one of "
+            f"path: {mf} has format_version {version!r}, expected one of "
             f"{list(versions)} (written by a newer stgmtl?)"
+        )
+    if own is None and (fmt, None if versions is None else version) not in set(unsigned):
+        raise ValueError(
+            f"path: {mf} has no {_SELF_SUM} (its format {fmt!r} version {version!r} always "
+            "has one): the manifest was edited or damaged, save it again"
         )
     return manifest
 
 
-def verified_file(folder: str | os.PathLike[str], manifest: Mapping[str, Any], role: str) -> Path:
+def verified_file(
+    folder: str | os.PathLike[str],
+    manifest: Mapping[str, Any],
+    role: str,
+    *,
+    checksums: bool = True,
+) -> Path:
     """The path of data file ``role``, after checking it exists and matches its sha256.
 
-    Manifests of formats written before checksums existed have no ``sha256`` entry; their
-    files are only checked to exist.
+    ``checksums=False`` is only for formats written before checksums existed (no ``sha256``
+    entry): their files are only checked to exist. Otherwise a missing checksum is an error,
+    so removing the ``sha256`` entry from a manifest does not switch verification off.
     """
     folder = Path(folder)
     files = manifest.get("files")
@@ -239,9 +296,11 @@ def verified_file(folder: str | os.PathLike[str], manifest: Mapping[str, Any], r
     if not f.is_file():
         raise ValueError(f"path: {folder} is missing {f.name}, which its manifest lists")
     sums = manifest.get("sha256")
-    if sums is not None:
+    if checksums or sums is not None:
         want = sums.get(role) if isinstance(sums, Mapping) else None
-        if want is None or sha256(f) != want:
+        if not isinstance(want, str):
+            raise ValueError(f"path: {folder / MANIFEST} has no sha256 for {files[role]!r}")
+        if sha256(f) != want:
             raise ValueError(
                 f"path: {f} is corrupt or was changed (its sha256 does not match the manifest)"
             )

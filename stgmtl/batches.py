@@ -111,12 +111,16 @@ class Batch:
 
 def _check_batch(item: Any) -> tuple[Any, Any, Any]:
     if not isinstance(item, tuple | list) or len(item) != 3:
-        got = f"{len(item)} items" if isinstance(item, tuple | list) else type(item).__name__
-        raise fail(
-            "loader",
-            "batches (inputs, targets, indices); wrap the dataset in stgmtl.IndexedDataset to "
-            "add sample indices",
-            got,
+        if isinstance(item, tuple | list):
+            got = f"batches of {len(item)} item{'s' * (len(item) != 1)}"
+            if len(item) == 2:
+                got += " (inputs, targets?)"
+        else:
+            got = f"a batch of type {type(item).__name__}"
+        raise ValueError(
+            "loader: expected batches (inputs, targets, indices), where indices are the (B,) "
+            "sample ids; wrap a dataset that yields (inputs, targets) in "
+            f"stgmtl.IndexedDataset to add them, got {got}"
         )
     return item[0], item[1], item[2]
 
@@ -183,6 +187,11 @@ def iterate_batches(loader: Any, device: torch.device) -> Any:
                 "loader", "targets and indices as tensors", f"{type(y).__name__}, "
                 f"{type(idx).__name__}", error=TypeError,
             )  # fmt: skip
+        if y.ndim != 2:
+            raise ValueError(
+                "loader: expected targets of shape (B, T), one column per task (a single task "
+                f"is (B, 1)), got targets of shape {tuple(y.shape)}"
+            )
         valid = None if vmask is None else vmask[pos : pos + len(idx)]
         pos += len(idx)
         yield Batch(x, y, idx, missing_mask(y), valid)

@@ -77,7 +77,10 @@ def _load_table(path: str) -> Any:
         raise _UserError(
             f"--evaluation {path!r}: unknown table type {p.suffix!r}; use one of {sorted(readers)}"
         )
-    return reader(p)
+    try:
+        return reader(p)
+    except Exception as exc:  # polars raises several error types for damaged files
+        raise ValueError(f"--evaluation: cannot read {str(p)!r} ({exc}); write it again") from exc
 
 
 def _output_folder_exists(path: str, option: str = "-o") -> Path:
@@ -157,7 +160,10 @@ def _cmd_choose_k(args: argparse.Namespace) -> int:
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True):
         print(result.table)
     if out is not None:
-        result.table.write_csv(out)
+        from stgmtl._io import atomic_file
+
+        with atomic_file(out) as tmp:
+            result.table.write_csv(tmp)
         print(f"wrote {out}", file=sys.stderr)
     print(f"chosen k: {result.best_k}")
     print(

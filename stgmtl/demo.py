@@ -354,11 +354,11 @@ def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
             )
         )
     full = pl.concat(tables)
-    full.write_csv(out / "study_metrics.csv")
     agree = pl.DataFrame(agreements)
-    agree.write_csv(out / "study_agreement.csv")
     summary = summarise(full)
-    summary.write_csv(out / "study_summary.csv")
+    for name, table in (("metrics", full), ("agreement", agree), ("summary", summary)):
+        with atomic_file(out / f"study_{name}.csv") as tmp:  # a kill never leaves half a table
+            table.write_csv(tmp)
     fig = method_comparison_figure(full, title=f"CIFAR-100, k={args.study_k}, {len(seeds)} seeds")
     save_figure(fig, out / "study_methods.png")
     _print_study(full, agree, summary)

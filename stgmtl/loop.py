@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stgmtl._checks import check_int, fail
+from stgmtl._checks import check_int, fail, seed_from
 from stgmtl._io import load_checkpoint, save_checkpoint
 from stgmtl.batches import (
     Batch,
@@ -40,6 +40,7 @@ from stgmtl.batches import (
 )
 
 __all__ = [
+    "PROGRESS_DELAY_S",
     "Batch",
     "Hook",
     "LoopResult",
@@ -56,6 +57,9 @@ __all__ = [
     "train_loop",
     "valid_positions",
 ]
+
+#: A progress bar appears only once its work has run this long (short runs print nothing).
+PROGRESS_DELAY_S = 2.0
 
 SchedulerArg = Literal["constant", "onecycle"] | Callable[[torch.optim.Optimizer, int], Any] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -203,13 +207,17 @@ def _as_task_vector(name: str, value: Any, device: torch.device) -> torch.Tensor
 def _check_logits(logits: Any, batch: Batch) -> None:
     if not isinstance(logits, torch.Tensor):
         raise fail("model", "a tensor of logits as output", type(logits).__name__, error=TypeError)
-    b, t = batch.targets.shape[0], batch.targets.shape[-1]
+    b, t = batch.targets.shape
     if logits.ndim not in (2, 3) or logits.shape[0] != b or logits.shape[1] != t:
-        raise fail(
-            "model",
-            f"logits of shape ({b}, {t}) (or ({b}, {t}, C) for multi-class tasks) to match the "
-            f"loader's targets of shape {tuple(batch.targets.shape)}",
-            f"model output of shape {tuple(logits.shape)}",
+        what = (
+            "samples (the batch size)" if logits.ndim and logits.shape[0] != b
+            else "tasks" if logits.ndim in (2, 3) else "dimensions"
+        )  # fmt: skip
+        raise ValueError(
+            f"model: expected output of shape (B, T) = ({b}, {t}) (or ({b}, {t}, C) for "
+            f"multi-class tasks), one logit per sample and task, to match the loader's targets of "
+            f"shape ({b}, {t}); got model output of shape {tuple(logits.shape)} for targets of "
+            f"shape ({b}, {t}): the model and the targets disagree on the number of {what}"
         )
 
 
@@ -228,7 +236,7 @@ def train_loop(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     desc: str = "train",
-    random_state: int | None = 0,
+    random_state: Any = 0,
 ) -> LoopResult:
     """Train ``model`` on ``loader`` for ``epochs`` (see the module docstring for one step).
 
@@ -259,15 +267,18 @@ def train_loop(
         Show a progress bar over steps (with the running loss).
     desc : str
         Label of the progress bar.
-    random_state : int, optional
-        Seeds torch's global RNG at the start of a fresh run (shuffling, dropout); ``None``
-        leaves it as it is.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds torch's global RNG at the start of a fresh run (shuffling, dropout): an int is the
+        seed, a Generator / RandomState draws one; ``None`` leaves torch's RNG as it is (not
+        reproducible unless you seed torch yourself). A resumed run restores the RNG state of
+        its checkpoint instead.
 
     Returns
     -------
     LoopResult
     """
     check_int("epochs", epochs, low=1)
+    seed = None if random_state is None else seed_from("random_state", random_state)
     dev = device if device is not None else next(model.parameters()).device
     model.to(dev)
     crit = _TaskLoss(
@@ -278,13 +289,14 @@ def train_loop(
     start = 0
     if ckpt is not None and ckpt.exists():
         start = _resume(ckpt, dev, model, optimizer, scheduler, hooks)
-    elif random_state is not None:
-        torch.manual_seed(random_state)
+    elif seed is not None:
+        torch.manual_seed(seed)
     steps_per_epoch = _len(loader)
     bar = tqdm(
         total=None if steps_per_epoch is None else steps_per_epoch * epochs,
         initial=0 if steps_per_epoch is None else steps_per_epoch * start,
         disable=not progress, desc=desc, unit="step", dynamic_ncols=True, leave=False,
+        delay=PROGRESS_DELAY_S,
     )  # fmt: skip
     t0, done = time.perf_counter(), 0
     try:
@@ -341,7 +353,7 @@ def _run_epoch(
         n += 1
         bar.update(1)
         if not bar.disable and n % 10 == 1:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss.item() / n:.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss.item() / n:.4f}", refresh=False)
     return n
 
 

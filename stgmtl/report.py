@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from stgmtl._checks import check_random_state
 from stgmtl._io import atomic_file
 from stgmtl._version import __version__
 from stgmtl.plots import datamap_grid, membership_figure
@@ -68,7 +69,7 @@ def render_report(
     max_tasks_per_figure: int = 12,
     max_points: int = 1000,
     soft_threshold: float = 0.2,
-    random_state: int = 0,
+    random_state: Any = 0,
     progress: bool = True,
     payoff: Any | None = None,
 ) -> str:
@@ -95,7 +96,7 @@ def render_report(
     soft_threshold : float
         A task is listed as a soft member of every non-argmax group where its membership is at
         least this.
-    random_state : int
+    random_state : None, int, numpy Generator or RandomState
         Seed of the point subsampling.
     progress : bool
         Show a progress bar while the data-map figures are drawn.
@@ -125,7 +126,7 @@ def render_report(
     if groups_view is not None:
         parts.append(_groups_section(groups_view, soft_threshold))
     if maps_view is not None:
-        rng = np.random.default_rng(random_state)
+        rng = check_random_state("random_state", random_state)
         parts.append(
             _datamaps_section(
                 maps_view, groups_view, max_tasks_per_figure, max_points, rng, progress
@@ -327,7 +328,7 @@ def _datamaps_section(
     else:
         blocks = [("All tasks", list(range(len(maps.task_names))))]
     html_blocks = []
-    for label, rows in tqdm(blocks, desc="data-map figures", disable=not progress):
+    for label, rows in tqdm(blocks, desc="data-map figures", disable=not progress, delay=2.0):
         if not rows:
             continue
         shown, rest = rows[:max_tasks], rows[max_tasks:]

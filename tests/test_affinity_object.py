@@ -50,6 +50,11 @@ def test_damaged_files_name_the_file(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     m["orientation"] = "sideways"
     (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="edited"):  # the manifest's own checksum
+        TaskAffinity.load(out)
+    del m["manifest_sha256"]
+    m["format_version"] = 1  # an older, unsigned manifest: its fields are validated
+    (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="orientation: expected one of"):
         TaskAffinity.load(out)
     (out / "manifest.json").write_text('{"format": "stgmtl.affin')

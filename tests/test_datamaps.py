@@ -71,6 +71,11 @@ def test_load_errors(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["num_samples"] += 1
     (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="edited"):  # the manifest's own checksum
+        DataMaps.load(out)
+    del manifest["manifest_sha256"]
+    manifest["format_version"] = 1  # an older, unsigned format: the tables are checked
+    (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="rows"):
         DataMaps.load(out)
     (out / "manifest.json").write_text("{not json")

@@ -88,7 +88,10 @@ class TaskAffinity:
             if c.shape != (t, t) or c.dtype.kind not in "iu" or (c < 0).any():
                 raise fail("counts", f"non-negative integers of shape ({t}, {t})", c.shape)
             self.counts = c.astype(np.int64, copy=False)
-        self.snapshot_epochs = [int(e) for e in self.snapshot_epochs]
+        epochs = list(self.snapshot_epochs)
+        if not all(isinstance(e, int | np.integer) and not isinstance(e, bool) for e in epochs):
+            raise fail("snapshot_epochs", "a sequence of ints", epochs, error=TypeError)
+        self.snapshot_epochs = [int(e) for e in epochs]
         s = len(self.snapshot_epochs)
         if s and (self.snapshot_epochs[0] < 1 or any(np.diff(self.snapshot_epochs) <= 0)):
             raise fail("snapshot_epochs", "increasing epochs >= 1", self.snapshot_epochs)

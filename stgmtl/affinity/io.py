@@ -2,9 +2,10 @@
 
 Layout of a saved folder::
 
-    manifest.json      format "stgmtl.affinity", format_version 1, stgmtl version, signal,
+    manifest.json      format "stgmtl.affinity", format_version 2, stgmtl version, signal,
                        orientation, task names, num_tasks, snapshot epochs, meta (the
-                       recording's settings), has_counts, the files and their sha256
+                       recording's settings), has_counts, the files and their sha256, and the
+                       sha256 of the manifest's own text (version 1 had none; it still loads)
     values.parquet     T rows (sources, in task order): "task" (str), then "to_0" ..
                        "to_{T-1}" (float64): values[i, j] in row i, column "to_j"
     counts.parquet     the same layout, int64 (when has_counts)
@@ -24,13 +25,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from stgmtl._checks import check_bool, check_int, fail
 from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
 from stgmtl._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_affinity", "save_affinity"]
 
 FORMAT = "stgmtl.affinity"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries its own checksum
 
 
 def _frame(names: list[str], m: np.ndarray, epoch: int | None = None) -> pl.DataFrame:
@@ -96,16 +98,26 @@ def load_affinity(path: str | os.PathLike[str]) -> dict[str, Any]:
         If a file is damaged, fails its checksum, or disagrees with the manifest.
     """
     path = Path(path)
-    manifest = read_manifest(path, what="TaskAffinity", formats={FORMAT: (FORMAT_VERSION,)})
+    manifest = read_manifest(
+        path, what="TaskAffinity", formats={FORMAT: (1, FORMAT_VERSION)}, unsigned=[(FORMAT, 1)]
+    )
     mf = path / "manifest.json"
-    try:
-        names = [str(n) for n in manifest["task_names"]]
-        t = int(manifest["num_tasks"])
-        epochs = [int(e) for e in manifest["snapshot_epochs"]]
+    try:  # every field as the constructor takes it: no coercion of strings or floats
+        names = manifest["task_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail("task_names", "a list of strings", names, error=TypeError)
+        t = check_int("num_tasks", manifest["num_tasks"], low=1)
+        epochs = manifest["snapshot_epochs"]
+        if not isinstance(epochs, list) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in epochs
+        ):
+            raise fail("snapshot_epochs", "a list of ints", epochs, error=TypeError)
         fields = {k: manifest[k] for k in ("signal", "orientation", "meta")}
-        has_counts = bool(manifest["has_counts"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"path: {mf} is not a valid TaskAffinity manifest: {exc!r}") from exc
+        has_counts = check_bool("has_counts", manifest["has_counts"])
+    except KeyError as exc:
+        raise ValueError(f"path: {mf} is not a valid TaskAffinity manifest: no {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"path: {mf} is not a valid TaskAffinity manifest: {exc}") from exc
     if len(names) != t:
         raise ValueError(f"path: {mf} lists {len(names)} task names for num_tasks={t}")
     f = verified_file(path, manifest, "values")

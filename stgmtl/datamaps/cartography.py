@@ -9,10 +9,12 @@ For several tasks we use one such model folder per task: ``root/<task_name>/...`
 
 What Cartography's own reader accepts
 -------------------------------------
-Its ``read_training_dynamics`` counts the files of the folder, reads ``dynamics_epoch_0`` to
-``dynamics_epoch_{E-1}`` in order, and asserts that every example appears in epoch 0; its
-metrics then take each example's list of per-epoch logits as aligned by epoch. So an export
-must number its files ``0 .. E-1`` without gaps and give every example in every file.
+Its ``read_training_dynamics`` counts the files of the ``training_dynamics`` folder (any file),
+requires ``dynamics_epoch_0.jsonl`` to ``dynamics_epoch_{E-1}.jsonl`` to exist, reads them in
+order, takes each example's gold label from epoch 0 and asserts that no example appears first
+after epoch 0; its metrics then take each example's list of per-epoch logits as aligned by
+epoch. So an export must hold nothing but files numbered ``0 .. E-1`` without gaps and give
+every example exactly once in every file.
 
 What is preserved, and what is not
 ----------------------------------
@@ -47,7 +49,7 @@ import numpy as np
 import polars as pl
 
 from stgmtl._checks import check_choice, fail
-from stgmtl._io import atomic_file
+from stgmtl._io import atomic_dir
 from stgmtl.datamaps.stats import moments_to_stats
 
 __all__ = ["export_cartography", "import_cartography"]
@@ -56,8 +58,26 @@ _EPOCH_FILE = re.compile(r"dynamics_epoch_(\d+)\.jsonl$")
 _CLIP = 1e-15
 
 
+def _is_dynamics_folder(folder: Path) -> bool:
+    """A folder that holds only ``dynamics_epoch_*.jsonl`` files (an earlier export)."""
+    return folder.is_dir() and all(
+        f.is_file() and _EPOCH_FILE.fullmatch(f.name) for f in folder.iterdir()
+    )
+
+
+def _check_folder_name(name: str) -> None:
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise fail("dm.task_names", "names usable as folder names (no '/', '\\', '..')", name)
+
+
 def export_cartography(dm: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``dm``'s per-epoch snapshots as Cartography training dynamics under ``path``.
+
+    Each task's ``training_dynamics`` folder is written atomically and holds exactly the files
+    ``dynamics_epoch_0.jsonl`` .. ``dynamics_epoch_{S-1}.jsonl`` (Cartography's reader counts
+    the files of the folder): an earlier export there is replaced, stale epochs included.
+    Dropped, as the module docstring says: samples not observed in every snapshot epoch (and
+    never-observed ones), the original epoch numbers, epochs without a snapshot.
 
     Parameters
     ----------
@@ -70,6 +90,14 @@ def export_cartography(dm: Any, path: str | os.PathLike[str]) -> Path:
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        Without per-epoch snapshots, for a task with no sample observed in every snapshot
+        epoch, or a task name that is not a plain folder name; nothing is written then.
+    FileExistsError
+        If a task's ``training_dynamics`` folder holds other files than an earlier export.
     """
     if dm.snapshot_kind != "epoch" or not dm.snapshot_epochs:
         raise fail(
@@ -78,23 +106,34 @@ def export_cartography(dm: Any, path: str | os.PathLike[str]) -> Path:
             "snapshot_epochs)",
             f"kind {dm.snapshot_kind!r} with epochs {dm.snapshot_epochs}",
         )
-    c = 2 if dm.task_type == "binary" else int(dm.num_classes or dm.targets.max() + 1)
+    c = 2 if dm.task_type == "binary" else max(2, int(dm.num_classes or dm.targets.max() + 1))
     root = Path(path)
     snap_conf = np.asarray(dm.snapshot_confidence)
+    kept = []
     for t, name in enumerate(dm.task_names):
-        folder = root / name / "training_dynamics"
-        gold_all = dm.targets[t].astype(np.int64)
-        keep = (gold_all >= 0) & np.isfinite(snap_conf[:, t]).all(axis=0)
-        gold = gold_all[keep]
-        for s in range(len(dm.snapshot_epochs)):
-            p = np.clip(snap_conf[s, t, keep], _CLIP, 1 - _CLIP)
-            logits = np.repeat(np.log((1 - p) / (c - 1))[:, None], c, axis=1)
-            logits[np.arange(len(gold)), gold] = np.log(p)
-            frame = pl.DataFrame(
-                {"guid": dm.sample_ids[keep], f"logits_epoch_{s}": logits.tolist(), "gold": gold},
+        _check_folder_name(name)
+        keep = (dm.targets[t] >= 0) & np.isfinite(snap_conf[:, t]).all(axis=0)
+        if not keep.any():
+            raise fail(
+                "dm",
+                f"task {name!r} with samples observed in every snapshot epoch {dm.snapshot_epochs}",
+                "none",
             )
-            with atomic_file(folder / f"dynamics_epoch_{s}.jsonl") as tmp:
-                frame.write_ndjson(tmp)
+        kept.append(keep)
+    for t, name in enumerate(dm.task_names):
+        keep = kept[t]
+        gold = dm.targets[t, keep].astype(np.int64)
+        folder = root / name / "training_dynamics"
+        with atomic_dir(folder, what="Cartography export", is_saved=_is_dynamics_folder) as tmp:
+            for s in range(len(dm.snapshot_epochs)):
+                p = np.clip(snap_conf[s, t, keep], _CLIP, 1 - _CLIP)
+                logits = np.repeat(np.log((1 - p) / (c - 1))[:, None], c, axis=1)
+                logits[np.arange(len(gold)), gold] = np.log(p)
+                frame = pl.DataFrame(
+                    {"guid": dm.sample_ids[keep], f"logits_epoch_{s}": logits.tolist(),
+                     "gold": gold},
+                )  # fmt: skip
+                frame.write_ndjson(tmp / f"dynamics_epoch_{s}.jsonl")
     return root
 
 

@@ -26,6 +26,16 @@ STATS = ("confidence", "variability", "correctness")
 RECORDINGS = ("train", "eval", "manual", "cartography")
 
 
+def _epoch_list(values: Any) -> list[int]:
+    """``snapshot_epochs`` as a list of ints; floats, strings and bools are refused, not cast."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise fail("snapshot_epochs", "a sequence of ints", values, error=TypeError)
+    out = list(values)
+    if not all(isinstance(e, int | np.integer) and not isinstance(e, bool | np.bool_) for e in out):
+        raise fail("snapshot_epochs", "a sequence of ints", out, error=TypeError)
+    return [int(e) for e in out]
+
+
 @dataclass(eq=False)
 class DataMaps:
     """Data maps of ``T`` tasks over ``N`` samples, from :class:`~stgmtl.DataMapRecorder`.
@@ -102,7 +112,7 @@ class DataMaps:
                 kind = "a float" if want == "f" else "an integer"
                 raise fail(name, f"{kind} array", arr.dtype, error=TypeError)
             setattr(self, name, arr)
-        self.snapshot_epochs = [int(e) for e in self.snapshot_epochs]
+        self.snapshot_epochs = _epoch_list(self.snapshot_epochs)
         s = len(self.snapshot_epochs)
         if s and (self.snapshot_epochs[0] < 1 or any(np.diff(self.snapshot_epochs) <= 0)):
             raise fail("snapshot_epochs", "increasing epochs >= 1", self.snapshot_epochs)

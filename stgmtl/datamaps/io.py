@@ -26,14 +26,21 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from stgmtl._checks import check_choice, check_int, fail
 from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
 from stgmtl._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_datamaps", "save_datamaps"]
 
 FORMAT = "stgmtl.datamaps"
-FORMAT_VERSION = 1
+#: Version 2 (stgmtl 0.2) adds the manifest's own checksum; version 1 folders still load.
+FORMAT_VERSION = 2
 _STATS = ("confidence", "variability", "correctness")
+_DTYPES = {
+    "stats": ("float32", "float64"),
+    "count": ("int32", "int64"),
+    "targets": ("int8", "int16", "int32", "int64"),
+}
 
 
 def save_datamaps(dm: Any, path: str | os.PathLike[str]) -> Path:
@@ -103,21 +110,25 @@ def _column(df: pl.DataFrame, name: str, dtype: str, shape: tuple[int, ...], f: 
 def _header(manifest: dict[str, Any], mf: Path) -> tuple[int, int, int, dict[str, str]]:
     """Counts and dtypes of the manifest, type-checked."""
     try:
-        t, n, s = (int(manifest[k]) for k in ("num_tasks", "num_samples", "num_snapshots"))
-        dtypes = {k: str(manifest["dtypes"][k]) for k in ("stats", "count", "targets")}
+        t, n, s = (check_int(k, manifest[k], low=0)
+                   for k in ("num_tasks", "num_samples", "num_snapshots"))  # fmt: skip
+        dt = manifest["dtypes"]
+        if not isinstance(dt, dict):
+            raise fail("dtypes", "an object with stats, count and targets", dt, error=TypeError)
+        dtypes = {k: check_choice(f"dtypes.{k}", dt.get(k), _DTYPES[k]) for k in _DTYPES}
         names, epochs = manifest["task_names"], manifest["snapshot_epochs"]
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise fail("task_names", "a list of strings", names, error=TypeError)
+        if not isinstance(epochs, list):
+            raise fail("snapshot_epochs", "a list of ints", epochs, error=TypeError)
         for key in ("snapshot_kind", "ddof", "task_type", "recording", "epochs", "num_classes"):
             manifest[key]  # noqa: B018 - presence check
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"path: {mf} is not a valid DataMaps manifest: missing or bad {exc}"
-        ) from exc
-    if min(t, n, s) < 0 or not isinstance(names, list) or not isinstance(epochs, list):
-        raise ValueError(f"path: {mf} is not a valid DataMaps manifest (counts or lists)")
+    except KeyError as exc:
+        raise ValueError(f"path: {mf} is not a valid DataMaps manifest: no {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"path: {mf} is not a valid DataMaps manifest: {exc}") from exc
     if len(names) != t or len(epochs) != s:
         raise ValueError(f"path: {mf} is inconsistent (task names or snapshot epochs vs counts)")
-    if dtypes["stats"] not in ("float32", "float64"):
-        raise ValueError(f"path: {mf} has stats dtype {dtypes['stats']!r}, expected a float")
     return t, n, s, dtypes
 
 
@@ -132,7 +143,9 @@ def load_datamaps(path: str | os.PathLike[str]) -> dict[str, Any]:
         If the manifest or a table is damaged or does not match the manifest.
     """
     path = Path(path)
-    manifest = read_manifest(path, what="DataMaps", formats={FORMAT: (FORMAT_VERSION,)})
+    manifest = read_manifest(
+        path, what="DataMaps", formats={FORMAT: (1, FORMAT_VERSION)}, unsigned=[(FORMAT, 1)]
+    )
     mf = path / "manifest.json"
     t, n, s, dtypes = _header(manifest, mf)
     f = verified_file(path, manifest, "final")

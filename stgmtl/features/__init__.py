@@ -19,9 +19,12 @@ Built-in kinds:
 """
 
 from stgmtl.features.confusion import (
+    choose_neighbors,
     confusion_affinity,
     confusion_features,
     confusion_matrix,
+    neighbor_candidates,
+    neighbor_stability,
     says_yes,
 )
 from stgmtl.features.datamap import datamap_features, standardize_columns
@@ -36,11 +39,14 @@ from stgmtl.features.registry import (
 __all__ = [
     "FEATURE_KINDS",
     "FeatureKind",
+    "choose_neighbors",
     "confusion_affinity",
     "confusion_features",
     "confusion_matrix",
     "datamap_features",
     "get_kind",
+    "neighbor_candidates",
+    "neighbor_stability",
     "register_feature_kind",
     "says_yes",
     "standardize_columns",

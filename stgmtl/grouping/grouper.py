@@ -41,9 +41,12 @@ from stgmtl.grouping.reduce import (
     reduce_features,
 )
 
-__all__ = ["GroupMethod", "TaskGrouper", "feature_matrix", "group"]
+__all__ = ["PROGRESS_MIN_VALUES", "GroupMethod", "TaskGrouper", "feature_matrix", "group"]
 
 GroupMethod = Literal["kmeans", "fcm", "hard"]
+#: Feature matrices smaller than this many values are grouped without progress bars (well
+#: under a second of work: a bar would only flicker).
+PROGRESS_MIN_VALUES = 2**24
 _GROUP_METHODS = ("kmeans", "fcm", "hard")
 
 
@@ -288,8 +291,11 @@ class TaskGrouper(BaseEstimator):
     def _fit(self, X: Any, k: int, task_names: Any, seed: int) -> TaskGrouper:
         if isinstance(X, (np.ndarray, list, tuple)) or hasattr(X, "detach") or _is_sparse(X):
             X = as_float_matrix(_dense_real(X))  # once; float arrays are not copied
+        progress = self.progress
         if hasattr(X, "shape") and len(X.shape) == 2:
             self._check_sizes(k, int(X.shape[0]))
+            # a bar only for work long enough to watch (streamed blocks: size unknown, shown)
+            progress = progress and int(X.shape[0]) * int(X.shape[1]) >= PROGRESS_MIN_VALUES
         red = reduce_features(
             X,
             method=self.reduce,
@@ -299,7 +305,7 @@ class TaskGrouper(BaseEstimator):
             n_power_iter=self.n_power_iter,
             block_size=self.block_size,
             random_state=seed,
-            progress=self.progress,
+            progress=progress,
         )
         emb = red.embedding
         n = emb.shape[0]
@@ -330,7 +336,7 @@ class TaskGrouper(BaseEstimator):
                 k,
                 max_iter=self.refine_max_iter,
                 block_size=self.block_size,
-                progress=self.progress,
+                progress=progress,
             )
             onehot = np.zeros((n, k))
             onehot[np.arange(n), labels] = 1.0

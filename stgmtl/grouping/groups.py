@@ -1,15 +1,19 @@
 """The result of grouping: :class:`TaskGroups` (memberships, labels, groups; verified save/load).
 
-Saved layout (format ``stgmtl.TaskGroups``, version 2)::
+Saved layout (format ``stgmtl.TaskGroups``, version 3)::
 
     manifest.json        format, format_version, n_groups, num_tasks, m, method, inertia,
-                         reduction, refined, has_embedding, the files and their sha256
+                         reduction, refined, has_embedding, the files and their sha256, and
+                         the sha256 of the manifest's own content
     memberships.parquet  one row per task: task (str), label (int64), membership_0 ..
                          membership_{k-1} (float64)
     centroids.parquet    (k, d) float64 as columns dim_0 .. dim_{d-1}
     embedding.parquet    (T, d) float32 as columns dim_0 .. (when ``has_embedding``)
 
-Folders written by earlier versions (format ``stgmtl.TaskGroups/1``, no checksums) still load.
+Folders written by earlier versions still load: version 2 (no manifest checksum) and format
+``stgmtl.TaskGroups/1`` (no checksums at all). Every manifest field is validated as the
+constructor validates its argument (no coercion: ``"m": "1.07"`` or ``"refined": "no"`` is
+refused), and any problem is a ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stgmtl._checks import check_names, fail
+from stgmtl._checks import check_bool, check_choice, check_float, check_int, check_names, fail
 from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
 
 __all__ = ["TaskGroups"]
 
 _FORMAT = "stgmtl.TaskGroups"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: the manifest carries its own checksum
 _FORMAT_V1 = "stgmtl.TaskGroups/1"
+_METHODS = ("kmeans", "fcm", "hard")
+_REDUCTIONS = ("none", "pca", "rpca", "projection")
 
 
 @dataclass
@@ -92,6 +98,11 @@ class TaskGroups:
             if self.embedding.shape != (t, self.centroids.shape[1]):
                 raise fail("embedding", f"shape ({t}, {self.centroids.shape[1]})",
                            self.embedding.shape)  # fmt: skip
+        self.m = check_float("m", self.m, low=1.0, low_open=True)
+        check_choice("method", self.method, _METHODS)
+        self.inertia = _check_inertia(self.inertia)
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+        self.refined = check_bool("refined", self.refined)
         self.labels = np.argmax(self.membership, axis=1).astype(np.int64)
         self.groups = [
             [self.task_names[i] for i in np.flatnonzero(self.labels == j)] for j in range(k)
@@ -157,37 +168,47 @@ class TaskGroups:
         """
         path = Path(path)
         meta = read_manifest(
-            path, what="TaskGroups", formats={_FORMAT: (_FORMAT_VERSION,), _FORMAT_V1: None}
+            path,
+            what="TaskGroups",
+            formats={_FORMAT: (2, _FORMAT_VERSION), _FORMAT_V1: None},
+            unsigned=[(_FORMAT, 2), (_FORMAT_V1, None)],
         )
         mf = path / "manifest.json"
         if meta["format"] == _FORMAT_V1:  # no file list or checksums in version 1
             meta = {**meta, "n_groups": meta.get("k"), "files": _V1_FILES}
         try:
-            k, t = int(meta["n_groups"]), int(meta["num_tasks"])
-            scalars = {"m": float(meta["m"]), "method": str(meta["method"]),
-                       "inertia": float(meta["inertia"]), "reduction": str(meta["reduction"]),
-                       "refined": bool(meta.get("refined", False))}  # fmt: skip
-            has_embedding = bool(meta["has_embedding"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"path: {mf} is not a valid TaskGroups manifest: {exc!r}") from exc
-        f = verified_file(path, meta, "memberships")
+            k = check_int("n_groups", meta["n_groups"], low=1)
+            t = check_int("num_tasks", meta["num_tasks"], low=1)
+            has_embedding = check_bool("has_embedding", meta["has_embedding"])
+            inertia = meta["inertia"]
+            scalars = {"m": meta["m"], "method": meta["method"], "reduction": meta["reduction"],
+                       "refined": meta.get("refined", False),
+                       "inertia": float("nan") if inertia is None else inertia}  # fmt: skip
+        except KeyError as exc:
+            raise ValueError(f"path: {mf} is not a valid TaskGroups manifest: no {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"path: {mf} is not a valid TaskGroups manifest: {exc}") from exc
+        signed = meta["format"] != _FORMAT_V1
+        f = verified_file(path, meta, "memberships", checksums=signed)
         frame = read_parquet(f)
         cols = ["task"] + [f"membership_{j}" for j in range(k)]
-        if frame.height != t or any(c not in frame.columns for c in cols):
+        n_cols = sum(c.startswith("membership_") for c in frame.columns)
+        if frame.height != t or n_cols != k or any(c not in frame.columns for c in cols):
             raise ValueError(f"path: {f} does not hold {t} tasks x {k} memberships")
         emb = None
         if has_embedding:
-            emb = read_parquet(verified_file(path, meta, "embedding")).to_numpy()
+            emb = read_parquet(verified_file(path, meta, "embedding", checksums=signed)).to_numpy()
+        centroids = read_parquet(verified_file(path, meta, "centroids", checksums=signed))
         try:
             return cls(
                 task_names=frame["task"].to_list(),
                 membership=frame.select(cols[1:]).to_numpy(),
-                centroids=read_parquet(verified_file(path, meta, "centroids")).to_numpy(),
+                centroids=centroids.to_numpy(),
                 embedding=emb,
                 **scalars,  # type: ignore[arg-type]
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"path: {path} holds inconsistent TaskGroups: {exc}") from exc
+            raise ValueError(f"path: {mf} is invalid or disagrees with its tables: {exc}") from exc
 
 
 _V1_FILES = {
@@ -195,6 +216,13 @@ _V1_FILES = {
     "centroids": "centroids.parquet",
     "embedding": "embedding.parquet",
 }
+
+
+def _check_inertia(value: Any) -> float:
+    """A finite number >= 0, or NaN (unknown)."""
+    if isinstance(value, float | np.floating) and np.isnan(value):
+        return float("nan")
+    return check_float("inertia", value, low=0.0)
 
 
 def _matrix_frame(a: np.ndarray) -> pl.DataFrame:

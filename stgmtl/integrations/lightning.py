@@ -17,7 +17,7 @@ What the callback reads, per training batch
   present, else from the batch: a tuple/list batch ``(x, y, idx)`` (positions 1 and 2,
   ``batch_targets=`` / ``batch_indices=`` to change) or a dict batch (keys ``"targets"`` /
   ``"indices"``). ``idx`` is the sample's position in the dataset, e.g. from
-  :class:`stgmtl.fit.IndexedDataset`.
+  :class:`stgmtl.IndexedDataset`.
 - **mask** (optional): the returned dict's ``"mask"`` (``(B, T)`` bool, False where a task has
   no label for that sample).
 - Or pass ``extract=fn`` with ``fn(outputs, batch) -> (logits, targets, indices, mask)``.
@@ -27,7 +27,7 @@ The logits are detached; recording adds no graph and no gradient.
 Epochs, processes and checkpoints
 ---------------------------------
 - Every training epoch ends with the recorder's
-  :meth:`~stgmtl.recorder.DataMapRecorder.end_epoch` (an epoch cut short by a checkpoint saved at
+  :meth:`~stgmtl.DataMapRecorder.end_epoch` (an epoch cut short by a checkpoint saved at
   validation end is closed when the resumed run moves past it).
 - Under DDP each process records the batches it sees; positions that Lightning's
   ``DistributedSampler`` pads with repeated samples are dropped (``valid=``), and
@@ -99,7 +99,7 @@ class DataMapCallback(pl.Callback):
     >>> callback = DataMapCallback(recorder, save_path="datamaps")
     >>> trainer = lightning.Trainer(max_epochs=10, callbacks=[callback])
     >>> trainer.fit(module, train_loader)
-    >>> callback.datamaps.features().shape
+    >>> stgmtl.group(callback.datamaps, k=10).groups
     """
 
     def __init__(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from stgmtl._checks import check_random_state
 from stgmtl.datamaps import DataMaps
 from stgmtl.plots.figure import new_figure
 
@@ -24,7 +26,7 @@ def datamap_figure(
     ncols: int = 4,
     cmap: str = "coolwarm",
     point_size: float = 4.0,
-    random_state: int = 0,
+    random_state: Any = 0,
 ) -> Figure:
     """One data map per task in a grid (save it with :func:`stgmtl.plots.save_figure`).
 
@@ -46,7 +48,7 @@ def datamap_figure(
         Matplotlib colour map for correctness in [0, 1].
     point_size : float
         Marker size.
-    random_state : int
+    random_state : None, int, numpy Generator or RandomState
         Seed of the subsampling.
 
     Returns
@@ -74,7 +76,7 @@ def datamap_figure(
     var = datamaps.stat("variability", snapshot)
     corr = datamaps.stat("correctness", snapshot)
     n = datamaps.num_samples
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state("random_state", random_state)
     cols = np.sort(rng.choice(n, size=max_points, replace=False)) if n > max_points else slice(None)
 
     panels = []

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from stgmtl._checks import check_choice, fail
+from stgmtl._checks import check_choice, check_int, fail, seed_from
 from stgmtl.batches import forward, iterate_batches
 from stgmtl.datamaps import DataMaps
 from stgmtl.loop import Hook, SchedulerArg, Step, make_scheduler, train_loop
@@ -52,7 +52,13 @@ class IndexedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any, int]:
         item = self.dataset[index]
         if not isinstance(item, tuple | list) or len(item) != 2:
-            raise fail("dataset", "items (inputs, targets)", type(item).__name__)
+            got = f"{len(item)} items" if isinstance(item, tuple | list) else type(item).__name__
+            hint = (
+                "; if they are (inputs, targets, indices), use the dataset without IndexedDataset"
+                if isinstance(item, tuple | list) and len(item) == 3
+                else ""
+            )
+            raise ValueError(f"dataset: expected items (inputs, targets), got {got}{hint}")
         return item[0], item[1], index
 
 
@@ -147,7 +153,7 @@ def fit_datamaps(
     hooks: Sequence[Hook] = (),
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
-    random_state: int | None = 0,
+    random_state: Any = 0,
     **recorder_settings: Any,
 ) -> DataMaps:
     """Train ``model`` on all tasks for ``epochs`` while recording data maps.
@@ -197,19 +203,25 @@ def fit_datamaps(
         ``torch.distributed`` each rank uses ``<path>.rank<r>``.
     progress : bool
         Show a progress bar with the running loss.
-    random_state : int, optional
-        Seeds torch's global RNG at the start of a fresh run (loader shuffling, dropout).
+    random_state : None, int, numpy Generator or RandomState
+        Seeds torch's global RNG at the start of a fresh run (loader shuffling, dropout): an int
+        is the seed (the same int gives the same data maps), a Generator / RandomState draws
+        one; ``None`` leaves torch's RNG as it is.
     **recorder_settings
         Settings of the :class:`DataMapRecorder` made for the run (see :data:`RECORDER_SETTINGS`):
         ``task_names``, ``task_type``, ``num_samples`` (default ``len(loader.dataset)``),
         ``snapshot_epochs``, ``snapshot_kind``, ``ddof``, ``probe_indices``, ``validate``,
-        ``cpu_threads``. The number of tasks comes from the first batch.
+        ``cpu_threads``. The number of tasks comes from the first batch. ``snapshot_epochs``
+        and ``probe_indices`` are sets: they are stored sorted and without repeats
+        (``[3, 2, 2]`` is ``[2, 3]``); a snapshot epoch after ``epochs`` is an error.
 
     Returns
     -------
     DataMaps
     """
     check_choice("record", record, ("train", "eval"))
+    check_int("epochs", epochs, low=1)
+    seed = None if random_state is None else seed_from("random_state", random_state)
     unknown = sorted(set(recorder_settings) - set(RECORDER_SETTINGS))
     if unknown:
         raise TypeError(
@@ -218,6 +230,9 @@ def fit_datamaps(
         )
     if recorder is not None and recorder_settings:
         raise fail("recorder", "either a recorder or recorder settings, not both", recorder)
+    snaps = recorder_settings.get("snapshot_epochs")
+    if snaps is not None and len(snaps) and max(snaps) > epochs:  # recorder checks the rest
+        raise fail("snapshot_epochs", f"epochs in [1, epochs={epochs}]", list(snaps))
     if recorder is None and "num_samples" not in recorder_settings:
         if not hasattr(getattr(loader, "dataset", None), "__len__"):
             raise fail("num_samples", "an int when the loader has no sized .dataset", None)
@@ -238,7 +253,7 @@ def fit_datamaps(
         scheduler=make_scheduler(scheduler, opt, lr, total), loss_fn=loss_fn,
         pos_weight=pos_weight, task_weights=task_weights, device=dev, hooks=[hook, *hooks],
         checkpoint_path=checkpoint_path, progress=progress, desc="fit_datamaps",
-        random_state=random_state,
+        random_state=seed,
     )  # fmt: skip
     assert hook.recorder is not None
     return hook.recorder.compute()

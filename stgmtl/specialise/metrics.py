@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from stgmtl._checks import check_random_state
 
 __all__ = ["METRICS", "grouping_agreement", "seed_means", "summarise", "task_metrics"]
 
@@ -141,7 +144,7 @@ def grouping_agreement(
     reference: np.ndarray | Sequence[object],
     *,
     n_permutations: int = 1000,
-    random_state: int = 0,
+    random_state: Any = 0,
 ) -> dict[str, float]:
     """NMI and ARI of a task grouping against reference classes, beside random groups.
 
@@ -155,7 +158,8 @@ def grouping_agreement(
     reference : array-like
         ``(T,)`` reference class of each task (e.g. CIFAR-100 superclass names).
     n_permutations : int, default 1000
-    random_state : int, default 0
+    random_state : None, int, numpy Generator or RandomState, default 0
+        Seed of the permutations.
 
     Returns
     -------
@@ -170,7 +174,7 @@ def grouping_agreement(
         raise ValueError(f"labels {lab.shape} and reference {ref.shape} must both be (T,)")
     if not isinstance(n_permutations, int) or n_permutations < 1:
         raise ValueError(f"n_permutations: expected a positive int, got {n_permutations!r}")
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state("random_state", random_state)
     nmi = float(normalized_mutual_info_score(ref, lab))
     ari = float(adjusted_rand_score(ref, lab))
     perm_nmi = np.empty(n_permutations)
