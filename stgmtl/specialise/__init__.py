@@ -3,7 +3,7 @@ per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`), the d
 (:mod:`.data`), the shared-trunk architecture (:mod:`.branched`), and the payoff harness
 (:mod:`.payoff`, with :mod:`.splits`, :mod:`.runs`, :mod:`.worker`, :mod:`.execution`,
 :mod:`.truth`, :mod:`.recording`, :mod:`.scoring`, :mod:`.selection`, :mod:`.softness`,
-:mod:`.payoff_tables` and :mod:`.recommend`). Every model is made by the user's
+:mod:`.payoff_tables` and :mod:`.recommendation`). Every model is made by the user's
 ``factory(num_tasks, width)`` and trained by :func:`stgmtl.loop.train_loop`; nothing here
 imports the CIFAR suites or models."""
 
@@ -30,8 +30,8 @@ _EXPORTS: dict[str, str] = {
     "m_for_entropy": "stgmtl.specialise.softness",
     "PayoffResult": "stgmtl.specialise.payoff_tables",
     "run_payoff": "stgmtl.specialise.payoff",
-    "recommend": "stgmtl.specialise.recommend",
-    "Recommendation": "stgmtl.specialise.recommend",
+    "recommend": "stgmtl.specialise.recommendation",
+    "Recommendation": "stgmtl.specialise.recommendation",
     "GroupedModels": "stgmtl.specialise.training",
     "METHODS": "stgmtl.specialise.study",
     "ModelFactory": "stgmtl.specialise.training",

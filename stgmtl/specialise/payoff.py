@@ -19,7 +19,7 @@
    scored against single-task networks and one model for all tasks
    (:mod:`~stgmtl.specialise.payoff_tables`); in the exhaustive tier every partition is scored,
    so the best partition and the regret are exact.
-4. **The choice.** :func:`stgmtl.specialise.recommend.recommend` picks, on validation and
+4. **The choice.** :func:`stgmtl.specialise.recommendation.recommend` picks, on validation and
    within a budget, the networks to train (Standley's budgeted selection over every trained
    system) and reports them on test, or says that one model is best.
 
@@ -56,7 +56,7 @@ from stgmtl.specialise.payoff_tables import (
     runs_table,
     soft_vs_hard,
 )
-from stgmtl.specialise.recommend import recommend
+from stgmtl.specialise.recommendation import recommend
 from stgmtl.specialise.recording import (
     FREE_SIGNALS,
     RecordResult,

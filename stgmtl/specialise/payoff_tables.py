@@ -297,7 +297,7 @@ class PayoffResult:
     soft_vs_hard : polars.DataFrame
         :func:`soft_vs_hard`.
     selection : polars.DataFrame
-        Budgeted selection per budget (filled by :func:`stgmtl.specialise.recommend`).
+        Budgeted selection per budget (filled by :func:`stgmtl.specialise.recommendation`).
     recommendation : dict
         The recommendation's JSON form.
     signals : dict of str to TaskAffinity
