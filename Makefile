@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stgmtl-installed
 
-.PHONY: setup demo test test-fast lint bench docs
+.PHONY: setup demo test test-fast test-gpu lint bench docs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# GPU tests (recorder, fit_datamaps, NCCL sync, faiss on GPU); each skips with a reason where its
+# hardware or library is missing. For faiss on GPU: pip install -e ".[gpu]" first (faiss-gpu-cu12
+# and faiss-cpu both provide the faiss module: uninstall faiss-cpu there).
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -v -rs $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stgmtl tests examples benchmarks

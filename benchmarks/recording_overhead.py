@@ -1,20 +1,33 @@
 """Recording overhead of DataMapRecorder on a small-CNN training step.
 
 STG-MTL's small CNN (3 conv layers + 2 linear, one logit per task) on 32x32x3 inputs,
-batch 256, T = 100, 1,000 and 10,000 tasks, N = 50,000 samples. Steps with and without
-``recorder.update`` are interleaved (rotating which comes first) and the ratio of the median
-step times is reported, together with the median time of ``update`` alone (as a second,
-less noisy estimate: 1 + median update / median step). Recording is measured with the
-default ``cpu_threads=1`` and with torch's own thread count (``cpu_threads=None``).
+batch 256, T = 100, 1,000 and 10,000 tasks, N = 50,000 samples, 2 threads. Steps without
+recording and with ``recorder.update`` after every step are interleaved (rotating which comes
+first in each round). Three estimates of the ratio "step with recording / step without":
 
-At T = 10,000 a full state for N = 50,000 samples needs 21 B x 5e8 = 10.5 GB, more than a
-shared 23 GB machine should give one process; that row is measured twice instead:
-``all rows``: every batch row is recorded (same per-step work as the full state) into a state
-of 5,000 samples, and ``probe``: ``probe_indices`` = 5,000 of the 50,000 samples (about 10%
-of the rows recorded), the documented way to cut memory.
+``ratio_of_medians``
+    median step time with recording / median without.
+``paired_ratio``
+    median over rounds of (step with / step without) within the same round: the steps of a
+    round run back to back, so slow drifts of a shared machine's load cancel.
+``ratio_from_update_time``
+    1 + median(update) / median(step without): the steadiest, but blind to any effect of the
+    update on the next step (e.g. caches).
 
-Run: ``PYTHONPATH=. python benchmarks/recording_overhead.py`` (``--help`` for options).
-Writes benchmarks/results/recording_overhead.json and prints it.
+Recorders measured: ``kernel="native"`` (the fused C++ update, the default where it builds) and
+``kernel="torch"`` (the pure-torch update), both with the default ``cpu_threads=1``.
+
+At T = 10,000 a full state for N = 50,000 samples needs 21 B x 5e8 = 10.5 GB; that row is
+measured twice instead: ``all rows``: every batch row is recorded (same per-step work as the
+full state) into a state of 5,000 samples, and ``probe``: ``probe_indices`` = 5,000 of the
+50,000 samples (about 10% of the rows recorded), the documented way to cut memory.
+
+Run (under the shared lock on a shared machine)::
+
+    PYTHONPATH=. python benchmarks/recording_overhead.py           # T = 100, 1,000, 10,000
+    PYTHONPATH=. python benchmarks/recording_overhead.py --tasks 100 10000 --repeats 60
+
+Writes benchmarks/results/recording_overhead.json and prints a table.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +46,7 @@ import torch
 from torch import nn
 
 from stgmtl.record import DataMapRecorder
+from stgmtl.record.native import native_status
 
 
 def small_cnn(num_tasks: int) -> nn.Module:
@@ -58,9 +73,8 @@ def small_cnn(num_tasks: int) -> nn.Module:
 
 
 def _state_bytes(rec: DataMapRecorder) -> int:
-    sd = rec.state_dict()
-    tensors = [t for t in (sd["state"] or {}).values() if t is not None] + [sd["targets"]]
-    return int(sum(t.numel() * t.element_size() for t in tensors if t is not None))
+    tensors = [t for t in (rec.state_dict()["state"] or {}).values() if t is not None]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
 def measure(
@@ -75,9 +89,9 @@ def measure(
     y = (torch.rand(args.batch, num_tasks) > 0.5).float()
     probe_ids = None if probe is None else np.sort(gen.choice(args.samples, probe, replace=False))
     num = state_samples if probe is None else args.samples
-    recs = {  # cpu_threads=1 is the default; None keeps torch's thread count
-        "threads_1": DataMapRecorder(num_tasks, num, probe_indices=probe_ids, cpu_threads=1),
-        "threads_torch": DataMapRecorder(num_tasks, num, probe_indices=probe_ids, cpu_threads=None),
+    recs = {  # the default cpu_threads=1, each update kernel
+        kernel: DataMapRecorder(num_tasks, num, probe_indices=probe_ids, kernel=kernel)
+        for kernel in args.kernels
     }
 
     def step(mode: str) -> tuple[float, float]:
@@ -113,16 +127,18 @@ def measure(
         "num_samples": args.samples,
         "state_samples": len(probe_ids) if probe_ids is not None else state_samples,
         "recorded_rows": "probe" if probe is not None else "all",
-        "state_bytes": _state_bytes(recs["threads_1"]),
+        "state_bytes": _state_bytes(recs[args.kernels[0]]),
         "median_step_s_without": base,
         "repeats": args.repeats,
     }
     for mode in recs:
         med = statistics.median(times[mode])
+        paired = [w / b for w, b in zip(times[mode], times["base"], strict=True)]
         row[mode] = {
             "median_step_s_with": med,
             "median_update_s": statistics.median(upd[mode]),
             "ratio_of_medians": med / base,
+            "paired_ratio": statistics.median(paired),
             "ratio_from_update_time": 1.0 + statistics.median(upd[mode]) / base,
         }
     return row
@@ -134,7 +150,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=40)
+    p.add_argument("--kernels", nargs="+", default=["native", "torch"],
+                   choices=["native", "torch"], help="update kernels to measure")  # fmt: skip
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--big-state-samples", type=int, default=5_000,
                    help="state size (and probe size) used at T >= 10,000")  # fmt: skip
@@ -151,15 +169,16 @@ def main() -> None:
         for state_samples, probe in configs:
             row = measure(t, state_samples, probe, args)
             rows.append(row)
-            for mode in ("threads_1", "threads_torch"):
+            for mode in args.kernels:
                 m = row[mode]
                 print(
                     f"T={t:>6} rows={row['recorded_rows']:<5} state={row['state_samples']:>6} "
-                    f"({row['state_bytes'] / 1e9:.2f} GB) {mode:<13}: step "
+                    f"({row['state_bytes'] / 1e9:.2f} GB) {mode:<6}: step "
                     f"{row['median_step_s_without'] * 1e3:.0f} -> "
                     f"{m['median_step_s_with'] * 1e3:.0f} ms, update "
-                    f"{m['median_update_s'] * 1e3:.1f} ms; ratio {m['ratio_of_medians']:.3f} "
-                    f"(from update time {m['ratio_from_update_time']:.3f})",
+                    f"{m['median_update_s'] * 1e3:.2f} ms; ratio {m['ratio_of_medians']:.4f}, "
+                    f"paired {m['paired_ratio']:.4f}, from update time "
+                    f"{m['ratio_from_update_time']:.4f}",
                     flush=True,
                 )
     result = {
@@ -172,8 +191,11 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "loadavg_1_5_15_before": load_before,
         "loadavg_1_5_15_after": os.getloadavg(),
-        "note": "shared machine: ratio_of_medians is noisy; ratio_from_update_time = 1 + "
-        "median(update) / median(step without recording) is the steadier estimate",
+        "native_kernel": native_status(),
+        "command": "PYTHONPATH=. python benchmarks/recording_overhead.py " + " ".join(sys.argv[1:]),
+        "note": "shared machine: ratio_of_medians is noisy; paired_ratio (median of per-round "
+        "ratios) and ratio_from_update_time = 1 + median(update) / median(step without "
+        "recording) are the steadier estimates",
         "results": rows,
     }
     out = Path(args.out)

@@ -176,7 +176,8 @@ def test_save_refuses_foreign_directory_and_load_reports_missing(tmp_path):
         ({"m": 0.5}, "m: expected a finite number > 1.0"),
         ({"method": "soft"}, "method: expected one of 'kmeans', 'fcm', 'hard', got 'soft'"),
         ({"random_state": -1}, "random_state: expected None, an int >= 0"),
-        ({"n_init": 0}, "n_init: expected an int >= 1, got 0"),
+        ({"n_init": 0}, "n_init: expected one of 'auto' or an int >= 1, got 0"),
+        ({"device": "gpu"}, "device: expected one of 'cpu', 'cuda', 'auto', got 'gpu'"),
         ({"task_names": ["a", "b"]}, "task_names: expected 50 names"),
         ({"task_names": ["a"] * 50}, "task_names: expected unique names, got \"'a' more"),
     ],
@@ -265,3 +266,15 @@ def test_groups_saved_by_version_1_still_load(tmp_path):
     (old / "centroids.parquet").unlink()
     with pytest.raises(ValueError, match="missing centroids.parquet"):
         TaskGroups.load(old)
+
+
+def test_device_cuda_without_gpu_faiss_says_what_to_install():
+    import faiss
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("faiss sees a GPU here (tests/test_gpu.py covers it)")
+    x, truth = planted(t=60, d=20, k=3)
+    with pytest.raises(ValueError, match=r"device: expected 'cpu' or 'auto' here: .*faiss-gpu"):
+        group(x, 3, device="cuda", progress=False)
+    auto = group(x, 3, device="auto", progress=False)  # falls back to the CPU
+    np.testing.assert_array_equal(auto.labels, group(x, 3, device="cpu", progress=False).labels)

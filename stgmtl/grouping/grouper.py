@@ -38,6 +38,7 @@ from stgmtl.grouping.reduce import (
     AUTO_MAX_COMPONENTS,
     ReduceMethod,
     as_float_matrix,
+    distinct_rows,
     reduce_features,
 )
 
@@ -128,8 +129,10 @@ class TaskGrouper(BaseEstimator):
         ``"hard"``: k-means with one-hot memberships.
     m : float
         Fuzzifier ``> 1`` (STG-MTL: 1.07). Memberships use Euclidean distances.
-    n_init : int
-        k-means restarts; the lowest inertia wins.
+    n_init : int or "auto"
+        k-means restarts; the lowest inertia wins. ``"auto"`` (default): 10, fewer for large
+        problems (:func:`~stgmtl.grouping.kmeans.auto_n_init`: one Lloyd iteration of all
+        restarts within about 2**31 multiply-adds), where swap rounds repair the seeding.
     max_iter : int
         Lloyd iterations per restart (faiss stops earlier when converged).
     init : str
@@ -159,6 +162,10 @@ class TaskGrouper(BaseEstimator):
         1 thread for small problems (``T * k * d < 2**24``) else all available cores.
     progress : bool
         Show progress bars over feature blocks (only for inputs of at least 2**24 values).
+    device : {"cpu", "cuda", "auto"}
+        Where faiss runs k-means: ``"cuda"`` needs faiss with GPU support (the ``stgmtl[gpu]``
+        extra, ``faiss-gpu``) and a GPU, ``"auto"`` uses a GPU when faiss sees one. The
+        reduction, seeding, swaps and memberships run on the CPU either way.
 
     Attributes
     ----------
@@ -185,7 +192,7 @@ class TaskGrouper(BaseEstimator):
         *,
         method: GroupMethod = "kmeans",
         m: float = 1.07,
-        n_init: int = 10,
+        n_init: int | Literal["auto"] = "auto",
         max_iter: int = 100,
         init: KMeansInit = "greedy-k-means++",
         reduce: ReduceMethod = "auto",
@@ -200,6 +207,7 @@ class TaskGrouper(BaseEstimator):
         random_state: Any = 0,
         n_threads: int | None = None,
         progress: bool = True,
+        device: Literal["cpu", "cuda", "auto"] = "cpu",
     ) -> None:
         self.n_groups = n_groups
         self.method = method
@@ -219,12 +227,13 @@ class TaskGrouper(BaseEstimator):
         self.random_state = random_state
         self.n_threads = n_threads
         self.progress = progress
+        self.device = device
 
     _parameter_constraints: dict[str, list[Any]] = {
         "n_groups": [Interval(int, 1)],
         "method": [Options(_GROUP_METHODS)],
         "m": [Interval(float, 1.0, low_open=True)],
-        "n_init": [Interval(int, 1)],
+        "n_init": [Options(("auto",)), Interval(int, 1)],
         "max_iter": [Interval(int, 1)],
         "init": [Options(("greedy-k-means++", "k-means++", "faiss-random", "faiss-k-means++"))],
         "reduce": [Options(("auto", "none", "pca", "rpca", "projection"))],
@@ -239,6 +248,7 @@ class TaskGrouper(BaseEstimator):
         "random_state": [RANDOM_STATE],
         "n_threads": [Options((None,)), Interval(int, 1)],
         "progress": [Instance((bool,), "True or False")],
+        "device": [Options(("cpu", "cuda", "auto"))],
     }
 
     def _validate(self) -> int:
@@ -311,7 +321,7 @@ class TaskGrouper(BaseEstimator):
         n = emb.shape[0]
         self._check_sizes(k, n)
         names = _task_names(task_names, n)
-        n_distinct = len(np.unique(emb, axis=0))
+        n_distinct = distinct_rows(emb)
         if n_distinct < k:
             raise ValueError(
                 f"only {n_distinct} distinct task feature vectors, fewer than n_groups={k}; "
@@ -325,8 +335,11 @@ class TaskGrouper(BaseEstimator):
             init=self.init,
             random_state=seed,
             n_threads=self.n_threads,
+            device=self.device,
         )
-        centers, d2, n_iter = km.centroids.astype(np.float64), km.sq_distances, km.n_iter
+        # distances in the reduced features' units (the embedding is reduced / red.scale)
+        centers, n_iter = km.centroids.astype(np.float64), km.n_iter
+        d2 = km.sq_distances if red.scale == 1.0 else km.sq_distances * red.scale**2
         labels = km.labels
         refined = self._should_refine(X, red.method, red.explained_variance_ratio)
         if refined:
@@ -338,16 +351,16 @@ class TaskGrouper(BaseEstimator):
                 block_size=self.block_size,
                 progress=progress,
             )
-            onehot = np.zeros((n, k))
-            onehot[np.arange(n), labels] = 1.0
-            counts = np.maximum(onehot.sum(axis=0), 1.0)
-            centers = (onehot.T @ emb.astype(np.float64)) / counts[:, None]
+            counts = np.maximum(np.bincount(labels, minlength=k), 1)
+            sums = np.zeros((k, emb.shape[1]))
+            np.add.at(sums, labels, emb.astype(np.float64))
+            centers = sums / counts[:, None]  # group means of the embedding
         if self.method == "fcm":
             centers, memb, obj, n_iter = fuzzy_cmeans(
                 emb, centers, self.m, max_iter=self.fcm_max_iter, tol=self.tol
             )
-            d2 = sq_distances(emb, centers)
-            self.objective_ = obj
+            d2 = sq_distances(emb, centers) * red.scale**2
+            self.objective_ = obj * red.scale**2
         elif self.method == "hard":
             memb = np.zeros((n, k))
             memb[np.arange(n), labels] = 1.0

@@ -20,7 +20,7 @@ import numpy as np
 
 from stgmtl._checks import fail
 from stgmtl.grouping.kmeans import sq_distances
-from stgmtl.grouping.reduce import to_numpy
+from stgmtl.grouping.reduce import check_magnitude, to_numpy
 
 __all__ = ["fuzzy_cmeans", "fuzzy_memberships", "log_memberships"]
 
@@ -112,6 +112,7 @@ def fuzzy_cmeans(
     """
     m = _check_m(m)
     x64 = np.asarray(x, dtype=np.float64)
+    check_magnitude(x64, "x")
     c = np.asarray(init_centroids, dtype=np.float64).copy()
     scale = float(np.sqrt(((x64 - x64.mean(axis=0)) ** 2).sum(axis=1).mean())) or 1.0
     n_iter = 0

@@ -64,7 +64,10 @@ __all__ = [
     "Passes",
     "ReduceMethod",
     "ReducedFeatures",
+    "MAX_MAGNITUDE",
     "as_float_matrix",
+    "check_magnitude",
+    "distinct_rows",
     "reduce_features",
     "to_numpy",
 ]
@@ -92,12 +95,17 @@ class ReducedFeatures:
     explained_variance_ratio : float
         Share of the variance kept by the PCA step (1.0 for ``"none"``); for ``"rpca"`` and
         ``"projection"`` it is measured within the sketched subspace.
+    scale : float
+        A power of two: the reduced features are ``scale * embedding``. 1.0 unless their
+        magnitude lies outside ``[2**-60, 2**60]``, where float32 squares would underflow or
+        overflow (distances in the embedding are then ``scale**2`` times too small).
     """
 
     embedding: np.ndarray
     method: str
     n_features_in: int
     explained_variance_ratio: float
+    scale: float = 1.0
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -132,13 +140,73 @@ def as_float_matrix(x: Any, name: str = "data") -> np.ndarray:
     return arr
 
 
-def _check_finite(block: np.ndarray, col0: int) -> None:
-    if not np.isfinite(block).all():
+# Magnitudes: every float32 product of the reduction works on column blocks divided by a power
+# of two (exact) when their largest |value| lies outside [2**-40, 2**40], so that squares and
+# sums of products stay far inside float32's range; float64 sums hold the true units. Inputs must
+# lie within MAX_MAGNITUDE (float64 squares of larger values overflow): grouping is scale-
+# invariant, so such features can be divided by a constant first.
+MAX_MAGNITUDE = 1e100
+_SAFE = (2.0**-40, 2.0**40)
+
+
+def _block_scale(block: np.ndarray, col0: int) -> float:
+    """Power of two to divide ``block`` by (1.0 when it is safe as it is); checks finiteness."""
+    lo, hi = float(block.min()), float(block.max())  # NaN propagates; no (T, b) temporary
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         t, j = np.argwhere(~np.isfinite(block))[0]
         raise ValueError(
             f"data contains a non-finite value ({block[t, j]}) at task {t}, feature {col0 + j}; "
             "remove or impute NaN/inf features before grouping"
         )
+    top = max(abs(lo), abs(hi))
+    if top > MAX_MAGNITUDE:
+        raise ValueError(
+            f"data: expected feature values of magnitude at most {MAX_MAGNITUDE:g}, got "
+            f"{top:g} (feature block from column {col0}); grouping is scale-invariant, so "
+            "divide the features by a constant (e.g. their largest value) first"
+        )
+    if top == 0.0 or _SAFE[0] <= top <= _SAFE[1]:
+        return 1.0
+    return float(2.0 ** np.round(np.log2(top)))
+
+
+def check_magnitude(x: np.ndarray, name: str = "data") -> None:
+    """Raise a ValueError unless ``x`` is finite with ``max |x| <= MAX_MAGNITUDE``."""
+    if x.size == 0:
+        return
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    top = max(abs(lo), abs(hi))
+    if top > MAX_MAGNITUDE:
+        raise ValueError(
+            f"{name}: expected feature values of magnitude at most {MAX_MAGNITUDE:g}, got "
+            f"{top:g}; grouping is scale-invariant, so divide the features by a constant "
+            "(e.g. their largest value) first"
+        )
+
+
+def distinct_rows(emb: np.ndarray, rel: float = 1e-6) -> int:
+    """Rows of ``emb`` that differ by more than ``rel`` x its RMS spread (rounding aside).
+
+    Identical tasks reach the embedding with rounding differences (blocked matrix products
+    round rows at different positions differently), so exact comparison would count them as
+    distinct.
+    """
+    x = np.asarray(emb, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    spread = float(np.sqrt(np.mean(np.einsum("ij,ij->i", xc, xc)))) if xc.size else 0.0
+    if spread == 0.0:
+        return 1 if len(x) else 0
+    return len(np.unique(np.round(xc / (rel * spread)), axis=0))
+
+
+def _scaled(block: np.ndarray, scale: float) -> np.ndarray:
+    return block if scale == 1.0 else block * (1.0 / scale)
+
+
+def _check_finite(block: np.ndarray, col0: int) -> None:
+    _block_scale(block, col0)
 
 
 def _default_block(n_rows: int) -> int:
@@ -228,30 +296,39 @@ def _noise_edge(sumsq: float, n: int, dim: int) -> float:
 
 
 class Passes:
-    """Streaming passes over column blocks; a one-shot iterator allows a single pass."""
+    """Streaming passes over column blocks; a one-shot iterator allows a single pass.
+
+    Blocks come divided by their power-of-two scale (see ``MAX_MAGNITUDE``): a pass yields
+    ``(first column, scaled block, float64 column means of the scaled block, scale)``, and the
+    true block is ``scale * scaled block``. Scales are found in the first pass and reused.
+    """
 
     def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
         self.data, self.block_size, self.progress = data, block_size, progress
         self.one_shot = not isinstance(data, np.ndarray) and not callable(data)
         self.n_done, self.n_cols, self.varies, self.sumsq = 0, 0, False, 0.0
+        self.scales: list[float] = []
 
-    def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(first column, block, float64 column means)``."""
+    def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+        """Yield ``(first column, scaled block, float64 column means, scale)``."""
         if self.one_shot and self.n_done:
             raise RuntimeError("a one-shot iterator of blocks can be read once; pass a callable")
         first = self.n_done == 0
         self.n_done += 1
         it = _iter_blocks(self.data, self.block_size)
-        for c0, block in tqdm(it, desc=desc, unit="block", disable=not self.progress, leave=False):
+        for i, (c0, raw) in enumerate(tqdm(it, desc=desc, unit="block", disable=not self.progress,
+                                           leave=False)):  # fmt: skip
             if first:
-                _check_finite(block, c0)
-                self.n_cols = c0 + block.shape[1]
-                self.varies = self.varies or bool((block != block[:1]).any())
+                self.scales.append(_block_scale(raw, c0))
+                self.n_cols = c0 + raw.shape[1]
+                self.varies = self.varies or bool((raw != raw[:1]).any())
+            scale = self.scales[i]
+            block = _scaled(raw, scale)
             mean = block.mean(axis=0, dtype=np.float64)
             if first:  # centred sum of squares, for the noise level of n_components="auto"
-                rows = np.einsum("ij,ij->i", block, block).sum(dtype=np.float64)
-                self.sumsq += float(rows) - block.shape[0] * float(mean @ mean)
-            yield c0, block, mean
+                rows = np.einsum("ij,ij->i", block, block).sum(dtype=np.float64)  # scaled: safe
+                self.sumsq += (float(rows) - block.shape[0] * float(mean @ mean)) * scale**2
+            yield c0, block, mean, scale
 
 
 def _gram(passes: Passes) -> np.ndarray:
@@ -259,19 +336,24 @@ def _gram(passes: Passes) -> np.ndarray:
     # a (T <= projection_dim)-square output gains little from BLAS threads, and threads that
     # wait on each other cost 10x on a busy machine (measured); one thread is the safe choice
     with threadpool_limits(limits=1, user_api="blas"):
-        for _, block, mean in passes.blocks("reduce (gram)"):
+        for _, block, mean, scale in passes.blocks("reduce (gram)"):
             b64 = block - mean  # float64, centred
-            gram = b64 @ b64.T if gram is None else gram + b64 @ b64.T
+            part = b64 @ b64.T
+            if scale != 1.0:
+                part *= scale * scale
+            gram = part if gram is None else gram + part
     assert gram is not None
     return gram
 
 
 def _sketch(passes: Passes, seed: int, r: int) -> np.ndarray:
     y = None
-    for c0, block, mean in passes.blocks("reduce (sketch)"):
+    for c0, block, mean, scale in passes.blocks("reduce (sketch)"):
         omega = _projection_rows(seed, c0, c0 + block.shape[1], r)
         b32 = block if block.dtype == np.float32 else block.astype(np.float32)
         part = (b32 @ omega).astype(np.float64) - mean @ omega
+        if scale != 1.0:
+            part *= scale
         y = part if y is None else y + part
     assert y is not None
     return y
@@ -282,10 +364,13 @@ def _power(passes: Passes, q: np.ndarray, i: int) -> np.ndarray:
     q32 = q.astype(np.float32)
     colsum = q.sum(axis=0)
     y = np.zeros_like(q)
-    for _, raw, mean in passes.blocks(f"reduce (pass {i})"):
+    for _, raw, mean, scale in passes.blocks(f"reduce (pass {i})"):
         block = raw if raw.dtype == np.float32 else raw.astype(np.float32)
-        p = (block.T @ q32).astype(np.float64) - np.outer(mean, colsum)  # X_c^T q, (b, r)
-        y += (block @ p.astype(np.float32)).astype(np.float64) - mean @ p
+        p = (block.T @ q32).astype(np.float64) - np.outer(mean, colsum)  # X_c^T q / scale
+        part = (block @ p.astype(np.float32)).astype(np.float64) - mean @ p
+        if scale != 1.0:
+            part *= scale * scale
+        y += part
     return y
 
 
@@ -378,11 +463,14 @@ def reduce_features(
         return {"edge": edge, "min_components": int(min_components)}
 
     if method == "none":
-        parts = [_f32(block) for _, block, _ in passes.blocks("reduce")]
-        x = np.ascontiguousarray(np.hstack(parts) if len(parts) > 1 else parts[0])
-        if np.all(x == x[:1]):
+        parts = [(block, scale) for _, block, _, scale in passes.blocks("reduce")]
+        if all(scale == 1.0 for _, scale in parts):
+            x = np.hstack([b for b, _ in parts]) if len(parts) > 1 else parts[0][0]
+        else:
+            x = np.hstack([b.astype(np.float64) * scale for b, scale in parts])
+        if not passes.varies:
             _top_components(np.zeros((1, 1)), 1)  # raises the "identical features" error
-        return ReducedFeatures(x, "none", x.shape[1], 1.0)
+        return _reduced(x, "none", x.shape[1], 1.0)
 
     if method == "pca":
         if isinstance(data, np.ndarray) and data.shape[0] > data.shape[1]:
@@ -390,13 +478,13 @@ def reduce_features(
             xc = data - data.mean(axis=0, dtype=np.float64)
             edge = _noise_edge(float((xc**2).sum()), *data.shape)
             vals, vecs, ratio = _top_components(xc.T @ xc, n_components, **kw(edge))
-            return ReducedFeatures(_f32(xc @ vecs), "pca", data.shape[1], ratio)
+            return _reduced(xc @ vecs, "pca", data.shape[1], ratio)
         gram = _gram(passes)
         if not passes.varies:
             gram[:] = 0.0  # rounding aside, every task is the same
         edge = _noise_edge(float(np.trace(gram)), gram.shape[0], passes.n_cols)
         vals, vecs, ratio = _top_components(gram, n_components, **kw(edge))
-        return ReducedFeatures(_f32(vecs * np.sqrt(vals)), "pca", passes.n_cols, ratio)
+        return _reduced(vecs * np.sqrt(vals), "pca", passes.n_cols, ratio)
 
     seed = int(random_state)
     y = _sketch(passes, seed, projection_dim)
@@ -407,14 +495,14 @@ def reduce_features(
         y -= y.mean(axis=0)
         edge = _noise_edge(passes.sumsq, y.shape[0], passes.n_cols)
         vals, vecs, ratio = _top_components(y.T @ y, n_components, **kw(edge))
-        return ReducedFeatures(_f32(y @ vecs), "projection", passes.n_cols, ratio)
+        return _reduced(y @ vecs, "projection", passes.n_cols, ratio)
     for i in range(n_power_iter + 1):
         with threadpool_limits(limits=1, user_api="blas"):
             q = np.linalg.qr(y)[0]
         y = _power(passes, q, i + 2)
     edge = _noise_edge(passes.sumsq, y.shape[0], passes.n_cols)
     vals, vecs, ratio = _top_components(q.T @ y, n_components, **kw(edge))  # raises if constant
-    return ReducedFeatures(_f32(q @ (vecs * np.sqrt(vals))), "rpca", passes.n_cols, ratio)
+    return _reduced(q @ (vecs * np.sqrt(vals)), "rpca", passes.n_cols, ratio)
 
 
 def _auto_method(data: Any, n_rows: int | None, one_shot: bool, n_components: int) -> ReduceMethod:
@@ -432,3 +520,13 @@ def _auto_method(data: Any, n_rows: int | None, one_shot: bool, n_components: in
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _reduced(emb: np.ndarray, method: str, n_in: int, ratio: float) -> ReducedFeatures:
+    """The float32 embedding, divided by a power of two if float32 squares would misbehave."""
+    top = float(np.max(np.abs(emb))) if emb.size else 0.0
+    scale = 1.0
+    if top > 0.0 and not 2.0**-60 <= top <= 2.0**60:
+        scale = float(2.0 ** np.round(np.log2(top)))
+        emb = emb / scale
+    return ReducedFeatures(_f32(emb), method, n_in, ratio, scale)

@@ -14,7 +14,7 @@ import torch
 
 from stgmtl.record.update import CHUNK_ELEMENTS, scratch_buffer
 
-__all__ = ["UpdateRules", "check_update", "check_values"]
+__all__ = ["UpdateRules", "check_update", "check_values", "raise_bad_values"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def check_update(
     indices = indices.to(device=device, dtype=torch.int64)
     mask = None if mask is None else mask.to(device)
     valid = None if valid is None else valid.to(device)
-    if rec.validate and b > 0:
+    if (rec.validate or device.type == "cpu") and b > 0:  # on CPU the check costs no sync
         ilo_, ihi_ = torch.stack(torch.aminmax(indices)).tolist()  # (B,): one small transfer
         if ilo_ < 0 or ihi_ >= rec.num_samples:
             raise ValueError(
@@ -143,13 +143,32 @@ def check_values(
         bad_y = torch.zeros((), dtype=torch.float64, device=y.device)
         ylo, yhi = torch.aminmax(y.to(torch.int64) if y.dtype == torch.bool else y)
     vals = torch.stack([v.to(torch.float64) for v in (zlo, zhi, ylo, yhi, bad_y)]).tolist()
-    zlo_, zhi_, ylo_, yhi_, bad = vals
-    if not (abs(zlo_) < float("inf") and abs(zhi_) < float("inf")):
-        raise ValueError(f"logits: expected finite values, got NaN or inf (min {zlo_}, max {zhi_})")
     top = (int(logits.shape[2]) - 1) if rec.task_type == "multiclass" else 1
-    if bad or ylo_ < 0 or yhi_ > top:
-        what = f"class ids in [0, {top}]" if top > 1 else "labels 0 or 1"
-        seen = "values other than 0 and 1" if bad else f"values in [{ylo_:g}, {yhi_:g}]"
-        where = " where mask is True" if mask is not None else ""
-        raise ValueError(f"targets: expected {what}{where}, got {seen}")
+    raise_bad_values(tuple(vals), top, mask is not None)  # type: ignore[arg-type]
     return yb
+
+
+def raise_bad_values(
+    values: tuple[float, float, float, float, float], top: int, masked: bool
+) -> None:
+    """Raise if the checked values of a batch are bad; do nothing if they are good.
+
+    Parameters
+    ----------
+    values : tuple of float
+        ``(min logit, max logit, min target, max target, bad)``: NaN logit bounds for a NaN or
+        inf logit; ``bad`` nonzero when a binary target is other than 0 and 1.
+    top : int
+        Largest allowed target (1 for binary tasks, ``C - 1`` for ``C`` classes).
+    masked : bool
+        Whether a mask was given (targets are checked where it is True).
+    """
+    zlo, zhi, ylo, yhi, bad = values
+    if not (abs(zlo) < float("inf") and abs(zhi) < float("inf")):
+        raise ValueError(f"logits: expected finite values, got NaN or inf (min {zlo}, max {zhi})")
+    if bad or ylo < 0 or yhi > top:
+        what = f"class ids in [0, {top}]" if top > 1 else "labels 0 or 1"
+        inside = 0 <= ylo and yhi <= top
+        seen = "values other than 0 and 1" if bad and inside else f"values in [{ylo:g}, {yhi:g}]"
+        where = " where mask is True" if masked else ""
+        raise ValueError(f"targets: expected {what}{where}, got {seen}")

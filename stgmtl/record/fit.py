@@ -29,6 +29,7 @@ RECORDER_SETTINGS = (
     "probe_indices",
     "validate",
     "cpu_threads",
+    "kernel",
 )
 
 
@@ -129,7 +130,11 @@ class DataMapHook(Hook):
         if saved is None:
             return
         if self.recorder is None:
-            keep = {k: self.settings[k] for k in ("validate", "cpu_threads") if k in self.settings}
+            keep = {
+                k: self.settings[k]
+                for k in ("validate", "cpu_threads", "kernel")
+                if k in self.settings
+            }
             self.recorder = DataMapRecorder.from_state_dict(saved, recording=self.record, **keep)
         else:
             self.recorder.load_state_dict(saved)
@@ -211,9 +216,9 @@ def fit_datamaps(
         Settings of the :class:`DataMapRecorder` made for the run (see :data:`RECORDER_SETTINGS`):
         ``task_names``, ``task_type``, ``num_samples`` (default ``len(loader.dataset)``),
         ``snapshot_epochs``, ``snapshot_kind``, ``ddof``, ``probe_indices``, ``validate``,
-        ``cpu_threads``. The number of tasks comes from the first batch. ``snapshot_epochs``
-        and ``probe_indices`` are sets: they are stored sorted and without repeats
-        (``[3, 2, 2]`` is ``[2, 3]``); a snapshot epoch after ``epochs`` is an error.
+        ``cpu_threads``, ``kernel``. The number of tasks comes from the first batch.
+        ``snapshot_epochs`` and ``probe_indices`` are sets: they are stored sorted and without
+        repeats (``[3, 2, 2]`` is ``[2, 3]``); a snapshot epoch after ``epochs`` is an error.
 
     Returns
     -------

@@ -25,13 +25,15 @@ from stgmtl._checks import (
 )
 from stgmtl.batches import distributed_valid_mask
 from stgmtl.datamaps import DataMaps, moments_to_stats
-from stgmtl.record.checks import UpdateRules, check_update, check_values
+from stgmtl.record.checks import UpdateRules, check_update, check_values, raise_bad_values
+from stgmtl.record.native import NativeKernel, native_kernel, native_status
 from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
 from stgmtl.record.update import accumulate, scratch_buffer
 
 __all__ = ["DataMapRecorder", "datamap_state", "distributed_valid_mask"]
 
 _STATE_VERSION = 2
+_SETTINGS = ("validate", "recording", "cpu_threads", "kernel")
 _CONFIG_KEYS = ("num_tasks", "num_samples", "task_names", "task_type", "ddof",
                 "snapshot_epochs", "snapshot_kind", "probe_indices")  # fmt: skip
 
@@ -88,9 +90,12 @@ class DataMapRecorder:
     Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
 
     Devices: the state lives on the device of the first ``logits`` (later inputs are moved
-    there). On CPU the scatters are deterministic (``index_add_`` for the float sums on one
-    thread, ``index_put_(accumulate=True)`` otherwise); on CUDA ``index_add_`` (atomics:
-    float sums may differ in the last bits between runs). With
+    there). On CPU, binary batches go through the fused native kernel
+    (:mod:`stgmtl.record.native`: one checking and one update pass, rows in batch order, the
+    same result for any thread count) where it builds, else the pure-torch update; its scatters
+    are deterministic (``index_add_`` for the float sums on one thread,
+    ``index_put_(accumulate=True)`` otherwise); on CUDA ``index_add_`` (atomics: float sums may
+    differ in the last bits between runs). With
     ``validate=True`` each update reads two small results back to the host (index range,
     value checks), and ``probe_indices`` / ``valid`` select rows with ``nonzero``; pass
     ``validate=False`` to avoid host syncs on a GPU once the pipeline is known to be good.
@@ -122,10 +127,18 @@ class DataMapRecorder:
     recording : {"manual", "train", "eval"}
         Recording mode stored in the data maps (``fit_datamaps`` sets ``"train"`` or ``"eval"``).
     cpu_threads : int or None
-        Torch threads used while recording a CPU batch (restored afterwards); ``None`` keeps
-        torch's setting. Default 1: the recording passes are short and memory-bound, and on a
-        shared CPU every multi-threaded pass can wait for a descheduled thread (measured in
-        benchmarks/recording_overhead.py).
+        Threads used while recording a CPU batch (torch's setting is restored afterwards);
+        ``None`` uses torch's setting. Default 1: the recording passes are short and
+        memory-bound, and on a shared CPU every multi-threaded pass can wait for a descheduled
+        thread (measured in benchmarks/recording_overhead.py).
+    kernel : {"auto", "native", "torch"}
+        How a CPU batch of binary tasks is added. ``"native"``: the fused C++ kernel of
+        :mod:`stgmtl.record.native` (one checking pass and one update pass over the batch,
+        built on first use in about a second; raises if it cannot be built). ``"torch"``: the
+        pure-torch update of :mod:`stgmtl.record.update`. ``"auto"`` (default): native where it
+        is available, else torch. Both give the same statistics to float64 rounding (the native
+        kernel computes ``p`` in float64 also for float32 logits); CUDA and multi-class batches
+        always take the torch path.
     """
 
     def __init__(
@@ -142,6 +155,7 @@ class DataMapRecorder:
         validate: bool = True,
         recording: Literal["manual", "train", "eval"] = "manual",
         cpu_threads: int | None = 1,
+        kernel: Literal["auto", "native", "torch"] = "auto",
     ) -> None:
         self.num_tasks = check_int("num_tasks", num_tasks, low=1)
         self.num_samples = check_int("num_samples", num_samples, low=1)
@@ -166,6 +180,10 @@ class DataMapRecorder:
         if cpu_threads is not None:
             check_int("cpu_threads", cpu_threads, low=1)
         self.cpu_threads = cpu_threads
+        self.kernel = check_choice("kernel", kernel, ("auto", "native", "torch"))
+        if self.kernel == "native" and native_kernel() is None:
+            why = native_status()["reason"]
+            raise fail("kernel", f"'auto' or 'torch' (no native kernel here: {why})", kernel)
         self.spec = datamap_state(self.task_type)
         self._snap_spec = self.spec.snapshot_spec()
         self.num_classes: int | None = None
@@ -189,12 +207,12 @@ class DataMapRecorder:
             From :meth:`state_dict` (or a checkpoint that holds one).
         **settings
             The settings a state dict does not fix: ``validate``, ``recording``,
-            ``cpu_threads``.
+            ``cpu_threads``, ``kernel``.
         """
         config = _config_of(state_dict)
-        unknown = sorted(set(settings) - {"validate", "recording", "cpu_threads"})
+        unknown = sorted(set(settings) - set(_SETTINGS))
         if unknown:
-            raise fail("settings", "validate, recording or cpu_threads", unknown)
+            raise fail("settings", ", ".join(_SETTINGS), unknown)
         rec = cls(**config, **settings)
         rec.load_state_dict(state_dict)
         return rec
@@ -275,6 +293,10 @@ class DataMapRecorder:
         logits, targets, indices, mask, valid = check_update(
             rules, logits, targets, indices, mask, valid
         )
+        kernel = self._native(logits, targets)
+        if kernel is not None:
+            self._update_native(kernel, logits, targets, indices, mask, valid)
+            return
         threads = self.cpu_threads if logits.device.type == "cpu" else None
         before = torch.get_num_threads()
         if threads is not None and threads != before:
@@ -312,6 +334,52 @@ class DataMapRecorder:
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
+
+    def _native(self, logits: torch.Tensor, targets: torch.Tensor) -> NativeKernel | None:
+        """The native kernel when it applies: CPU, binary tasks, ``kernel`` not "torch"."""
+        if self.kernel == "torch" or self.task_type != "binary" or logits.device.type != "cpu":
+            return None
+        return native_kernel()
+
+    def _update_native(
+        self,
+        kernel: NativeKernel,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        mask: torch.Tensor | None,
+        valid: torch.Tensor | None,
+    ) -> None:
+        """One checking and one update pass in C++; nothing changes if the check fails."""
+        if self._lut is None and self.probe_indices is not None:
+            self._lut = self._make_lut(logits.device)
+        rows = indices if self._lut is None else self._lut[indices]
+        if valid is not None:
+            rows = torch.where(valid, rows, -1)
+        if rows.numel() == 0 or (
+            (self._lut is not None or valid is not None) and not bool((rows >= 0).any())
+        ):
+            return
+        z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        y = targets if targets.dtype != torch.int16 else targets.to(torch.int32)
+        fresh, carry = self._state is None, self._carry
+        if fresh:
+            self._allocate(logits.device)
+        state = self._state
+        assert state is not None
+        new_missing = mask is not None and state.get("missing") is None
+        if new_missing:
+            self.spec.enable(state, "missing", like="correct")
+        threads = self.cpu_threads if self.cpu_threads is not None else torch.get_num_threads()
+        refused = kernel.binary_update(
+            z, y, rows, mask, state, validate=self.validate, threads=threads
+        )
+        if refused is not None:  # put back what this call allocated, then explain
+            if fresh:
+                self._state, self._carry = None, carry
+            elif new_missing:
+                state["missing"] = None
+            raise_bad_values(refused, 1, mask is not None)
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:

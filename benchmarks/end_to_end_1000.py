@@ -1,0 +1,163 @@
+"""End to end at 1,000 real tasks: record and group a CIFAR-100 pairs suite in one training run.
+
+Suite: :func:`stgmtl.datasets.cifar100_pairs_suite` (50 disjoint class pairs x 20 annotators =
+1,000 binary tasks "is one of {a, b}", each annotator missing 20% of the positives; the ground
+truth groups are the pairs). One training run of STG-MTL's small CNN (1,000 logits) on the
+45,000 train45k images, batch 256, with two recorders updated after every step:
+
+- ``all rows``: every batch row recorded into a full ``(45,000, 1,000)`` state (final statistics,
+  no snapshots): the recording cost of the largest state;
+- ``probe``: ``probe_indices`` = 5,000 samples (seeded) with a snapshot after every epoch: the
+  data maps that are grouped (STG-MTL's features: confidence and variability per snapshot).
+
+Reported: step time without recording (median of the training part), the update time of each
+recorder (median; the overhead estimate ``1 + update / step``, as measured inside one run),
+state memory, grouping time (``stgmtl.group(dm, 50)``) and NMI / ARI against the pairs.
+
+Run (about 10 minutes on 2 cores; under the shared lock)::
+
+    STGMTL_DATA=/path/to/data PYTHONPATH=. python benchmarks/end_to_end_1000.py
+
+Writes benchmarks/results/end_to_end_1000.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from stgmtl import group
+from stgmtl.datasets import cifar100_pairs_suite
+from stgmtl.models import SmallCNN
+from stgmtl.record import DataMapRecorder
+from stgmtl.record.native import native_status
+
+
+def _state_bytes(rec: DataMapRecorder) -> int:
+    sd = rec.state_dict()
+    states = [sd["state"] or {}, *sd["snapshots"].values()]
+    tensors = [v for s in states for v in s.values() if v is not None]
+    return int(sum(v.numel() * v.element_size() for v in tensors))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--groups", type=int, default=50)
+    p.add_argument("--tasks-per-group", type=int, default=20)
+    p.add_argument("--miss-rate", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--probe", type=int, default=5000)
+    p.add_argument("--limit", type=int, default=None, help="images (default: all 45,000)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/end_to_end_1000.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    suite = cifar100_pairs_suite("train45k", n_groups=args.groups,
+                                 tasks_per_group=args.tasks_per_group, miss_rate=args.miss_rate,
+                                 seed=args.seed, limit=args.limit)  # fmt: skip
+    n, t = len(suite), suite.num_tasks
+    probe = np.sort(np.random.default_rng(args.seed).choice(n, min(args.probe, n), replace=False))
+    recs = {
+        "all_rows": DataMapRecorder(t, n, task_names=suite.task_names),
+        "probe": DataMapRecorder(
+            t,
+            n,
+            task_names=suite.task_names,
+            probe_indices=probe,
+            snapshot_epochs=range(1, args.epochs + 1),
+        ),  # fmt: skip
+    }
+    model = SmallCNN(t)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=suite.pos_weight())
+    train_s: list[float] = []
+    update_s: dict[str, list[float]] = {k: [] for k in recs}
+    t_run = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for x, y, idx in suite.loader(args.batch, shuffle=True, seed=args.seed + epoch):
+            t0 = time.perf_counter()
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_s.append(time.perf_counter() - t0)
+            for name, rec in recs.items():
+                t0 = time.perf_counter()
+                rec.update(logits, y, idx)
+                update_s[name].append(time.perf_counter() - t0)
+        for rec in recs.values():
+            rec.end_epoch()
+        print(f"epoch {epoch + 1}: loss {loss.item():.4f}, {time.perf_counter() - t_run:.0f} s",
+              flush=True)  # fmt: skip
+    run_s = time.perf_counter() - t_run
+    step = statistics.median(train_s)
+    dm = recs["probe"].compute()
+    t0 = time.perf_counter()
+    groups = group(dm, args.groups, progress=False)
+    group_s = time.perf_counter() - t0
+    truth = suite.task_group
+    result = {
+        "benchmark": "end_to_end_1000",
+        "command": "PYTHONPATH=. python benchmarks/end_to_end_1000.py " + " ".join(sys.argv[1:]),
+        "suite": {
+            "tasks": t,
+            "groups": args.groups,
+            "tasks_per_group": args.tasks_per_group,
+            "miss_rate": args.miss_rate,
+            "images": n,
+        },  # fmt: skip
+        "model": "SmallCNN (STG-MTL's small CNN), Adam 1e-3, BCE with pos_weight",
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "threads": args.threads,
+        "training_run_s": run_s,
+        "median_train_step_s": step,
+        "recorders": {
+            name: {
+                "rows": "all" if name == "all_rows" else f"probe {len(probe)}",
+                "snapshots": len(rec.snapshot_epochs),
+                "state_bytes": _state_bytes(rec),
+                "median_update_s": statistics.median(update_s[name]),
+                "overhead_from_update_time": 1 + statistics.median(update_s[name]) / step,
+                "total_update_s": float(sum(update_s[name])),
+            }
+            for name, rec in recs.items()
+        },
+        "grouping": {
+            "features": "datamap (confidence, variability per snapshot)",
+            "feature_dim": int(2 * len(probe) * len(dm.snapshot_epochs)),
+            "time_s": group_s,
+            "reduction": groups.reduction,
+            "nmi": float(normalized_mutual_info_score(truth, groups.labels)),
+            "ari": float(adjusted_rand_score(truth, groups.labels)),
+        },
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "native_kernel": native_status(),
+        "torch": torch.__version__,
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

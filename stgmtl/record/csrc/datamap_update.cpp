@@ -1,0 +1,306 @@
+// Fused CPU update of a DataMapRecorder state for binary tasks (loaded by stgmtl/record/native.py).
+//
+// Plain C++ behind a C interface (no torch headers: it builds in about a second and does not
+// depend on the torch version). One call checks a batch and, only if every checked value is
+// good, adds it to the state in one pass over each batch row:
+//
+//   p = sigmoid(z) where y = 1, sigmoid(-z) where y = 0   (computed in float64 from z)
+//   s1 += p;  s2 += p * p;  correct += ((z > 0) == y);  targets = y;  seen += 1
+//   where the mask is False: missing += 1 and nothing else changes.
+//
+// Rows whose state row is negative are skipped (samples outside probe_indices, invalid rows).
+// Threads split the task columns, and every thread walks the rows in batch order, so each state
+// element is updated by one thread in batch order: the result does not depend on the number of
+// threads, and duplicate sample ids accumulate as a sequential loop would.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+// exp(x) in float64 without branches, so that compilers vectorise the loops that call it:
+// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13 (truncation below
+// 1e-17 relative), times 2^n built in the exponent bits. x is clamped to [-708, 709], where
+// exp stays a normal float64 (the sigmoid needs no more).
+inline double exp_f64(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  x = x > 709.0 ? 709.0 : x;
+  const double shift = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const double nf = x * 1.4426950408889634 + shift;
+  const double n = nf - shift;
+  const double r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
+  double p = 1.0 / 6227020800.0;
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t bits;
+  std::memcpy(&bits, &nf, sizeof bits);  // the low bits of nf hold n
+  bits = (bits - 0x4338000000000000LL + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// 1.0 for a positive label, else 0.0 (values are 0 or 1 once checked); integer labels are
+// compared as integers (AVX2 has no int64 -> double conversion).
+template <typename Y>
+inline double as_label(Y y) {
+  if constexpr (std::is_integral<Y>::value) {
+    return y > 0 ? 1.0 : 0.0;
+  } else {
+    return y > Y(0.5) ? 1.0 : 0.0;
+  }
+}
+
+// Nonzero when a label is other than 0 and 1 (or NaN).
+template <typename Y>
+inline int not_binary(Y y) {
+  if constexpr (std::is_integral<Y>::value) {
+    return (y != 0 && y != 1) ? 1 : 0;
+  } else {
+    const double w = static_cast<double>(y);
+    return (w - w * w != 0.0) ? 1 : 0;  // 0 for 0 and 1, nonzero or NaN otherwise
+  }
+}
+
+// Whether any kept logit is NaN or inf (bit 0) and any observed target is other than 0 and 1
+// (bit 1): integer OR-reductions, which compilers vectorise.
+template <typename Z, typename Y>
+int check_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, int64_t B,
+               int64_t T, int64_t t0, int64_t t1) {
+  int nonfinite = 0, bad = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    if (rows[i] < 0) continue;
+    const Z* __restrict zi = z + i * T;
+    const Y* __restrict yi = y + i * T;
+    for (int64_t t = t0; t < t1; ++t) {
+      const double v = static_cast<double>(zi[t]);
+      nonfinite |= (v - v != 0.0) ? 1 : 0;  // inf - inf and NaN - NaN are NaN
+    }
+    if (mask == nullptr) {
+      for (int64_t t = t0; t < t1; ++t) bad |= not_binary(yi[t]);
+    } else {
+      const uint8_t* __restrict mi = mask + i * T;
+      for (int64_t t = t0; t < t1; ++t) bad |= mi[t] ? not_binary(yi[t]) : 0;
+    }
+  }
+  return nonfinite | (bad << 1);
+}
+
+// For the message of a refused batch (slow path): min / max of the kept logits and of the
+// observed targets, and whether a target is other than 0 and 1 (NaN logits give NaN bounds).
+template <typename Z, typename Y>
+void describe_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, int64_t B,
+                   int64_t T, int flags, double* out) {
+  const double inf = std::numeric_limits<double>::infinity();
+  double zmin = inf, zmax = -inf, ymin = inf, ymax = -inf;
+  for (int64_t i = 0; i < B; ++i) {
+    if (rows[i] < 0) continue;
+    for (int64_t t = 0; t < T; ++t) {
+      const double v = static_cast<double>(z[i * T + t]);
+      zmin = std::fmin(zmin, v);
+      zmax = std::fmax(zmax, v);
+      if (mask && !mask[i * T + t]) continue;
+      const double w = static_cast<double>(y[i * T + t]);
+      ymin = std::fmin(ymin, w);
+      ymax = std::fmax(ymax, w);
+    }
+  }
+  if (flags & 1) zmin = zmax = std::numeric_limits<double>::quiet_NaN();
+  out[0] = zmin;
+  out[1] = zmax;
+  out[2] = ymin;
+  out[3] = ymax;
+  out[4] = (flags & 2) ? 1.0 : 0.0;
+}
+
+// Columns per tile: a tile's converted inputs (12 bytes per column) stay in the L1 cache.
+constexpr int64_t kTile = 1024;
+
+// The dtype-independent core of the update on one tile: u = -z where y = 1 and z where y = 0
+// (so p = sigmoid(-u) = 1 / (1 + exp(u))), ok = 1 for a right prediction, lab the label, on = 1
+// where the label is observed (always 1 without a mask).
+inline void add_tile(const double* __restrict u, const int32_t* __restrict ok,
+                     const int8_t* __restrict lab, int64_t n, double* __restrict a,
+                     double* __restrict b, int32_t* __restrict c, int8_t* __restrict g) {
+  for (int64_t t = 0; t < n; ++t) {
+    const double p = 1.0 / (1.0 + exp_f64(u[t]));
+    a[t] += p;
+    b[t] += p * p;
+    c[t] += ok[t];
+    g[t] = lab[t];
+  }
+}
+
+inline void add_tile_masked(const double* __restrict u, const int32_t* __restrict ok,
+                            const int8_t* __restrict lab, const uint8_t* __restrict on, int64_t n,
+                            double* __restrict a, double* __restrict b, int32_t* __restrict c,
+                            int8_t* __restrict g, int32_t* __restrict m) {
+  for (int64_t t = 0; t < n; ++t) {
+    const double w = on[t] ? 1.0 : 0.0;
+    const double p = w / (1.0 + exp_f64(u[t]));
+    a[t] += p;
+    b[t] += p * p;
+    c[t] += on[t] ? ok[t] : 0;
+  }
+  for (int64_t t = 0; t < n; ++t) {  // keep the larger target where observed (as the torch path)
+    const int8_t old = g[t];
+    const int8_t top = lab[t] > old ? lab[t] : old;
+    g[t] = on[t] ? top : old;
+    m[t] += on[t] ? 0 : 1;
+  }
+}
+
+template <typename Z, typename Y>
+void add_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, int64_t B,
+              int64_t T, int64_t t0, int64_t t1, double* s1, double* s2, int32_t* correct,
+              int8_t* targets, int32_t* missing) {
+  alignas(64) double u[kTile];
+  alignas(64) int32_t ok[kTile];
+  alignas(64) int8_t lab[kTile];
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t r = rows[i];
+    if (r < 0) continue;
+    for (int64_t j0 = t0; j0 < t1; j0 += kTile) {
+      const int64_t n = (t1 - j0) < kTile ? (t1 - j0) : kTile;
+      const Z* __restrict zi = z + i * T + j0;
+      const Y* __restrict yi = y + i * T + j0;
+      for (int64_t t = 0; t < n; ++t) {  // convert: the only dtype-dependent loop
+        const double v = static_cast<double>(zi[t]);
+        const double yv = as_label(yi[t]);
+        u[t] = v * (1.0 - 2.0 * yv);
+        ok[t] = ((v > 0.0) == (yv > 0.5)) ? 1 : 0;
+        lab[t] = static_cast<int8_t>(yv);
+      }
+      const int64_t at = r * T + j0;
+      if (mask == nullptr) {
+        add_tile(u, ok, lab, n, s1 + at, s2 + at, correct + at, targets + at);
+      } else {
+        add_tile_masked(u, ok, lab, mask + i * T + j0, n, s1 + at, s2 + at, correct + at,
+                        targets + at, missing + at);
+      }
+    }
+  }
+}
+
+// Run fn(t0, t1) over [0, T) split into `threads` column ranges (at least `grain` columns each).
+template <typename Fn>
+void for_columns(int64_t T, int threads, int64_t grain, Fn fn) {
+  int64_t parts = threads < 1 ? 1 : threads;
+  if (parts > T / grain) parts = T / grain > 1 ? T / grain : 1;
+  if (parts <= 1) {
+    fn(0, T, 0);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t step = (T + parts - 1) / parts;
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t t0 = p * step, t1 = (p + 1) * step < T ? (p + 1) * step : T;
+    pool.emplace_back([=] { fn(t0, t1, p); });
+  }
+  fn(0, step, 0);
+  for (auto& th : pool) th.join();
+}
+
+template <typename Z, typename Y>
+int run(const void* zv, const void* yv, const uint8_t* mask, const int64_t* rows, int64_t B,
+        int64_t T, int64_t R, double* s1, double* s2, int32_t* correct, int8_t* targets, int32_t* missing,
+        int64_t* seen, int validate, int threads, double* out) {
+  const Z* z = static_cast<const Z*>(zv);
+  const Y* y = static_cast<const Y*>(yv);
+  const int64_t grain = 2048;
+  for (int64_t i = 0; i < B; ++i) {  // always: a row out of range would write out of bounds
+    if (rows[i] >= R) {
+      out[0] = static_cast<double>(rows[i]);
+      return 2;
+    }
+  }
+  if (validate) {
+    std::vector<int> parts(threads < 1 ? 1 : threads, 0);
+    for_columns(T, threads, grain, [&](int64_t t0, int64_t t1, int64_t p) {
+      parts[p] = check_rows(z, y, mask, rows, B, T, t0, t1);
+    });
+    int flags = 0;
+    for (int f : parts) flags |= f;
+    if (flags != 0) {
+      describe_rows(z, y, mask, rows, B, T, flags, out);
+      return 1;  // refused: nothing written
+    }
+  }
+  for (int64_t i = 0; i < B; ++i)
+    if (rows[i] >= 0) seen[rows[i]] += 1;
+  for_columns(T, threads, grain, [&](int64_t t0, int64_t t1, int64_t) {
+    add_rows(z, y, mask, rows, B, T, t0, t1, s1, s2, correct, targets, missing);
+  });
+  return 0;
+}
+
+template <typename Z>
+int dispatch_y(int ycode, const void* z, const void* y, const uint8_t* mask, const int64_t* rows,
+               int64_t B, int64_t T, int64_t R, double* s1, double* s2, int32_t* correct, int8_t* targets,
+               int32_t* missing, int64_t* seen, int validate, int threads, double* out) {
+  switch (ycode) {
+    case 0:
+      return run<Z, float>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                           validate, threads, out);
+    case 1:
+      return run<Z, double>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                            validate, threads, out);
+    case 2:
+      return run<Z, uint8_t>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                             validate, threads, out);
+    case 3:
+      return run<Z, int8_t>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                            validate, threads, out);
+    case 4:
+      return run<Z, int32_t>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                             validate, threads, out);
+    case 5:
+      return run<Z, int64_t>(z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing, seen,
+                             validate, threads, out);
+    default:
+      return -1;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Version of this interface; native.py refuses a library that reports another.
+int stgmtl_datamap_abi(void) { return 1; }
+
+// zcode: 0 float32, 1 float64. ycode: 0 float32, 1 float64, 2 uint8 / bool, 3 int8, 4 int32,
+// 5 int64. mask (uint8 / bool) and missing may be null (then both are). out receives the
+// checked values (zmin, zmax, ymin, ymax, bad). R is the number of state rows. Returns 0 when
+// the batch was added, 1 when the check refused it, 2 when a row is >= R (out[0] holds it;
+// checked even without validate), -1 for an unsupported dtype code; nothing is written unless
+// it returns 0.
+int stgmtl_binary_update(int zcode, int ycode, const void* z, const void* y, const uint8_t* mask,
+                         const int64_t* rows, int64_t B, int64_t T, int64_t R, double* s1,
+                         double* s2,
+                         int32_t* correct, int8_t* targets, int32_t* missing, int64_t* seen,
+                         int validate, int threads, double* out) {
+  if (zcode == 0)
+    return dispatch_y<float>(ycode, z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing,
+                             seen, validate, threads, out);
+  if (zcode == 1)
+    return dispatch_y<double>(ycode, z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing,
+                              seen, validate, threads, out);
+  return -1;
+}
+}
