@@ -38,12 +38,21 @@ _EXPORTS: dict[str, str] = {
     "standley_select": "stgmtl.grouping.selection",
     "best_partition": "stgmtl.grouping.selection",
     # selection (end)
+    # the payoff harness (issue 12)
+    "run_payoff": "stgmtl.specialise",
+    "recommend": "stgmtl.specialise",
+    "Recommendation": "stgmtl.specialise",
+    "PayoffResult": "stgmtl.specialise",
+    "Splits": "stgmtl.specialise",
 }
 
 __all__ = [
     "DataMapRecorder",
     "DataMaps",
     "IndexedDataset",
+    "PayoffResult",
+    "Recommendation",
+    "Splits",
     "TaskAffinity",
     "TaskGrouper",
     "TaskGroups",
@@ -55,7 +64,9 @@ __all__ = [
     "fit_datamaps",
     "fuzzy_memberships",
     "group",
+    "recommend",
     "record_affinity",
+    "run_payoff",
     "select",
     "standley_select",
     "tag_select",
@@ -85,3 +96,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         fit_datamaps,
         record_affinity,
     )
+    from stgmtl.specialise import PayoffResult, Recommendation, Splits, recommend, run_payoff

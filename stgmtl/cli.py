@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from stgmtl.payoff_command import add_payoff_parser
+
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 _PROG = "stgmtl"
@@ -685,6 +687,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_report,
     _add_affinity,
     _add_demo,
+    add_payoff_parser,  # stgmtl/payoff_command.py
 ]
 
 

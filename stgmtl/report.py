@@ -29,6 +29,13 @@ from stgmtl._checks import check_random_state
 from stgmtl._io import atomic_file
 from stgmtl._version import __version__
 from stgmtl.plots import affinity_figure, datamap_grid, membership_figure
+from stgmtl.plots.payoff import (
+    payoff_figure,
+    selection_figure,
+    signal_scores_figure,
+    soft_hard_figure,
+    truth_figure,
+)
 from stgmtl.specialise.metrics import seed_means
 
 __all__ = ["render_report", "write_report"]
@@ -66,6 +73,7 @@ def render_report(
     soft_threshold: float = 0.2,
     random_state: Any = 0,
     progress: bool = True,
+    payoff: Any | None = None,
 ) -> str:
     """Build the report and return it as one HTML string.
 
@@ -98,15 +106,25 @@ def render_report(
         Seed of the point subsampling.
     progress : bool
         Show a progress bar while the data-map figures are drawn.
+    payoff : PayoffResult or None
+        The payoff harness's result (:func:`stgmtl.specialise.run_payoff`): its recommendation,
+        signal scores, payoff, soft-vs-hard and budgeted-selection tables and their figures.
 
     Returns
     -------
     str
         The complete HTML document.
     """
-    if datamaps is None and groups is None and evaluation is None and affinities is None:
+    if (
+        datamaps is None
+        and groups is None
+        and evaluation is None
+        and affinities is None
+        and payoff is None
+    ):
         raise ValueError(
-            "render_report needs at least one of datamaps, groups, evaluation, affinities; got none"
+            "render_report needs at least one of datamaps, groups, evaluation, affinities, payoff;"
+            " got none"
         )
     if max_tasks_per_figure < 1:
         raise ValueError(f"max_tasks_per_figure: expected >= 1, got {max_tasks_per_figure}")
@@ -132,6 +150,8 @@ def render_report(
         )
     if evaluation is not None:
         parts.append(_evaluation_section(evaluation))
+    if payoff is not None:
+        parts.append(_payoff_section(payoff))
     body = "\n".join(parts)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -484,6 +504,127 @@ def _evaluation_section(ev: pl.DataFrame) -> str:
         "without positives) is left out of that metric's mean.</p>"
         f"{summary_html}{per_task}</section>"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# --- payoff section (issue 12: does the grouping pay off?) ---------------------------------
+
+
+def _frame_html(df: pl.DataFrame, table_id: str, digits: int = 4) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = []
+    for r in df.iter_rows():
+        cells = []
+        for v in r:
+            if isinstance(v, float):
+                text = "&mdash;" if not np.isfinite(v) else f"{v:.{digits}f}"
+                cells.append(f'<td class="num">{text}</td>')
+            else:
+                cells.append(f"<td>{_e(str(v))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<table id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _payoff_section(result: Any) -> str:
+    rec = getattr(result, "recommendation", {}) or {}
+    parts = ['<section id="payoff"><h2>Does the grouping pay off?</h2>']
+    if rec:
+        parts.append(
+            f'<p id="recommendation"><strong>{_e(str(rec.get("message", "")))}</strong></p>'
+        )
+        groups = rec.get("groups") or []
+        if groups and not rec.get("one_model_best"):
+            items = "".join(f"<li>{_e(', '.join(g))}</li>" for g in groups)
+            parts.append(f"<p>Recommended groups:</p><ul>{items}</ul>")
+    scores = result.signal_scores
+    if scores.height:
+        cols = [
+            c
+            for c in (
+                "signal",
+                "spearman",
+                "spearman_lo",
+                "spearman_hi",
+                "kendall",
+                "p_value",
+                "top1",
+                "sign_accuracy",
+                "recording_cost",
+                "control",
+            )
+            if c in scores.columns
+        ]
+        parts.append(
+            "<h3>Signals against the measured gains (test)</h3><p>Rank correlation over "
+            "directed task pairs with 95% bootstrap intervals over tasks, one-sided "
+            "permutation p-value, top-1 partner accuracy, sign accuracy on pairs beyond "
+            "the noise floor; recording cost as a multiple of a plain training run."
+            "</p>"
+        )
+        if "truth_ceiling" in scores.columns:
+            row = scores.row(0, named=True)
+            parts.append(
+                f"<p>Truth reliability: the pair gains of one seed rank like another's with "
+                f"Spearman {_num(row['truth_seed_spearman'])}; no signal can rank-correlate with "
+                f"the mean gains much beyond {_num(row['truth_ceiling'])}.</p>"
+            )
+        parts.append(_frame_html(scores.select(cols), "payoff-signals", 3))
+        parts.append(_img(signal_scores_figure(scores), "signal scores", "payoff-figure"))
+    summary = result.summary
+    if summary.height:
+        test = summary.filter(pl.col("split") == "test")
+        cols = [
+            c
+            for c in (
+                "source",
+                "k",
+                "architecture",
+                "seeds",
+                "gain_vs_one",
+                "gain_vs_one_std",
+                "gain_vs_single",
+                "roc_auc",
+                "regret",
+            )
+            if c in test.columns
+        ]
+        parts.append(
+            "<h3>Payoff of each grouping (test)</h3><p>Mean relative loss decrease "
+            "against one model for all tasks (gain_vs_one) and against single-task "
+            "models, mean ROC AUC, regret against the best evaluated partition.</p>"
+        )
+        parts.append(_frame_html(test.select(cols), "payoff-summary"))
+        try:
+            parts.append(_img(payoff_figure(summary), "payoff", "payoff-figure"))
+        except ValueError:
+            pass
+    svh = result.soft_vs_hard
+    if svh.height:
+        parts.append("<h3>Soft or hard memberships</h3>")
+        parts.append(_frame_html(svh, "payoff-soft-hard"))
+        parts.append(_img(soft_hard_figure(svh), "soft vs hard", "payoff-figure"))
+    sel = result.selection
+    if sel.height:
+        parts.append("<h3>Budgeted selection (chosen on validation, reported on test)</h3>")
+        parts.append(_frame_html(sel, "payoff-selection"))
+        parts.append(_img(selection_figure(sel), "selection", "payoff-figure"))
+    if result.truth.height:
+        parts.append("<h3>Measured pair gains</h3>")
+        parts.append(
+            _img(
+                truth_figure(result.truth, result.task_names),
+                "pair gains",
+                "payoff-figure",
+            )
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+# --- end payoff section ---------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("specialise", ("stgmtl.specialise",)),
     ("users", ("stgmtl.datasets", "stgmtl.models")),
     ("presentation", ("stgmtl.plots", "stgmtl.report", "stgmtl.cli", "stgmtl.demo",
+                      "stgmtl.payoff_command",
                       "stgmtl.__main__", "stgmtl.integrations")),
     ("facade", ()),  # the root package: lazy re-exports of every stage's public names
 ]  # fmt: skip

@@ -1,5 +1,5 @@
 """CIFAR data: archive and ``.npz`` readers (:mod:`.cifar`), task suites (:mod:`.suites`,
-:mod:`.pairs`)."""
+:mod:`.pairs`) and train / validation / test splits for the payoff harness (:mod:`.splits`)."""
 
 from stgmtl.datasets.cifar import (
     CifarSplit,
@@ -10,6 +10,7 @@ from stgmtl.datasets.cifar import (
     resolve_data_root,
 )
 from stgmtl.datasets.pairs import cifar100_pairs_suite, class_pairs
+from stgmtl.datasets.splits import cifar10_15_splits, cifar100_splits
 from stgmtl.datasets.suites import (
     CIFAR10_15_TASKS,
     SuiteLoader,
@@ -26,6 +27,8 @@ __all__ = [
     "SuiteLoader",
     "TaskSuite",
     "channel_stats",
+    "cifar10_15_splits",
+    "cifar100_splits",
     "cifar10_15_suite",
     "cifar10_suite",
     "cifar100_pairs_suite",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -170,6 +171,7 @@ def train_model(
     num_tasks: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    checkpoint_path: str | Path | None = None,
 ) -> nn.Module:
     """Train one model ``factory(T, config.width)`` on all tasks with per-task loss weights.
 
@@ -187,6 +189,8 @@ def train_model(
     progress : bool, default True
     desc : str
         Progress bar label.
+    checkpoint_path : path, optional
+        Checkpoint after every epoch and resume from it (see :func:`stgmtl.loop.train_loop`).
 
     Returns
     -------
@@ -206,7 +210,7 @@ def train_model(
     train_loop(
         model, loader, epochs=config.epochs, optimizer=opt, scheduler=sched,
         pos_weight=_pos_weight(config, data, t), task_weights=w, device=device,
-        progress=progress, desc=desc, random_state=None,
+        progress=progress, desc=desc, random_state=None, checkpoint_path=checkpoint_path,
     )  # fmt: skip
     return model.eval()
 
@@ -320,6 +324,7 @@ def train_group_models(
     config: TrainConfig,
     *,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> GroupedModels:
     """Train one model per group (column of ``membership``) on all tasks, loss-weighted.
 
@@ -335,6 +340,9 @@ def train_group_models(
     config : TrainConfig
         Training of each model (the same for all; see Notes for seeding).
     progress : bool, default True
+    checkpoint_dir : path, optional
+        Checkpoint model ``c`` after every epoch to ``checkpoint_dir/group<c>.pt`` and resume
+        from there.
 
     Returns
     -------
@@ -354,8 +362,10 @@ def train_group_models(
             models.append(None)
             continue
         cfg = replace(config, seed=config.seed * 1000 + c)
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"group{c}.pt"
+        desc = f"group {c + 1}/{w.shape[1]}"
         models.append(train_model(factory, data, cfg, w[:, c], num_tasks=t, progress=progress,
-                                  desc=f"group {c + 1}/{w.shape[1]}"))  # fmt: skip
+                                  desc=desc, checkpoint_path=ckpt))  # fmt: skip
     return GroupedModels(
         models=models,
         membership=w,

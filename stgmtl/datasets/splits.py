@@ -1,0 +1,117 @@
+"""Train / validation / test splits of the CIFAR task suites for the payoff harness.
+
+Validation images always come out of the official *training* images, so no run ever trains or
+chooses on a test image:
+
+* :func:`cifar10_15_splits`: STG-MTL's 15-task CIFAR-10 suite. The shared CIFAR-10 copy has
+  4,000 training images (400 per class): a seeded, class-stratified ``val_size`` of them is the
+  validation split, the rest trains; the official test split (9,966 images there) tests.
+* :func:`cifar100_splits`: CIFAR-100's 100 one-vs-rest tasks: the first ``train_limit`` of the
+  first 45,000 training images train, the first ``val_size`` of the last 5,000 (STG-MTL's
+  validation set) validate, the official test split tests.
+
+Both are plain functions of their arguments, so ``functools.partial(cifar10_15_splits, ...)`` is
+a picklable data factory that remote workers call to load the data themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from stgmtl.datasets.suites import cifar10_15_suite, cifar100_suite
+from stgmtl.specialise.splits import Splits
+
+__all__ = ["cifar10_15_splits", "cifar100_splits", "stratified_split"]
+
+
+def stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(rest, held_out)``: ``size`` held out, proportionally per class, seeded."""
+    lab = np.asarray(labels)
+    if not 0 < size < lab.size:
+        raise ValueError(f"val_size: expected an int in (0, {lab.size}), got {size!r}")
+    rng = np.random.default_rng([seed, 31])
+    classes, counts = np.unique(lab, return_counts=True)
+    share = counts * size / lab.size
+    take = np.floor(share).astype(int)
+    rest = size - take.sum()
+    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
+    held = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(lab == c), n, replace=False)
+            for c, n in zip(classes, take, strict=True)
+        ]
+    )
+    held = np.sort(held)
+    return np.setdiff1d(np.arange(lab.size), held), held
+
+
+def cifar10_15_splits(
+    *,
+    tasks: Sequence[str] | None = None,
+    val_size: int = 800,
+    test_limit: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """The 15-task CIFAR-10 suite (or ``tasks`` of it) as train / validation / test.
+
+    Parameters
+    ----------
+    tasks : sequence of str, optional
+        Tasks of :data:`stgmtl.datasets.CIFAR10_15_TASKS` (default all 15).
+    val_size : int
+        Training images held out for validation (class-stratified, seeded by ``seed``).
+    test_limit : int, optional
+        Test on the first ``test_limit`` official test images only.
+    root : path, optional
+        Data folder (default ``$STGMTL_DATA`` or ``data/``).
+    seed : int
+        Seed of the suite's random labels and flips, and of the validation draw.
+
+    Returns
+    -------
+    Splits
+    """
+    full = cifar10_15_suite("train", tasks=tasks, root=root, seed=seed)
+    assert full.labels is not None
+    rest, held = stratified_split(full.labels, val_size, seed)
+    train, val = full.subset(rest), full.subset(held)
+    train.split, val.split = "train-minus-val", "val"
+    test = cifar10_15_suite("test", tasks=tasks, root=root, seed=seed, limit=test_limit)
+    return Splits(train, val, test)
+
+
+def cifar100_splits(
+    *,
+    train_limit: int | None = 10_000,
+    val_size: int | None = 5_000,
+    test_limit: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """CIFAR-100's 100 one-vs-rest tasks as train / validation / test (module docstring).
+
+    Parameters
+    ----------
+    train_limit : int, optional
+        The first ``train_limit`` of the first 45,000 training images (default 10,000).
+    val_size : int, optional
+        The first ``val_size`` of the last 5,000 training images (default all 5,000).
+    test_limit : int, optional
+        The first ``test_limit`` official test images (default all 10,000).
+    root : path, optional
+    seed : int
+        The suites' seed (shuffling defaults).
+
+    Returns
+    -------
+    Splits
+    """
+    return Splits(
+        cifar100_suite("train45k", root=root, limit=train_limit, seed=seed),
+        cifar100_suite("val5k", root=root, limit=val_size, seed=seed),
+        cifar100_suite("test", root=root, limit=test_limit, seed=seed),
+    )

@@ -1,0 +1,398 @@
+"""``stgmtl payoff``: does grouping pay off on a CIFAR task suite? (the payoff harness's command).
+
+Builds the suite's train / validation / test splits (validation from training images only),
+runs :func:`stgmtl.specialise.run_payoff` with a model from :mod:`stgmtl.models`, prints the
+tables, and writes under ``--out``: ``result/`` (the saved ``PayoffResult``), ``cache/`` (every
+trained run, reused by reruns), ``figures/`` (one figure per table) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PAYOFF_PRESETS", "add_payoff_parser", "payoff_settings", "run_payoff_command"]
+
+#: Defaults per suite (options given explicitly win), and ``--quick``'s few-minute run.
+PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10-15": {
+        "tasks": None,
+        "seeds": "0,1,2",
+        "model": "cnn",
+        "width": 0.5,
+        "epochs": 4,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "scheduler": "constant",
+        "ks": "2,3",
+        "architectures": "network",
+        "budget": 3.0,
+        "val_size": 800,
+        "train_limit": None,
+        "test_limit": None,
+        "random_partitions": 2,
+        "truth": "auto",
+        "signal_seeds": None,
+    },
+    "cifar100": {
+        "tasks": None,
+        "seeds": "0,1,2",
+        "model": "wide-cnn",
+        "width": 0.5,
+        "epochs": 3,
+        "batch_size": 256,
+        "lr": 4e-3,
+        "scheduler": "onecycle",
+        "ks": "5,10,20",
+        "architectures": "separate,branched",
+        "budget": 1.0,
+        "val_size": 5000,
+        "train_limit": 10_000,
+        "test_limit": None,
+        "random_partitions": 1,
+        "truth": "none",
+        "signal_seeds": "same",
+    },
+    "quick": {
+        "tasks": "airplane,automobile,living_being,not_living_being",
+        "seeds": "0,1",
+        "model": "cnn",
+        "width": 0.25,
+        "epochs": 2,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "scheduler": "constant",
+        "ks": "2",
+        "architectures": "network,branched",
+        "budget": 2.0,
+        "val_size": 800,
+        "train_limit": None,
+        "test_limit": 2000,
+        "random_partitions": 1,
+        "truth": "auto",
+        "signal_seeds": None,
+    },
+}
+
+_EPILOG = """\
+examples:
+  stgmtl payoff --quick --out runs/payoff-quick          # 4 tasks, exhaustive tier, minutes
+  stgmtl payoff --out runs/payoff-c10                    # the 15-task CIFAR-10 suite
+  stgmtl payoff --suite cifar100 --out runs/payoff-c100  # 100 tasks, groupings at k=5,10,20
+A rerun with the same --out trains only what is not in its cache (e.g. a new signal).
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def add_payoff_parser(sub: Any) -> None:
+    """Add the ``payoff`` subcommand to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser(
+        "payoff",
+        help="does grouping pay off? train the truth, score signals, recommend a grouping",
+        description="Train single-task, pair and all-task networks on several seeds (the "
+        "truth), record affinity signals in runs under the same conditions and score them "
+        "against it, train the groupings they imply next to one model, random groups and "
+        "single-task models, and recommend what to train within a budget (chosen on "
+        "validation, reported on test). Every run is cached under --out.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        choices=("cifar10-15", "cifar100"),
+        default="cifar10-15",
+        help="task suite (default cifar10-15: STG-MTL's 15 CIFAR-10 tasks with the "
+        "planted pairs; cifar100: 100 one-vs-rest tasks at the group level, no pairs)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run of a few minutes: 4 CIFAR-10 tasks (exhaustive tier), 2 seeds, "
+        "2 epochs, width 0.25, 2,000 test images",
+    )
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument(
+        "--signals",
+        default=None,
+        help="comma-separated signals to record (default: every signal this "
+        "installation records; see stgmtl.specialise.recording)",
+    )
+    p.add_argument(
+        "--signal-seeds",
+        default=None,
+        help="seeds of the recording runs: comma-separated, or 'same' for every "
+        "training seed (default: the first seed; cifar100: same)",
+    )
+    p.add_argument("--ks", default=None, help="numbers of groups (default 2,3; cifar100 5,10,20)")
+    p.add_argument(
+        "--architectures",
+        default=None,
+        help="how groupings are trained, comma-separated: network (a full network per "
+        "group), separate / separate-soft (STG-MTL's k networks at one model's "
+        "parameters, hard / soft memberships), branched (shared trunk, a branch per "
+        "group, one model's parameters); default network (cifar100: separate,branched)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="inference budget of the recommendation in parameters of one model "
+        "(default 3; cifar100 1)",
+    )
+    p.add_argument(
+        "--truth",
+        choices=("auto", "subsets", "pairs", "none"),
+        default=None,
+        help="ground-truth runs (auto: every subset for <= 5 tasks, pairs for <= 30)",
+    )
+    p.add_argument("--max-pairs", type=int, default=None, help="train a seeded sample of pairs")
+    p.add_argument(
+        "--random-partitions",
+        type=int,
+        default=None,
+        help="random partitions per k and seed (default 2; cifar100 1)",
+    )
+    p.add_argument(
+        "--target-entropy",
+        type=float,
+        default=0.3,
+        help="membership entropy of separate-soft, 0..1 (default 0.3)",
+    )
+    r = p.add_argument_group("recipe (the same for every run)")
+    r.add_argument("--model", choices=("cnn", "wide-cnn", "resnet18"), default=None)
+    r.add_argument("--width", type=float, default=None, help="width of one model")
+    r.add_argument("--epochs", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--lr", type=float, default=None)
+    r.add_argument("--scheduler", choices=("constant", "onecycle"), default=None)
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--data-root",
+        default=None,
+        help="folder with cifar10/ and cifar100/ (default $STGMTL_DATA or data/)",
+    )
+    d.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="validation images, from the training images (default 800; cifar100 "
+        "5,000 of its last 5,000)",
+    )
+    d.add_argument("--train-limit", type=int, default=None, help="cifar100: training images")
+    d.add_argument("--test-limit", type=int, default=None, help="test on the first N images")
+    x = p.add_argument_group("execution")
+    x.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel runs in a local process pool (default 1: in this process)",
+    )
+    x.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (default: 1 with --workers > 1)",
+    )
+    x.add_argument("--out", default="runs/payoff", help="output folder (default %(default)s)")
+    x.add_argument(
+        "--cache",
+        default=None,
+        help="run cache folder (default OUT/cache); share it between commands to "
+        "reuse every trained run",
+    )
+    x.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    x.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_payoff_command)
+
+
+def payoff_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset of ``--suite`` (or ``--quick``) with the explicitly given options applied."""
+    preset = dict(PAYOFF_PRESETS["quick" if args.quick else args.suite])
+    for key in preset:
+        value = getattr(args, key, None)
+        if value is not None:
+            preset[key] = value
+    return preset
+
+
+def run_payoff_command(args: argparse.Namespace) -> int:
+    """Run the harness for the parsed command line; prints tables, writes ``--out``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import polars as pl
+
+    from stgmtl.datasets import cifar10_15_splits, cifar100_splits
+    from stgmtl.models import model_factory
+    from stgmtl.specialise import TrainConfig, run_payoff
+    from stgmtl.specialise.recording import FREE_SIGNALS, SIGNAL_NAMES
+
+    st = payoff_settings(args)
+    suite = "cifar10-15" if args.quick else args.suite
+    tasks = None if not st["tasks"] else [t.strip() for t in str(st["tasks"]).split(",")]
+    if suite == "cifar10-15":
+        data = functools.partial(
+            cifar10_15_splits,
+            tasks=tasks,
+            val_size=st["val_size"],
+            test_limit=st["test_limit"],
+            root=args.data_root,
+        )
+    else:
+        if tasks:
+            raise ValueError("--tasks: the cifar100 suite uses all 100 tasks")
+        data = functools.partial(
+            cifar100_splits,
+            train_limit=st["train_limit"],
+            val_size=st["val_size"],
+            test_limit=st["test_limit"],
+            root=args.data_root,
+        )
+    seeds = _ints(str(st["seeds"]))
+    ss = st["signal_seeds"]
+    signal_seeds = None if ss is None else seeds if ss == "same" else _ints(str(ss))
+    import stgmtl.record as record_stage
+
+    available = SIGNAL_NAMES if hasattr(record_stage, "record_affinity") else FREE_SIGNALS
+    signals = (
+        list(available)
+        if args.signals is None
+        else [s.strip() for s in args.signals.split(",") if s.strip()]
+    )
+    recipe = TrainConfig(
+        width=st["width"],
+        epochs=st["epochs"],
+        batch_size=st["batch_size"],
+        lr=st["lr"],
+        scheduler=st["scheduler"],
+    )
+    threads = args.threads if args.threads is not None else (1 if args.workers > 1 else None)
+    out = Path(args.out)
+    # spawned (not forked) workers: a fork of a process whose torch thread pool is running can
+    # deadlock
+    spawn = multiprocessing.get_context("spawn")
+    executor = ProcessPoolExecutor(args.workers, mp_context=spawn) if args.workers > 1 else None
+    t0 = time.perf_counter()
+    try:
+        result = run_payoff(
+            data,
+            model_factory(st["model"]),
+            recipe,
+            out,
+            seeds=seeds,
+            truth=st["truth"],
+            max_pairs=args.max_pairs,
+            signals=signals,
+            signal_seeds=signal_seeds,
+            ks=_ints(str(st["ks"])),
+            architectures=str(st["architectures"]).split(","),
+            random_partitions=st["random_partitions"],
+            target_entropy=args.target_entropy,
+            budget=st["budget"],
+            executor=executor,
+            threads=threads,
+            progress=not args.quiet,
+            cache_dir=args.cache,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    _print_tables(result, pl)
+    _write_figures(result, out / "figures")
+    if not args.no_report:
+        from stgmtl.report import write_report
+
+        write_report(
+            out / "report.html", payoff=result, title=f"stgmtl payoff: {suite}", progress=False
+        )
+        print(f"wrote {out / 'report.html'}", file=sys.stderr)
+    print(f"wall time {time.perf_counter() - t0:.0f} s; results in {out}/", file=sys.stderr)
+    return 0
+
+
+def _print_tables(result: Any, pl: Any) -> None:
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        float_precision=4,
+        tbl_hide_dataframe_shape=True,
+    ):
+        if result.signal_scores.height:
+            row = result.signal_scores.row(0, named=True)
+            print(
+                f"\ntruth reliability: seed-to-seed Spearman of the pair gains "
+                f"{row['truth_seed_spearman']:.3f}; no signal can rank-correlate with the "
+                f"mean gains much beyond {row['truth_ceiling']:.3f}"
+            )
+            print("signals against the measured pair gains (test):")
+            print(
+                result.signal_scores.select(
+                    "signal",
+                    "spearman",
+                    "spearman_lo",
+                    "spearman_hi",
+                    "kendall",
+                    "p_value",
+                    "top1",
+                    "sign_accuracy",
+                    "n_decided",
+                    "recording_cost",
+                    "control",
+                )
+            )
+        test = result.summary.filter(pl.col("split") == "test")
+        if test.height:
+            print("\npayoff on test (gain_vs_one: mean relative loss decrease vs one model):")
+            print(
+                test.select(
+                    "source",
+                    "k",
+                    "architecture",
+                    "seeds",
+                    "gain_vs_one",
+                    "gain_vs_one_std",
+                    "gain_vs_single",
+                    "roc_auc",
+                    "roc_auc_std",
+                    "regret",
+                )
+            )
+        if result.soft_vs_hard.height:
+            print("\nsoft minus hard memberships:")
+            print(result.soft_vs_hard)
+        if result.selection.height:
+            print("\nbudgeted selection (chosen on validation, reported on test):")
+            print(result.selection)
+    print("\n" + str(result.recommendation.get("message", "")))
+
+
+def _write_figures(result: Any, folder: Path) -> None:
+    from stgmtl import plots
+
+    makers = {
+        "signal_scores": lambda: plots.signal_scores_figure(result.signal_scores),
+        "truth": lambda: plots.truth_figure(result.truth, result.task_names),
+        "payoff": lambda: plots.payoff_figure(result.summary),
+        "payoff_auc": lambda: plots.payoff_figure(result.summary, metric="roc_auc"),
+        "soft_vs_hard": lambda: plots.soft_hard_figure(result.soft_vs_hard),
+        "selection": lambda: plots.selection_figure(result.selection),
+    }
+    for name, make in makers.items():
+        try:
+            plots.save_figure(make(), folder / f"{name}.png", bbox_inches="tight")
+        except ValueError:  # an empty table (no pairs, no soft runs): no figure
+            continue

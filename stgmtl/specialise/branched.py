@@ -1,0 +1,225 @@
+"""A shared trunk with one branch per task group, at the parameters of one model.
+
+The protocol: a :class:`TrunkBranchFactory` is a model factory (``factory(num_tasks, width) ->
+nn.Module``, as every grouped-training function takes) that can also build its model in two
+parts:
+
+* ``factory.trunk(width)``: the shared lower layers (inputs -> features);
+* ``factory.branch(num_tasks, width, branch_width)``: the upper layers and heads, reading the
+  output of ``trunk(width)`` and returning ``(B, num_tasks)`` logits; ``branch_width`` scales
+  only the branch's own layers;
+
+such that ``trunk(w)`` followed by ``branch(T, w, w)`` is the whole model ``factory(T, w)``
+(same layers, same parameter count). :func:`stgmtl.models.model_factory` implements it for the
+CIFAR CNNs and ResNet-18; implementing it for your own model takes two small methods.
+
+:class:`BranchedModel` is the grouped architecture: one trunk, and for every group ``c`` a
+branch with the logits of that group's tasks. Its forward returns ``(B, T)`` logits in task
+order, so it trains through :func:`stgmtl.loop.train_loop` like any model. The budget is
+that of one model for all tasks: :func:`branch_width_for_budget` picks the largest branch width
+at which trunk + ``k`` branches have at most the parameters of ``factory(T, width)``;
+:func:`count_macs` measures the multiply-adds per input of both (for the CNNs, whose branches
+are linear layers, parameters and multiply-adds of the branches move together, so both match).
+
+Groups are hard here: every task is in exactly one branch. (Soft, membership-weighted groups
+are STG-MTL's ``k`` separate networks, :func:`~stgmtl.specialise.training.train_group_models`.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from stgmtl._checks import check_int, fail
+from stgmtl.specialise.training import count_parameters
+
+__all__ = [
+    "BranchedModel",
+    "TrunkBranchFactory",
+    "branch_width_for_budget",
+    "build_branched",
+    "count_macs",
+    "groups_from_labels",
+]
+
+
+@runtime_checkable
+class TrunkBranchFactory(Protocol):
+    """A model factory that also builds its model as a shared trunk and a branch.
+
+    See the module docstring for the contract; :class:`stgmtl.models.CNNFactory` is an
+    implementation.
+    """
+
+    def __call__(self, num_tasks: int, width: float) -> nn.Module:
+        """The whole model: ``trunk(width)`` then ``branch(num_tasks, width, width)``."""
+        ...
+
+    def trunk(self, width: float) -> nn.Module:
+        """The shared lower layers."""
+        ...
+
+    def branch(self, num_tasks: int, width: float, branch_width: float) -> nn.Module:
+        """Upper layers and ``num_tasks`` logits on the output of ``trunk(width)``."""
+        ...
+
+
+def groups_from_labels(labels: Sequence[int] | np.ndarray) -> list[list[int]]:
+    """Task indices per group from hard labels ``(T,)``; empty groups are dropped."""
+    lab = np.asarray(labels)
+    if lab.ndim != 1 or lab.size == 0 or lab.dtype.kind not in "iu":
+        raise fail("labels", "a non-empty 1-D array of group ids", lab.shape)
+    return [np.flatnonzero(lab == g).tolist() for g in np.unique(lab)]
+
+
+def _check_groups(groups: Sequence[Sequence[int]], num_tasks: int | None = None) -> list[list[int]]:
+    out = [[int(t) for t in g] for g in groups]
+    flat = sorted(t for g in out for t in g)
+    t = len(flat) if num_tasks is None else num_tasks
+    if not out or any(len(g) == 0 for g in out) or flat != list(range(t)):
+        raise fail("groups", f"non-empty groups that partition the tasks 0..{t - 1}", groups)
+    return out
+
+
+class BranchedModel(nn.Module):
+    """One shared trunk and one branch per task group; logits ``(B, T)`` in task order.
+
+    Parameters
+    ----------
+    trunk : nn.Module
+        Shared lower layers.
+    branches : sequence of nn.Module
+        Branch ``c`` maps the trunk's output to ``(B, len(groups[c]))`` logits.
+    groups : sequence of sequence of int
+        The task indices of each branch, a partition of ``0 .. T-1``.
+    """
+
+    def __init__(
+        self, trunk: nn.Module, branches: Sequence[nn.Module], groups: Sequence[Sequence[int]]
+    ) -> None:
+        super().__init__()
+        groups = _check_groups(groups)
+        if len(branches) != len(groups):
+            raise fail("branches", f"one branch per group ({len(groups)})", len(branches))
+        self.trunk = trunk
+        self.branches = nn.ModuleList(branches)
+        self.groups = groups
+        order = torch.tensor([t for g in groups for t in g], dtype=torch.long)
+        # logits of the concatenated branches are in `order`; `inverse` puts them in task order
+        self.inverse: torch.Tensor
+        self.register_buffer("inverse", torch.argsort(order), persistent=False)
+
+    @property
+    def num_tasks(self) -> int:
+        """Number of tasks ``T``."""
+        return int(self.inverse.numel())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(B, T)`` logits."""
+        h = self.trunk(x)
+        out = torch.cat([b(h) for b in self.branches], dim=1)
+        return out.index_select(1, self.inverse)
+
+
+def build_branched(
+    factory: TrunkBranchFactory, groups: Sequence[Sequence[int]], width: float, branch_width: float
+) -> BranchedModel:
+    """``BranchedModel(factory.trunk(width), [factory.branch(len(g), width, branch_width)])``."""
+    if not isinstance(factory, TrunkBranchFactory):
+        raise fail(
+            "factory",
+            "a TrunkBranchFactory (with trunk() and branch()), e.g. "
+            "stgmtl.models.model_factory(name)",
+            type(factory).__name__,
+            error=TypeError,
+        )
+    groups = _check_groups(groups)
+    trunk = factory.trunk(width)
+    branches = [factory.branch(len(g), width, branch_width) for g in groups]
+    return BranchedModel(trunk, branches, groups)
+
+
+def branch_width_for_budget(
+    factory: TrunkBranchFactory, group_sizes: Sequence[int], width: float = 1.0
+) -> float:
+    """Largest branch width at which trunk + one branch per group fit one model's parameters.
+
+    Bisection on ``bw`` for ``params(trunk(width)) + sum_c params(branch(n_c, width, bw)) <=
+    params(factory(T, width))``, ``T = sum(group_sizes)``. With one group this is ``width``.
+
+    Parameters
+    ----------
+    factory : TrunkBranchFactory
+    group_sizes : sequence of int
+        Tasks per group.
+    width : float
+        Width of the one-model baseline (and of the shared trunk).
+
+    Returns
+    -------
+    float
+    """
+    sizes = [check_int("group_sizes", n, low=1) for n in group_sizes]
+    if not sizes:
+        raise fail("group_sizes", "at least one group", group_sizes)
+    if len(sizes) == 1:
+        return float(width)
+    budget = count_parameters(factory(sum(sizes), width))
+    trunk = count_parameters(factory.trunk(width))
+
+    def total(bw: float) -> int:
+        return trunk + sum(count_parameters(factory.branch(n, width, bw)) for n in sizes)
+
+    lo, hi = 1e-3, float(width)
+    if total(lo) > budget:
+        raise fail(
+            "group_sizes",
+            f"groups whose branches fit the budget of {budget} parameters",
+            f"{len(sizes)} groups needing {total(lo)} at the smallest width",
+        )
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if total(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-adds per input of ``model``'s convolutions and linear layers.
+
+    Counted with forward hooks on one batch ``example``: a ``Conv2d`` costs ``out_elements *
+    in_channels / groups * kernel_h * kernel_w``, a ``Linear`` ``in_features * out_features``
+    per row; divided by the batch size. Normalisation, activations and pooling are not counted.
+    """
+    total = [0]
+
+    def conv_hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
+        kh, kw = mod.kernel_size
+        total[0] += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+
+    def linear_hook(mod: nn.Linear, inp: Any, _out: torch.Tensor) -> None:
+        rows = inp[0].numel() // mod.in_features
+        total[0] += rows * mod.in_features * mod.out_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return int(round(total[0] / example.shape[0]))

@@ -1,0 +1,191 @@
+"""The plan of a payoff-harness call: which runs, and how long they will take.
+
+:func:`plan_payoff` lists the truth runs (single-task, pair or subset, and all-task networks per
+seed), the recording runs and an upper bound on the grouping runs, before any signal is
+recorded; :class:`PayoffPlan` prints it with a time estimate from one timed training step per
+distinct model shape (:func:`calibration_specs`,
+:func:`~stgmtl.specialise.execution.estimate_seconds`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stgmtl._checks import check_choice
+from stgmtl.specialise.runs import RunSpec
+
+__all__ = [
+    "ARCHITECTURES",
+    "TRUTH_MODES",
+    "PayoffPlan",
+    "calibration_specs",
+    "network_spec",
+    "plan_payoff",
+    "resolve_truth",
+]
+
+ARCHITECTURES = ("network", "separate", "separate-soft", "branched")
+#: What ground truth is trained: every subset (exhaustive tier), pairs, or none; ``"auto"`` is
+#: ``"subsets"`` for ``T <= 5``, ``"pairs"`` for ``T <= 30``, else ``"none"``.
+TRUTH_MODES = ("auto", "subsets", "pairs", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# the plan
+
+
+def network_spec(tasks: Sequence[str], order: Mapping[str, int], seed: int) -> RunSpec:
+    """A ``"network"`` run on ``tasks``, listed in suite order (so its id is stable)."""
+    return RunSpec("network", tuple(sorted(tasks, key=order.__getitem__)), seed=seed)
+
+
+class PayoffPlan:
+    """The runs of one harness call before the signals are known (see :func:`plan_payoff`).
+
+    Attributes
+    ----------
+    truth : list of RunSpec
+        Single-task, pair / subset and all-task networks, per seed.
+    recordings : list of (tuple of str, int)
+        ``(signals, seed)`` per recording run.
+    grouped_counts : dict
+        ``architecture -> number of runs`` planned for the partitions (an upper bound: runs
+        that coincide are trained once).
+    examples : list of RunSpec
+        One grouped run per (architecture, k), for the time estimate.
+    """
+
+    def __init__(self) -> None:
+        self.truth: list[RunSpec] = []
+        self.recordings: list[tuple[tuple[str, ...], int]] = []
+        self.grouped_counts: dict[str, int] = {}
+        self.examples: list[RunSpec] = []
+        self.cached: set[RunSpec] = set()
+
+    def describe(self, estimates: Mapping[RunSpec, float] | None = None, workers: int = 1) -> str:
+        """Text of the plan, with the estimate when given."""
+        sizes: dict[int, int] = {}
+        for s in self.truth:
+            sizes[len(s.tasks)] = sizes.get(len(s.tasks), 0) + 1
+        lines = ["plan:"]
+        for n in sorted(sizes):
+            lines.append(f"  truth: {sizes[n]} network runs on {n} task(s)")
+        if self.cached:
+            lines.append(f"  ({len(self.cached)} truth runs already in the cache)")
+        lines.append(f"  signals: {len(self.recordings)} recording runs")
+        for arch, c in self.grouped_counts.items():
+            lines.append(f"  groupings: up to {c} {arch} runs")
+        if estimates is not None:
+            total = self.estimate(estimates, workers)
+            lines.append(
+                f"  estimated time: {total / 60:.1f} min on {workers} worker(s) "
+                "(from timed calibration steps; an upper bound when groupings coincide "
+                "or are cached)"
+            )
+        return "\n".join(lines)
+
+    def estimate(self, estimates: Mapping[RunSpec, float], workers: int = 1) -> float:
+        """Seconds of the whole plan (cached runs excluded by the caller), over ``workers``."""
+        by_sig = {(s.kind, len(s.tasks), s.k): v for s, v in estimates.items()}
+        total = sum(
+            by_sig.get((s.kind, len(s.tasks), s.k), 0.0) for s in self.truth if s not in self.cached
+        )
+        n_all = max((len(s.tasks) for s in self.truth), default=0)
+        rec = by_sig.get(("network", n_all, 1), 0.0) * 1.3  # probes: about 1.3x a plain run
+        total += rec * len(self.recordings)
+        for arch, c in self.grouped_counts.items():
+            ex = [v for s, v in estimates.items() if s in self.examples and _arch(s) == arch]
+            total += c * (float(np.mean(ex)) if ex else 0.0)
+        return total / max(workers, 1)
+
+
+def _arch(spec: RunSpec) -> str:
+    if spec.kind == "separate" and spec.membership:
+        return "separate-soft"
+    return spec.kind if spec.kind != "network" else "network"
+
+
+def _balanced(names: Sequence[str], k: int) -> list[list[str]]:
+    return [list(names[i::k]) for i in range(k)]
+
+
+def plan_payoff(
+    task_names: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    truth: str,
+    max_pairs: int | None,
+    singles: bool,
+    signals: Sequence[str],
+    signal_seeds: Sequence[int],
+    record_separately: bool,
+    ks: Sequence[int],
+    architectures: Sequence[str],
+    random_partitions: int,
+    n_sources: int,
+    random_state: int = 0,
+) -> PayoffPlan:
+    """The runs :func:`run_payoff` will train, before the signals are recorded."""
+    names = list(task_names)
+    order = {t: i for i, t in enumerate(names)}
+    t = len(names)
+    plan = PayoffPlan()
+    pairs = [list(p) for p in itertools.combinations(names, 2)]
+    if truth == "pairs" and max_pairs is not None and max_pairs < len(pairs):
+        rng = np.random.default_rng([random_state, 7])
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), max_pairs, replace=False))]
+    for seed in seeds:
+        sets: list[list[str]] = [[n] for n in names] if singles else []
+        if truth == "pairs":
+            sets += pairs
+        elif truth == "subsets":
+            sets += [list(c) for r in range(2, t) for c in itertools.combinations(names, r)]
+        sets.append(names)
+        seen = set()
+        for s in sets:
+            spec = network_spec(s, order, seed)
+            if spec not in seen:
+                seen.add(spec)
+                plan.truth.append(spec)
+    if signals:
+        sig_sets = [(s,) for s in signals] if record_separately else [tuple(signals)]
+        plan.recordings = [(ss, seed) for seed in signal_seeds for ss in sig_sets]
+    per_k = n_sources + random_partitions
+    for arch in architectures:
+        runs = 0
+        for k in ks:
+            runs += per_k * (k if arch == "network" else 1) * len(seeds)
+            if arch == "network":
+                plan.examples.append(network_spec(names[: max(1, t // k)], order, seeds[0]))
+            else:
+                groups = tuple(tuple(g) for g in _balanced(names, k))
+                memb: tuple[tuple[float, ...], ...] = ()
+                if arch == "separate-soft":
+                    w = np.full((t, k), 0.1 / max(k - 1, 1))
+                    for c, g in enumerate(groups):
+                        w[[order[x] for x in g], c] = 0.9 if k > 1 else 1.0
+                    memb = tuple(tuple(r) for r in w)
+                kind = "separate" if arch.startswith("separate") else arch
+                plan.examples.append(RunSpec(kind, tuple(names), groups, memb, seeds[0]))
+        plan.grouped_counts[arch] = runs
+    return plan
+
+
+def resolve_truth(truth: str, t: int) -> str:
+    """The truth mode for ``t`` tasks (see :data:`TRUTH_MODES`)."""
+    check_choice("truth", truth, TRUTH_MODES)
+    if truth != "auto":
+        return truth
+    return "subsets" if t <= 5 else "pairs" if t <= 30 else "none"
+
+
+def calibration_specs(plan: PayoffPlan) -> list[RunSpec]:
+    """One run per distinct model shape of the plan, to time one training step each."""
+    seen: dict[tuple[Any, ...], RunSpec] = {}
+    for s in [*plan.truth, *plan.examples]:
+        seen.setdefault((s.kind, len(s.tasks), s.k, bool(s.membership)), s)
+    return list(seen.values())

@@ -1,0 +1,361 @@
+"""Tables of the payoff harness, computed from finished runs; the saved :class:`PayoffResult`.
+
+Vocabulary:
+
+*system*
+    One trained thing that serves tasks: a network on a task set (``net:...``), or a grouped
+    model at one model's parameters (``separate:...``, ``separate-soft:...``, ``branched:...``).
+    Its id is stable across seeds (:func:`system_id`).
+*partition*
+    ``k`` groups of the tasks, chosen by a *source* (a signal, a control, the measured truth on
+    validation, a random draw, or the exhaustive enumeration), trained by an *architecture*:
+    ``network`` (one full-width network per group, Standley / TAG style: ``k`` networks'
+    parameters), ``separate`` / ``separate-soft`` (STG-MTL's ``k`` networks at one model's
+    parameters, hard or soft memberships) or ``branched`` (shared trunk, one branch per group, one
+    model's parameters).
+
+For every partition, architecture and training seed the **payoff** is the mean over tasks of the
+relative loss decrease against one model for all tasks of the same seed (``gain_vs_one``; > 0:
+the grouping is better) and against the single-task models (``gain_vs_single``), with the mean
+ROC AUC, on validation and on test. **Regret** at ``(k, architecture)`` is the best test payoff
+among the partitions evaluated there (every partition in the exhaustive tier) minus this one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stgmtl._checks import fail
+from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
+from stgmtl.affinity import TaskAffinity
+from stgmtl.specialise.runs import RunSpec
+
+__all__ = [
+    "PayoffResult",
+    "payoff_summary",
+    "payoff_table",
+    "runs_table",
+    "soft_vs_hard",
+    "system_id",
+]
+
+_FORMAT = "stgmtl.PayoffResult"
+_TABLES = (
+    "runs",
+    "systems",
+    "partitions",
+    "payoff",
+    "summary",
+    "truth",
+    "signal_scores",
+    "soft_vs_hard",
+    "selection",
+)
+
+
+def system_id(spec: Any) -> str:
+    """A stable id of what a run trains (its spec without the seed)."""
+    if spec.kind == "network":
+        if len(spec.tasks) <= 3:
+            return "net:" + "+".join(spec.tasks)
+        digest = hashlib.sha1("+".join(spec.tasks).encode()).hexdigest()[:10]
+        return f"net:{len(spec.tasks)}-tasks:{digest}"
+    body = json.dumps([list(g) for g in spec.groups]) + json.dumps(spec.membership)
+    kind = spec.kind + ("-soft" if spec.membership else "")
+    return f"{kind}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}"
+
+
+def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(runs, systems)``: per-task metrics of every run, and one row per distinct system."""
+    parts: list[pl.DataFrame] = []
+    systems: dict[str, dict[str, Any]] = {}
+    for r in results:
+        sid = system_id(r.spec)
+        parts.append(
+            r.metrics.with_columns(
+                pl.lit(r.key).alias("key"),
+                pl.lit(sid).alias("system"),
+                pl.lit(r.spec.kind).alias("kind"),
+                pl.lit(r.spec.seed, dtype=pl.Int64).alias("seed"),
+                pl.lit(r.parameters, dtype=pl.Int64).alias("parameters"),
+                pl.lit(r.macs, dtype=pl.Int64).alias("macs"),
+                pl.lit(r.train_seconds).alias("train_seconds"),
+                pl.lit(r.eval_seconds).alias("eval_seconds"),
+                pl.lit(r.cached).alias("cached"),
+            )
+        )
+        systems.setdefault(
+            sid,
+            {
+                "system": sid,
+                "kind": r.spec.kind + ("-soft" if r.spec.membership else ""),
+                "k": r.spec.k,
+                "num_tasks": len(r.spec.tasks),
+                "tasks": json.dumps(list(r.spec.tasks)),
+                "groups": json.dumps([list(g) for g in r.spec.groups]),
+                "parameters": r.parameters,
+                "macs": r.macs,
+            },
+        )
+    return pl.concat(parts, how="diagonal"), pl.DataFrame(list(systems.values()))
+
+
+def _loss_lookup(runs: pl.DataFrame, column: str) -> dict[tuple[str, int, str, str], float]:
+    keys = zip(
+        runs["system"].to_list(),
+        runs["seed"].to_list(),
+        runs["split"].to_list(),
+        runs["task"].to_list(),
+        strict=True,
+    )
+    return dict(zip(keys, runs[column].to_list(), strict=True))
+
+
+def payoff_table(
+    runs: pl.DataFrame,
+    partitions: pl.DataFrame,
+    task_names: list[str],
+    *,
+    column: str = "loss",
+) -> pl.DataFrame:
+    """Payoff of every partition, architecture and seed (module docstring).
+
+    Parameters
+    ----------
+    runs : polars.DataFrame
+        :func:`runs_table`'s ``runs``.
+    partitions : polars.DataFrame
+        One row per (partition, architecture, task): ``partition, source, k, architecture, task,
+        system`` (the system that serves the task in that partition and architecture).
+    task_names : list of str
+    column : str
+        The loss column.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``partition, source, k, architecture, seed, split, gain_vs_one, gain_vs_single,
+        roc_auc, loss, parameters, macs`` (``gain_vs_single`` NaN without single-task runs;
+        ``parameters`` and ``macs``, multiply-adds per input, of all the systems the partition
+        uses together).
+    """
+    loss = _loss_lookup(runs, column)
+    size = {
+        sid: (int(p), int(m))
+        for sid, p, m in runs.unique(subset=["system"])
+        .select("system", "parameters", "macs")
+        .iter_rows()
+    }
+    auc = _loss_lookup(runs, "roc_auc")
+    one = system_id(RunSpec("network", tuple(task_names)))
+    seeds = sorted(set(runs["seed"].to_list()))
+    rows = []
+    for (pid, source, k, arch), sub in partitions.group_by(
+        "partition", "source", "k", "architecture", maintain_order=True
+    ):
+        serve = dict(zip(sub["task"].to_list(), sub["system"].to_list(), strict=True))
+        used = [size.get(sid, (0, 0)) for sid in set(serve.values())]
+        params, macs = sum(u[0] for u in used), sum(u[1] for u in used)
+        for seed in seeds:
+            for split in ("val", "test"):
+                vals = [loss.get((serve[t], seed, split, t), np.nan) for t in task_names]
+                ones = [loss.get((one, seed, split, t), np.nan) for t in task_names]
+                sing = [
+                    loss.get((system_id(RunSpec("network", (t,))), seed, split, t), np.nan)
+                    for t in task_names
+                ]
+                aucs = [auc.get((serve[t], seed, split, t), np.nan) for t in task_names]
+                v, o, s = np.array(vals), np.array(ones), np.array(sing)
+                if not np.isfinite(v).all():
+                    continue
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rows.append(
+                        {
+                            "partition": pid,
+                            "source": source,
+                            "k": int(k),
+                            "architecture": arch,
+                            "seed": int(seed),
+                            "split": split,
+                            "gain_vs_one": float(np.mean((o - v) / o)),
+                            "gain_vs_single": float(np.mean((s - v) / s)),
+                            "roc_auc": float(np.nanmean(aucs))
+                            if np.isfinite(aucs).any()
+                            else np.nan,
+                            "loss": float(v.mean()),
+                            "parameters": params,
+                            "macs": macs,
+                        }
+                    )
+    return pl.DataFrame(
+        rows,
+        schema_overrides={
+            "k": pl.Int64,
+            "seed": pl.Int64,
+            "parameters": pl.Int64,
+            "macs": pl.Int64,
+        },
+    )
+
+
+def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
+    """Per (source, k, architecture, split): mean and std over seeds and partitions; regret.
+
+    Sources with several partitions (random draws, the exhaustive tier) are averaged over them;
+    ``regret`` is the best partition's test ``gain_vs_one`` at that ``(k, architecture)`` minus
+    the source's mean; ``best`` is the best single partition's gain there (the oracle).
+    """
+    if payoff.height == 0:
+        return payoff
+    per_part = payoff.group_by("partition", "source", "k", "architecture", "split").agg(
+        pl.col("gain_vs_one", "gain_vs_single", "roc_auc", "loss").mean(),
+        pl.col("gain_vs_one").std().alias("part_std"),
+        pl.len().alias("seeds"),
+    )
+    best = (
+        per_part.filter(pl.col("split") == "test")
+        .group_by("k", "architecture")
+        .agg(pl.col("gain_vs_one").max().alias("best"))
+    )
+    summary = (
+        payoff.group_by("source", "k", "architecture", "split")
+        .agg(
+            pl.col("partition").n_unique().alias("partitions"),
+            pl.col("seed").n_unique().alias("seeds"),
+            pl.col("gain_vs_one").mean().alias("gain_vs_one"),
+            pl.col("gain_vs_one").std().alias("gain_vs_one_std"),
+            pl.col("gain_vs_single").mean().alias("gain_vs_single"),
+            pl.col("gain_vs_single").std().alias("gain_vs_single_std"),
+            pl.col("roc_auc").mean().alias("roc_auc"),
+            pl.col("roc_auc").std().alias("roc_auc_std"),
+            pl.col("parameters").mean().alias("parameters"),
+            pl.col("macs").mean().alias("macs"),
+        )
+        .join(best, on=["k", "architecture"], how="left")
+        .with_columns(
+            pl.when(pl.col("split") == "test")
+            .then(pl.col("best") - pl.col("gain_vs_one"))
+            .otherwise(None)
+            .alias("regret")
+        )
+        .sort("split", "architecture", "k", "gain_vs_one", descending=[False, False, False, True])
+    )
+    return summary
+
+
+def soft_vs_hard(summary: pl.DataFrame) -> pl.DataFrame:
+    """Soft (``separate-soft``) minus hard (``separate``) payoff per source, k and split."""
+    if summary.height == 0 or "separate-soft" not in summary["architecture"].to_list():
+        return pl.DataFrame()
+    cols = ["source", "k", "split"]
+    hard = summary.filter(pl.col("architecture") == "separate").select(
+        *cols, pl.col("gain_vs_one").alias("hard"), pl.col("roc_auc").alias("hard_auc")
+    )
+    soft = summary.filter(pl.col("architecture") == "separate-soft").select(
+        *cols, pl.col("gain_vs_one").alias("soft"), pl.col("roc_auc").alias("soft_auc")
+    )
+    return (
+        hard.join(soft, on=cols)
+        .with_columns(
+            (pl.col("soft") - pl.col("hard")).alias("soft_minus_hard"),
+            (pl.col("soft_auc") - pl.col("hard_auc")).alias("auc_soft_minus_hard"),
+        )
+        .sort("split", "source", "k")
+    )
+
+
+@dataclass
+class PayoffResult:
+    """Everything the harness measured, as polars tables (saved with a checksummed manifest).
+
+    Attributes
+    ----------
+    task_names : list of str
+    settings : dict
+        The harness's settings (seeds, recipe, ks, architectures, budget, ...).
+    runs : polars.DataFrame
+        Per-task validation and test metrics of every run (:func:`runs_table`).
+    systems : polars.DataFrame
+        One row per trained system: kind, k, tasks, groups, parameters, multiply-adds.
+    partitions : polars.DataFrame
+        Which system serves each task in each evaluated partition and architecture.
+    payoff, summary : polars.DataFrame
+        :func:`payoff_table`, :func:`payoff_summary`.
+    truth : polars.DataFrame
+        Measured directed-pair gains on val and test (empty without pair runs).
+    signal_scores : polars.DataFrame
+        One row per signal (:func:`stgmtl.specialise.scoring.score_signals`) plus recording
+        cost (empty without pair runs).
+    soft_vs_hard : polars.DataFrame
+        :func:`soft_vs_hard`.
+    selection : polars.DataFrame
+        Budgeted selection per budget (filled by :func:`stgmtl.specialise.recommendation`).
+    recommendation : dict
+        The recommendation's JSON form.
+    signals : dict of str to TaskAffinity
+        The recorded signals and controls (first signal seed).
+    """
+
+    task_names: list[str]
+    settings: dict[str, Any]
+    runs: pl.DataFrame
+    systems: pl.DataFrame
+    partitions: pl.DataFrame
+    payoff: pl.DataFrame
+    summary: pl.DataFrame
+    truth: pl.DataFrame = field(default_factory=pl.DataFrame)
+    signal_scores: pl.DataFrame = field(default_factory=pl.DataFrame)
+    soft_vs_hard: pl.DataFrame = field(default_factory=pl.DataFrame)
+    selection: pl.DataFrame = field(default_factory=pl.DataFrame)
+    recommendation: dict[str, Any] = field(default_factory=dict)
+    signals: dict[str, TaskAffinity] = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write every table as parquet, the signals and a checksummed manifest, atomically."""
+        path = Path(path)
+        with atomic_dir(path, what="PayoffResult") as tmp:
+            files = {}
+            for name in _TABLES:
+                table: pl.DataFrame = getattr(self, name)
+                table.write_parquet(tmp / f"{name}.parquet")
+                files[name] = f"{name}.parquet"
+            for i, aff in enumerate(self.signals.values()):
+                aff.save(tmp / f"signal_{i}")
+            (tmp / "recommendation.json").write_text(json.dumps(self.recommendation, indent=2))
+            files["recommendation"] = "recommendation.json"
+            manifest = {
+                "format": _FORMAT,
+                "format_version": 1,
+                "task_names": self.task_names,
+                "settings": self.settings,
+                "signals": list(self.signals),
+            }
+            write_manifest(tmp, manifest, files)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PayoffResult:
+        """Read a folder written by :meth:`save` (every file verified against its checksum)."""
+        path = Path(path)
+        manifest = read_manifest(path, what="PayoffResult", formats={_FORMAT: (1,)})
+        tables = {n: read_parquet(verified_file(path, manifest, n)) for n in _TABLES}
+        rec = json.loads(verified_file(path, manifest, "recommendation").read_text())
+        names = manifest.get("signals", [])
+        if not isinstance(names, list):
+            raise fail("path", "a manifest listing its signals", names)
+        signals = {n: TaskAffinity.load(path / f"signal_{i}") for i, n in enumerate(names)}
+        return cls(
+            task_names=list(manifest["task_names"]),
+            settings=dict(manifest["settings"]),
+            recommendation=rec,
+            signals=signals,
+            **tables,
+        )

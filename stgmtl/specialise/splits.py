@@ -1,0 +1,119 @@
+"""Train / validation / test data of a task suite for the payoff harness, and task-column views.
+
+:class:`Splits` holds the three splits (models train on ``train`` only; ``val`` chooses;
+``test`` reports). :class:`TaskColumns` views any dataset with only some of its tasks, so a run
+on a task subset reads the same images in the same order as every other run.
+:func:`data_fingerprint` identifies the data for run caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stgmtl._checks import fail
+from stgmtl.specialise.data import make_loader, targets_of, task_names_of
+
+__all__ = ["Splits", "TaskColumns", "data_fingerprint"]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and test data of one task suite (same tasks, in the same order).
+
+    Each is a map-style torch dataset or an object with ``loader(batch_size, *, shuffle,
+    seed)`` (see :mod:`stgmtl.specialise.data`). Models train on ``train`` only; ``val`` chooses
+    (groupings, budgets, softness) and ``test`` reports.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+
+    def task_names(self) -> list[str]:
+        """The suite's task names (checked equal on the three splits)."""
+        names = [
+            task_names_of(d, int(targets_of(d).shape[1])) for d in (self.train, self.val, self.test)
+        ]
+        if not names[0] == names[1] == names[2]:
+            raise fail("splits", "train, val and test with the same tasks", [n[:3] for n in names])
+        return names[0]
+
+
+def _tensor_digest(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+
+
+def data_fingerprint(splits: Splits) -> str:
+    """sha256 identity of the three splits, for run caches.
+
+    Hashes, per split, the targets, the task names, the length and, where present, the
+    ``images`` tensor, ``sample_ids`` and the ``name`` / ``split`` / ``augment`` / ``seed``
+    attributes (as :class:`stgmtl.datasets.TaskSuite` has them). Two datasets whose inputs differ
+    only in ways these do not show get the same fingerprint: pass ``cache_id=`` to the harness
+    then.
+    """
+    h = hashlib.sha256()
+    for name, d in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        y = targets_of(d)
+        h.update(f"{name}:{len(y)}:".encode())
+        h.update(json.dumps(task_names_of(d, int(y.shape[1]))).encode())
+        _tensor_digest(h, y)
+        for attr in ("images", "sample_ids"):
+            _tensor_digest(h, getattr(d, attr, None))
+        extra = {a: getattr(d, a) for a in ("name", "split", "augment", "seed") if hasattr(d, a)}
+        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class _ColumnLoader:
+    """A loader whose batches keep only some target columns (len and set_epoch pass through)."""
+
+    def __init__(self, inner: Any, columns: torch.Tensor) -> None:
+        self.inner, self.columns = inner, columns
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        if callable(getattr(self.inner, "set_epoch", None)):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor, Any]]:
+        for x, y, idx in self.inner:
+            yield x, y.index_select(-1, self.columns), idx
+
+
+class TaskColumns:
+    """A view of a dataset with only some of its tasks (target columns), in the given order.
+
+    Works for anything :func:`stgmtl.specialise.data.make_loader` takes; the view has
+    ``loader()``, ``targets`` and ``task_names``, so it is itself such data.
+    """
+
+    def __init__(self, data: Any, columns: Sequence[int], task_names: Sequence[str]) -> None:
+        self.data = data
+        self.columns = torch.as_tensor(list(columns), dtype=torch.long)
+        self.targets = targets_of(data).index_select(1, self.columns)
+        self.task_names = list(task_names)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _ColumnLoader:
+        return _ColumnLoader(
+            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.columns
+        )

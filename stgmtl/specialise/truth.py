@@ -1,0 +1,256 @@
+"""The ground truth of task affinity: measured gains of pair training over single-task training.
+
+From the runs of the payoff harness (a network per task, per pair of tasks and for all tasks
+together, on several seeds with paired data order and initialisation):
+
+* the **gain** of partner ``j`` for task ``i`` on seed ``s`` is the relative decrease of task
+  ``i``'s loss when trained with ``j`` instead of alone,
+
+      gain[s, j, i] = (L_single[s, i] - L_pair{i, j}[s, i]) / L_single[s, i]
+
+  (positive = ``j`` helps ``i``), in the :class:`~stgmtl.affinity.TaskAffinity` orientation
+  ``values[source, recipient]``; the truth is its mean over seeds;
+* the **noise floor** of task ``i`` is the seed spread of its single-task loss, relative to its
+  mean: ``std_s(L_single[s, i]) / mean_s(L_single[s, i])`` (ddof 1);
+* a pair ``(j -> i)`` is **decided** when its mean gain is beyond ``i``'s noise floor,
+  ``|gain[j, i]| > floor[i]``: helpful when positive, harmful when negative;
+* the truth's own **reliability** is how well the gains of one seed rank like another's
+  (:meth:`GroundTruth.reliability`): no signal can correlate with the mean gains much beyond
+  the square root of its Spearman-Brown reliability.
+
+The loss is the run's per-task loss on one split (``"test"`` to score signals, ``"val"`` to
+choose), by default the training objective (BCE with the recipe's ``pos_weight``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.stats import rankdata
+
+from stgmtl._checks import check_choice, fail
+from stgmtl.affinity import TaskAffinity
+
+__all__ = ["GroundTruth", "ground_truth", "network_losses", "spearman"]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho of two 1-D samples (average ranks for ties); NaN if either is constant."""
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def network_losses(
+    results: Sequence[Any], split: str, column: str = "loss"
+) -> dict[tuple[tuple[str, ...], int], dict[str, float]]:
+    """``{(sorted task set, seed): {task: value}}`` of the ``"network"`` runs on ``split``.
+
+    Parameters
+    ----------
+    results : sequence of RunResult
+        Finished runs (other kinds are skipped).
+    split : {"val", "test"}
+    column : str
+        A metric column of the runs (``"loss"``, ``"bce"``, ``"roc_auc"``).
+    """
+    check_choice("split", split, ("val", "test"))
+    out: dict[tuple[tuple[str, ...], int], dict[str, float]] = {}
+    for r in results:
+        if r.spec.kind != "network":
+            continue
+        rows = r.metrics.filter(pl.col("split") == split)
+        out[(tuple(sorted(r.spec.tasks)), r.spec.seed)] = dict(
+            zip(rows["task"].to_list(), rows[column].to_list(), strict=True)
+        )
+    return out
+
+
+@dataclass
+class GroundTruth:
+    """Measured pair gains over single-task training, per seed, with the noise floor.
+
+    Attributes
+    ----------
+    task_names : list of str
+    seeds : list of int
+    split : str
+        The split the losses were measured on.
+    single : np.ndarray
+        ``(S, T)`` single-task losses per seed.
+    pair : np.ndarray
+        ``(S, T, T)``: ``pair[s, j, i]`` is task ``i``'s loss trained with ``j`` (NaN where the
+        pair was not trained, and on the diagonal).
+    all_tasks : np.ndarray
+        ``(S, T)`` losses of one model for all tasks (NaN where not trained).
+    """
+
+    task_names: list[str]
+    seeds: list[int]
+    split: str
+    single: np.ndarray
+    pair: np.ndarray
+    all_tasks: np.ndarray
+
+    @property
+    def num_tasks(self) -> int:
+        """``T``."""
+        return len(self.task_names)
+
+    def seed_gains(self) -> np.ndarray:
+        """``(S, T, T)`` gains per seed, ``[s, source, recipient]`` (NaN where not measured)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.single[:, None, :] - self.pair) / self.single[:, None, :]
+
+    def gains(self) -> np.ndarray:
+        """``(T, T)`` mean gain over seeds, ``[source, recipient]``; NaN where not measured."""
+        g = self.seed_gains()
+        seen = np.isfinite(g).all(0)
+        out = np.full(g.shape[1:], np.nan)
+        out[seen] = g[:, seen].mean(0)
+        return out
+
+    def noise_floor(self) -> np.ndarray:
+        """``(T,)`` relative seed spread of each task's single-task loss (NaN for one seed)."""
+        if self.single.shape[0] < 2:
+            return np.full(self.num_tasks, np.nan)
+        return self.single.std(0, ddof=1) / np.abs(self.single.mean(0))
+
+    def decided(self) -> np.ndarray:
+        """``(T, T)`` bool: the mean gain is beyond the recipient's noise floor."""
+        g = self.gains()
+        floor = self.noise_floor()
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(g) & (np.abs(g) > floor[None, :])
+
+    def reliability(self) -> dict[str, float]:
+        """How reproducible the measured gains are across seeds: the ceiling for any signal.
+
+        Returns
+        -------
+        dict
+            ``seed_spearman``: mean over pairs of seeds of Spearman's rho between their gain
+            matrices (over directed pairs measured on both); ``mean_reliability``: the
+            Spearman-Brown reliability of the mean over ``S`` seeds, ``S r / (1 + (S - 1) r)``;
+            ``ceiling``: its square root, about the largest rank correlation a perfect signal
+            can reach with the mean gains (NaN for one seed or ``r <= 0``).
+        """
+        g = self.seed_gains()
+        s = g.shape[0]
+        rhos = []
+        for a in range(s):
+            for b in range(a + 1, s):
+                ok = np.isfinite(g[a]) & np.isfinite(g[b])
+                if ok.sum() >= 3:
+                    rhos.append(spearman(g[a][ok], g[b][ok]))
+        r = float(np.mean(rhos)) if rhos else float("nan")
+        rel = s * r / (1 + (s - 1) * r) if np.isfinite(r) and r > 0 else float("nan")
+        return {
+            "seed_spearman": r,
+            "mean_reliability": rel,
+            "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) else float("nan"),
+        }
+
+    def one_model_gain(self) -> np.ndarray:
+        """``(T,)`` mean relative gain of one model for all tasks over single-task models."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ((self.single - self.all_tasks) / self.single).mean(0)
+
+    def affinity(self) -> TaskAffinity:
+        """The mean gains as a ``TaskAffinity`` (signal ``"truth"``), with per-pair seed counts."""
+        g = self.gains()
+        return TaskAffinity(
+            task_names=list(self.task_names),
+            values=g,
+            signal="truth",
+            counts=np.where(np.isfinite(g), len(self.seeds), 0).astype(np.int64),
+            meta={
+                "formula": "(L_single[i] - L_pair{i,j}[i]) / L_single[i], mean over seeds",
+                "split": self.split,
+                "seeds": list(self.seeds),
+            },
+        )
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per measured directed pair: ``source, target, gain, gain_std, floor,
+        decided`` (``gain_std`` over seeds, ddof 1)."""
+        g, d, floor = self.gains(), self.decided(), self.noise_floor()
+        per = self.seed_gains()
+        src, dst = np.nonzero(np.isfinite(g))
+        std = per[:, src, dst].std(0, ddof=1) if len(self.seeds) > 1 else np.full(src.size, np.nan)
+        names = np.asarray(self.task_names, dtype=object)
+        return pl.DataFrame(
+            {
+                "source": names[src].tolist(),
+                "target": names[dst].tolist(),
+                "gain": g[src, dst],
+                "gain_std": std,
+                "floor": floor[dst],
+                "decided": d[src, dst],
+            }
+        )
+
+
+def ground_truth(
+    results: Sequence[Any],
+    task_names: Sequence[str],
+    *,
+    split: str = "test",
+    column: str = "loss",
+) -> GroundTruth:
+    """Collect single, pair and all-task network runs into a :class:`GroundTruth`.
+
+    Parameters
+    ----------
+    results : sequence of RunResult
+        The harness's runs; ``"network"`` runs on one task, two tasks and all tasks are used.
+    task_names : sequence of str
+        The suite's tasks, the order of the matrices.
+    split : {"val", "test"}
+    column : str
+        The per-task loss column (default the training objective).
+
+    Returns
+    -------
+    GroundTruth
+
+    Raises
+    ------
+    ValueError
+        If some task has no single-task run on some seed that has runs.
+    """
+    names = [str(t) for t in task_names]
+    pos = {t: i for i, t in enumerate(names)}
+    losses = network_losses(results, split, column)
+    seeds = sorted({seed for (_, seed) in losses})
+    if not seeds:
+        raise fail("results", "finished 'network' runs", "none")
+    t, s = len(names), len(seeds)
+    single = np.full((s, t), np.nan)
+    pair = np.full((s, t, t), np.nan)
+    every = np.full((s, t), np.nan)
+    full = tuple(sorted(names))
+    for (tasks, seed), vals in losses.items():
+        si = seeds.index(seed)
+        if len(tasks) == 1 and tasks[0] in pos:
+            single[si, pos[tasks[0]]] = vals[tasks[0]]
+        elif len(tasks) == 2 and all(x in pos for x in tasks):
+            a, b = pos[tasks[0]], pos[tasks[1]]
+            pair[si, b, a] = vals[tasks[0]]  # a's loss with partner b: source b, recipient a
+            pair[si, a, b] = vals[tasks[1]]
+        if tasks == full:
+            every[si] = [vals[n] for n in names]
+    missing = np.argwhere(~np.isfinite(single))
+    if missing.size:
+        si, ti = missing[0]
+        raise fail(
+            "results",
+            "a single-task run of every task on every seed",
+            f"none for {names[ti]!r} on seed {seeds[si]}",
+        )
+    return GroundTruth(names, seeds, split, single, pair, every)
