@@ -127,8 +127,9 @@ def add_payoff_parser(sub: Any) -> None:
     p.add_argument(
         "--signals",
         default=None,
-        help="comma-separated signals to record (default: every signal this "
-        "installation records; see stgmtl.specialise.recording)",
+        help="comma-separated signals of stgmtl.record_affinity (default: all of them: "
+        "datamap, confusion, label, colearning, tag, grad-cosine, rep-cosine, grad-tag; "
+        "colearning needs --epochs >= 2); label and random are always computed as controls",
     )
     p.add_argument(
         "--signal-seeds",
@@ -238,7 +239,6 @@ def run_payoff_command(args: argparse.Namespace) -> int:
     from stgmtl.datasets import cifar10_15_splits, cifar100_splits
     from stgmtl.models import model_factory
     from stgmtl.specialise import TrainConfig, run_payoff
-    from stgmtl.specialise.recording import FREE_SIGNALS, SIGNAL_NAMES
 
     st = payoff_settings(args)
     suite = "cifar10-15" if args.quick else args.suite
@@ -264,11 +264,8 @@ def run_payoff_command(args: argparse.Namespace) -> int:
     seeds = _ints(str(st["seeds"]))
     ss = st["signal_seeds"]
     signal_seeds = None if ss is None else seeds if ss == "same" else _ints(str(ss))
-    import stgmtl.record as record_stage
-
-    available = SIGNAL_NAMES if hasattr(record_stage, "record_affinity") else FREE_SIGNALS
     signals = (
-        list(available)
+        None  # every signal record_affinity can record with the recipe
         if args.signals is None
         else [s.strip() for s in args.signals.split(",") if s.strip()]
     )

@@ -9,7 +9,9 @@ import pytest
 from scipy.special import comb
 from sklearn.metrics import adjusted_rand_score
 
+import stgmtl
 from stgmtl.affinity import TaskAffinity
+from stgmtl.grouping.selection import standley_cost, standley_select
 from stgmtl.specialise.selection import (
     partition_from_affinity,
     random_partition,
@@ -106,3 +108,47 @@ def test_softness_hits_the_target_entropy_and_keeps_the_groups() -> None:
     hard, m0 = soft_memberships(groups, 0.0)
     assert m0 == 1.0 and membership_entropy(hard) == 0.0
     assert membership_entropy(np.full((4, 3), 1 / 3)) == pytest.approx(1.0)
+
+
+def test_common_selector_is_stgmtl_group_on_the_affinity() -> None:
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(9, 9))
+    np.fill_diagonal(v, np.nan)
+    aff = TaskAffinity([f"t{i}" for i in range(9)], v, "x", orientation="source->recipient")
+    ours = partition_from_affinity(aff, 3, random_state=2)
+    common = stgmtl.group(aff, 3, random_state=2, progress=False)
+    assert np.array_equal(ours.labels, common.labels)
+    assert np.allclose(ours.membership, common.membership)
+
+
+def test_common_selector_without_structure_deals_round_robin() -> None:
+    flat = np.ones((6, 6))
+    np.fill_diagonal(flat, np.nan)
+    groups = partition_from_affinity(TaskAffinity([f"t{i}" for i in range(6)], flat, "x"), 2)
+    assert groups.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    two = TaskAffinity(["a", "b"], np.array([[np.nan, 1.0], [2.0, np.nan]]), "x")
+    assert partition_from_affinity(two, 2).labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_budgeted_selection_is_the_shared_standley_search(seed: int) -> None:
+    # the same instance through standley_select (task sets) and select_networks (rows)
+    rng = np.random.default_rng(seed)
+    names = [f"t{i}" for i in range(5)]
+    nets = [tuple(names)] + [
+        tuple(sorted(rng.choice(names, int(rng.integers(1, 4)), replace=False).tolist()))
+        for _ in range(9)
+    ]
+    nets = list(dict.fromkeys(nets))
+    losses = np.full((len(nets), 5), np.nan)
+    for c, net in enumerate(nets):
+        for task in net:
+            losses[c, names.index(task)] = rng.random()
+    costs = np.array([standley_cost(n) for n in nets])
+    table = {n: {t: float(losses[c, names.index(t)]) for t in n} for c, n in enumerate(nets)}
+    for budget in (1.0, 2.0, 2.5):
+        chosen, val, exact = select_networks(losses, costs, budget)
+        ref = standley_select(table, budget, task_names=names, greater_is_better=False,
+                              higher_order=False)  # fmt: skip
+        brute = _brute(losses, costs, budget)
+        assert exact and val == pytest.approx(ref.score) and val == pytest.approx(brute)

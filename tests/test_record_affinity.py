@@ -203,3 +203,26 @@ def test_regroup_finds_planted_blocks():
     a[:3, :3] = a[3:, 3:] = 1.0
     groups = regroup(a, random_state=0)
     assert sorted(map(sorted, groups)) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_payoff_label_control_is_record_affinitys_label_signal():
+    from stgmtl.specialise.recording import default_signals, label_control
+    from stgmtl.specialise.training import TrainConfig
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(96, 4, generator=g)
+    y = torch.stack([x[:, 0] > 0, x[:, 0] > 0.5, x[:, 1] > 0], 1).float()
+    loader = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=32, shuffle=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    names = ["a", "b", "c"]
+    recorded = stgmtl.record_affinity(
+        loader, model, signals=["label"], epochs=1, progress=False, task_names=names
+    )["label"]
+    control = label_control(y.numpy(), names)
+    assert np.allclose(control.values, recorded.values, equal_nan=True)
+    assert control.orientation == recorded.orientation == "source->recipient"
+    assert default_signals(TrainConfig(epochs=3)) == list(SIGNALS)
+    assert "colearning" not in default_signals(TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="targets: expected"):
+        label_control(y.numpy(), names[:2])

@@ -58,11 +58,10 @@ from stgmtl.specialise.payoff_tables import (
 )
 from stgmtl.specialise.recommendation import recommend
 from stgmtl.specialise.recording import (
-    FREE_SIGNALS,
     RecordResult,
-    affinity_probes_available,
+    default_signals,
     execute_recording,
-    label_affinity,
+    label_control,
     random_affinity,
     record_signals,
 )
@@ -131,7 +130,7 @@ def run_payoff(
     truth: str = "auto",
     max_pairs: int | None = None,
     singles: bool | None = None,
-    signals: Sequence[str] | Mapping[str, TaskAffinity] = FREE_SIGNALS,
+    signals: Sequence[str] | Mapping[str, TaskAffinity] | None = None,
     signal_seeds: Sequence[int] | None = None,
     recorder: Callable[..., dict[str, TaskAffinity]] = record_signals,
     record_separately: bool = True,
@@ -174,8 +173,12 @@ def run_payoff(
         With ``truth="pairs"``: train a seeded sample of this many pairs.
     singles : bool, optional
         Train single-task networks (default: whenever there is a truth, or ``T <= 30``).
-    signals : sequence of str or mapping
+    signals : sequence of str or mapping, optional
         Signal names to record with ``recorder``, or precomputed ``{name: TaskAffinity}``.
+        Default: every signal of :func:`stgmtl.record_affinity` the recipe can record
+        (:func:`~stgmtl.specialise.recording.default_signals`). ``"label"`` needs no training:
+        it is computed from the training labels (:func:`~stgmtl.specialise.recording.label_control`)
+        and always present as a control, with ``"random"``.
     signal_seeds : sequence of int, optional
         Seeds of the recording runs (default: the first seed). A grouping trained on seed ``s``
         uses the signals recorded on ``s`` when there are some, else those of the first
@@ -184,7 +187,8 @@ def run_payoff(
         ``recorder(train, factory, recipe, signals) -> {name: TaskAffinity}``
         (default :func:`~stgmtl.specialise.recording.record_signals`).
     record_separately : bool
-        One recording run per signal (each gets its own recording cost) instead of one run.
+        One recording run per probe signal (each gets its own recording cost) and one for the
+        free signals read from data maps together, instead of one run for all.
     ks : sequence of int
         Numbers of groups.
     architectures : sequence of str
@@ -240,8 +244,11 @@ def run_payoff(
         raise fail("ks", f"numbers of groups <= T = {t}", ks)
     mode = resolve_truth(truth, t)
     singles = (mode != "none" or t <= 30) if singles is None else bool(singles)
+    if signals is None:
+        signals = default_signals(recipe)
     precomputed = dict(signals) if isinstance(signals, Mapping) else {}
-    to_record = [] if precomputed else [str(s) for s in signals]
+    # the label statistic needs no training run: it is a control computed from the labels
+    to_record = [] if precomputed else [str(s) for s in signals if s != "label"]
     signal_seeds = [seeds[0]] if signal_seeds is None else [int(s) for s in signal_seeds]
     cache = (
         Path(cache_dir)
@@ -257,7 +264,17 @@ def run_payoff(
         factory_id or factory_identity(factory),
         threads,
     )
-    n_sources = len(to_record) + len(precomputed) + (3 if mode != "none" else 0)
+    # controls for scoring signals against the truth: the label statistic (no training; also a
+    # grouping source when asked for at the group level) and a random matrix (at the group
+    # level, without a truth, random partitions are the control)
+    controls: dict[str, TaskAffinity] = {}
+    if mode != "none" or (not precomputed and "label" in signals):
+        controls["label"] = label_control(targets_of(splits.train), names)
+    if mode != "none":
+        controls["random"] = random_affinity(names, random_state)
+    n_sources = (
+        len(to_record) + len(set(precomputed) | set(controls)) + (1 if mode == "pairs" else 0)
+    )
     plan = plan_payoff(
         names,
         seeds=seeds,
@@ -266,9 +283,7 @@ def run_payoff(
         singles=singles,
         signals=to_record,
         signal_seeds=signal_seeds,
-        # the free fallback signals come from one data-map run: record them together
-        record_separately=record_separately
-        and (recorder is not record_signals or affinity_probes_available()),
+        record_separately=record_separately,
         ks=ks,
         architectures=architectures,
         random_partitions=random_partitions,
@@ -291,16 +306,6 @@ def run_payoff(
         else {}
     )
     by_seed, costs = _signals_by_seed(recs, truth_results, names)
-    # controls for scoring signals against the truth (at the group level, without a truth,
-    # random partitions are the control)
-    controls = (
-        {
-            "label": label_affinity(targets_of(splits.train), names),
-            "random": random_affinity(names, random_state),
-        }
-        if mode != "none"
-        else {}
-    )
     first = signal_seeds[0]
     sig_first = dict(precomputed) or dict(by_seed.get(first, {}))
     for name, aff in controls.items():

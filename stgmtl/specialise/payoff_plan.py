@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stgmtl._checks import check_choice
+from stgmtl.affinity import FREE_SIGNALS
 from stgmtl.specialise.runs import RunSpec
 
 __all__ = [
@@ -152,7 +153,12 @@ def plan_payoff(
                 seen.add(spec)
                 plan.truth.append(spec)
     if signals:
-        sig_sets = [(s,) for s in signals] if record_separately else [tuple(signals)]
+        if record_separately:
+            # the free signals are read from the same data maps: one run records them together
+            free = tuple(s for s in signals if s in FREE_SIGNALS)
+            sig_sets = ([free] if free else []) + [(s,) for s in signals if s not in free]
+        else:
+            sig_sets = [tuple(signals)]
         plan.recordings = [(ss, seed) for seed in signal_seeds for ss in sig_sets]
     per_k = n_sources + random_partitions
     for arch in architectures:

@@ -333,7 +333,7 @@ class PayoffResult:
             files["recommendation"] = "recommendation.json"
             manifest = {
                 "format": _FORMAT,
-                "format_version": 1,
+                "format_version": 2,  # 2: the manifest carries its own checksum
                 "task_names": self.task_names,
                 "settings": self.settings,
                 "signals": list(self.signals),
@@ -345,7 +345,9 @@ class PayoffResult:
     def load(cls, path: str | os.PathLike[str]) -> PayoffResult:
         """Read a folder written by :meth:`save` (every file verified against its checksum)."""
         path = Path(path)
-        manifest = read_manifest(path, what="PayoffResult", formats={_FORMAT: (1,)})
+        manifest = read_manifest(
+            path, what="PayoffResult", formats={_FORMAT: (1, 2)}, unsigned={(_FORMAT, 1)}
+        )
         tables = {n: read_parquet(verified_file(path, manifest, n)) for n in _TABLES}
         rec = json.loads(verified_file(path, manifest, "recommendation").read_text())
         names = manifest.get("signals", [])

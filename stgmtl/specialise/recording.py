@@ -1,23 +1,16 @@
 """Recording affinity signals for the payoff harness, under the conditions of its truth runs.
 
 A recording run trains one model for all tasks exactly as the harness's all-task ``"network"``
-run of the same seed (same factory, width, initialisation, data order, optimiser and epochs)
-with the signals' probes attached, and returns one :class:`~stgmtl.affinity.TaskAffinity` per
-signal. Its wall time divided by the plain run's training time is the signal's recording cost.
+run of the same seed (same factory, width, initialisation, data order, optimiser, scheduler and
+epochs) with :func:`stgmtl.record_affinity`'s probes attached, and returns one
+:class:`~stgmtl.affinity.TaskAffinity` per signal (:data:`stgmtl.record.SIGNALS`; every probe
+with its default schedule). Its wall time divided by the plain run's training time is the
+signal's recording cost.
 
-The default recorder, :func:`record_signals`, uses :func:`stgmtl.record_affinity` (the affinity
-probes) when this installation has it; otherwise it records data maps with
-:func:`stgmtl.fit_datamaps` and derives the signals that need nothing else ("free" signals):
-
-``datamap``
-    ``-||f_i - f_j||`` between the tasks' flattened data-map features (STG-MTL's feature),
-    divided by sqrt(D); symmetric.
-``confusion``
-    the symmetrised cross-task confusion of :func:`stgmtl.features.confusion.confusion_matrix`
-    (mean probability that task ``i`` says yes on ``j``'s positives).
-
-Two controls need no training: :func:`label_affinity` (the phi coefficient of the training
-labels; "label statistics") and :func:`random_affinity` (a seeded standard-normal matrix).
+Two controls need no training: the label statistic of the training labels
+(:func:`label_control`, the ``label`` signal of :func:`stgmtl.affinity.signals.label_signal`
+computed from the targets alone, used when ``label`` is not recorded) and
+:func:`random_affinity` (a seeded standard-normal matrix).
 
 Recordings are cached like runs (``<cache>/signals/<key>/``, one saved ``TaskAffinity`` per
 signal and a manifest), keyed by the recorder, the signals, the recipe, the factory, the data and
@@ -27,7 +20,6 @@ the seed.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -38,68 +30,49 @@ from typing import Any
 import numpy as np
 import torch
 
-import stgmtl.record as record_stage
 from stgmtl._checks import check_int, fail
 from stgmtl._io import atomic_dir, read_manifest, write_manifest
 from stgmtl.affinity import TaskAffinity
-from stgmtl.features.confusion import confusion_matrix
-from stgmtl.features.datamap import datamap_features
-from stgmtl.record import fit_datamaps
+from stgmtl.affinity.signals import label_signal
+from stgmtl.record import SIGNALS, record_affinity
 from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of
 from stgmtl.specialise.runs import RunContext, data_for_worker, factory_identity
 from stgmtl.specialise.splits import Splits
 from stgmtl.specialise.training import TrainConfig
 
 __all__ = [
-    "FREE_SIGNALS",
-    "affinity_probes_available",
-    "SIGNAL_NAMES",
     "RecordResult",
-    "datamap_signals",
+    "default_signals",
     "execute_recording",
-    "label_affinity",
+    "label_control",
     "random_affinity",
     "record_signals",
     "recording_key",
 ]
 
-#: Signal names of :func:`stgmtl.record_affinity` (the affinity-signals issue).
-SIGNAL_NAMES = (
-    "datamap",
-    "confusion",
-    "label",
-    "colearning",
-    "tag",
-    "grad-cosine",
-    "rep-cosine",
-    "grad-tag",
-)
-#: The signals :func:`record_signals` derives from data maps when ``record_affinity`` is absent.
-FREE_SIGNALS = ("datamap", "confusion")
 _FORMAT = "stgmtl.PayoffRecording"
 
 
-def label_affinity(targets: Any, task_names: Sequence[str]) -> TaskAffinity:
-    """The phi coefficient (Pearson correlation of the 0/1 labels) between tasks; symmetric.
+def default_signals(recipe: TrainConfig) -> list[str]:
+    """Every signal of :func:`stgmtl.record_affinity` that ``recipe`` can record.
 
-    A task whose labels are constant gets NaN rows and columns.
+    ``colearning`` compares epochs, so it is left out when ``recipe.epochs < 2``.
+    """
+    return [s for s in SIGNALS if s != "colearning" or recipe.epochs >= 2]
+
+
+def label_control(targets: Any, task_names: Sequence[str]) -> TaskAffinity:
+    """The ``label`` signal from the training labels alone (no training run).
+
+    :func:`stgmtl.affinity.signals.label_signal` (default statistic: ``I(Y_i; Y_j) / H(Y_j)``)
+    of ``targets`` ``(N, T)`` with values 0 / 1 (NaN or negative = not observed): the same matrix
+    :func:`stgmtl.record_affinity` returns for ``"label"`` from the labels it saw.
     """
     y = np.asarray(targets, dtype=np.float64)
     if y.ndim != 2 or y.shape[1] != len(task_names):
         raise fail("targets", f"an (N, {len(task_names)}) label matrix", y.shape)
-    yc = y - y.mean(0)
-    sd = np.sqrt((yc * yc).mean(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        phi = (yc.T @ yc / y.shape[0]) / np.outer(sd, sd)
-    phi = np.where(np.outer(sd, sd) > 0, phi, np.nan)
-    phi = (phi + phi.T) / 2.0
-    return TaskAffinity(
-        list(task_names),
-        phi,
-        "label",
-        orientation="symmetric",
-        meta={"formula": "phi coefficient of the training labels"},
-    )
+    codes = np.where(np.isfinite(y) & (y >= 0), np.nan_to_num(y), -1).astype(np.int64).T
+    return label_signal(codes, task_names=list(task_names))
 
 
 def random_affinity(task_names: Sequence[str], random_state: int = 0) -> TaskAffinity:
@@ -108,43 +81,6 @@ def random_affinity(task_names: Sequence[str], random_state: int = 0) -> TaskAff
     v = np.random.default_rng([int(random_state), 12]).normal(size=(t, t))
     np.fill_diagonal(v, np.nan)
     return TaskAffinity(list(task_names), v, "random", meta={"formula": "standard normal"})
-
-
-def datamap_signals(maps: Any, signals: Sequence[str] = FREE_SIGNALS) -> dict[str, TaskAffinity]:
-    """The free signals of the module docstring from recorded ``DataMaps``."""
-    names = list(maps.task_names)
-    out: dict[str, TaskAffinity] = {}
-    if "datamap" in signals:
-        f = datamap_features(maps).astype(np.float64)
-        sq = (f * f).sum(1)
-        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * f @ f.T, 0.0)
-        v = -np.sqrt(d2 / max(f.shape[1], 1))
-        v = (v + v.T) / 2.0
-        np.fill_diagonal(v, np.nan)
-        out["datamap"] = TaskAffinity(
-            names,
-            v,
-            "datamap",
-            orientation="symmetric",
-            meta={"formula": "-|f_i - f_j| / sqrt(D), data-map features"},
-        )
-    if "confusion" in signals:
-        a = confusion_matrix(maps)
-        v = (a + a.T) / 2.0
-        np.fill_diagonal(v, np.nan)
-        out["confusion"] = TaskAffinity(
-            names,
-            v,
-            "confusion",
-            orientation="symmetric",
-            meta={"formula": "symmetrised cross-task confusion"},
-        )
-    return out
-
-
-def affinity_probes_available() -> bool:
-    """Whether this installation has :func:`stgmtl.record_affinity` (else the free signals)."""
-    return hasattr(record_stage, "record_affinity")
 
 
 def _optimizer(model: torch.nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
@@ -170,7 +106,7 @@ def record_signals(
     recipe : TrainConfig
         The harness's recipe with the run's seed.
     signals : sequence of str
-        Names from :data:`SIGNAL_NAMES`.
+        Names from :data:`stgmtl.record.SIGNALS`.
     progress : bool
 
     Returns
@@ -187,45 +123,21 @@ def record_signals(
         pw = pos_weight_of(y)
     elif recipe.pos_weight is not None:
         pw = torch.full((t,), float(recipe.pos_weight))
-    if affinity_probes_available():
-        record_affinity = getattr(record_stage, "record_affinity")  # noqa: B009 - optional
-        kwargs: dict[str, Any] = {
-            "signals": tuple(signals),
-            "epochs": recipe.epochs,
-            "optimizer": _optimizer(model, recipe),
-            "lr": recipe.lr,
-            "pos_weight": pw,
-            "progress": progress,
-            "random_state": recipe.seed,
-        }
-        accepted = inspect.signature(record_affinity).parameters
-        if "scheduler" in accepted:
-            kwargs["scheduler"] = recipe.scheduler
-        if "task_names" in accepted:
-            kwargs["task_names"] = _names(train, t)
-        return dict(record_affinity(loader, model, **kwargs))
-    unknown = [s for s in signals if s not in FREE_SIGNALS]
-    if unknown:
-        raise fail(
-            "signals",
-            f"signals this installation can record {FREE_SIGNALS} "
-            "(stgmtl.record_affinity is not available)",
-            unknown,
+    return dict(
+        record_affinity(
+            loader,
+            model,
+            signals=tuple(signals),
+            epochs=recipe.epochs,
+            optimizer=_optimizer(model, recipe),
+            lr=recipe.lr,
+            pos_weight=pw,
+            progress=progress,
+            random_state=recipe.seed,
+            task_names=_names(train, t),
+            scheduler=recipe.scheduler,  # type: ignore[arg-type]
         )
-    maps = fit_datamaps(
-        loader,
-        model,
-        epochs=recipe.epochs,
-        optimizer=_optimizer(model, recipe),
-        lr=recipe.lr,
-        scheduler=recipe.scheduler,  # type: ignore[arg-type]
-        pos_weight=pw,
-        progress=progress,
-        random_state=recipe.seed,
-        num_samples=len(y),
-        task_names=_names(train, t),
     )
-    return datamap_signals(maps, signals)
 
 
 def _names(data: Any, t: int) -> list[str]:
@@ -277,7 +189,9 @@ def execute_recording(
     key = recording_key(signals, seed, factory_identity(recorder), ctx)
     folder = Path(ctx.cache_dir) / "signals" / key
     if (folder / "manifest.json").is_file():
-        manifest = read_manifest(folder, what="signal recording", formats={_FORMAT: (1,)})
+        manifest = read_manifest(
+            folder, what="signal recording", formats={_FORMAT: (1, 2)}, unsigned={(_FORMAT, 1)}
+        )
         found = {
             n: TaskAffinity.load(folder / f"signal_{i}") for i, n in enumerate(manifest["names"])
         }
@@ -305,7 +219,7 @@ def execute_recording(
             tmp,
             {
                 "format": _FORMAT,
-                "format_version": 1,
+                "format_version": 2,  # 2: the manifest carries its own checksum
                 "names": list(found),
                 "seconds": seconds,
                 "seed": int(seed),

@@ -74,7 +74,13 @@ __all__ = [
 
 RUN_KINDS = ("network", "separate", "branched")
 _FORMAT = "stgmtl.PayoffRun"
-_FORMAT_VERSION = 1
+#: Version 2 manifests carry their own checksum; version 1 (written before) still loads.
+_FORMAT_VERSION = 2
+_READ = {_FORMAT: (1, 2)}
+_UNSIGNED = {(_FORMAT, 1)}
+#: Part of every run's cache key: changes only when what a run computes changes (not with the
+#: manifest format), so that a cache stays valid.
+_KEY_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +211,7 @@ def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: st
     """The cache key of a run: sha256 of spec, recipe (no seed, device), factory and data."""
     body = {
         "format": _FORMAT,
-        "version": _FORMAT_VERSION,
+        "version": _KEY_VERSION,
         "spec": asdict(spec),
         "recipe": _recipe_fields(recipe),
         "factory": factory_id,
@@ -315,7 +321,7 @@ def load_run(ctx: RunContext, spec: RunSpec, key: str) -> RunResult | None:
     folder = run_dir(ctx, key)
     if not (folder / "manifest.json").is_file():
         return None
-    manifest = read_manifest(folder, what="payoff run", formats={_FORMAT: (_FORMAT_VERSION,)})
+    manifest = read_manifest(folder, what="payoff run", formats=_READ, unsigned=_UNSIGNED)
     if manifest.get("key") != key:
         raise ValueError(f"path: {folder} holds run {manifest.get('key')!r}, expected {key!r}")
     metrics = read_parquet(verified_file(folder, manifest, "metrics"))
@@ -363,6 +369,6 @@ def save_run(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> Non
 def load_weights(ctx: RunContext, key: str) -> list[dict[str, torch.Tensor]]:
     """The state dicts a finished run saved (one per trained network)."""
     folder = run_dir(ctx, key)
-    manifest = read_manifest(folder, what="payoff run", formats={_FORMAT: (_FORMAT_VERSION,)})
+    manifest = read_manifest(folder, what="payoff run", formats=_READ, unsigned=_UNSIGNED)
     state = load_checkpoint(verified_file(folder, manifest, "model"))
     return list(state["models"])

@@ -1,18 +1,18 @@
 """Choosing what to train: partitions from a signal, every partition, budgeted network selection.
 
 * :func:`partition_from_affinity` is the harness's **one common selector**: every signal's
-  ``(T, T)`` affinity becomes ``k`` hard groups the same way, so that differences between the
-  groupings are differences between the signals. It is the scalable route of
-  :func:`stgmtl.group`: each task is described by its row of the symmetrised affinity
-  (``(A + A.T) / 2``, z-scored over the off-diagonal entries; its own entry set to its row's
-  largest, a task being most like itself), then seeded k-means with hard memberships.
+  ``(T, T)`` affinity becomes ``k`` groups the same way, so that differences between the
+  groupings are differences between the signals. It is :func:`stgmtl.group` on the affinity
+  (the ``"affinity"`` feature kind: spectral embedding of the symmetrised affinity graph, then
+  k-means and memberships; :mod:`stgmtl.features.affinity`), the scalable route of
+  :func:`stgmtl.grouping.selection.select` (``method="kmeans"``).
 * :func:`set_partitions` enumerates every partition of ``T`` tasks into ``k`` groups (the
-  exhaustive tier, ``T <= 5``).
-* :func:`select_networks` is Standley et al.'s budgeted selection (ICML 2020): from trained
-  candidate networks, each serving some tasks at some cost, the set within the budget that
-  minimises the mean over tasks of the loss of the *best* chosen network serving that task;
-  every task must be served. Exact (every affordable set is scored, vectorised) up to
-  ``max_exact`` sets; beyond, a heuristic: from each of the 20 best single candidates (and every
+  exhaustive tier, ``T <= 5``: each partition is *trained*, so they are listed, not searched).
+* :func:`select_networks` is Standley et al.'s budgeted selection over trained candidate
+  *systems*: the shared exact search, :func:`stgmtl.grouping.selection.standley_search`,
+  on a ``(systems, tasks)`` loss matrix (a system may be a network or a grouped model serving
+  every task, so the candidates are rows, not task sets), up to ``max_exact`` affordable sets.
+  Beyond, a documented heuristic: from each of the 20 best single candidates (and every
   candidate that serves all tasks alone), greedy additions by decrease of the total loss per
   cost, then single swaps and drops until none improves; the best result wins. It is not
   guaranteed optimal.
@@ -20,43 +20,25 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from stgmtl._checks import check_float, check_int, fail, seed_from
+from stgmtl._checks import check_int, fail, seed_from
 from stgmtl.affinity import TaskAffinity
+from stgmtl.features.affinity import affinity_features
 from stgmtl.grouping import TaskGroups, group
+from stgmtl.grouping.selection.standley import search_inputs, standley_search
 
 __all__ = [
-    "affinity_features",
     "partition_from_affinity",
     "random_partition",
     "select_networks",
     "selection_objective",
     "set_partitions",
 ]
-
-
-def affinity_features(affinity: TaskAffinity) -> np.ndarray:
-    """``(T, T)`` float32 task features: rows of the z-scored symmetrised affinity.
-
-    Off-diagonal NaN (pairs never observed) become 0 (the mean); the diagonal is each row's
-    largest off-diagonal value.
-    """
-    s = affinity.symmetric().astype(np.float64)
-    t = s.shape[0]
-    off = ~np.eye(t, dtype=bool)
-    vals = s[off & np.isfinite(s)]
-    mu, sd = (float(vals.mean()), float(vals.std())) if vals.size else (0.0, 1.0)
-    z = (s - mu) / (sd if sd > 0 else 1.0)
-    z[off & ~np.isfinite(z)] = 0.0
-    np.fill_diagonal(z, 0.0)
-    np.fill_diagonal(z, z.max(1) if t > 1 else 0.0)
-    return z.astype(np.float32)
 
 
 def partition_from_affinity(
@@ -73,6 +55,7 @@ def partition_from_affinity(
         Seed of the k-means.
     m : float
         Fuzzifier of the returned memberships (the hard groups are their argmax).
+        Other options of :func:`stgmtl.group` keep their defaults.
 
     Returns
     -------
@@ -86,20 +69,13 @@ def partition_from_affinity(
         raise fail("affinity", "a TaskAffinity", type(affinity).__name__, error=TypeError)
     t = affinity.num_tasks
     check_int("k", k, low=1, high=t)
-    x = affinity_features(affinity)
-    spread = np.ptp(x, axis=0) if t > 1 else np.zeros(1)
-    if k in (1, t) or not (spread > 1e-12).any():
+    s = affinity.symmetric()
+    off = ~np.eye(t, dtype=bool) & np.isfinite(s)
+    if k in (1, t) or t < 3 or not off.any() or np.ptp(s[off]) <= 1e-12:
         # nothing to choose (k = 1 or T), or no structure: tasks in order, round robin
+        x = affinity_features(affinity, mode="rows") if off.any() else np.eye(t)
         return _fixed_groups(x, np.arange(t) % k, affinity.task_names)
-    return group(
-        x,
-        k=k,
-        m=m,
-        random_state=random_state,
-        task_names=affinity.task_names,
-        reduce="none",
-        progress=False,
-    )
+    return group(affinity, k, m=m, random_state=random_state, progress=False)
 
 
 def _fixed_groups(x: np.ndarray, labels: np.ndarray, names: list[str]) -> TaskGroups:
@@ -156,30 +132,6 @@ def selection_objective(losses: np.ndarray, chosen: Sequence[int]) -> float:
     sub = np.asarray(losses, dtype=np.float64)[list(chosen)]
     best = np.where(np.isnan(sub), np.inf, sub).min(0)
     return float(best.mean()) if np.isfinite(best).all() else float("inf")
-
-
-def _exact(
-    lo: np.ndarray, costs: np.ndarray, budget: float, max_size: int
-) -> tuple[list[int], float]:
-    c, t = lo.shape
-    best: tuple[list[int], float] = ([], float("inf"))
-    for r in range(1, max_size + 1):
-        combos = itertools.combinations(range(c), r)
-        while True:
-            chunk = np.fromiter(
-                itertools.chain.from_iterable(itertools.islice(combos, 65536)), dtype=np.int64
-            ).reshape(-1, r)
-            if chunk.size == 0:
-                break
-            ok = costs[chunk].sum(1) <= budget + 1e-9
-            chunk = chunk[ok]
-            if chunk.size == 0:
-                continue
-            vals = lo[chunk].min(1).mean(1)  # (n, T) -> (n,)
-            i = int(np.argmin(vals))
-            if vals[i] < best[1] - 1e-15:
-                best = (chunk[i].tolist(), float(vals[i]))
-    return best
 
 
 def _heuristic(
@@ -246,7 +198,7 @@ def select_networks(
     *,
     max_exact: int = 2_000_000,
 ) -> tuple[list[int], float, bool]:
-    """Standley's budgeted selection over trained candidate networks (module docstring).
+    """Standley's budgeted selection over trained candidate systems (module docstring).
 
     Parameters
     ----------
@@ -259,7 +211,8 @@ def select_networks(
     budget : float
         Largest total cost.
     max_exact : int
-        Score every affordable set when there are at most this many; else the heuristic.
+        The exact search (:func:`~stgmtl.grouping.selection.standley_search`) when there are at
+        most this many affordable sets (its worst case); else the heuristic.
 
     Returns
     -------
@@ -270,13 +223,7 @@ def select_networks(
     exact : bool
         Whether the search was exhaustive.
     """
-    lo = np.asarray(losses, dtype=np.float64)
-    if lo.ndim != 2 or lo.shape[0] < 1:
-        raise fail("losses", "a (C, T) matrix with C >= 1", lo.shape)
-    cost = np.asarray(costs, dtype=np.float64)
-    if cost.shape != (lo.shape[0],) or not np.isfinite(cost).all() or (cost <= 0).any():
-        raise fail("costs", f"{lo.shape[0]} finite costs > 0", cost.shape)
-    check_float("budget", budget, low=0.0, low_open=True)
+    lo, cost, budget = search_inputs(losses, costs, budget, name="losses")
     lo = np.where(np.isnan(lo), np.inf, lo)
     order = np.sort(cost)
     max_size = int(np.searchsorted(np.cumsum(order), budget + 1e-9, side="right"))
@@ -284,7 +231,9 @@ def select_networks(
         return [], float("inf"), True
     n_sets = sum(math.comb(lo.shape[0], r) for r in range(1, max_size + 1))
     if n_sets <= max_exact:
-        chosen, val = _exact(lo, cost, budget, max_size)
-        return sorted(chosen), val, True
+        found = standley_search(lo, cost, budget, greater_is_better=False)
+        if not found.chosen:
+            return [], float("inf"), True
+        return sorted(found.chosen), found.value, True
     chosen, val = _heuristic(lo, cost, budget)
     return sorted(chosen), val, False

@@ -46,8 +46,10 @@ from stgmtl.grouping.selection.exhaustive import (
 from stgmtl.grouping.selection.inputs import affinity_values
 from stgmtl.grouping.selection.result import TaskSelection
 from stgmtl.grouping.selection.standley import (
+    SearchResult,
     network_candidates,
     standley_cost,
+    standley_search,
     standley_select,
 )
 from stgmtl.grouping.selection.subsets import DEFAULT_MAX_TASKS, MAX_TASKS, group_scores
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_TASKS",
     "PARTITION_OBJECTIVES",
     "SELECT_METHODS",
+    "SearchResult",
     "TAG_SINGLETON_SCORE",
     "TaskSelection",
     "best_partition",
@@ -65,6 +68,7 @@ __all__ = [
     "score_groups",
     "select",
     "standley_cost",
+    "standley_search",
     "standley_select",
     "tag_select",
 ]

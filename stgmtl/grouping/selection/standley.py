@@ -57,8 +57,11 @@ from stgmtl.grouping.selection.subsets import group_scores, mask_tasks, member_m
 __all__ = [
     "DEFAULT_MAX_CANDIDATES",
     "Candidates",
+    "SearchResult",
     "network_candidates",
+    "search_inputs",
     "standley_cost",
+    "standley_search",
     "standley_select",
 ]
 
@@ -248,6 +251,75 @@ def _costs(cands: Candidates, costs: Any) -> np.ndarray:
     return arr
 
 
+@dataclass
+class SearchResult:
+    """What :func:`standley_search` found: ``chosen`` candidate indices (empty: no affordable
+    set serves every task), ``value`` the mean over tasks of the best chosen score (``nan`` when
+    nothing is chosen), ``nodes`` visited and branches ``cut``."""
+
+    chosen: list[int]
+    value: float
+    nodes: int
+    cut: int
+
+
+def search_inputs(
+    scores: Any, costs: Any, budget: float, *, name: str = "scores"
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Checked inputs of :func:`standley_search`: ``(C, T)`` float64 scores, ``(C,)`` positive
+    finite costs, a positive budget (``ValueError`` "name: expected ..." otherwise)."""
+    sc = np.asarray(scores, dtype=np.float64)
+    if sc.ndim != 2 or sc.shape[0] < 1:
+        raise fail(name, "a (C, T) matrix with C >= 1", sc.shape)
+    cost = np.asarray(costs, dtype=np.float64)
+    if cost.shape != (sc.shape[0],) or not np.isfinite(cost).all() or (cost <= 0).any():
+        raise fail("costs", f"{sc.shape[0]} finite costs > 0", cost.shape)
+    return sc, cost, check_float("budget", budget, low=0.0, low_open=True)
+
+
+def standley_search(
+    scores: np.ndarray,
+    costs: np.ndarray,
+    budget: float,
+    *,
+    greater_is_better: bool = True,
+    bound: bool = True,
+) -> SearchResult:
+    """The exact search of :func:`standley_select` on a plain ``(C, T)`` score matrix.
+
+    The set of candidates within ``budget`` that serves every task and maximises (``greater_is_
+    better``) or minimises the mean over tasks of each task's best chosen score; depth-first with
+    the dominance and budget filters and the branch-and-bound cut of the module docstring.
+    Callers that are not about task sets (e.g. trained systems that serve tasks in other ways)
+    use it directly; :func:`standley_select` builds the matrix from networks.
+
+    Parameters
+    ----------
+    scores : np.ndarray
+        ``(C, T)``: candidate ``c``'s score on task ``t``; non-finite (NaN, +-inf) where ``c``
+        does not serve ``t``.
+    costs : np.ndarray
+        ``(C,)`` positive costs.
+    budget : float
+        Largest total cost.
+    greater_is_better : bool
+        False for losses.
+    bound : bool
+        Use the branch-and-bound cut (exact either way).
+
+    Returns
+    -------
+    SearchResult
+    """
+    sc, cost, b = search_inputs(scores, costs, budget)
+    sign = 1.0 if check_bool("greater_is_better", greater_is_better) else -1.0
+    gains = np.where(np.isfinite(sc), sign * sc, -np.inf)
+    search = _Search(gains, cost, check_bool("bound", bound))
+    search.run(b)
+    value = sign * search.best_value / sc.shape[1] if search.best else float("nan")
+    return SearchResult(list(search.best), float(value), search.nodes, search.cut)
+
+
 class _Search:
     """Depth-first search with Standley's filters and a branch-and-bound cut."""
 
@@ -395,12 +467,12 @@ def standley_select(
     cost = _costs(cands, costs)
     sign = 1.0 if greater_is_better else -1.0
     gains = np.where(np.isfinite(cands.scores), sign * cands.scores, -np.inf)
-    search = _Search(gains, cost, bound)
-    search.run(b)
-    if not search.best:
+    search = standley_search(cands.scores, cost, b, greater_is_better=greater_is_better,
+                             bound=bound)  # fmt: skip
+    if not search.chosen:
         raise fail("budget", "enough to serve every task with the candidate networks "
                    f"(cheapest possible: {_cover_hint(gains, cost)})", b)  # fmt: skip
-    chosen = sorted(search.best, key=lambda c: ((int(cands.masks[c]) & -int(cands.masks[c])),
+    chosen = sorted(search.chosen, key=lambda c: ((int(cands.masks[c]) & -int(cands.masks[c])),
                                                 int(cands.masks[c])))  # fmt: skip
     serving, _ = serve(gains[chosen])
     chosen = [c for i, c in enumerate(chosen) if i in set(serving.tolist())]  # drop idle ones
