@@ -345,6 +345,7 @@ def run_payoff(
         "max_pairs": max_pairs,
         "singles": singles,
         "signals": list(precomputed) or to_record,
+        "controls": list(controls),
         "signal_seeds": signal_seeds,
         "ks": ks,
         "architectures": list(architectures),
