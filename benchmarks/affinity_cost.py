@@ -6,6 +6,7 @@ attached at its default schedule: because a probe never changes training, all of
 watch the same run, and each one's time is measured separately around its own call. The ratio
 of a signal is ``(plain step time + its added time per step) / plain step time``, averaged over
 the run (so a probe that runs every 10th step is charged a tenth of its probed-step cost).
+A few untimed plain steps come first (``--warmup``); the probes' schedules start after them.
 
 * free signals (datamap, confusion, label, colearning): the ``DataMapRecorder`` update after
   every step and its per-epoch snapshots (what they read), plus their one-off computation from
@@ -117,9 +118,13 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
     added: dict[str, float] = defaultdict(float)
     plain = 0.0
     steps = 0
+    for x, y, _ in data[: args.warmup]:  # untimed plain steps; the probes' schedules start after
+        loss = task_losses(model(x), y).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     for epoch in range(args.epochs):
-        for b, (x, y, idx) in enumerate(data):
-            warm = epoch == 0 and b < args.warmup
+        for x, y, idx in data:
             t0 = time.perf_counter()
             logits = model(x)
             per = task_losses(logits, y)
@@ -130,23 +135,22 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
             for name, p in probes.items():
                 s = time.perf_counter()
                 p.update(model, opt, x, y)
-                added[name] += 0.0 if warm else time.perf_counter() - s
+                added[name] += time.perf_counter() - s
             t2 = time.perf_counter()
             opt.step()
             t3 = time.perf_counter()
             if rec is not None:
                 s = time.perf_counter()
                 rec.update(logits.detach(), y, idx)
-                added["free"] += 0.0 if warm else time.perf_counter() - s
+                added["free"] += time.perf_counter() - s
             if collector is not None:
                 s = time.perf_counter()
                 step = Step(model, opt, Batch(x, y, idx, None, None), logits, per, loss,
                             None, epoch, steps)  # fmt: skip
                 collector.after_step(step)
-                added["grad-tag"] += 0.0 if warm else time.perf_counter() - s
-            if not warm:
-                plain += (t1 - t0) + (t3 - t2)
-                steps += 1
+                added["grad-tag"] += time.perf_counter() - s
+            plain += (t1 - t0) + (t3 - t2)
+            steps += 1
         for p in probes.values():
             p.end_epoch()
         if rec is not None:
@@ -244,7 +248,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps-per-epoch", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed plain steps before the run")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS per signal")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
