@@ -17,8 +17,10 @@ A few untimed plain steps come first (``--warmup``); the probes' schedules start
   d = 32), charged to this run, and reported in seconds.
 
 Memory: the state each probe keeps (sums, counts, snapshots, caches: bytes, computed) and the
-peak resident memory it adds (``--memory``: each signal alone in a fresh process for a few
-steps, its peak resident memory (VmHWM) minus that of a plain process).
+peak resident memory it adds (``--memory``, Linux: each signal in a fresh process: 4 plain
+steps to warm up, then the peak (VmHWM) reset and 4 plain steps, then the peak reset and the
+same 4 steps with the signal attached, its post-hoc computation included; the added memory is
+the last peak minus the one before).
 
 Run under the shared lock (2 CPU cores shared by several sessions):
 ``flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
@@ -200,13 +202,16 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
 
 
 def _child(signal: str, t: int, args: argparse.Namespace) -> None:
-    """A few steps with one signal (or none) in this fresh process; prints its peak RSS."""
+    """In this fresh process: a few plain steps (twice, the peak reset before the second), then
+    (peak reset) the same steps with one signal attached; prints both peaks (kB)."""
     args.epochs, args.steps_per_epoch, args.warmup = 2, 2, 0
-    if signal == "plain":
-        run_plain(t, args)
-    else:
-        run(t, args, only=signal)
-    print(json.dumps({"maxrss_kb": _peak_kb()}))
+    run_plain(t, args)  # first-use costs (lazy imports, thread pools) land before the resets
+    reset = _reset_peak()
+    run_plain(t, args)
+    plain = _peak_kb()
+    reset = _reset_peak() and reset
+    run(t, args, only=signal)
+    print(json.dumps({"plain_kb": plain, "signal_kb": _peak_kb(), "reset": reset}))
 
 
 def _peak_kb() -> int:
@@ -221,6 +226,15 @@ def _peak_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current resident memory (Linux: ``5`` into ``/proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def run_plain(t: int, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = SmallCNN(t)
@@ -233,13 +247,18 @@ def run_plain(t: int, args: argparse.Namespace) -> None:
 
 
 def memory(t: int, args: argparse.Namespace) -> dict[str, int]:
+    """Per signal, in a fresh process: peak RSS of the steps with the signal minus that of the
+    same plain steps before it (bytes; the peak is reset in between)."""
     out = {}
-    for signal in ["plain", "free", *PROBES, "grad-tag"]:
+    for signal in ["free", *PROBES, "grad-tag"]:
         cmd = [sys.executable, __file__, "--child", signal, "--tasks", str(t),
                "--batch", str(args.batch)]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[signal] = json.loads(res.stdout.strip().splitlines()[-1])["maxrss_kb"]
-    return {k: 1024 * (v - out["plain"]) for k, v in out.items() if k != "plain"}
+        kb = json.loads(res.stdout.strip().splitlines()[-1])
+        if not kb["reset"]:
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
+        out[signal] = 1024 * (kb["signal_kb"] - kb["plain_kb"])
+    return out
 
 
 def main() -> None:
