@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import stgmtl
 from stgmtl import DataMapRecorder, IndexedDataset, fit_datamaps
+from stgmtl.grouping.reduce import reduce_features
 from stgmtl.plots import datamap_figure
 from stgmtl.specialise import grouping_agreement
 from stgmtl.specialise.baselines import random_groups
@@ -107,6 +108,8 @@ def test_every_random_state_takes_the_four_forms(rs, single_thread):
     assert 0 <= grouping_agreement([0, 0, 1, 1], [0, 0, 1, 1], n_permutations=3,
                                    random_state=rs)["nmi_p"] <= 1  # fmt: skip
     assert datamap_figure(dm, max_points=5, random_state=rs) is not None
+    wide = np.random.default_rng(2).standard_normal((300, 400))
+    assert reduce_features(wide, method="rpca", random_state=rs).embedding.shape[0] == 300
 
 
 @pytest.mark.parametrize("bad", [-1, "0", 1.5])
@@ -117,6 +120,7 @@ def test_bad_random_state_is_a_clear_error(bad, single_thread):
         lambda: _fit(loader, random_state=bad),
         lambda: grouping_agreement([0, 1], [0, 1], random_state=bad),
         lambda: random_groups(np.eye(2), random_state=bad),
+        lambda: reduce_features(np.eye(4), random_state=bad),
     ):
         with pytest.raises((ValueError, TypeError), match="^random_state: expected None, an int"):
             call()

@@ -158,11 +158,13 @@ def test_bad_input_raises_clear_errors(data, msg):
 
 def test_bad_parameters_and_dtypes():
     x = _data(10, 10)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="^method: expected one of"):
         reduce_features(x, method="svd")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^n_components: expected an int >= 1, got 0"):
         reduce_features(x, n_components=0)
     with pytest.raises(ValueError, match="block_size"):
         reduce_features(x, block_size=0)
+    with pytest.raises(TypeError, match="^n_power_iter: expected an int >= 0, got 1.5"):
+        reduce_features(x, n_power_iter=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="real numbers"):
         reduce_features(np.array([["a", "b"], ["c", "d"]]))

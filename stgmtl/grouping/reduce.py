@@ -58,6 +58,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from stgmtl._checks import check_choice, check_int, seed_from
+
 __all__ = [
     "AUTO_MAX_COMPONENTS",
     "EXACT_PCA_MAX",
@@ -383,7 +385,7 @@ def reduce_features(
     projection_dim: int = 128,
     n_power_iter: int = 1,
     block_size: int | None = None,
-    random_state: int = 0,
+    random_state: Any = 0,
     progress: bool = False,
 ) -> ReducedFeatures:
     """Reduce a ``(T, D)`` task-feature matrix to a ``(T, d)`` float32 embedding.
@@ -418,8 +420,8 @@ def reduce_features(
         iteration found the groups (ARI 1.0) where a 256-wide sketch without any did not.
     block_size : int, optional
         Columns per block for array input (default: about 64 MiB of float32 per block).
-    random_state : int
-        Seed of the Gaussian sketch.
+    random_state : None, int, numpy.random.Generator or numpy.random.RandomState
+        Seed of the Gaussian sketch (scikit-learn convention; an int is used as the seed itself).
     progress : bool
         Show a tqdm bar over column blocks.
 
@@ -427,18 +429,15 @@ def reduce_features(
     -------
     ReducedFeatures
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    checks = [("min_components", min_components), ("projection_dim", projection_dim)]
+    check_choice("method", method, _METHODS)
+    check_int("min_components", min_components, low=1)
+    check_int("projection_dim", projection_dim, low=1)
     if n_components != "auto":
-        checks.append(("n_components", n_components))
-    for name, val in checks:
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{name} must be a positive integer (or 'auto'); got {val!r}")
-    if not isinstance(n_power_iter, (int, np.integer)) or n_power_iter < 0:
-        raise ValueError(f"n_power_iter must be a non-negative integer; got {n_power_iter!r}")
-    if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
-        raise ValueError(f"block_size must be a positive integer or None; got {block_size!r}")
+        check_int("n_components", n_components, low=1)
+    check_int("n_power_iter", n_power_iter, low=0)
+    if block_size is not None:
+        check_int("block_size", block_size, low=1)
+    seed = seed_from("random_state", random_state)
     if isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "detach"):
         data = as_float_matrix(data)
     n_rows = None
@@ -486,7 +485,6 @@ def reduce_features(
         vals, vecs, ratio = _top_components(gram, n_components, **kw(edge))
         return _reduced(vecs * np.sqrt(vals), "pca", passes.n_cols, ratio)
 
-    seed = int(random_state)
     y = _sketch(passes, seed, projection_dim)
     if not passes.varies:
         _top_components(np.zeros((1, 1)), 1)  # raises the "identical features" error
