@@ -23,7 +23,7 @@ same 4 steps with the signal attached, its post-hoc computation included; the ad
 the last peak minus the one before).
 
 Run under the shared lock (2 CPU cores shared by several sessions):
-``flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
+``PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
 Writes benchmarks/results/affinity_cost.json and prints a table.
 """
 
@@ -275,7 +275,7 @@ def main() -> None:
         _child(args.child, args.tasks[0], args)
         return
     result: dict[str, Any] = {
-        "command": "flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. python "
+        "command": "PYTHONPATH=. python "
         "benchmarks/affinity_cost.py " + " ".join(sys.argv[1:]),
         "model": "stgmtl.models.SmallCNN", "batch": args.batch, "optimizer": "Adam(lr=1e-3)",
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
