@@ -6,6 +6,7 @@ attached at its default schedule: because a probe never changes training, all of
 watch the same run, and each one's time is measured separately around its own call. The ratio
 of a signal is ``(plain step time + its added time per step) / plain step time``, averaged over
 the run (so a probe that runs every 10th step is charged a tenth of its probed-step cost).
+A few untimed plain steps come first (``--warmup``); the probes' schedules start after them.
 
 * free signals (datamap, confusion, label, colearning): the ``DataMapRecorder`` update after
   every step and its per-epoch snapshots (what they read), plus their one-off computation from
@@ -16,11 +17,13 @@ the run (so a probe that runs every 10th step is charged a tenth of its probed-s
   d = 32), charged to this run, and reported in seconds.
 
 Memory: the state each probe keeps (sums, counts, snapshots, caches: bytes, computed) and the
-peak resident memory it adds (``--memory``: each signal alone in a fresh process for a few
-steps, its peak resident memory (VmHWM) minus that of a plain process).
+peak resident memory it adds (``--memory``, Linux: each signal in a fresh process: 4 plain
+steps to warm up, then the peak (VmHWM) reset and 4 plain steps, then the peak reset and the
+same 4 steps with the signal attached, its post-hoc computation included; the added memory is
+the last peak minus the one before).
 
 Run under the shared lock (2 CPU cores shared by several sessions):
-``flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
+``PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
 Writes benchmarks/results/affinity_cost.json and prints a table.
 """
 
@@ -117,9 +120,13 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
     added: dict[str, float] = defaultdict(float)
     plain = 0.0
     steps = 0
+    for x, y, _ in data[: args.warmup]:  # untimed plain steps; the probes' schedules start after
+        loss = task_losses(model(x), y).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     for epoch in range(args.epochs):
-        for b, (x, y, idx) in enumerate(data):
-            warm = epoch == 0 and b < args.warmup
+        for x, y, idx in data:
             t0 = time.perf_counter()
             logits = model(x)
             per = task_losses(logits, y)
@@ -130,23 +137,22 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
             for name, p in probes.items():
                 s = time.perf_counter()
                 p.update(model, opt, x, y)
-                added[name] += 0.0 if warm else time.perf_counter() - s
+                added[name] += time.perf_counter() - s
             t2 = time.perf_counter()
             opt.step()
             t3 = time.perf_counter()
             if rec is not None:
                 s = time.perf_counter()
                 rec.update(logits.detach(), y, idx)
-                added["free"] += 0.0 if warm else time.perf_counter() - s
+                added["free"] += time.perf_counter() - s
             if collector is not None:
                 s = time.perf_counter()
                 step = Step(model, opt, Batch(x, y, idx, None, None), logits, per, loss,
                             None, epoch, steps)  # fmt: skip
                 collector.after_step(step)
-                added["grad-tag"] += 0.0 if warm else time.perf_counter() - s
-            if not warm:
-                plain += (t1 - t0) + (t3 - t2)
-                steps += 1
+                added["grad-tag"] += time.perf_counter() - s
+            plain += (t1 - t0) + (t3 - t2)
+            steps += 1
         for p in probes.values():
             p.end_epoch()
         if rec is not None:
@@ -196,13 +202,16 @@ def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, 
 
 
 def _child(signal: str, t: int, args: argparse.Namespace) -> None:
-    """A few steps with one signal (or none) in this fresh process; prints its peak RSS."""
+    """In this fresh process: a few plain steps (twice, the peak reset before the second), then
+    (peak reset) the same steps with one signal attached; prints both peaks (kB)."""
     args.epochs, args.steps_per_epoch, args.warmup = 2, 2, 0
-    if signal == "plain":
-        run_plain(t, args)
-    else:
-        run(t, args, only=signal)
-    print(json.dumps({"maxrss_kb": _peak_kb()}))
+    run_plain(t, args)  # first-use costs (lazy imports, thread pools) land before the resets
+    reset = _reset_peak()
+    run_plain(t, args)
+    plain = _peak_kb()
+    reset = _reset_peak() and reset
+    run(t, args, only=signal)
+    print(json.dumps({"plain_kb": plain, "signal_kb": _peak_kb(), "reset": reset}))
 
 
 def _peak_kb() -> int:
@@ -217,6 +226,15 @@ def _peak_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current resident memory (Linux: ``5`` into ``/proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def run_plain(t: int, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = SmallCNN(t)
@@ -229,13 +247,18 @@ def run_plain(t: int, args: argparse.Namespace) -> None:
 
 
 def memory(t: int, args: argparse.Namespace) -> dict[str, int]:
+    """Per signal, in a fresh process: peak RSS of the steps with the signal minus that of the
+    same plain steps before it (bytes; the peak is reset in between)."""
     out = {}
-    for signal in ["plain", "free", *PROBES, "grad-tag"]:
+    for signal in ["free", *PROBES, "grad-tag"]:
         cmd = [sys.executable, __file__, "--child", signal, "--tasks", str(t),
                "--batch", str(args.batch)]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[signal] = json.loads(res.stdout.strip().splitlines()[-1])["maxrss_kb"]
-    return {k: 1024 * (v - out["plain"]) for k, v in out.items() if k != "plain"}
+        kb = json.loads(res.stdout.strip().splitlines()[-1])
+        if not kb["reset"]:
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
+        out[signal] = 1024 * (kb["signal_kb"] - kb["plain_kb"])
+    return out
 
 
 def main() -> None:
@@ -244,7 +267,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps-per-epoch", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed plain steps before the run")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS per signal")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -252,7 +275,7 @@ def main() -> None:
         _child(args.child, args.tasks[0], args)
         return
     result: dict[str, Any] = {
-        "command": "flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. python "
+        "command": "PYTHONPATH=. python "
         "benchmarks/affinity_cost.py " + " ".join(sys.argv[1:]),
         "model": "stgmtl.models.SmallCNN", "batch": args.batch, "optimizer": "Adam(lr=1e-3)",
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,

@@ -13,7 +13,7 @@ peak resident memory (``ru_maxrss``, which covers numpy's allocations). Affiniti
 
 Results go to ``benchmarks/results/selection.json`` and a table is printed::
 
-    flock /tmp/stgmtl-heavy.lock env PYTHONPATH=. .venv/bin/python benchmarks/selection.py
+    PYTHONPATH=. python benchmarks/selection.py
     PYTHONPATH=. python benchmarks/selection.py --tasks 10 12   # quick
 """
 

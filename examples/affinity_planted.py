@@ -6,9 +6,9 @@ labels (it should be nobody's strongest partner). One ``stgmtl.record_affinity``
 every signal; for each, the strongest partner of task ``j`` is the source ``i != j`` with the
 largest ``values[i, j]``.
 
-    STGMTL_DATA=/work/shared/data python examples/affinity_planted.py
-    STGMTL_DATA=/work/shared/data python examples/affinity_planted.py --epochs 3 --limit 1000
-    STGMTL_DATA=/work/shared/data python examples/affinity_planted.py --optimizer sgd --lr 0.05
+    STGMTL_DATA=../shared/data python examples/affinity_planted.py
+    STGMTL_DATA=../shared/data python examples/affinity_planted.py --epochs 3 --limit 1000
+    STGMTL_DATA=../shared/data python examples/affinity_planted.py --optimizer sgd --lr 0.05
 
 Writes ``--out`` (default ``runs/affinity_planted``): one saved ``TaskAffinity`` per signal, and
 ``benchmarks/results/affinity_planted.json`` with the table (unless ``--no-json``).
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest.write_text(
             json.dumps(
                 {
-                    "command": "STGMTL_DATA=/work/shared/data python examples/affinity_planted.py "
+                    "command": "STGMTL_DATA=../shared/data python examples/affinity_planted.py "
                     + " ".join(sys.argv[1:] if argv is None else argv),
                     "settings": {
                         k: v for k, v in vars(args).items() if k not in ("data_root", "json")
