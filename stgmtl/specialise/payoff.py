@@ -225,23 +225,11 @@ def run_payoff(
     PayoffResult
     """
     say = log if log is not None else (lambda _msg: None)
-    seeds = [check_int("seeds", s, low=0) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise fail("seeds", "distinct seeds", seeds)
-    ks = sorted({check_int("ks", k, low=1) for k in ks})
-    for a in architectures:
-        check_choice("architectures", a, ARCHITECTURES)
-    check_int("random_partitions", random_partitions, low=0)
-    check_float("target_entropy", target_entropy, low=0.0, high=0.999, low_open=True)
-    splits = data if isinstance(data, Splits) else data()
-    if not isinstance(splits, Splits):
-        raise fail(
-            "data", "Splits or a callable returning Splits", type(splits).__name__, error=TypeError
-        )
+    seeds, ks, splits = _checked_arguments(
+        data, seeds, ks, architectures, random_partitions, target_entropy
+    )
     names = splits.task_names()
     t = len(names)
-    if max(ks) > t:
-        raise fail("ks", f"numbers of groups <= T = {t}", ks)
     mode = resolve_truth(truth, t)
     singles = (mode != "none" or t <= 30) if singles is None else bool(singles)
     if signals is None:
@@ -255,23 +243,8 @@ def run_payoff(
         if cache_dir is not None
         else (Path(out) / "cache" if out is not None else Path("stgmtl-payoff-cache"))
     )
-    ctx = RunContext(
-        data if not isinstance(data, Splits) else splits,
-        factory,
-        recipe,
-        str(cache),
-        data_fingerprint(splits),
-        factory_id or factory_identity(factory),
-        threads,
-    )
-    # controls for scoring signals against the truth: the label statistic (no training; also a
-    # grouping source when asked for at the group level) and a random matrix (at the group
-    # level, without a truth, random partitions are the control)
-    controls: dict[str, TaskAffinity] = {}
-    if mode != "none" or (not precomputed and "label" in signals):
-        controls["label"] = label_control(targets_of(splits.train), names)
-    if mode != "none":
-        controls["random"] = random_affinity(names, random_state)
+    ctx = _context(data, splits, factory, recipe, cache, factory_id, threads)
+    controls = _controls(splits, names, mode, signals, bool(precomputed), random_state)
     n_sources = (
         len(to_record) + len(set(precomputed) | set(controls)) + (1 if mode == "pairs" else 0)
     )
@@ -339,28 +312,25 @@ def run_payoff(
         n_permutations,
         random_state,
     )
-    result.settings = {
-        "seeds": seeds,
-        "truth": mode,
-        "max_pairs": max_pairs,
-        "singles": singles,
-        "signals": list(precomputed) or to_record,
-        "controls": list(controls),
-        "signal_seeds": signal_seeds,
-        "ks": ks,
-        "architectures": list(architectures),
-        "random_partitions": random_partitions,
-        "target_entropy": target_entropy,
-        "recipe": {k: v for k, v in vars(recipe).items()},
-        "factory": ctx.factory_id,
-        "data": ctx.fingerprint,
-        "column": column,
-        "budget": budget
-        if budget is not None
-        else (float(max(ks)) if "network" in architectures else 1.0),
-        "seconds": time.perf_counter() - t0,
-        "cache": str(cache),
-    }
+    result.settings = _settings(
+        seeds=seeds,
+        mode=mode,
+        max_pairs=max_pairs,
+        singles=singles,
+        signals=list(precomputed) or to_record,
+        controls=list(controls),
+        signal_seeds=signal_seeds,
+        ks=ks,
+        architectures=architectures,
+        random_partitions=random_partitions,
+        target_entropy=target_entropy,
+        recipe=recipe,
+        ctx=ctx,
+        column=column,
+        budget=budget,
+        seconds=time.perf_counter() - t0,
+        cache=cache,
+    )
     rec = recommend(result)
     result.selection = rec.per_budget
     result.recommendation = rec.to_dict()
@@ -369,6 +339,110 @@ def run_payoff(
         result.save(Path(out) / "result")
         say(f"saved {Path(out) / 'result'}")
     return result
+
+
+def _checked_arguments(
+    data: Splits | Callable[[], Splits],
+    seeds: Sequence[int],
+    ks: Sequence[int],
+    architectures: Sequence[str],
+    random_partitions: int,
+    target_entropy: float,
+) -> tuple[list[int], list[int], Splits]:
+    """Check :func:`run_payoff`'s arguments before any work; return seeds, ks and the splits."""
+    seeds = [check_int("seeds", s, low=0) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise fail("seeds", "distinct seeds", seeds)
+    ks = sorted({check_int("ks", k, low=1) for k in ks})
+    for a in architectures:
+        check_choice("architectures", a, ARCHITECTURES)
+    check_int("random_partitions", random_partitions, low=0)
+    check_float("target_entropy", target_entropy, low=0.0, high=0.999, low_open=True)
+    splits = data if isinstance(data, Splits) else data()
+    if not isinstance(splits, Splits):
+        raise fail(
+            "data", "Splits or a callable returning Splits", type(splits).__name__, error=TypeError
+        )
+    t = len(splits.task_names())
+    if max(ks) > t:
+        raise fail("ks", f"numbers of groups <= T = {t}", ks)
+    return seeds, ks, splits
+
+
+def _context(
+    data: Splits | Callable[[], Splits],
+    splits: Splits,
+    factory: Any,
+    recipe: TrainConfig,
+    cache: Path,
+    factory_id: str | None,
+    threads: int | None,
+) -> RunContext:
+    """What every run needs: the data (the callable itself, so workers load it), the factory and
+    recipe, the cache, and the fingerprints that key the cache."""
+    return RunContext(
+        data if not isinstance(data, Splits) else splits,
+        factory,
+        recipe,
+        str(cache),
+        data_fingerprint(splits),
+        factory_id or factory_identity(factory),
+        threads,
+    )
+
+
+def _controls(
+    splits: Splits,
+    names: list[str],
+    mode: str,
+    signals: Any,
+    precomputed: bool,
+    random_state: Any,
+) -> dict[str, TaskAffinity]:
+    """The controls for scoring signals against the truth.
+
+    The label statistic needs no training (also a grouping source when asked for at the group
+    level); a random matrix only where there is a truth (without one, random partitions are the
+    control).
+    """
+    controls: dict[str, TaskAffinity] = {}
+    if mode != "none" or (not precomputed and "label" in signals):
+        controls["label"] = label_control(targets_of(splits.train), names)
+    if mode != "none":
+        controls["random"] = random_affinity(names, random_state)
+    return controls
+
+
+def _settings(
+    *,
+    seeds: list[int],
+    mode: str,
+    recipe: TrainConfig,
+    ctx: RunContext,
+    architectures: Sequence[str],
+    ks: list[int],
+    budget: float | None,
+    cache: Path,
+    **values: Any,
+) -> dict[str, Any]:
+    """The settings a :class:`PayoffResult` records (what was run, on what, how long)."""
+    return {
+        "seeds": seeds,
+        "truth": mode,
+        **{k: values[k] for k in ("max_pairs", "singles", "signals", "controls", "signal_seeds")},
+        "ks": ks,
+        "architectures": list(architectures),
+        **{k: values[k] for k in ("random_partitions", "target_entropy")},
+        "recipe": {k: v for k, v in vars(recipe).items()},
+        "factory": ctx.factory_id,
+        "data": ctx.fingerprint,
+        "column": values["column"],
+        "budget": budget
+        if budget is not None
+        else (float(max(ks)) if "network" in architectures else 1.0),
+        "seconds": values["seconds"],
+        "cache": str(cache),
+    }
 
 
 def _signals_by_seed(
