@@ -322,6 +322,8 @@ def run_payoff_command(args: argparse.Namespace) -> int:
 
 
 def _print_tables(result: Any, pl: Any) -> None:
+    from stgmtl.specialise.scoring import SCORE_COLUMNS
+
     with pl.Config(
         tbl_rows=-1,
         tbl_cols=-1,
@@ -337,21 +339,7 @@ def _print_tables(result: Any, pl: Any) -> None:
                 f"mean gains much beyond {row['truth_ceiling']:.3f}"
             )
             print("signals against the measured pair gains (test):")
-            print(
-                result.signal_scores.select(
-                    "signal",
-                    "spearman",
-                    "spearman_lo",
-                    "spearman_hi",
-                    "kendall",
-                    "p_value",
-                    "top1",
-                    "sign_accuracy",
-                    "n_decided",
-                    "recording_cost",
-                    "control",
-                )
-            )
+            print(result.signal_scores.select(SCORE_COLUMNS))
         test = result.summary.filter(pl.col("split") == "test")
         if test.height:
             print("\npayoff on test (gain_vs_one: mean relative loss decrease vs one model):")

@@ -37,6 +37,7 @@ from stgmtl.plots.payoff import (
     truth_figure,
 )
 from stgmtl.specialise.metrics import seed_means
+from stgmtl.specialise.scoring import SCORE_COLUMNS
 
 __all__ = ["render_report", "write_report"]
 
@@ -541,22 +542,7 @@ def _payoff_section(result: Any) -> str:
             parts.append(f"<p>Recommended groups:</p><ul>{items}</ul>")
     scores = result.signal_scores
     if scores.height:
-        cols = [
-            c
-            for c in (
-                "signal",
-                "spearman",
-                "spearman_lo",
-                "spearman_hi",
-                "kendall",
-                "p_value",
-                "top1",
-                "sign_accuracy",
-                "recording_cost",
-                "control",
-            )
-            if c in scores.columns
-        ]
+        cols = [c for c in SCORE_COLUMNS if c in scores.columns]
         parts.append(
             "<h3>Signals against the measured gains (test)</h3><p>Rank correlation over "
             "directed task pairs with 95% bootstrap intervals over tasks, one-sided "

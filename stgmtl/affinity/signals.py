@@ -55,6 +55,7 @@ __all__ = [
     "FREE_SIGNALS",
     "LABEL_STATISTICS",
     "colearning_signal",
+    "confusion_from",
     "confusion_matrix",
     "confusion_signal",
     "datamap_signal",
@@ -107,6 +108,24 @@ def confusion_matrix(dm: DataMaps, *, snapshot: int | str = "final") -> np.ndarr
     """
     fired = says_yes(dm, snapshot=snapshot)  # (T, N)
     positives = sp.csr_matrix(np.asarray(dm.targets) == 1, dtype=np.float64)  # (T, N)
+    return confusion_from(positives, fired)
+
+
+def confusion_from(positives: sp.csr_matrix, fired: np.ndarray) -> np.ndarray:
+    """``A[t, u]``: mean of ``fired[t]`` over task ``u``'s (weighted) positives.
+
+    Parameters
+    ----------
+    positives : scipy.sparse.csr_matrix
+        ``(T, N)`` weights of each task's positive samples (1 / 0, or resampling weights).
+    fired : numpy.ndarray
+        ``(T, N)`` probability that each task says yes on each sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(T, T)`` with a zero diagonal; columns of tasks without positives are zero.
+    """
     n_pos = np.asarray(positives.sum(axis=1)).ravel()
     # (positives @ fired.T)[u, t] = sum over u's positives of fired[t]; sparse @ dense.
     a = np.asarray((positives @ fired.T).T)  # (T, T): [t, u]

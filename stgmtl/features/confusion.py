@@ -53,7 +53,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from stgmtl._checks import check_int, check_random_state, fail, seed_from
-from stgmtl.affinity.signals import confusion_matrix, says_yes
+from stgmtl.affinity.signals import confusion_from, confusion_matrix, says_yes
 from stgmtl.datamaps import DataMaps
 
 __all__ = [
@@ -65,17 +65,6 @@ __all__ = [
     "neighbor_stability",
     "says_yes",
 ]
-
-
-def _confusion(positives: sp.csr_matrix, fired: np.ndarray) -> np.ndarray:
-    """``A[t, u]`` from (weighted) positives ``(T, N)`` and the probability of yes ``(T, N)``."""
-    n_pos = np.asarray(positives.sum(axis=1)).ravel()
-    # (positives @ fired.T)[u, t] = sum over u's positives of fired[t]; sparse @ dense.
-    a = np.asarray((positives @ fired.T).T)  # (T, T): [t, u]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where(n_pos > 0, a / n_pos, 0.0)
-    np.fill_diagonal(a, 0.0)
-    return a
 
 
 def _check_neighbors(n_neighbors: Any) -> int | str | None:
@@ -253,13 +242,13 @@ def neighbor_stability(
             out[q] = _kmeans_labels(emb, k, np.random.default_rng(seed))
         return out
 
-    a = _confusion(positives, fired)
+    a = confusion_from(positives, fired)
     full = partitions((a + a.T) / 2.0, list(dict.fromkeys([*cands, None])))
     n = dm.num_samples
     parts: dict[int | None, list[np.ndarray]] = {q: [] for q in cands}
     for _ in range(n_resamples):
         weights = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
-        a = _confusion(sp.csr_matrix(positives.multiply(weights[None, :])), fired)
+        a = confusion_from(sp.csr_matrix(positives.multiply(weights[None, :])), fired)
         for q, labels in partitions((a + a.T) / 2.0, cands).items():
             parts[q].append(labels)
     out: dict[int | None, tuple[float, float, float]] = {}

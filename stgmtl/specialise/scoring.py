@@ -41,6 +41,7 @@ from stgmtl.affinity import TaskAffinity
 from stgmtl.specialise.truth import GroundTruth, spearman
 
 __all__ = [
+    "SCORE_COLUMNS",
     "aligned_values",
     "permutation_p_value",
     "rank_agreement",
@@ -50,6 +51,21 @@ __all__ = [
     "spearman",
     "top1_accuracy",
 ]
+
+#: The columns of a signal-scores table in the order the command line and the report show them.
+SCORE_COLUMNS = (
+    "signal",
+    "spearman",
+    "spearman_lo",
+    "spearman_hi",
+    "kendall",
+    "p_value",
+    "top1",
+    "sign_accuracy",
+    "n_decided",
+    "recording_cost",
+    "control",
+)
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
