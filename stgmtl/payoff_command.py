@@ -322,6 +322,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
 
 
 def _print_tables(result: Any, pl: Any) -> None:
+    from stgmtl.specialise.payoff_tables import SUMMARY_COLUMNS
     from stgmtl.specialise.scoring import SCORE_COLUMNS
 
     with pl.Config(
@@ -343,20 +344,7 @@ def _print_tables(result: Any, pl: Any) -> None:
         test = result.summary.filter(pl.col("split") == "test")
         if test.height:
             print("\npayoff on test (gain_vs_one: mean relative loss decrease vs one model):")
-            print(
-                test.select(
-                    "source",
-                    "k",
-                    "architecture",
-                    "seeds",
-                    "gain_vs_one",
-                    "gain_vs_one_std",
-                    "gain_vs_single",
-                    "roc_auc",
-                    "roc_auc_std",
-                    "regret",
-                )
-            )
+            print(test.select(SUMMARY_COLUMNS))
         if result.soft_vs_hard.height:
             print("\nsoft minus hard memberships:")
             print(result.soft_vs_hard)

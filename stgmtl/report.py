@@ -37,6 +37,7 @@ from stgmtl.plots.payoff import (
     truth_figure,
 )
 from stgmtl.specialise.metrics import seed_means
+from stgmtl.specialise.payoff_tables import SUMMARY_COLUMNS
 from stgmtl.specialise.scoring import SCORE_COLUMNS
 
 __all__ = ["render_report", "write_report"]
@@ -562,21 +563,7 @@ def _payoff_section(result: Any) -> str:
     summary = result.summary
     if summary.height:
         test = summary.filter(pl.col("split") == "test")
-        cols = [
-            c
-            for c in (
-                "source",
-                "k",
-                "architecture",
-                "seeds",
-                "gain_vs_one",
-                "gain_vs_one_std",
-                "gain_vs_single",
-                "roc_auc",
-                "regret",
-            )
-            if c in test.columns
-        ]
+        cols = [c for c in SUMMARY_COLUMNS if c in test.columns]
         parts.append(
             "<h3>Payoff of each grouping (test)</h3><p>Mean relative loss decrease "
             "against one model for all tasks (gain_vs_one) and against single-task "

@@ -39,6 +39,7 @@ from stgmtl.affinity import TaskAffinity
 from stgmtl.specialise.runs import RunSpec
 
 __all__ = [
+    "SUMMARY_COLUMNS",
     "PayoffResult",
     "payoff_summary",
     "payoff_table",
@@ -46,6 +47,20 @@ __all__ = [
     "soft_vs_hard",
     "system_id",
 ]
+
+#: The columns of a payoff summary in the order the command line and the report show them.
+SUMMARY_COLUMNS = (
+    "source",
+    "k",
+    "architecture",
+    "seeds",
+    "gain_vs_one",
+    "gain_vs_one_std",
+    "gain_vs_single",
+    "roc_auc",
+    "roc_auc_std",
+    "regret",
+)
 
 _FORMAT = "stgmtl.PayoffResult"
 _TABLES = (
