@@ -4,7 +4,7 @@
 // depend on the torch version). One call checks a batch and, only if every checked value is
 // good, adds it to the state in one pass over each batch row:
 //
-//   p = sigmoid(z) where y = 1, sigmoid(-z) where y = 0   (computed in float64 from z)
+//   p = sigmoid(z) where y = 1, sigmoid(-z) where y = 0   (in z's precision: float32 or float64)
 //   s1 += p;  s2 += p * p;  correct += ((z > 0) == y);  targets = y;  seen += 1
 //   where the mask is False: missing += 1 and nothing else changes.
 //
@@ -55,6 +55,40 @@ inline double exp_f64(double x) {
   return p * scale;
 }
 
+// exp(x) in float32, the same way: x = n ln2 + r, exp(r) by its Taylor series to r^7
+// (truncation below 6e-9 relative, under half a float32 ulp), times 2^n. x is clamped to
+// [-87, 88], where exp stays a normal float32. Used for float32 (and narrower) logits.
+inline float exp_f32(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float nf = x * 1.44269504f + shift;
+  const float n = nf - shift;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &nf, sizeof bits);  // the low bits of nf hold n
+  bits = (bits - 0x4B400000 + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline double exp_c(double x) { return exp_f64(x); }
+inline float exp_c(float x) { return exp_f32(x); }
+
+// The type p is computed in: float64 for float64 logits, float32 for float32 logits (whose
+// own rounding, 6e-8 relative, already exceeds a float32 sigmoid's error).
+template <typename Z>
+using compute_t = typename std::conditional<std::is_same<Z, double>::value, double, float>::type;
+
 // 1.0 for a positive label, else 0.0 (values are 0 or 1 once checked); integer labels are
 // compared as integers (AVX2 has no int64 -> double conversion).
 template <typename Y>
@@ -72,8 +106,7 @@ inline int not_binary(Y y) {
   if constexpr (std::is_integral<Y>::value) {
     return (y != 0 && y != 1) ? 1 : 0;
   } else {
-    const double w = static_cast<double>(y);
-    return (w - w * w != 0.0) ? 1 : 0;  // 0 for 0 and 1, nonzero or NaN otherwise
+    return (y - y * y != Y(0)) ? 1 : 0;  // 0 for 0 and 1, nonzero or NaN otherwise
   }
 }
 
@@ -88,8 +121,8 @@ int check_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows,
     const Z* __restrict zi = z + i * T;
     const Y* __restrict yi = y + i * T;
     for (int64_t t = t0; t < t1; ++t) {
-      const double v = static_cast<double>(zi[t]);
-      nonfinite |= (v - v != 0.0) ? 1 : 0;  // inf - inf and NaN - NaN are NaN
+      const Z v = zi[t];  // in the logits' own type: twice the lanes of float64 for float32
+      nonfinite |= (v - v != Z(0)) ? 1 : 0;  // inf - inf and NaN - NaN are NaN
     }
     if (mask == nullptr) {
       for (int64_t t = t0; t < t1; ++t) bad |= not_binary(yi[t]);
@@ -132,13 +165,14 @@ void describe_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* r
 constexpr int64_t kTile = 1024;
 
 // The dtype-independent core of the update on one tile: u = -z where y = 1 and z where y = 0
-// (so p = sigmoid(-u) = 1 / (1 + exp(u))), ok = 1 for a right prediction, lab the label, on = 1
-// where the label is observed (always 1 without a mask).
-inline void add_tile(const double* __restrict u, const int32_t* __restrict ok,
+// (so p = sigmoid(-u) = 1 / (1 + exp(u)), in C), ok = 1 for a right prediction, lab the label,
+// on = 1 where the label is observed (always 1 without a mask). Sums are float64 whatever C.
+template <typename C>
+inline void add_tile(const C* __restrict u, const int32_t* __restrict ok,
                      const int8_t* __restrict lab, int64_t n, double* __restrict a,
                      double* __restrict b, int32_t* __restrict c, int8_t* __restrict g) {
   for (int64_t t = 0; t < n; ++t) {
-    const double p = 1.0 / (1.0 + exp_f64(u[t]));
+    const double p = static_cast<double>(C(1) / (C(1) + exp_c(u[t])));
     a[t] += p;
     b[t] += p * p;
     c[t] += ok[t];
@@ -146,13 +180,14 @@ inline void add_tile(const double* __restrict u, const int32_t* __restrict ok,
   }
 }
 
-inline void add_tile_masked(const double* __restrict u, const int32_t* __restrict ok,
+template <typename C>
+inline void add_tile_masked(const C* __restrict u, const int32_t* __restrict ok,
                             const int8_t* __restrict lab, const uint8_t* __restrict on, int64_t n,
                             double* __restrict a, double* __restrict b, int32_t* __restrict c,
                             int8_t* __restrict g, int32_t* __restrict m) {
   for (int64_t t = 0; t < n; ++t) {
-    const double w = on[t] ? 1.0 : 0.0;
-    const double p = w / (1.0 + exp_f64(u[t]));
+    const C w = on[t] ? C(1) : C(0);
+    const double p = static_cast<double>(w / (C(1) + exp_c(u[t])));
     a[t] += p;
     b[t] += p * p;
     c[t] += on[t] ? ok[t] : 0;
@@ -169,7 +204,8 @@ template <typename Z, typename Y>
 void add_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, int64_t B,
               int64_t T, int64_t t0, int64_t t1, double* s1, double* s2, int32_t* correct,
               int8_t* targets, int32_t* missing) {
-  alignas(64) double u[kTile];
+  using C = compute_t<Z>;
+  alignas(64) C u[kTile];
   alignas(64) int32_t ok[kTile];
   alignas(64) int8_t lab[kTile];
   for (int64_t i = 0; i < B; ++i) {
@@ -180,10 +216,10 @@ void add_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, 
       const Z* __restrict zi = z + i * T + j0;
       const Y* __restrict yi = y + i * T + j0;
       for (int64_t t = 0; t < n; ++t) {  // convert: the only dtype-dependent loop
-        const double v = static_cast<double>(zi[t]);
-        const double yv = as_label(yi[t]);
-        u[t] = v * (1.0 - 2.0 * yv);
-        ok[t] = ((v > 0.0) == (yv > 0.5)) ? 1 : 0;
+        const C v = static_cast<C>(zi[t]);
+        const C yv = static_cast<C>(as_label(yi[t]));
+        u[t] = v * (C(1) - C(2) * yv);
+        ok[t] = ((v > C(0)) == (yv > C(0.5))) ? 1 : 0;
         lab[t] = static_cast<int8_t>(yv);
       }
       const int64_t at = r * T + j0;
