@@ -15,7 +15,8 @@ first in each round). Three estimates of the ratio "step with recording / step w
     update on the next step (e.g. caches).
 
 Recorders measured: ``kernel="native"`` (the fused C++ update, the default where it builds) and
-``kernel="torch"`` (the pure-torch update), both with the default ``cpu_threads=1``.
+``kernel="torch"`` (the pure-torch update), with the default ``cpu_threads=1`` (and other
+recorder thread counts with ``--recorder-threads 1 2``: results ``native/2t``, ...).
 
 At T = 10,000 a full state for N = 50,000 samples needs 21 B x 5e8 = 10.5 GB; that row is
 measured twice instead: ``all rows``: every batch row is recorded (same per-step work as the
@@ -77,6 +78,11 @@ def _state_bytes(rec: DataMapRecorder) -> int:
     return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
+def _mode(kernel: str, threads: int) -> str:
+    """Result key: the kernel, with the recorder's thread count unless it is 1."""
+    return kernel if threads == 1 else f"{kernel}/{threads}t"
+
+
 def measure(
     num_tasks: int, state_samples: int, probe: int | None, args: argparse.Namespace
 ) -> dict:
@@ -89,9 +95,12 @@ def measure(
     y = (torch.rand(args.batch, num_tasks) > 0.5).float()
     probe_ids = None if probe is None else np.sort(gen.choice(args.samples, probe, replace=False))
     num = state_samples if probe is None else args.samples
-    recs = {  # the default cpu_threads=1, each update kernel
-        kernel: DataMapRecorder(num_tasks, num, probe_indices=probe_ids, kernel=kernel)
+    recs = {  # each update kernel, with each recorder thread count (cpu_threads)
+        _mode(kernel, n): DataMapRecorder(
+            num_tasks, num, probe_indices=probe_ids, kernel=kernel, cpu_threads=n
+        )
         for kernel in args.kernels
+        for n in args.recorder_threads
     }
 
     def step(mode: str) -> tuple[float, float]:
@@ -127,7 +136,7 @@ def measure(
         "num_samples": args.samples,
         "state_samples": len(probe_ids) if probe_ids is not None else state_samples,
         "recorded_rows": "probe" if probe is not None else "all",
-        "state_bytes": _state_bytes(recs[args.kernels[0]]),
+        "state_bytes": _state_bytes(next(iter(recs.values()))),
         "median_step_s_without": base,
         "repeats": args.repeats,
     }
@@ -153,6 +162,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=40)
     p.add_argument("--kernels", nargs="+", default=["native", "torch"],
                    choices=["native", "torch"], help="update kernels to measure")  # fmt: skip
+    p.add_argument("--recorder-threads", type=int, nargs="+", default=[1],
+                   help="DataMapRecorder(cpu_threads=...) values (default 1)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--big-state-samples", type=int, default=5_000,
                    help="state size (and probe size) used at T >= 10,000")  # fmt: skip
@@ -169,7 +180,7 @@ def main() -> None:
         for state_samples, probe in configs:
             row = measure(t, state_samples, probe, args)
             rows.append(row)
-            for mode in args.kernels:
+            for mode in [_mode(k, n) for k in args.kernels for n in args.recorder_threads]:
                 m = row[mode]
                 print(
                     f"T={t:>6} rows={row['recorded_rows']:<5} state={row['state_samples']:>6} "

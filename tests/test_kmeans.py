@@ -134,3 +134,19 @@ def test_swaps_recover_groups_that_seeding_loses_at_many_groups():
         assert swapped.n_swaps > 0 or plain_aris[-1] == 1.0
     assert max(plain_aris) < 1.0  # the failure the swaps repair
     assert swapped_aris == [1.0] * 5
+
+
+def test_refinement_dense_and_sparse_group_averaging_agree(monkeypatch):
+    """Small k averages groups with a dense (k, T) matrix, large k with a sparse one."""
+    import stgmtl.grouping.kmeans as km
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(3, 300))[rng.integers(0, 3, 150)] + rng.normal(size=(150, 300)))
+    x = x.astype(np.float32)
+    start = np.arange(150) % 3
+    dense = refine_full_space(x, start, 3, block_size=64)
+    monkeypatch.setattr(km, "_DENSE_AVERAGING_MAX", 0)  # force the sparse route
+    sparse_ = refine_full_space(x, start, 3, block_size=64)
+    np.testing.assert_array_equal(dense[1], sparse_[1])
+    np.testing.assert_allclose(dense[0], sparse_[0], rtol=1e-5)
+    assert dense[2] == sparse_[2]

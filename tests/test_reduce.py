@@ -168,3 +168,78 @@ def test_bad_parameters_and_dtypes():
         reduce_features(x, n_power_iter=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="real numbers"):
         reduce_features(np.array([["a", "b"], ["c", "d"]]))
+
+
+def test_passes_compute_first_pass_statistics_once_and_share_them():
+    """Column means and per-task centred norms from the first pass equal numpy's (also for
+    blocks rescaled by a power of two); later passes reuse them instead of reading for them."""
+    from stgmtl.grouping.reduce import Passes
+
+    x = _data(40, 700, seed=4).astype(np.float64)
+    x[:, 300:400] *= 1e50  # a block that needs a scale
+    passes = Passes(x, 128, False)
+    seen = list(passes.blocks("first"))
+    ref_means = x.mean(axis=0)
+    got = np.concatenate([mean * scale for _, _, mean, scale in seen])
+    np.testing.assert_allclose(got, ref_means, rtol=1e-12)
+    xc = x - ref_means
+    np.testing.assert_allclose(passes.row_norms, (xc**2).sum(axis=1), rtol=1e-6)
+    assert passes.sumsq == pytest.approx(float((xc**2).sum()), rel=1e-6)
+    assert passes.complete and passes.n_cols == 700 and passes.varies
+    again = list(passes.blocks("second"))
+    assert all(a[2] is b[2] for a, b in zip(seen, again, strict=True))  # the same arrays
+
+
+def test_passes_redo_an_unfinished_first_pass_and_notice_changed_blocks():
+    from stgmtl.grouping.reduce import Passes
+
+    x = _data(30, 500, seed=5)
+    passes = Passes(x, 100, False)
+    it = passes.blocks("first")
+    next(it)
+    it.close()  # abandoned after one block: its statistics are incomplete
+    assert not passes.complete
+    list(passes.blocks("again"))
+    assert passes.complete and len(passes.means) == 5
+    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(passes.row_norms, (xc**2).sum(axis=1), rtol=1e-5)
+    blocks = [[x[:, :250], x[:, 250:]], [x[:, :100], x[:, 100:300], x[:, 300:]]]
+    calls = iter(blocks)
+    shifting = Passes(lambda: iter(next(calls)), None, False)
+    list(shifting.blocks("first"))
+    with pytest.raises(ValueError, match="changed between passes"):
+        list(shifting.blocks("second"))
+
+
+def test_grouper_reads_a_callable_source_once_per_stage_pass(monkeypatch):
+    """The reduction and the refinement share one Passes: one first pass computes the
+    statistics, and every read of the data is a pass a stage needs (one peek at the first
+    block, the sketch, the power iterations, the refinement's passes); the groups equal those
+    of the array input."""
+    from stgmtl.grouping.grouper import TaskGrouper
+    from stgmtl.grouping.reduce import Passes
+
+    firsts = []
+    blocks = Passes.blocks
+
+    def counting(self, desc):
+        firsts.append(not self.complete)
+        return blocks(self, desc)
+
+    monkeypatch.setattr(Passes, "blocks", counting)
+
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(4, 3000))[np.arange(300) % 4] * 0.5 + rng.normal(size=(300, 3000)))
+    x = x.astype(np.float32)
+    reads = []
+
+    def source():
+        reads.append(1)
+        return iter([x[:, c : c + 1000] for c in range(0, 3000, 1000)])
+
+    est = TaskGrouper(4, m=1.5, progress=False).fit(source)
+    assert est.reduction_ == "rpca" and est.refined_
+    assert len(reads) == 1 + (1 + est.n_power_iter + 1) + est.n_refine_iter_
+    assert sum(firsts) == 1 and len(firsts) == len(reads) - 1
+    ref = TaskGrouper(4, m=1.5, progress=False).fit(x)
+    np.testing.assert_array_equal(est.labels_, ref.labels_)

@@ -32,10 +32,17 @@ from stgmtl._checks import (
 )
 from stgmtl.features import FEATURE_KINDS, task_features
 from stgmtl.grouping.groups import TaskGroups
-from stgmtl.grouping.kmeans import KMeansInit, kmeans, refine_full_space, sq_distances
+from stgmtl.grouping.kmeans import (
+    KMeansInit,
+    kmeans,
+    refine_block_size,
+    refine_full_space,
+    sq_distances,
+)
 from stgmtl.grouping.membership import fuzzy_cmeans, fuzzy_memberships
 from stgmtl.grouping.reduce import (
     AUTO_MAX_COMPONENTS,
+    Passes,
     ReduceMethod,
     as_float_matrix,
     distinct_rows,
@@ -115,6 +122,26 @@ def _task_names(names: Any, n: int) -> list[str]:
         width = len(str(n - 1))
         return [f"task_{i:0{width}d}" for i in range(n)]
     return check_names("task_names", names, n)
+
+
+_SHARED_BLOCK_BYTES = 256 << 20  # largest float32 column block of a grouper's shared passes
+
+
+def _shared_passes(X: Any, block_size: int | None, progress: bool) -> Any:
+    """One :class:`Passes` for the reduction and the refinement, or ``X`` (a one-shot iterator).
+
+    Shared, the first pass's statistics (column means, scales, per-task norms) are computed
+    once per fit instead of once per stage. Array blocks follow the refinement's layout (at
+    most ~16 blocks, each adds a ``(T, k)`` product there), capped at 256 MiB of float32.
+    """
+    if isinstance(X, np.ndarray):
+        if block_size is None:
+            cap = max(1, _SHARED_BLOCK_BYTES // (4 * max(int(X.shape[0]), 1)))
+            block_size = min(refine_block_size(X.shape), cap)
+        return Passes(X, block_size, progress)
+    if callable(X):
+        return Passes(X, block_size, progress)
+    return X
 
 
 class TaskGrouper(BaseEstimator):
@@ -307,8 +334,9 @@ class TaskGrouper(BaseEstimator):
             self._check_sizes(k, int(X.shape[0]))
             # a bar only for work long enough to watch (streamed blocks: size unknown, shown)
             progress = progress and int(X.shape[0]) * int(X.shape[1]) >= PROGRESS_MIN_VALUES
+        passes = _shared_passes(X, self.block_size, progress)
         red = reduce_features(
-            X,
+            passes,
             method=self.reduce,
             n_components=self.n_components,
             min_components=min(AUTO_MAX_COMPONENTS, max(16, 2 * k)),
@@ -345,7 +373,7 @@ class TaskGrouper(BaseEstimator):
         refined = self._should_refine(X, red.method, red.explained_variance_ratio)
         if refined:
             d2, labels, self.n_refine_iter_ = refine_full_space(
-                X,
+                passes,
                 labels,
                 k,
                 max_iter=self.refine_max_iter,

@@ -45,6 +45,7 @@ __all__ = [
     "faiss_device",
     "kmeans",
     "kmeans_plusplus",
+    "refine_block_size",
     "refine_full_space",
     "sq_distances",
 ]
@@ -556,6 +557,20 @@ def _plan_swaps(
     return moves
 
 
+# Largest k * T for which the refinement averages groups with a dense (k, T) matrix (64 MiB)
+_DENSE_AVERAGING_MAX = 1 << 24
+
+
+def refine_block_size(shape: tuple[int, ...]) -> int:
+    """Columns per block of the refinement for a ``(T, D)`` array (a grouper's shared passes too).
+
+    At most ~16 blocks per pass: every block adds a ``(T, k)`` product to the accumulator, and
+    array blocks are views (no copy) for float32 data; at least ~64 MiB of float32 per block.
+    """
+    n, dim = int(shape[0]), int(shape[1])
+    return max(1, -(-dim // 16), (64 << 20) // (4 * max(n, 1)))
+
+
 def refine_full_space(
     data: Any,
     labels: np.ndarray,
@@ -574,8 +589,10 @@ def refine_full_space(
 
     Parameters
     ----------
-    data : np.ndarray or callable
-        The ``(T, D)`` features, or a callable returning a fresh iterable of column blocks.
+    data : np.ndarray, callable or Passes
+        The ``(T, D)`` features, a callable returning a fresh iterable of column blocks, or a
+        :class:`~stgmtl.grouping.reduce.Passes` over them already read once (its column means
+        and per-task norms are reused; ``block_size`` and ``progress`` are then its own).
     labels : np.ndarray
         ``(T,)`` starting labels in ``[0, k)`` (e.g. k-means on the reduced embedding).
     k : int
@@ -598,28 +615,31 @@ def refine_full_space(
     """
     labels = np.asarray(labels, dtype=np.int64).copy()
     n = labels.size
-    if block_size is None and isinstance(data, np.ndarray):
-        # at most ~16 blocks per pass: every block adds a (T, k) product to the accumulator, and
-        # array blocks are views (no copy) for float32 data
-        block_size = max(1, -(-data.shape[1] // 16), (64 << 20) // (4 * max(n, 1)))
-    passes = Passes(data, block_size, progress)
+    if isinstance(data, Passes):
+        passes = data  # shared with the reduction: its first-pass statistics are reused
+    else:
+        if block_size is None and isinstance(data, np.ndarray):
+            block_size = refine_block_size(data.shape)
+        passes = Passes(data, block_size, progress)
     if labels.min() < 0 or labels.max() >= k or (np.bincount(labels, minlength=k) == 0).any():
         raise ValueError(f"labels must use every group 0..{k - 1}")
     d2 = np.zeros((n, k))
-    xnorm: np.ndarray | None = None  # |x - mean|^2 per task: the same in every pass
     buf = np.empty((n, k), dtype=np.float32)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported
         counts = np.bincount(labels, minlength=k)
         if (counts == 0).any():
             break  # a group emptied: keep the last distances (labels are their argmin)
-        # group means as a sparse (k, T) averaging matrix: O(T * D) per pass, not O(T * D * k)
-        avg = sparse.csr_matrix(
-            ((1.0 / counts[labels]).astype(np.float32), (labels, np.arange(n))), shape=(k, n)
-        )
-        first = xnorm is None
+        weights = (1.0 / counts[labels]).astype(np.float32)
+        avg: Any
+        if k * n <= _DENSE_AVERAGING_MAX:
+            # small k: a dense (k, T) averaging matrix, one BLAS product per block that reads
+            # the strided block in place (scipy's sparse product first copies it contiguous)
+            avg = np.zeros((k, n), dtype=np.float32)
+            avg[labels, np.arange(n)] = weights
+        else:  # group means as a sparse (k, T) matrix: O(T * D) per pass, not O(T * D * k)
+            avg = sparse.csr_matrix((weights, (labels, np.arange(n))), shape=(k, n))
         cross, row, cnorm = np.zeros((n, k)), np.zeros(k), np.zeros(k)
-        norms = np.zeros(n) if first else xnorm
         for _, raw, mean, scale in passes.blocks(f"refine (pass {n_iter})"):
             block = raw if raw.dtype == np.float32 else raw.astype(np.float32)
             mu = mean.astype(np.float32)
@@ -631,15 +651,9 @@ def refine_full_space(
             else:
                 cross += s2 * buf.astype(np.float64)
             row += s2 * (mu @ cent.T).astype(np.float64)  # subtracted once, after the blocks
-            if first:
-                norms += s2 * (
-                    np.einsum("ij,ij->i", block, block).astype(np.float64)
-                    - 2.0 * (block @ mu).astype(np.float64)
-                    + float(mu.astype(np.float64) @ mu)
-                )
             cnorm += s2 * np.einsum("ij,ij->i", cent, cent, dtype=np.float64)
-        xnorm = norms
-        assert xnorm is not None
+        xnorm = passes.row_norms  # |x - mean|^2 per task, from the first pass over the data
+        assert xnorm is not None and xnorm.shape == (n,)
         cross -= row[None, :]
         d2 = np.maximum(xnorm[:, None] - 2.0 * cross + cnorm[None, :], 0.0)
         new = np.argmin(d2, axis=1).astype(np.int64)

@@ -151,9 +151,18 @@ MAX_MAGNITUDE = 1e100
 _SAFE = (2.0**-40, 2.0**40)
 
 
-def _block_scale(block: np.ndarray, col0: int) -> float:
-    """Power of two to divide ``block`` by (1.0 when it is safe as it is); checks finiteness."""
-    lo, hi = float(block.min()), float(block.max())  # NaN propagates; no (T, b) temporary
+def _block_scale(
+    block: np.ndarray,
+    col0: int,
+    cmin: np.ndarray | None = None,
+    cmax: np.ndarray | None = None,
+) -> float:
+    """Power of two to divide ``block`` by (1.0 when it is safe as it is); checks finiteness.
+
+    ``cmin`` / ``cmax``: the block's column minima / maxima, when the caller has them.
+    """
+    lo = float(block.min() if cmin is None else cmin.min())  # NaN propagates; no temporary
+    hi = float(block.max() if cmax is None else cmax.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         t, j = np.argwhere(~np.isfinite(block))[0]
         raise ValueError(
@@ -302,7 +311,12 @@ class Passes:
 
     Blocks come divided by their power-of-two scale (see ``MAX_MAGNITUDE``): a pass yields
     ``(first column, scaled block, float64 column means of the scaled block, scale)``, and the
-    true block is ``scale * scaled block``. Scales are found in the first pass and reused.
+    true block is ``scale * scaled block``. The first complete pass also finds the scales, the
+    column means, whether any feature varies and every task's centred squared norm
+    (``row_norms``, ``sumsq`` their total); later passes reuse them instead of reading the
+    blocks for them again. One ``Passes`` can serve several stages (the grouper shares one
+    between :func:`reduce_features` and the full-space refinement), so the statistics are
+    computed once per fit.
     """
 
     def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
@@ -310,27 +324,50 @@ class Passes:
         self.one_shot = not isinstance(data, np.ndarray) and not callable(data)
         self.n_done, self.n_cols, self.varies, self.sumsq = 0, 0, False, 0.0
         self.scales: list[float] = []
+        self.means: list[np.ndarray] = []
+        self.row_norms: np.ndarray | None = None
+        self.complete = False  # the first pass ran to its end: its statistics hold
 
     def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
         """Yield ``(first column, scaled block, float64 column means, scale)``."""
         if self.one_shot and self.n_done:
             raise RuntimeError("a one-shot iterator of blocks can be read once; pass a callable")
-        first = self.n_done == 0
+        first = not self.complete
+        if first:  # (again, if an earlier first pass was not read to its end)
+            self.n_cols, self.varies, self.sumsq = 0, False, 0.0
+            self.scales, self.means, self.row_norms = [], [], None
         self.n_done += 1
         it = _iter_blocks(self.data, self.block_size)
+        i = -1
         for i, (c0, raw) in enumerate(tqdm(it, desc=desc, unit="block", disable=not self.progress,
                                            leave=False)):  # fmt: skip
             if first:
-                self.scales.append(_block_scale(raw, c0))
+                cmin, cmax = raw.min(axis=0), raw.max(axis=0)  # per column: one pass, no temporary
+                self.scales.append(_block_scale(raw, c0, cmin, cmax))
                 self.n_cols = c0 + raw.shape[1]
-                self.varies = self.varies or bool((raw != raw[:1]).any())
+                self.varies = self.varies or bool((cmax != cmin).any())
+            elif i >= len(self.scales):
+                raise ValueError("the column blocks changed between passes over the data")
             scale = self.scales[i]
             block = _scaled(raw, scale)
-            mean = block.mean(axis=0, dtype=np.float64)
-            if first:  # centred sum of squares, for the noise level of n_components="auto"
-                rows = np.einsum("ij,ij->i", block, block).sum(dtype=np.float64)  # scaled: safe
-                self.sumsq += (float(rows) - block.shape[0] * float(mean @ mean)) * scale**2
+            if first:
+                mean = block.mean(axis=0, dtype=np.float64)
+                self.means.append(mean)
+                # every task's centred squared norm, sum_j (x_j - mean_j)^2: the noise level of
+                # n_components="auto" (their total) and the refinement's distances
+                sq = np.einsum("ij,ij->i", block, block).astype(np.float64)  # scaled: safe
+                sq -= 2.0 * (block @ mean.astype(block.dtype)).astype(np.float64)
+                sq += float(mean @ mean)
+                sq *= scale * scale
+                self.row_norms = sq if self.row_norms is None else self.row_norms + sq
+            else:
+                mean = self.means[i]
             yield c0, block, mean, scale
+        if first:
+            self.complete = True
+            self.sumsq = float(self.row_norms.sum()) if self.row_norms is not None else 0.0
+        elif i + 1 != len(self.scales):
+            raise ValueError("the column blocks changed between passes over the data")
 
 
 def _gram(passes: Passes) -> np.ndarray:
@@ -392,11 +429,13 @@ def reduce_features(
 
     Parameters
     ----------
-    data : array-like, torch.Tensor, callable or iterable
+    data : array-like, torch.Tensor, callable, iterable or Passes
         A ``(T, D)`` matrix (numpy, ``np.memmap``, torch; float32 is read without a copy); or a
         callable returning a fresh iterable of column blocks ``(T, d_b)`` (read once per pass);
         or a one-shot iterable of column blocks (read once). Blocks are never concatenated
-        (except for ``method="none"``).
+        (except for ``method="none"``). A :class:`Passes` over a float32 array or a callable
+        is used as it is (``block_size`` and ``progress`` are then its own), so a later stage
+        given the same ``Passes`` reuses its statistics.
     method : {"auto", "none", "pca", "rpca", "projection"}
         See the module docstring. ``"auto"``: ``"none"`` if ``D <= n_components``; ``"pca"`` if
         ``T <= 256`` or ``D <= 256``; else ``"rpca"``, or ``"projection"``
@@ -438,9 +477,14 @@ def reduce_features(
     if block_size is not None:
         check_int("block_size", block_size, low=1)
     seed = seed_from("random_state", random_state)
+    shared = data if isinstance(data, Passes) else None
+    if shared is not None:
+        data = shared.data
     if isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "detach"):
         data = as_float_matrix(data)
     n_rows = None
+    if shared is not None and shared.one_shot:
+        raise ValueError("reduce_features: a Passes over a one-shot iterator cannot be shared")
     if not isinstance(data, np.ndarray):  # peek at the first block for T
         it = iter(data() if callable(data) else data)
         first = next(it, None)
@@ -448,7 +492,7 @@ def reduce_features(
             n_rows = as_float_matrix(first, "column block 0").shape[0]
             if not callable(data):
                 data = itertools.chain([first], it)
-    passes = Passes(data, block_size, progress)
+    passes = shared if shared is not None else Passes(data, block_size, progress)
     if method == "auto":
         raw_max = AUTO_MAX_COMPONENTS if n_components == "auto" else int(n_components)
         method = _auto_method(data, n_rows, passes.one_shot, raw_max)

@@ -136,9 +136,9 @@ class DataMapRecorder:
         :mod:`stgmtl.record.native` (one checking pass and one update pass over the batch,
         built on first use in about a second; raises if it cannot be built). ``"torch"``: the
         pure-torch update of :mod:`stgmtl.record.update`. ``"auto"`` (default): native where it
-        is available, else torch. Both compute ``p`` in the logits' precision (float32 logits: absolute
-        error below ``1e-7``) and sum in float64; CUDA and multi-class batches always take the
-        torch path.
+        is available, else torch. Both compute ``p`` in the logits' precision (float32
+        logits: absolute error below ``1e-7``) and sum in float64; CUDA and multi-class
+        batches always take the torch path.
     """
 
     def __init__(
