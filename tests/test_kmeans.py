@@ -141,7 +141,7 @@ def test_refinement_dense_and_sparse_group_averaging_agree(monkeypatch):
     import stgmtl.grouping.kmeans as km
 
     rng = np.random.default_rng(3)
-    x = (rng.normal(size=(3, 300))[rng.integers(0, 3, 150)] + rng.normal(size=(150, 300)))
+    x = rng.normal(size=(3, 300))[rng.integers(0, 3, 150)] + rng.normal(size=(150, 300))
     x = x.astype(np.float32)
     start = np.arange(150) % 3
     dense = refine_full_space(x, start, 3, block_size=64)

@@ -229,7 +229,7 @@ def test_grouper_reads_a_callable_source_once_per_stage_pass(monkeypatch):
     monkeypatch.setattr(Passes, "blocks", counting)
 
     rng = np.random.default_rng(6)
-    x = (rng.normal(size=(4, 3000))[np.arange(300) % 4] * 0.5 + rng.normal(size=(300, 3000)))
+    x = rng.normal(size=(4, 3000))[np.arange(300) % 4] * 0.5 + rng.normal(size=(300, 3000))
     x = x.astype(np.float32)
     reads = []
 
