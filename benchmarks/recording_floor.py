@@ -3,10 +3,12 @@
 Where the time of ``benchmarks/recording_overhead.py``'s ``all rows`` case goes: after each real
 training step of the same small CNN (batch 256, 2 threads), one of these updates the same
 state layout the recorder uses (float64 ``s1``/``s2``, int32 ``correct``, int8 ``targets``;
-5,000 rows x 10,000 tasks, random rows), one thread, with the checking pass:
+5,000 rows x 10,000 tasks, random rows), with the checking pass:
 
 ``shipped``
     the native kernel as built from ``stgmtl/record/csrc/datamap_update.cpp``.
+``shipped/2t``
+    the shipped kernel on two threads (``cpu_threads=2``).
 ``no-math``
     the same source with the probability replaced by a copy of its argument (no ``exp``, no
     division): the same loads and stores, so its time is what the memory traffic alone costs.
@@ -69,11 +71,12 @@ def main() -> None:
     if shipped.count(_PROBABILITY) != 1:
         raise SystemExit(f"the kernel source changed: expected one {_PROBABILITY!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        libs = {
-            "shipped": build(shipped, Path(tmp) / "shipped.so"),
-            "no-math": build(
-                shipped.replace(_PROBABILITY, "static_cast<double>(u[t])"), Path(tmp) / "nm.so"
-            ),
+        lib = build(shipped, Path(tmp) / "shipped.so")
+        no_math = shipped.replace(_PROBABILITY, "static_cast<double>(u[t])")
+        libs = {  # mode: (library, threads)
+            "shipped": (lib, 1),
+            "shipped/2t": (lib, 2),
+            "no-math": (build(no_math, Path(tmp) / "nm.so"), 1),
         }
         b, t, r = args.batch, args.tasks, args.rows
         torch.manual_seed(0)
@@ -99,15 +102,16 @@ def main() -> None:
         times: dict[str, list[float]] = {m: [] for m in libs}
         modes = list(libs)
         for i in range(args.rounds + 2):  # the first two rounds warm up
-            for mode in modes[i % 2 :] + modes[: i % 2]:
+            for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 z, dt = step()
                 rows = gen.integers(0, r, b).astype(np.int64)
                 t0 = time.perf_counter()
-                ret = libs[mode].stgmtl_binary_update(
+                kernel, threads = libs[mode]
+                ret = kernel.stgmtl_binary_update(
                     0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
                     ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
                     ctypes.c_int64(r), *(ptr(a.ctypes.data) for a in state), None,
-                    ptr(seen.ctypes.data), 1, 1, ptr(out.ctypes.data),
+                    ptr(seen.ctypes.data), 1, threads, ptr(out.ctypes.data),
                 )  # fmt: skip
                 elapsed = time.perf_counter() - t0
                 assert ret == 0, ret
