@@ -3,15 +3,19 @@
 Where the time of ``benchmarks/recording_overhead.py``'s ``all rows`` case goes: after each real
 training step of the same small CNN (batch 256, 2 threads), one of these updates the same
 state layout the recorder uses (float64 ``s1``/``s2``, int32 ``correct``, int8 ``targets``;
-5,000 rows x 10,000 tasks, random rows), with the checking pass:
+5,000 rows x 10,000 tasks, random rows), with the checking pass unless said:
 
 ``shipped``
     the native kernel as built from ``stgmtl/record/csrc/datamap_update.cpp``.
 ``shipped/2t``
     the shipped kernel on two threads (``cpu_threads=2``).
+``shipped/no-check``
+    the shipped kernel with ``validate=False`` (no checking pass: the inputs are read once).
 ``no-math``
     the same source with the probability replaced by a copy of its argument (no ``exp``, no
     division): the same loads and stores, so its time is what the memory traffic alone costs.
+``no-math/no-check``
+    the same without the checking pass.
 
 Modes rotate within each round; medians over rounds. If ``no-math`` is close to ``shipped``,
 the update is bound by memory traffic, and only fewer bytes per (sample, task) cell can make
@@ -73,10 +77,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(shipped, Path(tmp) / "shipped.so")
         no_math = shipped.replace(_PROBABILITY, "static_cast<double>(u[t])")
-        libs = {  # mode: (library, threads)
-            "shipped": (lib, 1),
-            "shipped/2t": (lib, 2),
-            "no-math": (build(no_math, Path(tmp) / "nm.so"), 1),
+        bare = build(no_math, Path(tmp) / "nm.so")
+        libs = {  # mode: (library, threads, validate)
+            "shipped": (lib, 1, 1),
+            "shipped/2t": (lib, 2, 1),
+            "shipped/no-check": (lib, 1, 0),
+            "no-math": (bare, 1, 1),
+            "no-math/no-check": (bare, 1, 0),
         }
         b, t, r = args.batch, args.tasks, args.rows
         torch.manual_seed(0)
@@ -106,12 +113,12 @@ def main() -> None:
                 z, dt = step()
                 rows = gen.integers(0, r, b).astype(np.int64)
                 t0 = time.perf_counter()
-                kernel, threads = libs[mode]
+                kernel, threads, validate = libs[mode]
                 ret = kernel.stgmtl_binary_update(
                     0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
                     ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
                     ctypes.c_int64(r), *(ptr(a.ctypes.data) for a in state), None,
-                    ptr(seen.ctypes.data), 1, threads, ptr(out.ctypes.data),
+                    ptr(seen.ctypes.data), validate, threads, ptr(out.ctypes.data),
                 )  # fmt: skip
                 elapsed = time.perf_counter() - t0
                 assert ret == 0, ret
@@ -134,7 +141,7 @@ def main() -> None:
     }
     for m, u in result["median_update_s"].items():
         print(
-            f"{m:<8} update {u * 1e3:6.2f} ms, step {step_s * 1e3:.0f} ms: "
+            f"{m:<16} update {u * 1e3:6.2f} ms, step {step_s * 1e3:.0f} ms: "
             f"1 + update / step = {result['one_plus_update_over_step'][m]:.4f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
