@@ -240,3 +240,20 @@ def test_native_kernel_is_built_once_per_source_and_compiler(tmp_path):
     mtime = (tmp_path / built[0]).stat().st_mtime_ns
     _run(code, {"STGMTL_CACHE_DIR": str(tmp_path)})
     assert (tmp_path / built[0]).stat().st_mtime_ns == mtime  # loaded, not rebuilt
+
+
+@needs_native
+def test_native_float32_probability_error_bound_over_the_logit_range():
+    """The documented bound: for float32 logits, |p - p_float64| < 1e-7 for every logit from
+    -90 to 90 (past the float32 exp's clamp) and either label; p of float64 logits to 1e-15."""
+    z64 = np.concatenate([np.linspace(-90, 90, 180_001), [-1e30, 1e30, 0.0]])
+    for dtype, bound in ((torch.float32, 1e-7), (torch.float64, 1e-15)):
+        z = torch.from_numpy(z64).to(dtype).reshape(1, -1)
+        zz = z.double().numpy()[0]
+        for label in (0.0, 1.0):
+            rec = DataMapRecorder(z.shape[1], 1, kernel="native")
+            rec.update(z, torch.full(z.shape, label), torch.zeros(1, dtype=torch.long))
+            u = -zz if label else zz  # p = sigmoid(-u), computed without cancellation
+            ref = 1.0 / (1.0 + np.exp(np.minimum(u, 700.0)))
+            err = np.abs(rec.compute().confidence[:, 0] - ref)
+            assert err.max() < bound, (dtype, label, float(err.max()))
