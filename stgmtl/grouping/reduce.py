@@ -322,11 +322,16 @@ class Passes:
     def __init__(self, data: Any, block_size: int | None, progress: bool) -> None:
         self.data, self.block_size, self.progress = data, block_size, progress
         self.one_shot = not isinstance(data, np.ndarray) and not callable(data)
-        self.n_done, self.n_cols, self.varies, self.sumsq = 0, 0, False, 0.0
+        self.n_done, self.n_cols, self.varies = 0, 0, False
         self.scales: list[float] = []
         self.means: list[np.ndarray] = []
         self.row_norms: np.ndarray | None = None
         self.complete = False  # the first pass ran to its end: its statistics hold
+
+    @property
+    def sumsq(self) -> float:
+        """Centred sum of squares of the data read so far: the total of ``row_norms``."""
+        return float(self.row_norms.sum()) if self.row_norms is not None else 0.0
 
     def blocks(self, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
         """Yield ``(first column, scaled block, float64 column means, scale)``."""
@@ -334,7 +339,7 @@ class Passes:
             raise RuntimeError("a one-shot iterator of blocks can be read once; pass a callable")
         first = not self.complete
         if first:  # (again, if an earlier first pass was not read to its end)
-            self.n_cols, self.varies, self.sumsq = 0, False, 0.0
+            self.n_cols, self.varies = 0, False
             self.scales, self.means, self.row_norms = [], [], None
         self.n_done += 1
         it = _iter_blocks(self.data, self.block_size)
@@ -365,7 +370,6 @@ class Passes:
             yield c0, block, mean, scale
         if first:
             self.complete = True
-            self.sumsq = float(self.row_norms.sum()) if self.row_norms is not None else 0.0
         elif i + 1 != len(self.scales):
             raise ValueError("the column blocks changed between passes over the data")
 

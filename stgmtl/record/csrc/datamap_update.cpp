@@ -161,7 +161,7 @@ void describe_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* r
   out[4] = (flags & 2) ? 1.0 : 0.0;
 }
 
-// Columns per tile: a tile's converted inputs (12 bytes per column) stay in the L1 cache.
+// Columns per tile: a tile's converted inputs (at most 12 bytes per column) stay in the L1 cache.
 constexpr int64_t kTile = 1024;
 
 // The dtype-independent core of the update on one tile: u = -z where y = 1 and z where y = 0
