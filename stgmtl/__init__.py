@@ -39,11 +39,11 @@ _EXPORTS: dict[str, str] = {
     "best_partition": "stgmtl.grouping.selection",
     # selection (end)
     # the payoff harness (issue 12)
-    "run_payoff": "stgmtl.specialise",
-    "recommend": "stgmtl.specialise",
-    "Recommendation": "stgmtl.specialise",
-    "PayoffResult": "stgmtl.specialise",
-    "Splits": "stgmtl.specialise",
+    "run_payoff": "stgmtl.payoff",
+    "recommend": "stgmtl.payoff",
+    "Recommendation": "stgmtl.payoff",
+    "PayoffResult": "stgmtl.payoff",
+    "Splits": "stgmtl.payoff",
 }
 
 __all__ = [
@@ -89,6 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         standley_select,
         tag_select,
     )
+    from stgmtl.payoff import PayoffResult, Recommendation, Splits, recommend, run_payoff
     from stgmtl.record import (
         DataMapRecorder,
         IndexedDataset,
@@ -96,4 +97,3 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         fit_datamaps,
         record_affinity,
     )
-    from stgmtl.specialise import PayoffResult, Recommendation, Splits, recommend, run_payoff

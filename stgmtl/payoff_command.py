@@ -1,7 +1,7 @@
 """``stgmtl payoff``: does grouping pay off on a CIFAR task suite? (the payoff harness's command).
 
 Builds the suite's train / validation / test splits (validation from training images only),
-runs :func:`stgmtl.specialise.run_payoff` with a model from :mod:`stgmtl.models`, prints the
+runs :func:`stgmtl.payoff.run_payoff` with a model from :mod:`stgmtl.models`, prints the
 tables, and writes under ``--out``: ``result/`` (the saved ``PayoffResult``), ``cache/`` (every
 trained run, reused by reruns), ``figures/`` (one figure per table) and ``report.html``.
 """
@@ -239,7 +239,8 @@ def run_payoff_command(args: argparse.Namespace) -> int:
 
     from stgmtl.datasets import cifar10_15_splits, cifar100_splits
     from stgmtl.models import model_factory
-    from stgmtl.specialise import TrainConfig, run_payoff
+    from stgmtl.payoff import run_payoff
+    from stgmtl.specialise import TrainConfig
 
     st = payoff_settings(args)
     suite = "cifar10-15" if args.quick else args.suite
@@ -322,8 +323,8 @@ def run_payoff_command(args: argparse.Namespace) -> int:
 
 
 def _print_tables(result: Any, pl: Any) -> None:
-    from stgmtl.specialise.payoff_tables import SUMMARY_COLUMNS
-    from stgmtl.specialise.scoring import SCORE_COLUMNS
+    from stgmtl.payoff.scoring import SCORE_COLUMNS
+    from stgmtl.payoff.tables import SUMMARY_COLUMNS
 
     with pl.Config(
         tbl_rows=-1,

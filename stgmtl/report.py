@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from stgmtl._checks import check_random_state
 from stgmtl._io import atomic_file
 from stgmtl._version import __version__
+from stgmtl.payoff.scoring import SCORE_COLUMNS
+from stgmtl.payoff.tables import SUMMARY_COLUMNS
 from stgmtl.plots import affinity_figure, datamap_grid, membership_figure
 from stgmtl.plots.payoff import (
     payoff_figure,
@@ -37,8 +39,6 @@ from stgmtl.plots.payoff import (
     truth_figure,
 )
 from stgmtl.specialise.metrics import seed_means
-from stgmtl.specialise.payoff_tables import SUMMARY_COLUMNS
-from stgmtl.specialise.scoring import SCORE_COLUMNS
 
 __all__ = ["render_report", "write_report"]
 
@@ -109,7 +109,7 @@ def render_report(
     progress : bool
         Show a progress bar while the data-map figures are drawn.
     payoff : PayoffResult or None
-        The payoff harness's result (:func:`stgmtl.specialise.run_payoff`): its recommendation,
+        The payoff harness's result (:func:`stgmtl.payoff.run_payoff`): its recommendation,
         signal scores, payoff, soft-vs-hard and budgeted-selection tables and their figures.
 
     Returns

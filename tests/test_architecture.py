@@ -6,7 +6,8 @@ Read from the source (every ``import`` / ``from ... import`` at any depth: funct
 Stages, in pipeline order; a module may import from its own stage and from stages to its left:
 
     base (utilities, the training loop) -> data objects (DataMaps, TaskAffinity) -> record ->
-    features -> grouping -> specialise -> example users (CIFAR suites, models) -> presentation
+    features -> grouping -> specialise -> payoff (the experiment) -> example users (CIFAR suites,
+    models) -> presentation
     -> the root package (a facade that lazily re-exports public names; nothing imports it)
 
 The data objects sit left of recording because every stage reads them and the recorders build
@@ -30,6 +31,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("features", ("stgmtl.features",)),
     ("grouping", ("stgmtl.grouping",)),
     ("specialise", ("stgmtl.specialise",)),
+    ("payoff", ("stgmtl.payoff",)),
     ("users", ("stgmtl.datasets", "stgmtl.models")),
     ("presentation", ("stgmtl.plots", "stgmtl.report", "stgmtl.cli", "stgmtl.demo",
                       "stgmtl.payoff_command",
@@ -43,6 +45,7 @@ FORBIDDEN = {
     "features": ("torch", "faiss", "matplotlib"),
     "grouping": ("torch", "matplotlib"),
     "specialise": ("faiss", "matplotlib"),
+    "payoff": ("faiss", "matplotlib"),
 }
 
 

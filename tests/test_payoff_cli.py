@@ -9,8 +9,8 @@ import pytest
 
 from stgmtl import cli
 from stgmtl.datasets import cifar10_15_splits
+from stgmtl.payoff import PayoffResult
 from stgmtl.payoff_command import PAYOFF_PRESETS, payoff_settings
-from stgmtl.specialise import PayoffResult
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -16,15 +16,16 @@ from torch.utils.data import TensorDataset
 import stgmtl
 from stgmtl.datasets.suites import TaskSuite
 from stgmtl.models import model_factory
+from stgmtl.payoff import PayoffResult, Splits, recommend, run_payoff
+from stgmtl.payoff import runs as runs_module
+from stgmtl.payoff import worker as worker_module
+from stgmtl.payoff.execution import run_all
+from stgmtl.payoff.runs import RunContext, RunSpec
+from stgmtl.payoff.splits import data_fingerprint
+from stgmtl.payoff.tables import system_id
+from stgmtl.payoff.worker import execute_run
 from stgmtl.report import render_report
-from stgmtl.specialise import PayoffResult, Splits, TrainConfig, recommend, run_payoff
-from stgmtl.specialise import runs as runs_module
-from stgmtl.specialise import worker as worker_module
-from stgmtl.specialise.execution import run_all
-from stgmtl.specialise.payoff_tables import system_id
-from stgmtl.specialise.runs import RunContext, RunSpec
-from stgmtl.specialise.splits import data_fingerprint
-from stgmtl.specialise.worker import execute_run
+from stgmtl.specialise import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,14 +12,14 @@ from sklearn.metrics import adjusted_rand_score
 import stgmtl
 from stgmtl.affinity import TaskAffinity
 from stgmtl.grouping.selection import standley_cost, standley_select
-from stgmtl.specialise.selection import (
+from stgmtl.payoff.search import (
     partition_from_affinity,
     random_partition,
     select_networks,
     selection_objective,
     set_partitions,
 )
-from stgmtl.specialise.softness import m_for_entropy, membership_entropy, soft_memberships
+from stgmtl.payoff.softness import m_for_entropy, membership_entropy, soft_memberships
 
 
 def _stirling2(n: int, k: int) -> int:

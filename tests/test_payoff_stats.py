@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from stgmtl.affinity import TaskAffinity
-from stgmtl.specialise.runs import RunResult, RunSpec
-from stgmtl.specialise.scoring import (
+from stgmtl.payoff.runs import RunResult, RunSpec
+from stgmtl.payoff.scoring import (
     permutation_p_value,
     rank_agreement,
     score_signal,
@@ -19,7 +19,7 @@ from stgmtl.specialise.scoring import (
     spearman,
     top1_accuracy,
 )
-from stgmtl.specialise.truth import ground_truth
+from stgmtl.payoff.truth import ground_truth
 
 NAMES = ["a", "b", "c"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stgmtl.datasets.suites import cifar10_15_suite, cifar100_suite
-from stgmtl.specialise.splits import Splits
+from stgmtl.payoff.splits import Splits
 
 __all__ = ["cifar10_15_splits", "cifar100_splits", "stratified_split"]
 

@@ -1,4 +1,4 @@
-"""Figures of the payoff harness: one per table of a :class:`~stgmtl.specialise.PayoffResult`.
+"""Figures of the payoff harness: one per table of a :class:`~stgmtl.payoff.PayoffResult`.
 
 * :func:`truth_figure`: the measured pair gains (source rows, recipient columns), pairs within
   the noise floor faded;

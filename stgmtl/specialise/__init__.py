@@ -1,38 +1,24 @@
 """Specialised models: grouped training (:mod:`.training`), baselines (:mod:`.baselines`),
 per-task metrics (:mod:`.metrics`), the method comparison (:mod:`.study`), the data protocol
 (:mod:`.data`), selective task-group updates (:mod:`.selective`, a training strategy with its
-own proximal affinity), the shared-trunk architecture (:mod:`.branched`), and the payoff harness
-(:mod:`.payoff`, with :mod:`.splits`, :mod:`.runs`, :mod:`.worker`, :mod:`.execution`,
-:mod:`.truth`, :mod:`.recording`, :mod:`.scoring`, :mod:`.selection`, :mod:`.softness`,
-:mod:`.payoff_tables` and :mod:`.recommendation`). Every model is made by the user's
-``factory(num_tasks, width)`` and trained by :func:`stgmtl.loop.train_loop`; nothing here
-imports the CIFAR suites or models."""
+own proximal affinity) and the shared-trunk architecture (:mod:`.branched`). Every model is made
+by the user's ``factory(num_tasks, width)`` and trained by :func:`stgmtl.loop.train_loop`;
+nothing here imports the CIFAR suites or models. The payoff harness moved to
+:mod:`stgmtl.payoff`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from stgmtl._lazy import lazy_exports
 
 # public name -> module; imported on first use, so that the metrics (numpy / polars only) can be
 # used without importing torch
 _EXPORTS: dict[str, str] = {
-    # the payoff harness (issue 12)
     "BranchedModel": "stgmtl.specialise.branched",
     "TrunkBranchFactory": "stgmtl.specialise.branched",
     "branch_width_for_budget": "stgmtl.specialise.branched",
     "count_macs": "stgmtl.specialise.branched",
-    "Splits": "stgmtl.specialise.splits",
-    "RunSpec": "stgmtl.specialise.runs",
-    "run_all": "stgmtl.specialise.execution",
-    "GroundTruth": "stgmtl.specialise.truth",
-    "ground_truth": "stgmtl.specialise.truth",
-    "score_signals": "stgmtl.specialise.scoring",
-    "select_networks": "stgmtl.specialise.selection",
-    "partition_from_affinity": "stgmtl.specialise.selection",
-    "m_for_entropy": "stgmtl.specialise.softness",
-    "PayoffResult": "stgmtl.specialise.payoff_tables",
-    "run_payoff": "stgmtl.specialise.payoff",
-    "recommend": "stgmtl.specialise.recommendation",
-    "Recommendation": "stgmtl.specialise.recommendation",
     "GroupedModels": "stgmtl.specialise.training",
     "METHODS": "stgmtl.specialise.study",
     "ModelFactory": "stgmtl.specialise.training",
@@ -63,14 +49,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "METHODS",
     "BranchedModel",
-    "GroundTruth",
     "GroupedModels",
     "ModelFactory",
-    "PayoffResult",
-    "Recommendation",
-    "RunSpec",
     "SelectiveResult",
-    "Splits",
     "TrainConfig",
     "TrunkBranchFactory",
     "branch_width_for_budget",
@@ -78,22 +59,14 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "ensemble_logits",
-    "ground_truth",
     "group_width",
     "grouping_agreement",
-    "m_for_entropy",
     "make_loader",
     "membership_weighted_bce",
-    "partition_from_affinity",
     "pos_weight_of",
     "predict_logits",
     "random_groups",
-    "recommend",
-    "run_all",
-    "run_payoff",
-    "score_signals",
     "seed_means",
-    "select_networks",
     "summarise",
     "targets_of",
     "task_metrics",
@@ -106,4 +79,20 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+#: names that moved to :mod:`stgmtl.payoff` (0.4): an old spelling fails with the new one
+_MOVED = (
+    "GroundTruth", "PayoffResult", "Recommendation", "RunSpec", "Splits", "ground_truth",
+    "m_for_entropy", "partition_from_affinity", "recommend", "run_all", "run_payoff",
+    "score_signals", "select_networks",
+)  # fmt: skip
+
+_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(
+            f"stgmtl.specialise.{name} moved to stgmtl.payoff.{name}: "
+            f"use `from stgmtl.payoff import {name}` (see CHANGELOG.md)"
+        )
+    return _getattr(name)

@@ -1,6 +1,6 @@
 """Which grouping to train: chosen on validation within a budget, reported on test.
 
-:func:`recommend` reads a :class:`~stgmtl.specialise.payoff_tables.PayoffResult` (what the
+:func:`recommend` reads a :class:`~stgmtl.payoff.tables.PayoffResult` (what the
 payoff harness trained and measured) and applies Standley et al.'s budgeted selection to every
 trained *system* (single-task, pair, group and all-task networks; grouped models at one model's
 parameters):
@@ -9,7 +9,7 @@ parameters):
    same seed, then averaged over the seeds it was trained on (paired; 1.0 = one model).
 2. For every budget level ``b = 1, 2, ..., budget`` (in parameters of one model), the set of
    systems within ``b`` that minimises the mean over tasks of the best chosen system's relative
-   loss is found (:func:`~stgmtl.specialise.selection.select_networks`; every task must be
+   loss is found (:func:`~stgmtl.payoff.search.select_networks`; every task must be
    served); then systems are dropped, costliest first, while the objective stays within the
    noise floor (below) of that best. Each task is then served by its best chosen system *on
    validation*, and the same assignment is scored on test.
@@ -40,9 +40,9 @@ import numpy as np
 import polars as pl
 
 from stgmtl._checks import check_float, fail
-from stgmtl.specialise.payoff_tables import PayoffResult, system_id
-from stgmtl.specialise.runs import RunSpec
-from stgmtl.specialise.selection import select_networks, selection_objective
+from stgmtl.payoff.runs import RunSpec
+from stgmtl.payoff.search import select_networks, selection_objective
+from stgmtl.payoff.tables import PayoffResult, system_id
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -163,7 +163,7 @@ def recommend(
     Parameters
     ----------
     result : PayoffResult
-        From :func:`stgmtl.specialise.payoff.run_payoff` (or ``PayoffResult.load``).
+        From :func:`stgmtl.payoff.harness.run_payoff` (or ``PayoffResult.load``).
     budget : float, optional
         Largest total parameters of the chosen systems, in units of one model for all tasks
         (default: the harness's ``settings["budget"]``, else 1).

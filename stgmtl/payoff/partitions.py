@@ -1,7 +1,7 @@
 """Partitions the payoff harness trains: from each signal, the validation truth, random, all.
 
 :func:`build_partitions` makes, for each ``k``, the partition every signal implies under the one
-common selector (:func:`~stgmtl.specialise.selection.partition_from_affinity`), the partition
+common selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition
 of the measured validation gains (``"truth (val)"``), random partitions and, in the exhaustive
 tier, every partition. :func:`partition_specs` turns one partition into the runs that train it
 with an architecture, and :func:`partition_rows` records which system serves each task.
@@ -16,12 +16,12 @@ import numpy as np
 
 from stgmtl.affinity import TaskAffinity
 from stgmtl.grouping import TaskGroups
-from stgmtl.specialise.payoff_plan import network_spec
-from stgmtl.specialise.payoff_tables import system_id
-from stgmtl.specialise.runs import RunSpec
-from stgmtl.specialise.selection import partition_from_affinity, random_partition, set_partitions
-from stgmtl.specialise.softness import soft_memberships
-from stgmtl.specialise.truth import GroundTruth
+from stgmtl.payoff.plan import network_spec
+from stgmtl.payoff.runs import RunSpec
+from stgmtl.payoff.search import partition_from_affinity, random_partition, set_partitions
+from stgmtl.payoff.softness import soft_memberships
+from stgmtl.payoff.tables import system_id
+from stgmtl.payoff.truth import GroundTruth
 
 __all__ = [
     "Partition",

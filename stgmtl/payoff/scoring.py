@@ -1,7 +1,7 @@
 """How well an affinity signal predicts the measured gains of training tasks together.
 
 Every score compares a signal's matrix ``values[source, recipient]`` with the ground truth's mean
-gains (:class:`~stgmtl.specialise.truth.GroundTruth`) over the *directed pairs* ``(j -> i)``,
+gains (:class:`~stgmtl.payoff.truth.GroundTruth`) over the *directed pairs* ``(j -> i)``,
 ``j != i``, where both are defined:
 
 ``spearman``, ``kendall``
@@ -38,7 +38,7 @@ from scipy.stats import kendalltau
 
 from stgmtl._checks import check_float, check_int, fail, seed_from
 from stgmtl.affinity import TaskAffinity
-from stgmtl.specialise.truth import GroundTruth, spearman
+from stgmtl.payoff.truth import GroundTruth, spearman
 
 __all__ = [
     "SCORE_COLUMNS",

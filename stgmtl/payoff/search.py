@@ -61,7 +61,7 @@ def partition_from_affinity(
     -------
     TaskGroups
         With the embedding and centroids the groups were found in, so that memberships of
-        another softness can be computed (:mod:`stgmtl.specialise.softness`). With ``k = 1``,
+        another softness can be computed (:mod:`stgmtl.payoff.softness`). With ``k = 1``,
         ``k = T``, or an affinity without structure (every task's features equal), the tasks
         are dealt round robin in order (hard memberships): no grouping is better than another.
     """

@@ -4,7 +4,7 @@
 seed), the recording runs and an upper bound on the grouping runs, before any signal is
 recorded; :class:`PayoffPlan` prints it with a time estimate from one timed training step per
 distinct model shape (:func:`calibration_specs`,
-:func:`~stgmtl.specialise.execution.estimate_seconds`).
+:func:`~stgmtl.payoff.execution.estimate_seconds`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from stgmtl._checks import check_choice
 from stgmtl.affinity import FREE_SIGNALS
-from stgmtl.specialise.runs import RunSpec
+from stgmtl.payoff.runs import RunSpec
 
 __all__ = [
     "ARCHITECTURES",

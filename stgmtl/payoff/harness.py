@@ -7,23 +7,23 @@
    task, one per pair of tasks (all pairs, or a seeded sample with ``max_pairs``) and one for all
    tasks; for ``T <= 5`` every subset of tasks (the exhaustive tier). The gain of partner ``j``
    for task ``i`` is the relative decrease of ``i``'s test loss against its single-task network;
-   the seed spread of single-task losses is the noise floor (:mod:`~stgmtl.specialise.truth`).
+   the seed spread of single-task losses is the noise floor (:mod:`~stgmtl.payoff.truth`).
 2. **The signals.** Each affinity signal is recorded in a run under the same conditions as the
-   all-task network of its seed (:mod:`~stgmtl.specialise.recording`; one run per signal, so each
+   all-task network of its seed (:mod:`~stgmtl.payoff.recording`; one run per signal, so each
    has a measured recording cost), and scored against the test truth: rank correlations with
    bootstrap intervals and a permutation test, top-1 partner accuracy, sign accuracy on decided
-   pairs (:mod:`~stgmtl.specialise.scoring`). Controls: a random matrix and the label statistics.
+   pairs (:mod:`~stgmtl.payoff.scoring`). Controls: a random matrix and the label statistics.
 3. **The payoff.** For each ``k`` the partition that each signal implies under the one common
-   selector (:func:`~stgmtl.specialise.selection.partition_from_affinity`), the partition the
+   selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition the
    *validation* truth implies, and random partitions are trained with each architecture and
    scored against single-task networks and one model for all tasks
-   (:mod:`~stgmtl.specialise.payoff_tables`); in the exhaustive tier every partition is scored,
+   (:mod:`~stgmtl.payoff.tables`); in the exhaustive tier every partition is scored,
    so the best partition and the regret are exact.
-4. **The choice.** :func:`stgmtl.specialise.recommendation.recommend` picks, on validation and
+4. **The choice.** :func:`stgmtl.payoff.recommendation.recommend` picks, on validation and
    within a budget, the networks to train (Standley's budgeted selection over every trained
    system) and reports them on test, or says that one model is best.
 
-Every run is independent and cached (:mod:`~stgmtl.specialise.runs`): a rerun, or a rerun with a
+Every run is independent and cached (:mod:`~stgmtl.payoff.runs`): a rerun, or a rerun with a
 new signal, trains only what is new. Before training, the plan and a time estimate (from timed
 calibration steps) are printed; a progress bar counts runs.
 """
@@ -40,24 +40,16 @@ import polars as pl
 
 from stgmtl._checks import check_choice, check_float, check_int, fail
 from stgmtl.affinity import TaskAffinity
-from stgmtl.specialise.data import targets_of
-from stgmtl.specialise.execution import estimate_seconds, run_all
-from stgmtl.specialise.payoff_partitions import build_partitions, grouping_runs
-from stgmtl.specialise.payoff_plan import (
+from stgmtl.payoff.execution import estimate_seconds, run_all
+from stgmtl.payoff.partitions import build_partitions, grouping_runs
+from stgmtl.payoff.plan import (
     ARCHITECTURES,
     calibration_specs,
     plan_payoff,
     resolve_truth,
 )
-from stgmtl.specialise.payoff_tables import (
-    PayoffResult,
-    payoff_summary,
-    payoff_table,
-    runs_table,
-    soft_vs_hard,
-)
-from stgmtl.specialise.recommendation import recommend
-from stgmtl.specialise.recording import (
+from stgmtl.payoff.recommendation import recommend
+from stgmtl.payoff.recording import (
     RecordResult,
     default_signals,
     execute_recording,
@@ -65,11 +57,19 @@ from stgmtl.specialise.recording import (
     random_affinity,
     record_signals,
 )
-from stgmtl.specialise.runs import RunContext, RunResult, factory_identity, is_cached
-from stgmtl.specialise.scoring import score_signals
-from stgmtl.specialise.splits import Splits, data_fingerprint
+from stgmtl.payoff.runs import RunContext, RunResult, factory_identity, is_cached
+from stgmtl.payoff.scoring import score_signals
+from stgmtl.payoff.splits import Splits, data_fingerprint
+from stgmtl.payoff.tables import (
+    PayoffResult,
+    payoff_summary,
+    payoff_table,
+    runs_table,
+    soft_vs_hard,
+)
+from stgmtl.payoff.truth import GroundTruth, ground_truth
+from stgmtl.specialise.data import targets_of
 from stgmtl.specialise.training import TrainConfig
-from stgmtl.specialise.truth import GroundTruth, ground_truth
 
 __all__ = ["run_payoff"]
 
@@ -163,7 +163,7 @@ def run_payoff(
     recipe : TrainConfig
         Training of every run (its seed is replaced by each run's).
     out : path, optional
-        Output folder: the :class:`~stgmtl.specialise.payoff_tables.PayoffResult` is saved in
+        Output folder: the :class:`~stgmtl.payoff.tables.PayoffResult` is saved in
         ``<out>/result`` and the run cache is ``<out>/cache`` (unless ``cache_dir`` is given).
     seeds : sequence of int
         Training seeds (at least 2 for a noise floor).
@@ -176,8 +176,8 @@ def run_payoff(
     signals : sequence of str or mapping, optional
         Signal names to record with ``recorder``, or precomputed ``{name: TaskAffinity}``.
         Default: every signal of :func:`stgmtl.record_affinity` the recipe can record
-        (:func:`~stgmtl.specialise.recording.default_signals`). ``"label"`` needs no training:
-        it is computed from the training labels (:func:`~stgmtl.specialise.recording.label_control`)
+        (:func:`~stgmtl.payoff.recording.default_signals`). ``"label"`` needs no training:
+        it is computed from the training labels (:func:`~stgmtl.payoff.recording.label_control`)
         and always present as a control, with ``"random"``.
     signal_seeds : sequence of int, optional
         Seeds of the recording runs (default: the first seed). A grouping trained on seed ``s``
@@ -185,7 +185,7 @@ def run_payoff(
         signal seed.
     recorder : callable
         ``recorder(train, factory, recipe, signals) -> {name: TaskAffinity}``
-        (default :func:`~stgmtl.specialise.recording.record_signals`).
+        (default :func:`~stgmtl.payoff.recording.record_signals`).
     record_separately : bool
         One recording run per probe signal (each gets its own recording cost) and one for the
         free signals read from data maps together, instead of one run for all.
@@ -197,7 +197,7 @@ def run_payoff(
         Random partitions per ``k`` (and per seed).
     target_entropy : float
         Mean normalised membership entropy of ``"separate-soft"`` (see
-        :mod:`~stgmtl.specialise.softness`).
+        :mod:`~stgmtl.payoff.softness`).
     budget : float, optional
         Inference budget of the recommendation, in parameters of one model for all tasks
         (default ``max(ks)`` with ``"network"`` partitions, else 1).
@@ -209,7 +209,7 @@ def run_payoff(
         Run cache (default ``<out>/cache``, or ``stgmtl-payoff-cache`` without ``out``).
     factory_id : str, optional
         Stable identity of ``factory`` for the cache (default
-        :func:`~stgmtl.specialise.runs.factory_identity`).
+        :func:`~stgmtl.payoff.runs.factory_identity`).
     n_bootstrap, n_permutations : int
         Resamples of the signal scores.
     column : str

@@ -4,7 +4,7 @@ Runs are independent, so :func:`run_all` hands them to any ``concurrent.futures`
 executor (an object with ``submit(fn, *args)`` returning futures with ``result()``): a
 ``ProcessPoolExecutor`` (use the ``"spawn"`` start method with torch), Dask's
 ``client.get_executor()``, or submitit's executors. Its default runs them one by one in this
-process. Pass the data as a zero-argument callable returning :class:`~stgmtl.specialise.Splits`
+process. Pass the data as a zero-argument callable returning :class:`~stgmtl.payoff.Splits`
 (for example ``functools.partial`` of a suite builder) to have remote workers load it
 themselves instead of receiving it pickled with every run.
 """
@@ -21,10 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stgmtl.loop import task_losses
-from stgmtl.specialise.baselines import width_for_budget
-from stgmtl.specialise.branched import branch_width_for_budget, build_branched
-from stgmtl.specialise.data import make_loader, targets_of
-from stgmtl.specialise.runs import (
+from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
     RunSpec,
@@ -32,8 +29,11 @@ from stgmtl.specialise.runs import (
     load_run,
     run_key,
 )
-from stgmtl.specialise.splits import Splits
-from stgmtl.specialise.worker import execute_run
+from stgmtl.payoff.splits import Splits
+from stgmtl.payoff.worker import execute_run
+from stgmtl.specialise.baselines import width_for_budget
+from stgmtl.specialise.branched import branch_width_for_budget, build_branched
+from stgmtl.specialise.data import make_loader, targets_of
 
 __all__ = ["estimate_seconds", "run_all"]
 

@@ -34,10 +34,10 @@ from stgmtl._checks import check_int, fail
 from stgmtl._io import atomic_dir, read_manifest, write_manifest
 from stgmtl.affinity import TaskAffinity
 from stgmtl.affinity.signals import label_signal
+from stgmtl.payoff.runs import RunContext, data_for_worker, factory_identity
+from stgmtl.payoff.splits import Splits
 from stgmtl.record import SIGNALS, record_affinity
 from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of
-from stgmtl.specialise.runs import RunContext, data_for_worker, factory_identity
-from stgmtl.specialise.splits import Splits
 from stgmtl.specialise.training import TrainConfig
 
 __all__ = [

@@ -22,11 +22,11 @@ every layer before the task head).
 
 Caching: a run's key (:func:`run_key`) is the sha256 of its spec, the recipe (without seed and
 device), the factory's identity (:func:`factory_identity`) and the data's fingerprint
-(:func:`~stgmtl.specialise.splits.data_fingerprint`). A finished run is a folder
+(:func:`~stgmtl.payoff.splits.data_fingerprint`). A finished run is a folder
 ``<cache>/runs/<key>/`` holding the per-task metrics (parquet), the trained weights
 (checksummed checkpoint) and a manifest with checksums (:func:`save_run`, :func:`load_run`).
-Training is in :mod:`~stgmtl.specialise.worker`, scheduling in
-:mod:`~stgmtl.specialise.execution`.
+Training is in :mod:`~stgmtl.payoff.worker`, scheduling in
+:mod:`~stgmtl.payoff.execution`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from stgmtl._io import (
     verified_file,
     write_manifest,
 )
-from stgmtl.specialise.splits import Splits
+from stgmtl.payoff.splits import Splits
 from stgmtl.specialise.training import TrainConfig
 
 __all__ = [

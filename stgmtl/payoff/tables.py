@@ -36,7 +36,7 @@ import polars as pl
 from stgmtl._checks import fail
 from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
 from stgmtl.affinity import TaskAffinity
-from stgmtl.specialise.runs import RunSpec
+from stgmtl.payoff.runs import RunSpec
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -307,12 +307,12 @@ class PayoffResult:
     truth : polars.DataFrame
         Measured directed-pair gains on val and test (empty without pair runs).
     signal_scores : polars.DataFrame
-        One row per signal (:func:`stgmtl.specialise.scoring.score_signals`) plus recording
+        One row per signal (:func:`stgmtl.payoff.scoring.score_signals`) plus recording
         cost (empty without pair runs).
     soft_vs_hard : polars.DataFrame
         :func:`soft_vs_hard`.
     selection : polars.DataFrame
-        Budgeted selection per budget (filled by :func:`stgmtl.specialise.recommendation`).
+        Budgeted selection per budget (filled by :func:`stgmtl.payoff.recommendation`).
     recommendation : dict
         The recommendation's JSON form.
     signals : dict of str to TaskAffinity

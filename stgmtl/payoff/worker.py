@@ -20,11 +20,7 @@ import torch
 from torch import nn
 
 from stgmtl.loop import task_losses
-from stgmtl.specialise.baselines import width_for_budget
-from stgmtl.specialise.branched import branch_width_for_budget, build_branched, count_macs
-from stgmtl.specialise.data import make_loader, pos_weight_of
-from stgmtl.specialise.metrics import task_metrics
-from stgmtl.specialise.runs import (
+from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
     RunSpec,
@@ -33,7 +29,11 @@ from stgmtl.specialise.runs import (
     run_key,
     save_run,
 )
-from stgmtl.specialise.splits import Splits, TaskColumns
+from stgmtl.payoff.splits import Splits, TaskColumns
+from stgmtl.specialise.baselines import width_for_budget
+from stgmtl.specialise.branched import branch_width_for_budget, build_branched, count_macs
+from stgmtl.specialise.data import make_loader, pos_weight_of
+from stgmtl.specialise.metrics import task_metrics
 from stgmtl.specialise.training import (
     ModelFactory,
     TrainConfig,
