@@ -200,6 +200,18 @@ def test_pure_noise_rarely_decides_any_pair():
     assert any_false <= stats.binom.ppf(0.999, reps, 0.05)
 
 
+def test_pair_tests_with_zero_pooled_variance():
+    g = np.zeros((5, 3, 3))
+    g[:, 0, 1], g[:, 1, 0] = 0.1, -0.2
+    g[:, np.arange(3), np.arange(3)] = np.nan
+    r = moderated_pair_tests(g)
+    assert r.pooled_sd == 0 and r.t[0, 1] == math.inf and r.t[1, 0] == -math.inf
+    assert r.p_helpful[2, 0] == r.p_harmful[2, 0] == 1  # zero mean: no evidence either way
+    expected = np.zeros((3, 3), dtype=np.int8)
+    expected[0, 1], expected[1, 0] = 1, -1
+    assert (r.decided == expected).all()
+
+
 def test_pair_tests_argument_errors():
     g, _ = _planted()
     g[2, 0, 1] = np.nan

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,22 +23,11 @@ from scipy import stats
 from stgmtl._checks import check_choice, check_float, check_int, fail, seed_from
 
 __all__ = [
-    "Confirmation",
-    "ControlRank",
-    "MantelNull",
-    "PairTests",
-    "benjamini_hochberg",
-    "benjamini_yekutieli",
-    "clopper_pearson",
-    "holm",
-    "mantel_null",
-    "moderated_pair_tests",
-    "paired_confirmation",
-    "rank_among_controls",
-    "seeds_for_reliability",
-    "signal_ranking_meaningful",
-    "spearman_brown",
-]
+    "Confirmation", "ControlRank", "MantelNull", "PairTests", "benjamini_hochberg",
+    "benjamini_yekutieli", "clopper_pearson", "holm", "mantel_null", "moderated_pair_tests",
+    "paired_confirmation", "rank_among_controls", "seeds_for_reliability",
+    "signal_ranking_meaningful", "spearman_brown",
+]  # fmt: skip
 
 
 def _vector(name: str, x: Any, min_len: int) -> np.ndarray:
@@ -50,8 +40,7 @@ def _vector(name: str, x: Any, min_len: int) -> np.ndarray:
 # ------------------------------------------------------------------------ the confirmation
 @dataclass(frozen=True)
 class Confirmation:
-    """A one-sided paired t-test of "the candidate has lower test loss" (see
-    :func:`paired_confirmation`); differences are ``reference - candidate``."""
+    """A one-sided paired t-test of ``d = reference - candidate`` (:func:`paired_confirmation`)."""
 
     n: int
     df: int
@@ -93,7 +82,7 @@ def paired_confirmation(candidate: Any, reference: Any, *, alpha: float = 0.05) 
         models trained on *fresh* seeds (not the ones that chose the candidate: a p-value on
         the losses that made the choice is not valid).
     alpha : float
-        Level of the test, in ``(0, 0.5)``.
+        Level of the test, in ``(0, 0.5]``.
 
     Returns
     -------
@@ -131,20 +120,9 @@ def paired_confirmation(candidate: Any, reference: Any, *, alpha: float = 0.05) 
         p = 0.0 if mean > 0 else 1.0
     one, two = stats.t.ppf(1 - alpha, df), stats.t.ppf(1 - alpha / 2, df)
     ref_mean = float(ref.mean())
-    return Confirmation(
-        n=n,
-        df=df,
-        mean_diff=mean,
-        sd_diff=sd,
-        t=float(t),
-        p_value=p,
-        alpha=alpha,
-        lower=float(mean - one * se),
-        ci_lo=float(mean - two * se),
-        ci_hi=float(mean + two * se),
-        relative_mean=mean / ref_mean if ref_mean != 0 else math.nan,
-        accepted=p < alpha,
-    )
+    rel = mean / ref_mean if ref_mean != 0 else math.nan
+    return Confirmation(n, df, mean, sd, float(t), p, alpha, float(mean - one * se),
+                        float(mean - two * se), float(mean + two * se), rel, p < alpha)  # fmt: skip
 
 
 # ------------------------------------------------------------------ multiple comparisons
@@ -175,16 +153,9 @@ def _adjust(p: Any, method: str) -> np.ndarray:
 def holm(p: Any) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error rate).
 
-    Parameters
-    ----------
-    p : array_like
-        p-values in ``[0, 1]``, any shape; NaN passes through as NaN and is not counted in the
-        number of tests ``m``.
-
-    Returns
-    -------
-    np.ndarray
-        Same shape: ``max_{j <= i} min(1, (m - j + 1) p_(j))`` for the ``i``-th smallest.
+    ``p``: p-values in ``[0, 1]``, any shape; NaN passes through as NaN and is not counted in
+    the number of tests ``m``. Returns the same shape: ``max_{j <= i} min(1, (m - j + 1)
+    p_(j))`` for the ``i``-th smallest.
     """
     return _adjust(p, "holm")
 
@@ -210,9 +181,7 @@ def benjamini_yekutieli(p: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------- pair tests
 @dataclass(frozen=True)
 class PairTests:
-    """Moderated paired t-tests of every measured directed pair (see
-    :func:`moderated_pair_tests`); arrays are ``(T, T)`` ``[source, recipient]``, NaN (0 in
-    ``decided``) where a pair was not measured or not tested."""
+    """Pooled-variance pair tests (see :func:`moderated_pair_tests`); arrays ``(T, T)``."""
 
     n_seeds: int
     n_pairs: int
@@ -230,19 +199,10 @@ class PairTests:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        """The scalars and counts (not the matrices)."""
-        return {
-            "n_seeds": self.n_seeds,
-            "n_pairs": self.n_pairs,
-            "df": self.df,
-            "pooled_sd": self.pooled_sd,
-            "n_helpful": int((self.decided == 1).sum()),
-            "n_harmful": int((self.decided == -1).sum()),
-            "alpha": self.alpha,
-            "method": self.method,
-            "enough_seeds": self.enough_seeds,
-            "reason": self.reason,
-        }
+        """The scalars, and the counts of decided pairs (not the matrices)."""
+        out = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
+        n_help, n_harm = int((self.decided == 1).sum()), int((self.decided == -1).sum())
+        return out | {"n_helpful": n_help, "n_harmful": n_harm}
 
 
 def moderated_pair_tests(
@@ -342,11 +302,9 @@ def spearman_brown(r: float, m: float) -> float:
     ``m > 0`` (a real number; seeds are whole, but the formula is not).
     """
     m = check_float("m", m, low=0.0, low_open=True)
-    if not isinstance(r, int | float | np.floating | np.integer) or isinstance(r, bool):
-        raise fail("r", "a number <= 1 (NaN allowed)", r, error=TypeError)
-    r = float(r)
-    if r > 1:
+    if not isinstance(r, numbers.Real) or isinstance(r, bool) or r > 1:
         raise fail("r", "a number <= 1 (NaN allowed)", r)
+    r = float(r)
     if not math.isfinite(r) or r <= 0:
         return math.nan
     return m * r / (1 + (m - 1) * r)
@@ -452,7 +410,7 @@ def mantel_null(
     n = null.size
     count = int(np.sum(null >= observed - abs(observed) * 1e-12))
     p = count / n if exact else (1 + count) / (1 + n)
-    k = math.floor(alpha * n) + 1 if exact else math.floor(alpha * (n + 1) + 1e-9)
+    k = min(n, math.floor(alpha * n + 1e-9) + 1) if exact else math.floor(alpha * (n + 1) + 1e-9)
     critical = float(null[k - 1]) if k >= 1 else math.inf
     return MantelNull(observed, float(p), critical, n, exact)
 
@@ -498,7 +456,11 @@ class ControlRank:
         return asdict(self)
 
     def can_claim(self, alpha: float = 0.05) -> bool:
-        """``P >= ceil(1/alpha) - 1`` (19 at 5 %) and ``p_value <= alpha``."""
+        """``P >= ceil(1/alpha) - 1`` (19 at 5 %) and ``p_value <= alpha``.
+
+        The first condition follows from the second (``p_value >= 1 / (P + 1)``); it is
+        stated so that the reason a claim is refused is plain.
+        """
         alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
         return self.P >= math.ceil(1 / alpha - 1e-9) - 1 and self.p_value <= alpha + 1e-12
 
@@ -523,22 +485,11 @@ def rank_among_controls(
 ) -> ControlRank:
     """Where the candidate's gain falls among ``P`` random size-matched partition controls.
 
-    Parameters
-    ----------
-    value : float
-        The candidate's gain (averaged over the same seeds as each control).
-    controls : array_like
-        ``P >= 1`` finite control gains.
-    higher_is_better : bool
-        ``False`` for losses.
-
-    Returns
-    -------
-    ControlRank
-        ``n_better_or_equal``: controls at least as good as the candidate (ties count
-        against it); ``p_value = (1 + n_better_or_equal) / (1 + P)``; ``percentile``: the
-        fraction of controls strictly worse; ``resolution = 1 / (P + 1)``, the smallest
-        possible p.
+    ``value`` is the candidate's gain, ``controls`` the ``P >= 1`` finite gains of random
+    size-matched partitions, each averaged over the same seeds (``higher_is_better=False`` for
+    losses). ``n_better_or_equal`` counts controls at least as good (ties count against the
+    candidate); ``p_value = (1 + n_better_or_equal) / (1 + P)``; ``percentile`` is the fraction
+    of controls strictly worse; ``resolution = 1 / (P + 1)`` is the smallest possible p.
     """
     v = check_float("value", value)
     c = _vector("controls", controls, 1)
