@@ -205,6 +205,21 @@ class PairTests:
         return out | {"n_helpful": n_help, "n_harmful": n_harm}
 
 
+def _measured_pairs(seed_gains: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The gains as floats and the ``(T, T)`` mask of pairs finite on every seed."""
+    g = np.asarray(seed_gains, dtype=np.float64)
+    if g.ndim != 3 or g.shape[1] != g.shape[2] or g.shape[0] < 1 or np.isinf(g).any():
+        raise fail("seed_gains", "a (S, T, T) array of gains (NaN = not measured)", g.shape)
+    s, finite = g.shape[0], np.isfinite(g).sum(axis=0)
+    off = ~np.eye(g.shape[1], dtype=bool)
+    partial = off & (finite > 0) & (finite < s)
+    if partial.any():
+        i, j = np.argwhere(partial)[0]
+        what = f"pair ({i}, {j}) finite on {finite[i, j]} of {s} seeds"
+        raise fail("seed_gains", "each pair finite on every seed or on none", what)
+    return g, off & (finite == s)
+
+
 def moderated_pair_tests(
     seed_gains: Any, *, min_seeds: int = 5, alpha: float = 0.05, method: str = "by"
 ) -> PairTests:
@@ -249,21 +264,11 @@ def moderated_pair_tests(
     controls the false discovery rate under any dependence, at the price of the factor
     ``sum 1/i``; "bh" is allowed where that price is judged too high.
     """
-    g = np.asarray(seed_gains, dtype=np.float64)
-    if g.ndim != 3 or g.shape[1] != g.shape[2] or g.shape[0] < 1 or np.isinf(g).any():
-        raise fail("seed_gains", "a (S, T, T) array of gains (NaN = not measured)", g.shape)
+    g, measured = _measured_pairs(seed_gains)
     min_seeds = check_int("min_seeds", min_seeds, low=2)
     alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
     method = check_choice("method", method, ("by", "bh"))
     s, t_n = g.shape[0], g.shape[1]
-    finite = np.isfinite(g).sum(axis=0)
-    off = ~np.eye(t_n, dtype=bool)
-    partial = off & (finite > 0) & (finite < s)
-    if partial.any():
-        i, j = np.argwhere(partial)[0]
-        what = f"pair ({i}, {j}) finite on {finite[i, j]} of {s} seeds"
-        raise fail("seed_gains", "each pair finite on every seed or on none", what)
-    measured = off & (finite == s)
     n_pairs = int(measured.sum())
     nan = np.full((t_n, t_n), np.nan)
     with np.errstate(invalid="ignore"):
