@@ -43,9 +43,14 @@ def _planted(n: int, seed: int, sources: tuple[int, ...], noise: float) -> Tenso
 
 
 def bottleneck_mlp(num_tasks: int, width: float) -> nn.Module:
-    """16 inputs -> a linear bottleneck of round(width) units -> one logit per task."""
-    h = max(1, round(width))
-    return nn.Sequential(nn.Linear(DIMS, h), nn.Linear(h, num_tasks))
+    """16 inputs -> round(64 width) ReLU units -> a one-unit bottleneck -> one logit per task.
+
+    Width scales the hidden layer only: a wider network still passes one number to its heads,
+    so one model at any budget cannot serve two families that read different features, while
+    one network per family can (the planted answer survives the budget-matched one model).
+    """
+    h = max(1, round(64 * width))
+    return nn.Sequential(nn.Linear(DIMS, h), nn.ReLU(), nn.Linear(h, 1), nn.Linear(1, num_tasks))
 
 
 def _splits(sources: tuple[int, ...], n_train: int, noise: float) -> Splits:
@@ -62,9 +67,10 @@ def _run(
     n_train: int = 512,
     noise: float = 0.2,
     recipe: TrainConfig = RECIPE,
+    truth: str = "auto",
 ) -> PayoffResult:
     return run_payoff(
-        _splits(sources, n_train, noise), bottleneck_mlp, recipe, tmp_path / "out",
+        _splits(sources, n_train, noise), bottleneck_mlp, recipe, tmp_path / "out", truth=truth,
         seeds=(0, 1, 2), ks=(2,), signals={}, random_partitions=1, n_bootstrap=20,
         n_permutations=20, budget=2.0, progress=False, log=None,
     )  # fmt: skip
@@ -73,26 +79,33 @@ def _run(
 @pytest.mark.slow
 def test_recommend_a_grouping_where_tasks_need_different_features(tmp_path) -> None:
     # a, b read feature 0; c, d read feature 1: one model's one-unit bottleneck cannot serve
-    # both families, two networks (one per family, each one unit) can
-    result = _run((0, 0, 1, 1), tmp_path)
-    rec = recommend(result)
-    assert not rec.one_model_best
-    assert sorted(sorted(g) for g in rec.groups) == [["task_0", "task_1"], ["task_2", "task_3"]]
-    assert rec.val_gain > rec.noise_floor and rec.test_gain > 0.1
-    assert rec.cost <= 2.0 and "below one model" in rec.message
-    # the exhaustive tier's best k = 2 partition is the planted one, and the pair truth says so
-    best = result.payoff.filter(
-        (pl.col("source") == "exhaustive (val-best)") & (pl.col("split") == "test")
+    # both families at any width, two networks (one per family) can. Pairs only: with every
+    # subset as a candidate, validation may pick a 3-task network that served the right family
+    # on the exploration seeds by luck, and the fresh seeds reject it (as they should)
+    result = _run((0, 0, 1, 1), tmp_path, truth="pairs")
+    rec = result.recommendation
+    assert rec["verdict"] == "grouping" and not rec["one_model_best"]
+    assert sorted(sorted(g) for g in rec["groups"]) == [["task_0", "task_1"], ["task_2", "task_3"]]
+    conf = rec["confirmation"]
+    assert conf["seeds"] == [3, 4, 5, 6, 7]  # fresh: after the exploration seeds 0, 1, 2
+    assert conf["loss"]["accepted"] and conf["loss"]["df"] == 4 and conf["loss"]["p_value"] < 0.05
+    assert rec["cost"] <= 2.0 and "Train the candidate grouping" in rec["message"]
+    # choosing alone (validation) never gives the verdict
+    alone = recommend(result)
+    assert alone.verdict == "unconfirmed" and alone.one_model_best
+    # every budgeted system is within its band, and the 2x one model was trained as a reference
+    systems = result.systems
+    ref = float(
+        systems.filter(pl.col("system") == system_id(RunSpec("network", tuple(result.task_names))))[
+            "parameters"
+        ][0]
     )
+    for row in systems.filter(pl.col("budget") > 1).iter_rows(named=True):
+        assert 0.95 * 2 * ref <= row["parameters"] <= 2 * ref
+    assert any(s.endswith("@2x") and s.startswith("net:") for s in systems["system"].to_list())
+    # the validation truth's k = 2 partition is the planted one, and it pays on test
+    best = result.summary.filter((pl.col("source") == "truth (val)") & (pl.col("split") == "test"))
     assert best["gain_vs_one"].mean() > 0.1
-    g = result.truth.filter((pl.col("split") == "test") & pl.col("decided"))
-    helpful = g.filter(pl.col("gain") > 0)
-    assert set(zip(helpful["source"], helpful["target"], strict=True)) <= {
-        ("task_0", "task_1"),
-        ("task_1", "task_0"),
-        ("task_2", "task_3"),
-        ("task_3", "task_2"),
-    }
     # saved, loaded, reported
     loaded = PayoffResult.load(tmp_path / "out" / "result")
     assert loaded.recommendation == result.recommendation
@@ -109,14 +122,10 @@ def test_recommend_one_model_where_tasks_share_one_noisy_feature(tmp_path) -> No
     result = _run((0, 0, 0, 0), tmp_path, n_train=128, noise=1.0, recipe=recipe)
     test = result.summary.filter((pl.col("split") == "test") & (pl.col("k") > 1))
     assert test["gain_vs_one"].max() < 0  # the planted answer holds on test
-    rec = recommend(result)
-    assert rec.one_model_best and rec.groups == [list(result.task_names)]
-    assert rec.systems[0]["system"] == system_id(RunSpec("network", tuple(result.task_names)))
-    assert rec.message.startswith("One model for all tasks is the best choice")
-    assert rec.val_gain == 0.0 and rec.test_gain == 0.0
-    strict = recommend(result, noise_multiplier=1e6)
-    assert strict.one_model_best
-    assert json.loads(json.dumps(rec.to_dict()))["one_model_best"] is True
+    rec = result.recommendation
+    assert rec["one_model_best"] and rec["verdict"] == "one model"
+    assert rec["message"].startswith("One model for all tasks")
+    assert json.loads(json.dumps(rec))["one_model_best"] is True
 
 
 # ------------------------------------------------------------------------- runs and caching

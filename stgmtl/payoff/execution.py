@@ -16,11 +16,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from stgmtl.loop import task_losses
+from stgmtl.payoff.architectures import build_members
 from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
@@ -31,34 +31,20 @@ from stgmtl.payoff.runs import (
 )
 from stgmtl.payoff.splits import Splits
 from stgmtl.payoff.worker import execute_run
-from stgmtl.specialise.baselines import width_for_budget
-from stgmtl.specialise.branched import branch_width_for_budget, build_branched
 from stgmtl.specialise.data import make_loader, targets_of
 
 __all__ = ["estimate_seconds", "run_all"]
 
 
 def _signature(spec: RunSpec) -> tuple[Any, ...]:
-    return (spec.kind, len(spec.tasks), spec.k)
+    return (spec.kind, len(spec.tasks), spec.k, bool(spec.membership), spec.budget)
 
 
 def _time_step(spec: RunSpec, data: Splits, ctx: RunContext) -> float:
     """Seconds of one training step of ``spec``'s model(s) on one batch (after one warm-up)."""
-    t = len(spec.tasks)
     cfg = ctx.recipe
     x, _, _ = next(iter(make_loader(data.train, cfg.batch_size, shuffle=False, seed=0)))
-    y = torch.zeros(x.shape[0], t)
-    if spec.kind == "network":
-        models = [ctx.factory(t, cfg.width)]
-    elif spec.kind == "separate":
-        width = width_for_budget(ctx.factory, t, spec.k, base_width=cfg.width)
-        models = [ctx.factory(t, width) for _ in range(spec.k)]
-    else:
-        sizes = [len(g) for g in spec.groups]
-        bw = branch_width_for_budget(ctx.factory, sizes, cfg.width)
-        bounds = np.cumsum([0, *sizes])
-        groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        models = [build_branched(ctx.factory, groups, cfg.width, bw)]
+    models = [m.model() for m in build_members(spec, ctx.factory, cfg.width)[0]]
     dev = torch.device(cfg.device)
     best = float("inf")
     for _ in range(2):
@@ -66,7 +52,8 @@ def _time_step(spec: RunSpec, data: Splits, ctx: RunContext) -> float:
         for m in models:
             m.to(dev).train()
             opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
-            loss = task_losses(m(x.to(dev)), y.to(dev)).sum()
+            out = m(x.to(dev))
+            loss = task_losses(out, torch.zeros_like(out)).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -30,24 +30,20 @@ calibration steps) are printed; a progress bar counts runs.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from stgmtl._checks import check_choice, check_float, check_int, fail
+from stgmtl._checks import fail
 from stgmtl.affinity import TaskAffinity
+from stgmtl.payoff.confirm import confirm, confirmation_specs, fresh_seeds
 from stgmtl.payoff.execution import estimate_seconds, run_all
 from stgmtl.payoff.partitions import build_partitions, grouping_runs
-from stgmtl.payoff.plan import (
-    ARCHITECTURES,
-    calibration_specs,
-    plan_payoff,
-    resolve_truth,
-)
+from stgmtl.payoff.plan import calibration_specs, plan_payoff, resolve_truth
 from stgmtl.payoff.recommendation import recommend
 from stgmtl.payoff.recording import (
     RecordResult,
@@ -59,6 +55,7 @@ from stgmtl.payoff.recording import (
 )
 from stgmtl.payoff.runs import RunContext, RunResult, factory_identity, is_cached
 from stgmtl.payoff.scoring import score_signals
+from stgmtl.payoff.settings import PayoffSettings
 from stgmtl.payoff.splits import Splits, data_fingerprint
 from stgmtl.payoff.tables import (
     PayoffResult,
@@ -66,12 +63,13 @@ from stgmtl.payoff.tables import (
     payoff_table,
     runs_table,
     soft_vs_hard,
+    system_id,
 )
 from stgmtl.payoff.truth import GroundTruth, ground_truth
 from stgmtl.specialise.data import targets_of
 from stgmtl.specialise.training import TrainConfig
 
-__all__ = ["run_payoff"]
+__all__ = ["PayoffSettings", "assemble", "run_payoff"]
 
 
 def _workers(executor: Any) -> int:
@@ -125,32 +123,15 @@ def run_payoff(
     factory: Any,
     recipe: TrainConfig,
     out: str | Path | None = None,
+    settings: PayoffSettings | None = None,
     *,
-    seeds: Sequence[int] = (0, 1, 2),
-    truth: str = "auto",
-    max_pairs: int | None = None,
-    singles: bool | None = None,
-    signals: Sequence[str] | Mapping[str, TaskAffinity] | None = None,
-    signal_seeds: Sequence[int] | None = None,
-    recorder: Callable[..., dict[str, TaskAffinity]] = record_signals,
-    record_separately: bool = True,
-    ks: Sequence[int] = (2, 3),
-    architectures: Sequence[str] = ("network",),
-    random_partitions: int = 3,
-    target_entropy: float = 0.3,
-    budget: float | None = None,
     executor: Any = None,
-    threads: int | None = None,
-    cache_dir: str | Path | None = None,
-    factory_id: str | None = None,
-    n_bootstrap: int = 1000,
-    n_permutations: int = 1000,
-    column: str = "loss",
+    recorder: Callable[..., dict[str, TaskAffinity]] = record_signals,
     progress: bool = True,
-    random_state: int = 0,
     log: Callable[[str], None] | None = print,
+    **overrides: Any,
 ) -> PayoffResult:
-    """Train the truth, record and score signals, train their groupings, recommend one.
+    """Train the truth, record and score signals, train their groupings, choose, confirm.
 
     Parameters
     ----------
@@ -163,175 +144,94 @@ def run_payoff(
     recipe : TrainConfig
         Training of every run (its seed is replaced by each run's).
     out : path, optional
-        Output folder: the :class:`~stgmtl.payoff.tables.PayoffResult` is saved in
-        ``<out>/result`` and the run cache is ``<out>/cache`` (unless ``cache_dir`` is given).
-    seeds : sequence of int
-        Training seeds (at least 2 for a noise floor).
-    truth : {"auto", "subsets", "pairs", "none"}
-        Ground-truth runs (see :data:`TRUTH_MODES`).
-    max_pairs : int, optional
-        With ``truth="pairs"``: train a seeded sample of this many pairs.
-    singles : bool, optional
-        Train single-task networks (default: whenever there is a truth, or ``T <= 30``).
-    signals : sequence of str or mapping, optional
-        Signal names to record with ``recorder``, or precomputed ``{name: TaskAffinity}``.
-        Default: every signal of :func:`stgmtl.record_affinity` the recipe can record
-        (:func:`~stgmtl.payoff.recording.default_signals`). ``"label"`` needs no training:
-        it is computed from the training labels (:func:`~stgmtl.payoff.recording.label_control`)
-        and always present as a control, with ``"random"``.
-    signal_seeds : sequence of int, optional
-        Seeds of the recording runs (default: the first seed). A grouping trained on seed ``s``
-        uses the signals recorded on ``s`` when there are some, else those of the first
-        signal seed.
-    recorder : callable
-        ``recorder(train, factory, recipe, signals) -> {name: TaskAffinity}``
-        (default :func:`~stgmtl.payoff.recording.record_signals`).
-    record_separately : bool
-        One recording run per probe signal (each gets its own recording cost) and one for the
-        free signals read from data maps together, instead of one run for all.
-    ks : sequence of int
-        Numbers of groups.
-    architectures : sequence of str
-        How partitions are trained: any of :data:`ARCHITECTURES`.
-    random_partitions : int
-        Random partitions per ``k`` (and per seed).
-    target_entropy : float
-        Mean normalised membership entropy of ``"separate-soft"`` (see
-        :mod:`~stgmtl.payoff.softness`).
-    budget : float, optional
-        Inference budget of the recommendation, in parameters of one model for all tasks
-        (default ``max(ks)`` with ``"network"`` partitions, else 1).
+        Output folder: the result is saved in ``<out>/result`` and the run cache is
+        ``<out>/cache`` (unless ``settings.cache_dir`` is given).
+    settings : PayoffSettings, optional
+        What to train and how to decide (default ``PayoffSettings()``).
     executor : concurrent.futures-style executor, optional
         Runs go through ``executor.submit``; default one by one in this process.
-    threads : int, optional
-        torch threads inside each run (1 for process pools on a few cores).
-    cache_dir : path, optional
-        Run cache (default ``<out>/cache``, or ``stgmtl-payoff-cache`` without ``out``).
-    factory_id : str, optional
-        Stable identity of ``factory`` for the cache (default
-        :func:`~stgmtl.payoff.runs.factory_identity`).
-    n_bootstrap, n_permutations : int
-        Resamples of the signal scores.
-    column : str
-        The per-task loss (``"loss"``: the training objective; ``"bce"``: plain BCE).
+    recorder : callable
+        ``recorder(train, factory, recipe, signals) -> {name: TaskAffinity}``.
     progress : bool
-    random_state : int
-        Seeds pair sampling, random partitions, the random control and the bootstrap.
     log : callable or None
         Where the plan and progress lines go (default ``print``).
+    **overrides
+        Fields of :class:`PayoffSettings` to replace (``run_payoff(..., seeds=(0, 1))``).
 
     Returns
     -------
     PayoffResult
+        With ``recommendation`` (the candidate chosen on validation, and the fresh-seed
+        confirmation that decides the verdict).
     """
     say = log if log is not None else (lambda _msg: None)
-    seeds, ks, splits = _checked_arguments(
-        data, seeds, ks, architectures, random_partitions, target_entropy
-    )
+    st = replace(settings or PayoffSettings(), **overrides)
+    splits = _splits(data)
     names = splits.task_names()
-    t = len(names)
-    mode = resolve_truth(truth, t)
-    singles = (mode != "none" or t <= 30) if singles is None else bool(singles)
-    if signals is None:
-        signals = default_signals(recipe)
+    if max(st.ks) > len(names):
+        raise fail("ks", f"numbers of groups <= T = {len(names)}", list(st.ks))
+    mode = resolve_truth(st.truth, len(names))
+    singles = (mode != "none" or len(names) <= 30) if st.singles is None else bool(st.singles)
+    signals = default_signals(recipe) if st.signals is None else st.signals
     precomputed = dict(signals) if isinstance(signals, Mapping) else {}
-    # the label statistic needs no training run: it is a control computed from the labels
-    to_record = [] if precomputed else [str(s) for s in signals if s != "label"]
-    signal_seeds = [seeds[0]] if signal_seeds is None else [int(s) for s in signal_seeds]
+    to_record = [] if precomputed else [str(x) for x in signals if x != "label"]
+    signal_seeds = [st.seeds[0]] if st.signal_seeds is None else [int(x) for x in st.signal_seeds]
     cache = (
-        Path(cache_dir)
-        if cache_dir is not None
-        else (Path(out) / "cache" if out is not None else Path("stgmtl-payoff-cache"))
+        Path(st.cache_dir)
+        if st.cache_dir
+        else (Path(out) / "cache" if out else Path("stgmtl-payoff-cache"))
     )
-    ctx = _context(data, splits, factory, recipe, cache, factory_id, threads)
-    controls = _controls(splits, names, mode, signals, bool(precomputed), random_state)
-    n_sources = (
-        len(to_record) + len(set(precomputed) | set(controls)) + (1 if mode == "pairs" else 0)
-    )
+    ctx = _context(data, splits, factory, recipe, cache, st.factory_id, st.threads)
+    controls = _controls(splits, names, mode, signals, bool(precomputed), st.random_state)
+    n_sources = len(to_record) + len(set(precomputed) | set(controls)) + (mode == "pairs")
     plan = plan_payoff(
-        names,
-        seeds=seeds,
-        truth=mode,
-        max_pairs=max_pairs,
-        singles=singles,
-        signals=to_record,
-        signal_seeds=signal_seeds,
-        record_separately=record_separately,
-        ks=ks,
-        architectures=architectures,
-        random_partitions=random_partitions,
-        n_sources=n_sources,
-        random_state=random_state,
-    )
+        names, seeds=st.seeds, truth=mode, max_pairs=st.max_pairs, singles=singles,
+        signals=to_record, signal_seeds=signal_seeds, record_separately=st.record_separately,
+        ks=st.ks, architectures=st.architectures, random_partitions=st.random_partitions,
+        n_sources=n_sources, random_state=st.random_state, budgets=st.budgets(),
+    )  # fmt: skip
     workers = _workers(executor)
-    estimates = estimate_seconds(calibration_specs(plan), ctx)
-    plan.cached = {s for s in plan.truth if is_cached(s, ctx)}
-    say(f"{t} tasks, seeds {seeds}, truth {mode!r}; cache {cache}")
+    estimates = estimate_seconds(calibration_specs(plan), ctx)  # also asserts every budget
+    plan.cached = {x for x in plan.truth if is_cached(x, ctx)}
+    say(f"{len(names)} tasks, seeds {list(st.seeds)}, truth {mode!r}; cache {cache}")
     say(plan.describe(estimates, workers))
     t0 = time.perf_counter()
     truth_results = run_all(plan.truth, ctx, executor=executor, progress=progress, desc="truth")
     recs = _gather_recordings(plan.recordings, ctx, recorder, executor, progress)
     say(f"truth and signals done ({time.perf_counter() - t0:.0f} s)")
-
     gt = (
-        {s: ground_truth(truth_results, names, split=s, column=column) for s in ("val", "test")}
+        {x: ground_truth(truth_results, names, split=x, column=st.column) for x in ("val", "test")}
         if mode != "none" and singles
         else {}
     )
-    by_seed, costs = _signals_by_seed(recs, truth_results, names)
-    first = signal_seeds[0]
-    sig_first = dict(precomputed) or dict(by_seed.get(first, {}))
+    by_seed = _signals_by_seed(recs)
+    sig_first = dict(precomputed) or dict(by_seed.get(signal_seeds[0], {}))
     for name, aff in controls.items():
         sig_first.setdefault(name, aff)
     partitions = build_partitions(
-        names,
-        ks,
-        seeds,
-        signal_seeds,
-        by_seed,
-        precomputed,
-        controls,
-        gt,
-        mode,
-        random_partitions,
-        random_state,
+        names, list(st.ks), list(st.seeds), signal_seeds, by_seed, precomputed, controls, gt,
+        mode, st.random_partitions, st.random_state,
+    )  # fmt: skip
+    specs, part_rows = grouping_runs(
+        partitions, st.architectures, names, st.target_entropy, singles, st.budgets()
     )
-    specs, part_rows = grouping_runs(partitions, architectures, names, target_entropy, singles)
     grouped_results = run_all(specs, ctx, executor=executor, progress=progress, desc="groupings")
     say(f"groupings done ({time.perf_counter() - t0:.0f} s)")
-    result = _assemble(
-        names,
-        truth_results,
-        grouped_results,
-        part_rows,
-        gt,
-        sig_first,
-        costs,
-        column,
-        n_bootstrap,
-        n_permutations,
-        random_state,
-    )
-    result.settings = _settings(
-        seeds=seeds,
-        mode=mode,
-        max_pairs=max_pairs,
-        singles=singles,
-        signals=list(precomputed) or to_record,
-        controls=list(controls),
-        signal_seeds=signal_seeds,
-        ks=ks,
-        architectures=architectures,
-        random_partitions=random_partitions,
-        target_entropy=target_entropy,
-        recipe=recipe,
-        ctx=ctx,
-        column=column,
-        budget=budget,
-        seconds=time.perf_counter() - t0,
-        cache=cache,
-    )
+    explored = [*truth_results, *grouped_results]
+    result = assemble(names, explored, part_rows, gt, sig_first, st)
+    result.settings = _settings(st, mode, singles, list(precomputed) or to_record, controls,
+                                signal_seeds, recipe, ctx, cache)  # fmt: skip
     rec = recommend(result)
+    if rec.has_candidate and st.confirm_seeds:
+        fresh = fresh_seeds([*st.seeds, *signal_seeds], st.confirm_seeds)
+        say(f"confirming the candidate on fresh seeds {fresh}")
+        specs_by = {system_id(r.spec): r.spec for r in explored}
+        conf = run_all(
+            confirmation_specs(rec, specs_by, fresh), ctx, executor=executor,
+            progress=progress, desc="confirm",
+        )  # fmt: skip
+        confirm(rec, conf, fresh, column=st.column, alpha=st.alpha)
+    result.settings["seconds"] = time.perf_counter() - t0
     result.selection = rec.per_budget
     result.recommendation = rec.to_dict()
     say(rec.message)
@@ -341,32 +241,13 @@ def run_payoff(
     return result
 
 
-def _checked_arguments(
-    data: Splits | Callable[[], Splits],
-    seeds: Sequence[int],
-    ks: Sequence[int],
-    architectures: Sequence[str],
-    random_partitions: int,
-    target_entropy: float,
-) -> tuple[list[int], list[int], Splits]:
-    """Check :func:`run_payoff`'s arguments before any work; return seeds, ks and the splits."""
-    seeds = [check_int("seeds", s, low=0) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise fail("seeds", "distinct seeds", seeds)
-    ks = sorted({check_int("ks", k, low=1) for k in ks})
-    for a in architectures:
-        check_choice("architectures", a, ARCHITECTURES)
-    check_int("random_partitions", random_partitions, low=0)
-    check_float("target_entropy", target_entropy, low=0.0, high=0.999, low_open=True)
+def _splits(data: Splits | Callable[[], Splits]) -> Splits:
     splits = data if isinstance(data, Splits) else data()
     if not isinstance(splits, Splits):
         raise fail(
             "data", "Splits or a callable returning Splits", type(splits).__name__, error=TypeError
         )
-    t = len(splits.task_names())
-    if max(ks) > t:
-        raise fail("ks", f"numbers of groups <= T = {t}", ks)
-    return seeds, ks, splits
+    return splits
 
 
 def _context(
@@ -414,97 +295,55 @@ def _controls(
 
 
 def _settings(
-    *,
-    seeds: list[int],
+    st: PayoffSettings,
     mode: str,
-    max_pairs: int | None,
     singles: bool,
     signals: list[str],
-    controls: list[str],
+    controls: Mapping[str, TaskAffinity],
     signal_seeds: list[int],
-    ks: list[int],
-    architectures: Sequence[str],
-    random_partitions: int,
-    target_entropy: float,
     recipe: TrainConfig,
     ctx: RunContext,
-    column: str,
-    budget: float | None,
-    seconds: float,
     cache: Path,
 ) -> dict[str, Any]:
-    """The settings a :class:`PayoffResult` records (what was run, on what, how long)."""
+    """The settings a :class:`PayoffResult` records (what was run, on what)."""
     return {
-        "seeds": seeds,
+        **st.to_dict(),
         "truth": mode,
-        "max_pairs": max_pairs,
         "singles": singles,
         "signals": signals,
-        "controls": controls,
+        "controls": list(controls),
         "signal_seeds": signal_seeds,
-        "ks": ks,
-        "architectures": list(architectures),
-        "random_partitions": random_partitions,
-        "target_entropy": target_entropy,
-        "recipe": {k: v for k, v in vars(recipe).items()},
+        "budget": st.resolved_budget(),
+        "budgets": st.budgets(),
+        "recipe": dict(vars(recipe)),
         "factory": ctx.factory_id,
         "data": ctx.fingerprint,
-        "column": column,
-        "budget": budget
-        if budget is not None
-        else (float(max(ks)) if "network" in architectures else 1.0),
-        "seconds": seconds,
         "cache": str(cache),
     }
 
 
-def _signals_by_seed(
-    recs: list[RecordResult], truth_results: list[RunResult], names: list[str]
-) -> tuple[dict[int, dict[str, TaskAffinity]], dict[str, dict[str, float]]]:
-    plain = {
-        r.spec.seed: r.train_seconds
-        for r in truth_results
-        if r.spec.kind == "network" and len(r.spec.tasks) == len(names)
-    }
+def _signals_by_seed(recs: list[RecordResult]) -> dict[int, dict[str, TaskAffinity]]:
     by_seed: dict[int, dict[str, TaskAffinity]] = {}
-    costs: dict[str, dict[str, float]] = {}
     for r in recs:
         by_seed.setdefault(r.seed, {}).update(r.signals)
-        for name in r.signals:
-            c = costs.setdefault(
-                name,
-                {
-                    "seconds": 0.0,
-                    "plain_seconds": 0.0,
-                    "runs": 0.0,
-                    "together": float(len(r.signals) > 1),
-                },
-            )
-            c["seconds"] += r.seconds
-            c["plain_seconds"] += plain.get(r.seed, float("nan"))
-            c["runs"] += 1
-    return by_seed, costs
+    return by_seed
 
 
-def _assemble(
+def assemble(
     names: list[str],
-    truth_results: list[RunResult],
-    grouped_results: list[RunResult],
+    results: list[RunResult],
     part_rows: list[dict[str, Any]],
     gt: dict[str, GroundTruth],
     signals: dict[str, TaskAffinity],
-    costs: dict[str, dict[str, float]],
-    column: str,
-    n_bootstrap: int,
-    n_permutations: int,
-    random_state: int,
+    st: PayoffSettings,
 ) -> PayoffResult:
-    runs, systems = runs_table([*truth_results, *grouped_results])
+    """The result's tables from finished runs (built once; settings and the recommendation are
+    added by :func:`run_payoff`)."""
+    runs, systems = runs_table(results)
     runs = runs.unique(subset=["key", "split", "task"], keep="first", maintain_order=True)
     systems = systems.unique(subset=["system"], keep="first", maintain_order=True)
     partitions = pl.DataFrame(part_rows).unique(maintain_order=True)
-    payoff = payoff_table(runs, partitions, names, column=column)
-    payoff = _add_val_best(payoff)
+    payoff = _add_val_best(payoff_table(runs, partitions, names, column=st.column))
     summary = payoff_summary(payoff)
     truth_tab = (
         pl.concat([g.to_frame().with_columns(pl.lit(s).alias("split")) for s, g in gt.items()])
@@ -516,18 +355,10 @@ def _assemble(
         scores = score_signals(
             signals,
             gt["test"],
-            n_bootstrap=n_bootstrap,
-            n_permutations=n_permutations,
-            random_state=random_state,
-        )
-        ceiling = gt["test"].reliability()
-        scores = scores.with_columns(
-            pl.lit(ceiling["seed_spearman"]).alias("truth_seed_spearman"),
-            pl.lit(ceiling["ceiling"]).alias("truth_ceiling"),
-            pl.col("signal").is_in(["random", "label"]).alias("control"),
-            pl.col("signal")
-            .map_elements(lambda s: _cost(costs, s), return_dtype=pl.Float64)
-            .alias("recording_cost"),
+            n_bootstrap=st.n_bootstrap,
+            n_permutations=st.n_permutations,
+            random_state=st.random_state,
+            alpha=st.alpha,
         )
     return PayoffResult(
         task_names=names,
@@ -542,13 +373,6 @@ def _assemble(
         soft_vs_hard=soft_vs_hard(summary),
         signals=signals,
     )
-
-
-def _cost(costs: dict[str, dict[str, float]], name: str) -> float:
-    c = costs.get(name)
-    if not c or not c["runs"] or not math.isfinite(c["plain_seconds"]) or c["plain_seconds"] <= 0:
-        return 0.0 if name in ("label", "random") else float("nan")
-    return c["seconds"] / c["plain_seconds"]
 
 
 def _add_val_best(payoff: pl.DataFrame) -> pl.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 
 from stgmtl.affinity import TaskAffinity
 from stgmtl.grouping import TaskGroups
+from stgmtl.payoff.architectures import architecture
 from stgmtl.payoff.plan import network_spec
 from stgmtl.payoff.runs import RunSpec
 from stgmtl.payoff.search import partition_from_affinity, random_partition, set_partitions
@@ -66,14 +67,20 @@ class Partition:
 def partition_specs(
     part: Partition, arch: str, names: list[str], order: dict[str, int], target_entropy: float
 ) -> tuple[list[RunSpec], list[str]] | None:
-    """Runs that train ``part`` with ``arch`` on each of its seeds, and each task's system id."""
+    """Runs that train ``part`` with ``arch`` on each of its seeds, and each task's system id.
+
+    ``arch`` is a registry name (:data:`~stgmtl.payoff.architectures.ARCHITECTURES`), or
+    ``"subsets"``: the partition served by the truth's own networks at the recipe's width (the
+    exhaustive tier; its cost is what those networks hold, up to ``k`` models).
+    """
     groups = [[names[i] for i in np.flatnonzero(part.labels == g)] for g in np.unique(part.labels)]
-    if arch == "network":
+    if arch == "subsets":
         specs = [network_spec(g, order, s) for s in part.seeds for g in groups]
         by_task = {t: system_id(network_spec(g, order, 0)) for g in groups for t in g}
         return specs, [by_task[t] for t in names]
+    a = architecture(arch)
     memb: tuple[tuple[float, ...], ...] = ()
-    if arch == "separate-soft":
+    if a.soft:
         if part.groups is None or part.groups.method == "hard":
             return None  # random, exhaustive or structureless partitions have no distances
         w, _ = soft_memberships(part.groups, target_entropy)
@@ -81,9 +88,9 @@ def partition_specs(
         w = w[:, np.unique(part.labels)]
         w = w / w.sum(1, keepdims=True)
         memb = tuple(tuple(float(v) for v in row) for row in w)
-    kind = "separate" if arch.startswith("separate") else arch
     gt = tuple(tuple(g) for g in groups)
-    specs = [RunSpec(kind, tuple(names), gt, memb, s) for s in part.seeds]
+    budget = a.budget(len(groups))
+    specs = [RunSpec(a.kind, tuple(names), gt, memb, s, budget) for s in part.seeds]
     sid = system_id(specs[0])
     return specs, [sid] * len(names)
 
@@ -144,27 +151,33 @@ def grouping_runs(
     names: list[str],
     target_entropy: float,
     singles: bool,
+    budgets: Sequence[float] = (1.0,),
 ) -> tuple[list[RunSpec], list[dict[str, Any]]]:
     """Runs that train every partition with every architecture, and the partitions table rows
-    (with the one-model and, when trained, single-task references)."""
+    (with the one-model references at each budget and, when trained, single-task networks)."""
     specs: list[RunSpec] = []
     rows: list[dict[str, Any]] = []
     order = {n: i for i, n in enumerate(names)}
     for part in partitions:
         for arch in architectures:
-            if part.source.startswith("exhaustive") and arch != "network":
-                continue  # the exhaustive tier is made of trained subsets: networks only
-            made = partition_specs(part, arch, names, order, target_entropy)
+            how = arch
+            if part.source.startswith("exhaustive"):
+                if arch != architectures[0]:
+                    continue  # the exhaustive tier is served by the truth's own networks, once
+                how = "subsets"
+            made = partition_specs(part, how, names, order, target_entropy)
             if made is not None:
                 specs += made[0]
                 rows += partition_rows(
-                    part.pid, part.source, part.k, arch, part.labels, names, made[1]
+                    part.pid, part.source, part.k, how, part.labels, names, made[1]
                 )
     t = len(names)
-    one = system_id(network_spec(names, order, 0))
-    rows += partition_rows(
-        "one model", "one model", 1, "network", np.zeros(t, dtype=np.int64), names, [one] * t
-    )
+    for b in budgets:
+        one = system_id(RunSpec("network", tuple(names), budget=b))
+        label = "one model" if b == 1.0 else f"one model ({b:g}x)"
+        rows += partition_rows(
+            label, "one model", 1, f"network@{b:g}x", np.zeros(t, dtype=np.int64), names, [one] * t
+        )
     if singles:
         single = [system_id(network_spec([n], order, 0)) for n in names]
         rows += partition_rows(

@@ -17,6 +17,7 @@ import numpy as np
 
 from stgmtl._checks import check_choice
 from stgmtl.affinity import FREE_SIGNALS
+from stgmtl.payoff.architectures import ARCHITECTURES as REGISTRY
 from stgmtl.payoff.runs import RunSpec
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "resolve_truth",
 ]
 
-ARCHITECTURES = ("network", "separate", "separate-soft", "branched")
+ARCHITECTURES = tuple(REGISTRY)
 #: What ground truth is trained: every subset (exhaustive tier), pairs, or none; ``"auto"`` is
 #: ``"subsets"`` for ``T <= 5``, ``"pairs"`` for ``T <= 30``, else ``"none"``.
 TRUTH_MODES = ("auto", "subsets", "pairs", "none")
@@ -65,6 +66,7 @@ class PayoffPlan:
         self.recordings: list[tuple[tuple[str, ...], int]] = []
         self.grouped_counts: dict[str, int] = {}
         self.examples: list[RunSpec] = []
+        self.examples_of: dict[str, list[RunSpec]] = {}
         self.cached: set[RunSpec] = set()
 
     def describe(self, estimates: Mapping[RunSpec, float] | None = None, workers: int = 1) -> str:
@@ -91,23 +93,20 @@ class PayoffPlan:
 
     def estimate(self, estimates: Mapping[RunSpec, float], workers: int = 1) -> float:
         """Seconds of the whole plan (cached runs excluded by the caller), over ``workers``."""
-        by_sig = {(s.kind, len(s.tasks), s.k): v for s, v in estimates.items()}
+        by_sig = {(s.kind, len(s.tasks), s.k, s.budget): v for s, v in estimates.items()}
         total = sum(
-            by_sig.get((s.kind, len(s.tasks), s.k), 0.0) for s in self.truth if s not in self.cached
+            by_sig.get((s.kind, len(s.tasks), s.k, s.budget), 0.0)
+            for s in self.truth
+            if s not in self.cached
         )
         n_all = max((len(s.tasks) for s in self.truth), default=0)
-        rec = by_sig.get(("network", n_all, 1), 0.0) * 1.3  # probes: about 1.3x a plain run
+        rec = by_sig.get(("network", n_all, 1, 1.0), 0.0) * 1.3  # probes: about 1.3x a plain run
         total += rec * len(self.recordings)
         for arch, c in self.grouped_counts.items():
-            ex = [v for s, v in estimates.items() if s in self.examples and _arch(s) == arch]
+            mine = self.examples_of.get(arch, [])
+            ex = [v for s, v in estimates.items() if s in mine]
             total += c * (float(np.mean(ex)) if ex else 0.0)
         return total / max(workers, 1)
-
-
-def _arch(spec: RunSpec) -> str:
-    if spec.kind == "separate" and spec.membership:
-        return "separate-soft"
-    return spec.kind if spec.kind != "network" else "network"
 
 
 def _balanced(names: Sequence[str], k: int) -> list[list[str]]:
@@ -129,8 +128,12 @@ def plan_payoff(
     random_partitions: int,
     n_sources: int,
     random_state: int = 0,
+    budgets: Sequence[float] = (1.0,),
 ) -> PayoffPlan:
-    """The runs :func:`run_payoff` will train, before the signals are recorded."""
+    """The runs :func:`run_payoff` will train, before the signals are recorded.
+
+    ``budgets``: one model for all tasks is trained at each (the references a grouping of that
+    budget is compared with; see :mod:`~stgmtl.payoff.architectures`)."""
     names = list(task_names)
     order = {t: i for i, t in enumerate(names)}
     t = len(names)
@@ -152,6 +155,8 @@ def plan_payoff(
             if spec not in seen:
                 seen.add(spec)
                 plan.truth.append(spec)
+        for b in sorted(set(budgets) - {1.0}):
+            plan.truth.append(RunSpec("network", tuple(names), seed=seed, budget=float(b)))
     if signals:
         if record_separately:
             # the free signals are read from the same data maps: one run records them together
@@ -162,22 +167,19 @@ def plan_payoff(
         plan.recordings = [(ss, seed) for seed in signal_seeds for ss in sig_sets]
     per_k = n_sources + random_partitions
     for arch in architectures:
-        runs = 0
+        a = REGISTRY[arch]
         for k in ks:
-            runs += per_k * (k if arch == "network" else 1) * len(seeds)
-            if arch == "network":
-                plan.examples.append(network_spec(names[: max(1, t // k)], order, seeds[0]))
-            else:
-                groups = tuple(tuple(g) for g in _balanced(names, k))
-                memb: tuple[tuple[float, ...], ...] = ()
-                if arch == "separate-soft":
-                    w = np.full((t, k), 0.1 / max(k - 1, 1))
-                    for c, g in enumerate(groups):
-                        w[[order[x] for x in g], c] = 0.9 if k > 1 else 1.0
-                    memb = tuple(tuple(r) for r in w)
-                kind = "separate" if arch.startswith("separate") else arch
-                plan.examples.append(RunSpec(kind, tuple(names), groups, memb, seeds[0]))
-        plan.grouped_counts[arch] = runs
+            groups = tuple(tuple(g) for g in _balanced(names, k))
+            memb: tuple[tuple[float, ...], ...] = ()
+            if a.soft:
+                w = np.full((t, k), 0.1 / max(k - 1, 1))
+                for c, g in enumerate(groups):
+                    w[[order[x] for x in g], c] = 0.9 if k > 1 else 1.0
+                memb = tuple(tuple(r) for r in w)
+            ex = RunSpec(a.kind, tuple(names), groups, memb, seeds[0], a.budget(k))
+            plan.examples.append(ex)
+            plan.examples_of.setdefault(arch, []).append(ex)
+        plan.grouped_counts[arch] = per_k * len(ks) * len(seeds)
     return plan
 
 
@@ -193,5 +195,5 @@ def calibration_specs(plan: PayoffPlan) -> list[RunSpec]:
     """One run per distinct model shape of the plan, to time one training step each."""
     seen: dict[tuple[Any, ...], RunSpec] = {}
     for s in [*plan.truth, *plan.examples]:
-        seen.setdefault((s.kind, len(s.tasks), s.k, bool(s.membership)), s)
+        seen.setdefault((s.kind, len(s.tasks), s.k, bool(s.membership), s.budget), s)
     return list(seen.values())

@@ -1,31 +1,28 @@
-"""Which grouping to train: chosen on validation within a budget, reported on test.
+"""What to train: chosen on validation within a budget, then confirmed on fresh seeds.
 
-:func:`recommend` reads a :class:`~stgmtl.payoff.tables.PayoffResult` (what the
-payoff harness trained and measured) and applies Standley et al.'s budgeted selection to every
-trained *system* (single-task, pair, group and all-task networks; grouped models at one model's
-parameters):
+:func:`recommend` reads a :class:`~stgmtl.payoff.tables.PayoffResult` (what the harness trained
+and measured) and does only what validation may decide:
 
-1. Each system's per-task validation loss is taken relative to one model for all tasks on the
-   same seed, then averaged over the seeds it was trained on (paired; 1.0 = one model).
-2. For every budget level ``b = 1, 2, ..., budget`` (in parameters of one model), the set of
-   systems within ``b`` that minimises the mean over tasks of the best chosen system's relative
-   loss is found (:func:`~stgmtl.payoff.search.select_networks`; every task must be
-   served); then systems are dropped, costliest first, while the objective stays within the
-   noise floor (below) of that best. Each task is then served by its best chosen system *on
-   validation*, and the same assignment is scored on test.
-3. **Noise floor:** the seed spread of the reference models' validation loss: each task's loss
-   relative to its mean over seeds, averaged over tasks per seed, then the standard deviation
-   over seeds (ddof 1), times ``noise_multiplier``. The references are the single-task
-   networks when they were trained (as for the truth's noise floor), else one model.
-4. The cheapest level whose validation objective is within the floor of the best level is
-   chosen (more networks must earn their cost). It is recommended only if it beats one model
-   on validation by more than the floor *and* on every seed it was trained on (a paired check:
-   the chosen set is the best of many candidates on the same validation data, so its mean
-   validation gain is optimistic). Otherwise **one model for all tasks is the
-   recommendation**, and the message says so.
+1. **The reference.** Among the one-model systems within the budget (one model for all tasks
+   at 1x parameters and at each budget ``b`` the harness trained), the one with the lowest mean
+   validation loss over seeds and tasks. This is the budget-matched one model every candidate
+   must beat.
+2. **The candidate.** Every other trained system (single-task, pair and subset networks;
+   grouped systems at their asserted budgets) is scored per seed and task by its validation
+   loss relative to the reference on the same seed and task (paired), averaged over seeds. For
+   each budget level ``b = 1, 2, ..., budget`` Standley's budgeted selection
+   (:func:`~stgmtl.payoff.search.select_networks`) finds the set of systems within ``b`` that
+   minimises the mean over tasks of the best chosen system's relative loss; each task is then
+   served by its best chosen system on validation. The cheapest level whose objective is
+   within one paired standard error (over seeds) of the best level's is the candidate.
+3. **No verdict here.** The candidate is the best of many sets on the same validation losses,
+   so its validation gain is optimistic and a test computed on those losses (or on test losses
+   of the same trained weights) inherits the selection. The verdict comes from
+   :func:`stgmtl.payoff.confirm.confirm`: the candidate and the reference are retrained on fresh
+   seeds and compared by a one-sided paired t-test. Until then :attr:`Recommendation.verdict` is
+   ``"unconfirmed"`` and one model stays the recommendation.
 
-The number of groups is therefore chosen from measured validation gains within the budget; the
-silhouette of :func:`stgmtl.choose_k` measures only how well tasks separate in a feature space.
+The test split is only ever reported for what validation chose; nothing is picked on it.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,79 +41,35 @@ from stgmtl.payoff.runs import RunSpec
 from stgmtl.payoff.search import select_networks, selection_objective
 from stgmtl.payoff.tables import PayoffResult, system_id
 
-__all__ = ["Recommendation", "recommend"]
+__all__ = ["Choice", "Recommendation", "choose", "recommend"]
 
 
 @dataclass
-class Recommendation:
-    """The chosen grouping and the evidence behind it.
+class Choice:
+    """The candidate set found on validation (array form; see :func:`choose`).
 
     Attributes
     ----------
-    one_model_best : bool
-        True when one model for all tasks is the recommendation.
-    systems : list of dict
-        The chosen systems: ``system``, ``kind``, ``k``, ``tasks`` (the tasks it serves),
-        ``cost``.
-    groups : list of list of str
-        The recommended grouping: for each chosen network the tasks it serves; a chosen grouped
-        model contributes its groups.
-    k : int
-        Number of groups (networks, or groups of a grouped model).
-    budget : float
-        The inference budget (parameters of one model).
-    cost : float
-        Parameters of the choice, relative to one model.
-    val_gain, test_gain : float
-        Mean relative loss decrease against one model (validation: what chose it; test: what
-        it achieved). 0 for one model.
-    noise_floor : float
-        The validation noise floor (see the module docstring).
-    per_budget : polars.DataFrame
-        The best set at each budget level: ``budget, systems, cost, val_gain, test_gain,
-        wins_every_seed, exact``.
-    message : str
-        The recommendation in one plain sentence.
+    chosen : list of int
+        Indices of the chosen systems (empty when no set within the budget serves every task).
+    server : np.ndarray
+        ``(T,)`` index of the system serving each task.
+    level : float
+        The budget level the set was chosen at.
+    objective : float
+        Mean over tasks of the served relative validation loss (1.0 = the reference).
+    per_seed : np.ndarray
+        ``(S,)`` the same objective per seed.
+    per_budget : list of dict
+        The best set at each level: ``budget, chosen, cost, objective, exact``.
     """
 
-    one_model_best: bool
-    systems: list[dict[str, Any]]
-    groups: list[list[str]]
-    k: int
-    budget: float
-    cost: float
-    val_gain: float
-    test_gain: float
-    noise_floor: float
-    per_budget: pl.DataFrame
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (``per_budget`` as a list of rows)."""
-        out = {k: v for k, v in vars(self).items() if k != "per_budget"}
-        out["per_budget"] = self.per_budget.to_dicts()
-        return json.loads(json.dumps(out, default=float))
-
-
-def _per_seed(runs: pl.DataFrame, one: str, split: str, column: str) -> pl.DataFrame:
-    """Per (system, seed, task): loss / one model's loss on the same seed and task."""
-    r = runs.filter(pl.col("split") == split).select("system", "seed", "task", column)
-    ref = r.filter(pl.col("system") == one).select("seed", "task", pl.col(column).alias("ref"))
-    return r.join(ref, on=["seed", "task"]).with_columns(
-        (pl.col(column) / pl.col("ref")).alias("rel")
-    )
-
-
-def _cube(rel: pl.DataFrame, systems: list[str], seeds: list[int], names: list[str]) -> np.ndarray:
-    """``(systems, seeds, tasks)`` relative losses (NaN where not trained)."""
-    pos_s = {s: i for i, s in enumerate(systems)}
-    pos_e = {s: i for i, s in enumerate(seeds)}
-    pos_t = {t: i for i, t in enumerate(names)}
-    m = np.full((len(systems), len(seeds), len(names)), np.nan)
-    for s, e, t, v in rel.select("system", "seed", "task", "rel").iter_rows():
-        if s in pos_s and t in pos_t:
-            m[pos_s[s], pos_e[e], pos_t[t]] = v
-    return m
+    chosen: list[int]
+    server: np.ndarray
+    level: float
+    objective: float
+    per_seed: np.ndarray
+    per_budget: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _seed_mean(cube: np.ndarray) -> np.ndarray:
@@ -125,119 +78,285 @@ def _seed_mean(cube: np.ndarray) -> np.ndarray:
         return np.nanmean(cube, axis=1)
 
 
-def _noise_floor(runs: pl.DataFrame, reference: list[str], column: str) -> float:
-    """Seed spread of the reference models' task-mean loss (relative to each task's mean)."""
-    r = runs.filter((pl.col("split") == "val") & pl.col("system").is_in(reference))
-    wide = r.pivot(on="task", index="seed", values=column).drop("seed").to_numpy()
-    if wide.shape[0] < 2 or not np.isfinite(wide).all():
-        return float("nan")
-    return float((wide / wide.mean(0, keepdims=True)).mean(1).std(ddof=1))
+def _served(cube: np.ndarray, server: np.ndarray) -> np.ndarray:
+    """``(S,)`` mean over tasks of ``cube[server[t], s, t]``."""
+    cols = np.arange(cube.shape[2])
+    return cube[server, :, cols].mean(0)
 
 
-def _prune(
-    lo: np.ndarray, costs: np.ndarray, chosen: list[int], limit: float
-) -> tuple[list[int], float]:
-    """Drop chosen systems (costliest first) while every task stays served and the objective
-    stays within ``limit`` (the best objective plus the noise floor)."""
-    chosen = list(chosen)
-    dropped = True
-    while dropped and len(chosen) > 1:
-        dropped = False
-        for c in sorted(chosen, key=lambda j: -costs[j]):
-            rest = [j for j in chosen if j != c]
-            if selection_objective(lo, rest) <= limit:
-                chosen, dropped = rest, True
-                break
-    return chosen, selection_objective(lo, chosen)
+def choose(
+    val: np.ndarray,
+    costs: np.ndarray,
+    budget: float,
+    *,
+    max_exact: int = 2_000_000,
+) -> Choice:
+    """Choose the candidate set on validation (module docstring, step 2), from arrays.
+
+    Parameters
+    ----------
+    val : np.ndarray
+        ``(C, S, T)`` validation loss of system ``c`` on seed ``s`` and task ``t`` relative to
+        the reference on the same seed and task (NaN where ``c`` does not serve ``t``).
+    costs : np.ndarray
+        ``(C,)`` parameters of each system relative to one model.
+    budget : float
+        Largest total cost.
+    max_exact : int
+        Exact selection up to this many candidate sets per level, a heuristic beyond.
+
+    Returns
+    -------
+    Choice
+    """
+    lo = _seed_mean(val)
+    levels = sorted({*range(1, int(math.floor(budget + 1e-9)) + 1), float(budget)})
+    found: list[tuple[float, list[int], float, np.ndarray]] = []
+    rows = []
+    for level in levels:
+        chosen, obj, exact = select_networks(lo, costs, float(level), max_exact=max_exact)
+        if not chosen or not math.isfinite(obj):
+            continue
+        sub = np.where(np.isnan(lo[chosen]), np.inf, lo[chosen])
+        server = np.asarray(chosen)[np.argmin(sub, axis=0)]
+        found.append((float(level), chosen, obj, server))
+        rows.append(
+            {
+                "budget": float(level),
+                "chosen": chosen,
+                "cost": float(costs[chosen].sum()),
+                "objective": obj,
+                "exact": exact,
+            }
+        )
+    if not found:
+        return Choice([], np.zeros(val.shape[2], dtype=np.int64), 0.0, math.inf, np.array([]))
+    best = min(found, key=lambda f: f[2])
+    per_seed_best = _served(val, best[3])
+    s = per_seed_best.size
+    se = float(per_seed_best.std(ddof=1) / math.sqrt(s)) if s > 1 else 0.0
+    level, chosen, obj, server = next(f for f in found if f[2] <= best[2] + se)
+    return Choice(chosen, server, level, obj, _served(val, server), rows)
+
+
+@dataclass
+class Recommendation:
+    """The chosen grouping, its reference, and (after confirmation) the verdict.
+
+    Attributes
+    ----------
+    one_model_best : bool
+        True unless a fresh-seed confirmation accepted the candidate.
+    verdict : str
+        ``"grouping"`` (confirmed), ``"one model"`` (confirmation rejected it, or no candidate
+        beat the reference even on validation) or ``"unconfirmed"`` (no confirmation run).
+    reference : dict
+        The budget-matched one model: ``system``, ``budget``, ``parameters``.
+    systems : list of dict
+        The candidate's systems: ``system``, ``kind``, ``k``, ``tasks`` (served), ``cost``,
+        ``budget``.
+    groups : list of list of str
+        The candidate grouping (for each chosen system the tasks it serves; a grouped system
+        contributes its groups).
+    k : int
+    budget : float
+        The inference budget, in parameters of one model.
+    cost : float
+        Parameters of the candidate relative to one model (1x).
+    val_gain : float
+        Mean relative loss decrease against the reference on validation (what chose it:
+        optimistic).
+    val_gain_se : float
+        Its paired standard error over seeds.
+    test_gain : float
+        The same on test, for the same trained weights (reported, not a test of anything).
+    confirmation : dict
+        Filled by :func:`stgmtl.payoff.confirm.confirm`: the fresh-seed paired test on loss and
+        ROC AUC (empty before).
+    per_budget : polars.DataFrame
+        The best set at each budget level: ``budget, systems, cost, val_gain, test_gain,
+        exact``.
+    message : str
+        The recommendation in plain sentences.
+    """
+
+    one_model_best: bool
+    verdict: str
+    reference: dict[str, Any]
+    systems: list[dict[str, Any]]
+    groups: list[list[str]]
+    k: int
+    budget: float
+    cost: float
+    val_gain: float
+    val_gain_se: float
+    test_gain: float
+    per_budget: pl.DataFrame
+    confirmation: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``per_budget`` as a list of rows)."""
+        out = {k: v for k, v in vars(self).items() if k != "per_budget"}
+        out["per_budget"] = self.per_budget.to_dicts()
+        return json.loads(json.dumps(out, default=float))
+
+    @property
+    def has_candidate(self) -> bool:
+        """Whether validation found a set that beats the reference (worth confirming)."""
+        return bool(self.systems) and self.val_gain > 0
+
+    def describe(self) -> str:
+        """The message: what was chosen, against what, and what decided it."""
+        ref = f"one model at {self.reference['budget']:g}x parameters"
+        if not self.has_candidate:
+            return (
+                f"One model for all tasks: no set of networks within a budget of {self.budget:g} "
+                f"model(s) beats the budget-matched reference ({ref}) even on validation."
+            )
+        what = "; ".join(f"{s['kind']} on {len(s['tasks'])} task(s)" for s in self.systems)
+        cand = (
+            f"Candidate (chosen on validation): {len(self.systems)} system(s) ({what}), "
+            f"{self.k} group(s), cost {self.cost:.2f} model(s); validation loss "
+            f"{100 * self.val_gain:.2f} % (se {100 * self.val_gain_se:.2f}) below {ref}."
+        )
+        if not self.confirmation:
+            return cand + " Not confirmed on fresh seeds: one model stays the recommendation."
+        c = self.confirmation
+        head = (
+            "Train the candidate grouping: "
+            if self.verdict == "grouping"
+            else "One model for all tasks: the candidate was not confirmed: "
+        )
+        return f"{cand} {head}{c['loss']['sentence']} ROC AUC: {c['roc_auc']['sentence']}"
+
+
+def _cube(
+    runs: pl.DataFrame, ref: str, split: str, column: str, systems: list[str], names: list[str]
+) -> tuple[np.ndarray, list[int]]:
+    """``(systems, seeds, tasks)`` loss / the reference's on the same seed and task."""
+    r = runs.filter(pl.col("split") == split).select("system", "seed", "task", column)
+    base = r.filter(pl.col("system") == ref).select("seed", "task", pl.col(column).alias("ref"))
+    rel = r.join(base, on=["seed", "task"]).with_columns(
+        (pl.col(column) / pl.col("ref")).alias("rel")
+    )
+    seeds = sorted(set(base["seed"].to_list()))
+    pos_s = {s: i for i, s in enumerate(systems)}
+    pos_e = {s: i for i, s in enumerate(seeds)}
+    pos_t = {t: i for i, t in enumerate(names)}
+    m = np.full((len(systems), len(seeds), len(names)), np.nan)
+    for s, e, t, v in rel.select("system", "seed", "task", "rel").iter_rows():
+        if s in pos_s and t in pos_t and e in pos_e:
+            m[pos_s[s], pos_e[e], pos_t[t]] = v
+    return m, seeds
+
+
+def one_model_systems(result: PayoffResult) -> dict[str, float]:
+    """``{system id: budget}`` of the one-model systems (all tasks, one network)."""
+    names = tuple(result.task_names)
+    out = {}
+    for row in result.systems.iter_rows(named=True):
+        if row["kind"] == "network" and int(row["num_tasks"]) == len(names):
+            out[row["system"]] = float(row.get("budget") or 1.0)
+    return out
+
+
+def choose_reference(result: PayoffResult, budget: float, column: str) -> tuple[str, float]:
+    """The one-model system within ``budget`` with the lowest mean validation loss."""
+    ones = {s: b for s, b in one_model_systems(result).items() if b <= budget + 1e-9}
+    one = system_id(RunSpec("network", tuple(result.task_names)))
+    if one not in ones:
+        raise fail("result", "runs that include one model for all tasks", "none")
+    val = result.runs.filter((pl.col("split") == "val") & pl.col("system").is_in(list(ones)))
+    means = val.group_by("system").agg(pl.col(column).mean()).sort("system")
+    best = min(means.iter_rows(), key=lambda r: (r[1], ones[r[0]]))
+    return str(best[0]), ones[str(best[0])]
 
 
 def recommend(
-    result: PayoffResult,
-    *,
-    budget: float | None = None,
-    noise_multiplier: float = 1.0,
-    max_exact: int = 2_000_000,
+    result: PayoffResult, *, budget: float | None = None, max_exact: int = 2_000_000
 ) -> Recommendation:
-    """Choose what to train from the harness's measurements (module docstring).
+    """Choose the candidate and its reference on validation (module docstring).
 
     Parameters
     ----------
     result : PayoffResult
-        From :func:`stgmtl.payoff.harness.run_payoff` (or ``PayoffResult.load``).
+        From :func:`stgmtl.payoff.run_payoff` (or ``PayoffResult.load``).
     budget : float, optional
         Largest total parameters of the chosen systems, in units of one model for all tasks
         (default: the harness's ``settings["budget"]``, else 1).
-    noise_multiplier : float
-        Scales the noise floor (larger = more conservative: one model wins more often).
     max_exact : int
         Exhaustive selection up to this many candidate sets per level, a heuristic beyond.
 
     Returns
     -------
     Recommendation
+        ``verdict="unconfirmed"``: run :func:`stgmtl.payoff.confirm.confirm` (the harness does)
+        for the verdict.
     """
     if not isinstance(result, PayoffResult):
         raise fail("result", "a PayoffResult", type(result).__name__, error=TypeError)
     b = float(result.settings.get("budget", 1.0) if budget is None else budget)
     check_float("budget", b, low=1.0)
-    check_float("noise_multiplier", noise_multiplier, low=0.0)
     column = str(result.settings.get("column", "loss"))
     names = list(result.task_names)
-    one = system_id(RunSpec("network", tuple(names)))
-    runs = result.runs
-    if one not in runs["system"].to_list():
-        raise fail("result", "runs that include one model for all tasks", "none")
-    seeds = sorted(set(runs["seed"].to_list()))
-    val_rel = _per_seed(runs, one, "val", column)
-    systems = sorted(set(val_rel["system"].to_list()))
-    val = _cube(val_rel, systems, seeds, names)
-    test = _cube(_per_seed(runs, one, "test", column), systems, seeds, names)
-    lo_val = _seed_mean(val)
+    ref, ref_budget = choose_reference(result, b, column)
+    ones = set(one_model_systems(result))
     info = {r["system"]: r for r in result.systems.iter_rows(named=True)}
-    base = float(info[one]["parameters"])
+    systems = sorted(s for s in set(result.runs["system"].to_list()) if s not in ones)
+    base = float(info[system_id(RunSpec("network", tuple(names)))]["parameters"])
     costs = np.array([max(float(info[s]["parameters"]) / base, 1e-6) for s in systems])
-    singles = [system_id(RunSpec("network", (t,))) for t in names]
-    reference = singles if all(s in systems for s in singles) else [one]
-    floor = _noise_floor(runs, reference, column) * noise_multiplier
-    floor_used = 0.0 if not math.isfinite(floor) else floor
-    levels = sorted({*range(1, int(math.floor(b + 1e-9)) + 1), b})
-    rows, choices = [], []
-    cols = np.arange(len(names))
-    for level in levels:
-        chosen, obj, exact = select_networks(lo_val, costs, level, max_exact=max_exact)
-        if not chosen:
-            continue
-        chosen, obj = _prune(lo_val, costs, chosen, obj + floor_used)
-        sub = np.where(np.isnan(lo_val[chosen]), np.inf, lo_val[chosen])
-        server = np.asarray(chosen)[np.argmin(sub, axis=0)]
-        per_seed = 1.0 - val[server, :, cols].mean(0)  # (seeds,): NaN where a server is missing
-        test_obj = float(np.mean(_seed_mean(test)[server, cols]))
-        wins = bool(np.all(per_seed[np.isfinite(per_seed)] > 0))
-        choices.append((level, chosen, obj, test_obj, server, wins))
-        rows.append(
+    val, _ = _cube(result.runs, ref, "val", column, systems, names)
+    test, _ = _cube(result.runs, ref, "test", column, systems, names)
+    choice = choose(val, costs, b, max_exact=max_exact) if systems else None
+    per_budget = pl.DataFrame(
+        [
             {
-                "budget": float(level),
-                "systems": json.dumps([systems[c] for c in chosen]),
-                "cost": float(costs[chosen].sum()),
-                "val_gain": 1.0 - obj,
-                "test_gain": 1.0 - test_obj,
-                "wins_every_seed": wins,
-                "exact": exact,
+                "budget": r["budget"],
+                "systems": json.dumps([systems[c] for c in r["chosen"]]),
+                "cost": r["cost"],
+                "val_gain": 1.0 - r["objective"],
+                "test_gain": 1.0 - selection_objective(_seed_mean(test), r["chosen"]),
+                "exact": r["exact"],
             }
-        )
-    per_budget = pl.DataFrame(rows)
-    best_obj = min(c[2] for c in choices)
-    level, chosen, obj, test_obj, server, wins = next(
-        c for c in choices if c[2] <= best_obj + floor_used
+            for r in (choice.per_budget if choice else [])
+        ]
     )
-    one_best = not (obj < 1.0 - floor_used and wins) or chosen == [systems.index(one)]
-    if one_best:
-        chosen, obj, test_obj = [systems.index(one)], 1.0, 1.0
-        server = np.full(len(names), chosen[0])
+    rec = Recommendation(
+        one_model_best=True,
+        verdict="unconfirmed",
+        reference={"system": ref, "budget": ref_budget, "parameters": int(info[ref]["parameters"])},
+        systems=[],
+        groups=[list(names)],
+        k=1,
+        budget=b,
+        cost=ref_budget,
+        val_gain=0.0,
+        val_gain_se=0.0,
+        test_gain=0.0,
+        per_budget=per_budget,
+    )
+    if choice is not None and choice.chosen:
+        _fill_candidate(rec, choice, systems, info, names, costs, test)
+    if not rec.has_candidate:
+        rec.verdict = "one model"
+    rec.message = rec.describe()
+    return rec
+
+
+def _fill_candidate(
+    rec: Recommendation,
+    choice: Choice,
+    systems: list[str],
+    info: dict[str, dict[str, Any]],
+    names: list[str],
+    costs: np.ndarray,
+    test: np.ndarray,
+) -> None:
     chosen_info, groups = [], []
-    for c in chosen:
+    for c in choice.chosen:
         sid = systems[c]
-        served = [names[i] for i in np.flatnonzero(server == c)]
+        served = [names[i] for i in np.flatnonzero(choice.server == c)]
         row = info[sid]
         chosen_info.append(
             {
@@ -246,6 +365,7 @@ def recommend(
                 "k": int(row["k"]),
                 "tasks": served,
                 "cost": float(costs[c]),
+                "budget": float(row.get("budget") or 1.0),
             }
         )
         if row["kind"] == "network":
@@ -253,35 +373,11 @@ def recommend(
                 groups.append(served)
         else:
             groups += [[t for t in g if t in served] for g in json.loads(row["groups"])]
-    groups = [g for g in groups if g]
-    rec = Recommendation(
-        one_model_best=one_best,
-        systems=chosen_info,
-        groups=groups,
-        k=len(groups),
-        budget=b,
-        cost=float(costs[chosen].sum()),
-        val_gain=1.0 - obj,
-        test_gain=1.0 - test_obj,
-        noise_floor=floor,
-        per_budget=per_budget,
-        message="",
-    )
-    rec.message = _message(rec, b, floor)
-    return rec
-
-
-def _message(rec: Recommendation, budget: float, floor: float) -> str:
-    fl = "unknown (one seed)" if not math.isfinite(floor) else f"{100 * floor:.2f} %"
-    if rec.one_model_best:
-        return (
-            f"One model for all tasks is the best choice: no set of networks within a budget "
-            f"of {budget:g} model(s) beats it on validation by more than the noise floor "
-            f"({fl}) and on every seed."
-        )
-    what = "; ".join(f"{s['kind']} on {len(s['tasks'])} task(s)" for s in rec.systems)
-    return (
-        f"Train {len(rec.systems)} system(s) ({what}), {rec.k} group(s), cost "
-        f"{rec.cost:.2f} model(s): validation loss {100 * rec.val_gain:.2f} % below one model "
-        f"(noise floor {fl}); on test {100 * rec.test_gain:+.2f} %."
-    )
+    s = choice.per_seed.size
+    rec.systems = chosen_info
+    rec.groups = [g for g in groups if g]
+    rec.k = len(rec.groups)
+    rec.cost = float(costs[choice.chosen].sum())
+    rec.val_gain = 1.0 - choice.objective
+    rec.val_gain_se = float(choice.per_seed.std(ddof=1) / math.sqrt(s)) if s > 1 else math.nan
+    rec.test_gain = float(1.0 - np.nanmean(_served(test, choice.server)))

@@ -4,21 +4,23 @@ A *run* trains one system on a task suite and measures it per task on the valida
 test split. Run kinds:
 
 ``"network"``
-    One network ``factory(len(tasks), width)`` on the listed tasks (a single-task model, a
-    pair, a group's own full-width network, or one model for all tasks).
+    One network on the listed tasks (a single-task model, a pair, or one model for all tasks),
+    at the recipe's width for ``budget = 1`` or at the width that gives ``budget`` times its
+    parameters (the budget-matched one model).
 ``"separate"``
-    STG-MTL's ``k`` membership-weighted networks on all listed tasks, each at the width at
-    which the ``k`` together have the parameters of one model
-    (:func:`~stgmtl.specialise.baselines.width_for_budget`); predicted by the
-    membership-weighted logit sum. Hard groups unless ``membership`` is given.
+    ``k`` networks, one per group, at the common width that fills the budget: with hard groups
+    each carries only its own tasks' heads; with soft ``membership`` each carries all heads and
+    is trained with membership-weighted losses (STG-MTL).
 ``"branched"``
     One shared trunk and one branch per group at one model's parameters
     (:mod:`~stgmtl.specialise.branched`).
 
-Every run uses the recipe (a :class:`~stgmtl.specialise.training.TrainConfig`) with the spec's
-seed, which seeds the initialisation and the data order: runs of the same seed are paired (same
-batches in the same order; for networks built by the same factory, the same initial weights of
-every layer before the task head).
+What each kind builds, and the asserted budget band, is in
+:mod:`~stgmtl.payoff.architectures`. Every run uses the recipe (a
+:class:`~stgmtl.specialise.training.TrainConfig`) with the spec's seed: runs of the same seed are
+paired (the same batches in the same order, the same dropout stream, the same initial weights for
+networks of equal shape, and each task's head row seeded by its name; see
+:func:`~stgmtl.specialise.training.train_model`).
 
 Caching: a run's key (:func:`run_key`) is the sha256 of its spec, the recipe (without seed and
 device), the factory's identity (:func:`factory_identity`) and the data's fingerprint
@@ -44,7 +46,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from stgmtl._checks import check_choice, check_int, fail
+from stgmtl._checks import check_choice, check_float, check_int, fail
 from stgmtl._io import (
     atomic_dir,
     load_checkpoint,
@@ -80,7 +82,7 @@ _READ = {_FORMAT: (1, 2)}
 _UNSIGNED = {(_FORMAT, 1)}
 #: Part of every run's cache key: changes only when what a run computes changes (not with the
 #: manifest format), so that a cache stays valid.
-_KEY_VERSION = 1
+_KEY_VERSION = 2  # 2: paired seeding (dropout, head rows, group networks), own heads, budgets
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +113,11 @@ class RunSpec:
         ``"separate"`` only, optional: soft memberships ``(len(tasks), len(groups))``, rows in
         ``tasks`` order summing to 1 (default: one-hot from ``groups``).
     seed : int
-        Seeds initialisation and data order.
+        Seeds initialisation, data order and dropout.
+    budget : float
+        Parameters of everything the run trains, in units of one model for all of ``tasks`` at
+        the recipe's width (asserted within :data:`~stgmtl.payoff.architectures.BUDGET_BAND`
+        for budgeted runs; a ``"network"`` with budget 1 is simply that model).
     """
 
     kind: str
@@ -119,11 +125,15 @@ class RunSpec:
     groups: tuple[tuple[str, ...], ...] = ()
     membership: tuple[tuple[float, ...], ...] = ()
     seed: int = 0
+    budget: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, RUN_KINDS)
         object.__setattr__(self, "tasks", _names("tasks", self.tasks))
         check_int("seed", self.seed, low=0)
+        object.__setattr__(
+            self, "budget", check_float("budget", self.budget, low=0.0, low_open=True)
+        )
         groups = tuple(_names("groups", g) for g in self.groups)
         object.__setattr__(self, "groups", groups)
         if self.kind == "network":
@@ -166,11 +176,12 @@ class RunSpec:
 
     def describe(self) -> str:
         """A short label: ``network[a+b] seed 0``, ``branched k=3 seed 1``, ..."""
+        at = f" at {self.budget:g}x" if self.budget != 1.0 else ""
         if self.kind == "network":
             body = "+".join(self.tasks) if len(self.tasks) <= 3 else f"{len(self.tasks)} tasks"
-            return f"network[{body}] seed {self.seed}"
+            return f"network[{body}]{at} seed {self.seed}"
         soft = " soft" if self.membership else ""
-        return f"{self.kind}{soft} k={self.k} seed {self.seed}"
+        return f"{self.kind}{soft} k={self.k}{at} seed {self.seed}"
 
 
 def factory_identity(factory: Any) -> str:

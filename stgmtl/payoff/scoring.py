@@ -20,9 +20,9 @@ gains (:class:`~stgmtl.payoff.truth.GroundTruth`) over the *directed pairs* ``(j
     ``top1_tolerant`` counts it right when its true gain is within the recipient's noise floor
     of the best.
 ``sign_accuracy``
-    On the decided pairs (beyond the noise floor), per recipient: the fraction of (helpful,
-    harmful) partner pairs that the signal orders helpful-first (ties count one half), pooled
-    over recipients.
+    On the decided pairs (moderated pair tests, at least 5 seeds; NaN below), per recipient:
+    the fraction of (helpful, harmful) partner pairs that the signal orders helpful-first (ties
+    count one half), pooled over recipients.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from scipy.stats import kendalltau
 
 from stgmtl._checks import check_float, check_int, fail, seed_from
 from stgmtl.affinity import TaskAffinity
+from stgmtl.payoff.stats import holm, mantel_null, signal_ranking_meaningful
 from stgmtl.payoff.truth import GroundTruth, spearman
 
 __all__ = [
@@ -60,12 +61,16 @@ SCORE_COLUMNS = (
     "spearman_hi",
     "kendall",
     "p_value",
+    "p_holm",
+    "critical_rho",
     "top1",
     "sign_accuracy",
     "n_decided",
-    "recording_cost",
+    "meaningful",
     "control",
 )
+#: signals that are controls, not candidates (not counted in the Holm correction)
+CONTROLS = ("random", "label")
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
@@ -266,8 +271,12 @@ def score_signal(
         )
     )
     out.update(top1_accuracy(s, g, truth.noise_floor()))
-    out.update(sign_accuracy(s, g, truth.decided()))
-    out["n_decided"] = int(truth.decided().sum())
+    tests = truth.pair_tests()
+    decided = tests.decided != 0
+    out.update(sign_accuracy(s, g, decided))
+    if not tests.enough_seeds:
+        out["sign_accuracy"] = float("nan")
+    out["n_decided"] = int(decided.sum())
     return out
 
 
@@ -278,19 +287,50 @@ def score_signals(
     n_bootstrap: int = 1000,
     n_permutations: int = 1000,
     random_state: Any = 0,
+    alpha: float = 0.05,
 ) -> pl.DataFrame:
-    """:func:`score_signal` for every named signal; one row each, column ``signal`` first."""
-    rows = [
-        {
+    """:func:`score_signal` for every named signal, with the corrections a ranking needs.
+
+    Added columns: ``p_holm`` (the Mantel p-value Holm-corrected across the non-control
+    signals; controls keep NaN), ``critical_rho`` (the Mantel test's critical Spearman at
+    ``alpha`` for this signal and ``T``: :func:`~stgmtl.payoff.stats.mantel_null`),
+    ``truth_seed_spearman``, ``truth_reliability`` (Spearman-Brown of the seed mean),
+    ``truth_ceiling`` (its square root), ``truth_seeds_for_0.7``, and ``meaningful``: whether
+    the truth's ceiling exceeds the critical rho (below it even a perfect signal could not be
+    told from chance, so the ranking of signals is *not meaningful*). Below 5 seeds no pair is
+    decided, so ``sign_accuracy`` is NaN.
+    """
+    rel = truth.reliability()
+    rows = []
+    for name, a in signals.items():
+        row = {
             "signal": name,
             **score_signal(
-                a,
-                truth,
-                n_bootstrap=n_bootstrap,
-                n_permutations=n_permutations,
+                a, truth, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
                 random_state=random_state,
             ),
-        }
-        for name, a in signals.items()
-    ]
-    return pl.DataFrame(rows)
+        }  # fmt: skip
+        null = mantel_null(
+            aligned_values(a, truth.task_names), truth.gains(), n_permutations=n_permutations,
+            alpha=alpha, random_state=random_state,
+        )  # fmt: skip
+        row["critical_rho"] = float(null.critical_rho)
+        rows.append(row)
+    out = pl.DataFrame(rows)
+    cand = [i for i, r in enumerate(rows) if r["signal"] not in CONTROLS]
+    p_holm = np.full(len(rows), np.nan)
+    if cand:
+        p_holm[cand] = holm(np.array([rows[i]["p_value"] for i in cand]))
+    return out.with_columns(
+        pl.Series("p_holm", p_holm),
+        pl.col("signal").is_in(list(CONTROLS)).alias("control"),
+        pl.lit(rel["seed_spearman"]).alias("truth_seed_spearman"),
+        pl.lit(rel["mean_reliability"]).alias("truth_reliability"),
+        pl.lit(rel["ceiling"]).alias("truth_ceiling"),
+        pl.lit(rel["seeds_for_0.7"]).alias("truth_seeds_for_0.7"),
+        pl.col("critical_rho")
+        .map_elements(
+            lambda c: signal_ranking_meaningful(rel["ceiling"], c), return_dtype=pl.Boolean
+        )
+        .alias("meaningful"),
+    )

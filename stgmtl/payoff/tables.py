@@ -77,15 +77,17 @@ _TABLES = (
 
 
 def system_id(spec: Any) -> str:
-    """A stable id of what a run trains (its spec without the seed)."""
+    """A stable id of what a run trains (its spec without the seed; ``@bx`` marks a budget)."""
+    budget = float(getattr(spec, "budget", 1.0))
+    at = "" if budget == 1.0 else f"@{budget:g}x"
     if spec.kind == "network":
         if len(spec.tasks) <= 3:
-            return "net:" + "+".join(spec.tasks)
+            return "net:" + "+".join(spec.tasks) + at
         digest = hashlib.sha1("+".join(spec.tasks).encode()).hexdigest()[:10]
-        return f"net:{len(spec.tasks)}-tasks:{digest}"
+        return f"net:{len(spec.tasks)}-tasks:{digest}{at}"
     body = json.dumps([list(g) for g in spec.groups]) + json.dumps(spec.membership)
     kind = spec.kind + ("-soft" if spec.membership else "")
-    return f"{kind}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}"
+    return f"{kind}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}{at}"
 
 
 def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -116,6 +118,7 @@ def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
                 "num_tasks": len(r.spec.tasks),
                 "tasks": json.dumps(list(r.spec.tasks)),
                 "groups": json.dumps([list(g) for g in r.spec.groups]),
+                "budget": float(r.spec.budget),
                 "parameters": r.parameters,
                 "macs": r.macs,
             },

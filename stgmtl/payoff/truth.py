@@ -11,12 +11,16 @@ together, on several seeds with paired data order and initialisation):
   (positive = ``j`` helps ``i``), in the :class:`~stgmtl.affinity.TaskAffinity` orientation
   ``values[source, recipient]``; the truth is its mean over seeds;
 * the **noise floor** of task ``i`` is the seed spread of its single-task loss, relative to its
-  mean: ``std_s(L_single[s, i]) / mean_s(L_single[s, i])`` (ddof 1);
-* a pair ``(j -> i)`` is **decided** when its mean gain is beyond ``i``'s noise floor,
-  ``|gain[j, i]| > floor[i]``: helpful when positive, harmful when negative;
+  mean: ``std_s(L_single[s, i]) / mean_s(L_single[s, i])`` (ddof 1), used only to call a
+  top-1 partner "within noise";
+* a pair ``(j -> i)`` is **decided** (helpful or harmful) by a moderated paired t-test of its
+  per-seed gains per direction, Benjamini-Yekutieli-corrected over all pairs
+  (:func:`~stgmtl.payoff.stats.moderated_pair_tests`), and only with at least 5 seeds: below
+  that no pair is decided;
 * the truth's own **reliability** is how well the gains of one seed rank like another's
-  (:meth:`GroundTruth.reliability`): no signal can correlate with the mean gains much beyond
-  the square root of its Spearman-Brown reliability.
+  (:meth:`GroundTruth.reliability`): the Spearman-Brown reliability of the seed mean, and the
+  seeds it would take to reach 0.7. No signal can correlate with the mean gains much beyond its
+  square root (the ceiling).
 
 The loss is the run's per-task loss on one split (``"test"`` to score signals, ``"val"`` to
 choose), by default the training objective (BCE with the recipe's ``pos_weight``).
@@ -34,6 +38,12 @@ from scipy.stats import rankdata
 
 from stgmtl._checks import check_choice, fail
 from stgmtl.affinity import TaskAffinity
+from stgmtl.payoff.stats import (
+    PairTests,
+    moderated_pair_tests,
+    seeds_for_reliability,
+    spearman_brown,
+)
 
 __all__ = ["GroundTruth", "ground_truth", "network_losses", "spearman"]
 
@@ -121,12 +131,18 @@ class GroundTruth:
             return np.full(self.num_tasks, np.nan)
         return self.single.std(0, ddof=1) / np.abs(self.single.mean(0))
 
-    def decided(self) -> np.ndarray:
-        """``(T, T)`` bool: the mean gain is beyond the recipient's noise floor."""
-        g = self.gains()
-        floor = self.noise_floor()
-        with np.errstate(invalid="ignore"):
-            return np.isfinite(g) & (np.abs(g) > floor[None, :])
+    def pair_tests(self, alpha: float = 0.05) -> PairTests:
+        """The moderated per-direction pair tests (at least 5 seeds, Benjamini-Yekutieli at
+        ``alpha``; :func:`~stgmtl.payoff.stats.moderated_pair_tests`)."""
+        g = self.seed_gains()
+        g = np.where(np.isfinite(g).all(0, keepdims=True), g, np.nan)
+        for s in range(g.shape[0]):
+            np.fill_diagonal(g[s], np.nan)
+        return moderated_pair_tests(g, min_seeds=5, alpha=alpha, method="by")
+
+    def decided(self, alpha: float = 0.05) -> np.ndarray:
+        """``(T, T)`` bool: pairs the moderated tests decide (none below 5 seeds)."""
+        return self.pair_tests(alpha).decided != 0
 
     def reliability(self) -> dict[str, float]:
         """How reproducible the measured gains are across seeds: the ceiling for any signal.
@@ -138,7 +154,9 @@ class GroundTruth:
             matrices (over directed pairs measured on both); ``mean_reliability``: the
             Spearman-Brown reliability of the mean over ``S`` seeds, ``S r / (1 + (S - 1) r)``;
             ``ceiling``: its square root, about the largest rank correlation a perfect signal
-            can reach with the mean gains (NaN for one seed or ``r <= 0``).
+            can reach with the mean gains (NaN for one seed or ``r <= 0``);
+            ``seeds_for_0.7``: the seeds whose mean would reach a reliability of 0.7 (NaN when
+            ``r <= 0``: no number of seeds would).
         """
         g = self.seed_gains()
         s = g.shape[0]
@@ -149,11 +167,14 @@ class GroundTruth:
                 if ok.sum() >= 3:
                     rhos.append(spearman(g[a][ok], g[b][ok]))
         r = float(np.mean(rhos)) if rhos else float("nan")
-        rel = s * r / (1 + (s - 1) * r) if np.isfinite(r) and r > 0 else float("nan")
+        rel = spearman_brown(r, s) if np.isfinite(r) else float("nan")
+        need = seeds_for_reliability(r, 0.7) if np.isfinite(r) else None
         return {
             "seed_spearman": r,
+            "seeds": float(s),
             "mean_reliability": rel,
             "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) else float("nan"),
+            "seeds_for_0.7": float(need) if need is not None else float("nan"),
         }
 
     def one_model_gain(self) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from stgmtl.loop import task_losses
+from stgmtl.payoff.architectures import Member, build_members
 from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
@@ -30,15 +31,12 @@ from stgmtl.payoff.runs import (
     save_run,
 )
 from stgmtl.payoff.splits import Splits, TaskColumns
-from stgmtl.specialise.baselines import width_for_budget
-from stgmtl.specialise.branched import branch_width_for_budget, build_branched, count_macs
+from stgmtl.specialise.branched import count_macs
 from stgmtl.specialise.data import make_loader, pos_weight_of
 from stgmtl.specialise.metrics import task_metrics
 from stgmtl.specialise.training import (
-    ModelFactory,
     TrainConfig,
     count_parameters,
-    ensemble_logits,
     predict_logits,
     train_model,
 )
@@ -54,84 +52,65 @@ def _pos_weight(recipe: TrainConfig, targets: torch.Tensor) -> torch.Tensor | No
     return torch.full((targets.shape[1],), float(recipe.pos_weight))
 
 
-def _branched_factory(factory: Any, groups: list[list[int]], bw: float) -> ModelFactory:
-    def build(num_tasks: int, width: float) -> nn.Module:
-        return build_branched(factory, groups, width, bw)
-
-    return build
-
-
 def _train(
     spec: RunSpec, data: Splits, ctx: RunContext, cfg: TrainConfig, partial: Path
-) -> tuple[list[nn.Module], np.ndarray, dict[str, Any]]:
-    """Train the run's model(s); returns them, the membership used to predict, and meta."""
+) -> tuple[list[Member], list[nn.Module], np.ndarray, dict[str, Any]]:
+    """Train the run's networks (:func:`~stgmtl.payoff.architectures.build_members`), all
+    with the run's seed (paired), each on its own tasks' columns."""
     names = data.task_names()
-    cols = [names.index(t) for t in spec.tasks]
-    train = TaskColumns(data.train, cols, spec.tasks)
-    t = len(spec.tasks)
-    if spec.kind == "network":
-        model = train_model(
-            ctx.factory,
-            train,
-            cfg,
-            num_tasks=t,
-            progress=False,
-            checkpoint_path=partial / "network.pt",
-        )
-        return [model], np.ones((t, 1)), {"width": cfg.width}
-    w = spec.membership_matrix()
-    if spec.kind == "separate":
-        width = width_for_budget(ctx.factory, t, spec.k, base_width=cfg.width)
-        models = []
-        for c in range(spec.k):
-            ccfg = TrainConfig(**{**asdict(cfg), "width": width, "seed": cfg.seed * 1000 + c})
-            ckpt = partial / f"group{c}.pt"
-            models.append(
-                train_model(
-                    ctx.factory,
-                    train,
-                    ccfg,
-                    w[:, c],
-                    num_tasks=t,
-                    progress=False,
-                    checkpoint_path=ckpt,
-                )
+    members, combine, meta = build_members(spec, ctx.factory, cfg.width)
+    models = []
+    for c, m in enumerate(members):
+        tasks = tuple(spec.tasks[j] for j in m.columns)
+        view = TaskColumns(data.train, [names.index(x) for x in tasks], tasks)
+        mcfg = replace(cfg, width=m.width)
+        models.append(
+            train_model(
+                m.build,
+                view,
+                mcfg,
+                m.weights,
+                num_tasks=len(tasks),
+                progress=False,
+                checkpoint_path=partial / f"member{c}.pt",
+                task_names=tasks,
             )
-        return models, w, {"width": width}
-    pos = {name: i for i, name in enumerate(spec.tasks)}
-    groups = [[pos[n] for n in g] for g in spec.groups]
-    bw = branch_width_for_budget(ctx.factory, [len(g) for g in groups], cfg.width)
-    model = train_model(
-        _branched_factory(ctx.factory, groups, bw),
-        train,
-        cfg,
-        num_tasks=t,
-        progress=False,
-        checkpoint_path=partial / "branched.pt",
-    )
-    return [model], np.ones((t, 1)), {"width": cfg.width, "branch_width": bw}
+        )
+    return members, models, combine, meta
 
 
 def _evaluate(
-    models: list[nn.Module], w: np.ndarray, spec: RunSpec, data: Splits, ctx: RunContext
+    members: list[Member],
+    models: list[nn.Module],
+    combine: np.ndarray,
+    spec: RunSpec,
+    data: Splits,
+    ctx: RunContext,
 ) -> pl.DataFrame:
     names = data.task_names()
     cols = [names.index(t) for t in spec.tasks]
+    t = len(spec.tasks)
     pw = _pos_weight(ctx.recipe, TaskColumns(data.train, cols, spec.tasks).targets)
     tables = []
     for split, d in (("val", data.val), ("test", data.test)):
         view = TaskColumns(d, cols, spec.tasks)
-        logits = np.stack([predict_logits(m, view, ctx.eval_batch_size) for m in models])
-        z = ensemble_logits(logits, w, "weighted") if len(models) > 1 else logits[0]
+        z = np.zeros((len(view), t), dtype=np.float64)
+        for c, (mem, model) in enumerate(zip(members, models, strict=True)):
+            sub = TaskColumns(
+                d, [cols[j] for j in mem.columns], [spec.tasks[j] for j in mem.columns]
+            )
+            logits = predict_logits(model, sub, ctx.eval_batch_size).astype(np.float64)
+            for out, j in enumerate(mem.columns):
+                z[:, j] += combine[j, c] * logits[:, out]
         y = view.targets.numpy()
-        zt, yt = torch.from_numpy(z.astype(np.float64)), torch.from_numpy(y.astype(np.float64))
+        zt, yt = torch.from_numpy(z), torch.from_numpy(y.astype(np.float64))
         loss = task_losses(zt, yt, None, None if pw is None else pw.double()).numpy()
         bce = task_losses(zt, yt, None, None).numpy()
-        m = task_metrics(z, y, list(spec.tasks))
+        m = task_metrics(z.astype(np.float32), y, list(spec.tasks))
         tables.append(
             pl.DataFrame(
                 {
-                    "split": [split] * len(spec.tasks),
+                    "split": [split] * t,
                     "task": list(spec.tasks),
                     "loss": loss.astype(np.float64),
                     "bce": bce.astype(np.float64),
@@ -168,9 +147,9 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
     try:
         cfg = TrainConfig(**{**asdict(ctx.recipe), "seed": spec.seed})
         t0 = time.perf_counter()
-        models, w, meta = _train(spec, data, ctx, cfg, partial)
+        members, models, combine, meta = _train(spec, data, ctx, cfg, partial)
         t1 = time.perf_counter()
-        metrics = _evaluate(models, w, spec, data, ctx)
+        metrics = _evaluate(members, models, combine, spec, data, ctx)
         t2 = time.perf_counter()
         x = next(iter(make_loader(data.val, 2, shuffle=False, seed=0)))[0]
         macs = sum(count_macs(m, x.to(next(m.parameters()).device)) for m in models)

@@ -15,9 +15,11 @@ grouping code: the membership is a plain ``(T, k)`` array.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +42,8 @@ __all__ = [
     "ensemble_logits",
     "membership_weighted_bce",
     "predict_logits",
+    "seed_task_heads",
+    "stream_seed",
     "train_group_models",
     "train_model",
 ]
@@ -162,6 +166,56 @@ def _pos_weight(config: TrainConfig, data: Any, num_tasks: int) -> torch.Tensor 
     return torch.full((num_tasks,), float(config.pos_weight))
 
 
+def stream_seed(seed: int, *keys: str | int) -> int:
+    """A 63-bit seed for one random stream of a run: ``seed`` mixed with ``keys``.
+
+    Streams of one run seed are independent of each other and identical across the runs of that
+    seed, whatever they train (``stream_seed(s, "dropout")``, ``stream_seed(s, "head", task)``).
+    """
+    words = [int(seed)] + [zlib.crc32(str(k).encode()) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _output_layer(model: nn.Module, num_tasks: int) -> nn.Linear | None:
+    """The last ``nn.Linear`` with ``num_tasks`` outputs (the task heads), if any."""
+    found = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_tasks:
+            found = m
+    return found
+
+
+@torch.no_grad()
+def seed_task_heads(model: nn.Module, task_names: Sequence[str], seed: int) -> bool:
+    """Re-initialise each task's output row from a stream seeded by ``(seed, task)``.
+
+    The output layer is the model's last ``nn.Linear`` with one output per task. Row ``i``
+    (weights and bias) is redrawn from PyTorch's default ``nn.Linear`` initialisation,
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, with a generator seeded by
+    ``stream_seed(seed, "head", task_names[i])``: a task's head starts alike in every network
+    of the seed that carries it, whichever other tasks share the network and in which order.
+
+    Returns
+    -------
+    bool
+        False (and nothing changed) when the model has no such layer (e.g. a branched model,
+        whose heads sit in several branches).
+    """
+    layer = _output_layer(model, len(task_names))
+    if layer is None:
+        return False
+    bound = 1.0 / math.sqrt(layer.in_features)
+    for i, name in enumerate(task_names):
+        gen = torch.Generator().manual_seed(stream_seed(seed, "head", name))
+        row = torch.empty(layer.in_features + 1, dtype=torch.float64).uniform_(
+            -bound, bound, generator=gen
+        )
+        layer.weight[i].copy_(row[:-1].to(layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias[i] = row[-1].to(layer.bias.dtype)
+    return True
+
+
 def train_model(
     factory: ModelFactory,
     data: Any,
@@ -172,8 +226,16 @@ def train_model(
     progress: bool = True,
     desc: str = "train",
     checkpoint_path: str | Path | None = None,
+    task_names: Sequence[str] | None = None,
 ) -> nn.Module:
     """Train one model ``factory(T, config.width)`` on all tasks with per-task loss weights.
+
+    Pairing: every model trained with the same ``config.seed`` starts from
+    ``torch.manual_seed(seed)`` (equal-shape models share every initial weight), sees the same
+    batch order (the loader's generator is seeded by ``seed``) and the same dropout stream
+    (reseeded with ``stream_seed(seed, "dropout")`` after the model is built, so it does not
+    depend on how many random numbers the model's initialisation drew). With ``task_names``,
+    each task's head row is also seeded by task (:func:`seed_task_heads`).
 
     Parameters
     ----------
@@ -191,6 +253,8 @@ def train_model(
         Progress bar label.
     checkpoint_path : path, optional
         Checkpoint after every epoch and resume from it (see :func:`stgmtl.loop.train_loop`).
+    task_names : sequence of str, optional
+        Names of the ``T`` outputs: seed each task's head row by name (see above).
 
     Returns
     -------
@@ -203,14 +267,20 @@ def train_model(
         raise fail("task_weights", f"non-negative weights of shape ({t},)", w.shape)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    model = factory(t, config.width).to(device)
+    model = factory(t, config.width)
+    if task_names is not None:
+        if len(task_names) != t:
+            raise fail("task_names", f"{t} names", len(task_names))
+        seed_task_heads(model, task_names, config.seed)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loader = make_loader(data, config.batch_size, shuffle=True, seed=config.seed)
     sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
     train_loop(
         model, loader, epochs=config.epochs, optimizer=opt, scheduler=sched,
         pos_weight=_pos_weight(config, data, t), task_weights=w, device=device,
-        progress=progress, desc=desc, random_state=None, checkpoint_path=checkpoint_path,
+        progress=progress, desc=desc, random_state=stream_seed(config.seed, "dropout"),
+        checkpoint_path=checkpoint_path,
     )  # fmt: skip
     return model.eval()
 
@@ -350,8 +420,9 @@ def train_group_models(
 
     Notes
     -----
-    Each model gets its own initialisation and data order, seeded by
-    ``config.seed * 1000 + c``. Groups whose membership column sums to zero are not trained.
+    Every group model is trained with ``config.seed`` (paired: the same initial weights, batch
+    order and dropout stream; see :func:`train_model`), so that the models differ only by their
+    loss weights. Groups whose membership column sums to zero are not trained.
     """
     t = int(targets_of(data).shape[1])
     w = check_membership(membership, t)
@@ -361,7 +432,7 @@ def train_group_models(
         if w[:, c].sum() <= 0:
             models.append(None)
             continue
-        cfg = replace(config, seed=config.seed * 1000 + c)
+        cfg = config
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"group{c}.pt"
         desc = f"group {c + 1}/{w.shape[1]}"
         models.append(train_model(factory, data, cfg, w[:, c], num_tasks=t, progress=progress,

@@ -1,0 +1,131 @@
+"""Confirm on fresh seeds: the only test the payoff verdict rests on.
+
+The candidate of :func:`~stgmtl.payoff.recommendation.recommend` was chosen as the best of many
+sets on validation losses; a p-value on those losses, or on test losses of the same trained
+weights, inherits that selection. So the candidate's systems and the budget-matched reference
+are retrained on ``n`` **fresh seeds** (seeds no exploration run used; each seed pairs the two:
+the same batches, dropout stream and initial weights where shapes agree), each task is served by
+the system validation assigned it, and the per-seed mean test loss over tasks of the candidate
+is compared with the reference's by a one-sided paired t-test
+(:func:`~stgmtl.payoff.stats.paired_confirmation`, ``df = n - 1``, level ``alpha``). The
+verdict is "grouping" only when that test rejects "no gain"; ROC AUC (mean over tasks) is tested
+the same way and reported beside it as the co-primary measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stgmtl.payoff.recommendation import Recommendation
+from stgmtl.payoff.runs import RunResult, RunSpec
+from stgmtl.payoff.stats import paired_confirmation
+from stgmtl.payoff.tables import system_id
+
+__all__ = ["confirm", "confirmation_specs", "fresh_seeds"]
+
+
+def fresh_seeds(used: Sequence[int], n: int) -> list[int]:
+    """``n`` seeds after every seed in ``used`` (never one an exploration run had)."""
+    start = max(used, default=-1) + 1
+    return list(range(start, start + n))
+
+
+def confirmation_specs(
+    rec: Recommendation, specs_by_system: Mapping[str, RunSpec], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """The runs of a confirmation: each candidate system and the reference, on every seed."""
+    wanted = [s["system"] for s in rec.systems] + [rec.reference["system"]]
+    missing = [w for w in wanted if w not in specs_by_system]
+    if missing:
+        raise KeyError(f"specs_by_system: no spec for systems {missing}")
+    return [replace(specs_by_system[w], seed=int(s)) for s in seeds for w in wanted]
+
+
+def _per_seed(
+    results: Sequence[RunResult], rec: Recommendation, column: str, seeds: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(seeds,)`` task-mean test ``column`` of the candidate (tasks as served) and reference."""
+    by = {(system_id(r.spec), r.spec.seed): r.metrics for r in results}
+    serve = {t: s["system"] for s in rec.systems for t in s["tasks"]}
+    ref = rec.reference["system"]
+    cand, base = [], []
+    for seed in seeds:
+
+        def value(system: str, task: str, seed: int = seed) -> float:
+            m = by[(system, seed)].filter((pl.col("split") == "test") & (pl.col("task") == task))
+            return float(m[column][0])
+
+        tasks = sorted(serve)
+        cand.append(np.mean([value(serve[t], t) for t in tasks]))
+        base.append(np.mean([value(ref, t) for t in tasks]))
+    return np.asarray(cand), np.asarray(base)
+
+
+def confirm(
+    rec: Recommendation,
+    results: Sequence[RunResult],
+    seeds: Sequence[int],
+    *,
+    column: str = "loss",
+    alpha: float = 0.05,
+) -> Recommendation:
+    """Fill ``rec``'s confirmation and verdict from the fresh-seed runs (module docstring).
+
+    Parameters
+    ----------
+    rec : Recommendation
+        With a candidate (``rec.has_candidate``).
+    results : sequence of RunResult
+        The runs of :func:`confirmation_specs` (finished or cached).
+    seeds : sequence of int
+        The fresh seeds (at least 2; 5 or more for a useful test).
+    column : str
+        The loss column (lower is better).
+    alpha : float
+        Level of the one-sided test.
+
+    Returns
+    -------
+    Recommendation
+        ``rec`` itself, updated: ``confirmation`` (``seeds``, ``loss`` and ``roc_auc``: each the
+        test's numbers and a sentence), ``verdict``, ``one_model_best`` and ``message``.
+    """
+    if not rec.has_candidate:
+        raise ValueError("rec: expected a recommendation with a candidate to confirm, got none")
+    cand, base = _per_seed(results, rec, column, seeds)
+    loss = paired_confirmation(cand, base, alpha=alpha)
+    auc_c, auc_b = _per_seed(results, rec, "roc_auc", seeds)
+    # higher AUC is better: test the negated values so that a positive difference favours it
+    auc = paired_confirmation(-auc_c, -auc_b, alpha=alpha)
+    rec.confirmation = {
+        "seeds": [int(s) for s in seeds],
+        "loss": {
+            **loss.to_dict(),
+            "candidate": cand.tolist(),
+            "reference": base.tolist(),
+            "sentence": loss.describe(),
+        },
+        "roc_auc": {
+            **auc.to_dict(),
+            "candidate": auc_c.tolist(),
+            "reference": auc_b.tolist(),
+            "sentence": _auc_sentence(auc, auc_c, auc_b),
+        },
+    }
+    rec.verdict = "grouping" if loss.accepted else "one model"
+    rec.one_model_best = not loss.accepted
+    rec.message = rec.describe()
+    return rec
+
+
+def _auc_sentence(test: Any, cand: np.ndarray, base: np.ndarray) -> str:
+    return (
+        f"candidate {cand.mean():.4f} vs reference {base.mean():.4f} "
+        f"(difference {test.mean_diff:+.4f}, {100 * (1 - test.alpha):g} % interval "
+        f"[{test.ci_lo:+.4f}, {test.ci_hi:+.4f}], one-sided p = {test.p_value:.3g}, df {test.df})."
+    )
