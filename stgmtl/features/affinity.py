@@ -14,7 +14,10 @@ runs k-means and the fuzzy memberships on them. Two modes:
        smallest observed off-diagonal ``S``, so the order of all pairs is kept and the most
        harmful pair gets weight 0; ``"clip"`` sets negative ``S`` (harmful pairs) to 0 and keeps
        positive ones unchanged;
-    3. unobserved pairs (NaN in both directions) get weight 0 (no edge);
+    3. unobserved pairs (NaN in both directions) follow the toolkit's one rule
+       (:data:`stgmtl.affinity.UNOBSERVED_RULE`): they read as the mean of the observed
+       off-diagonal ``S``, before step 2 (so "unobserved" is neither a strong edge nor the
+       most harmful pair's weight 0);
     4. optionally keep only each task's ``n_neighbors`` strongest partners (union of the k
        nearest neighbours);
     5. if the graph is disconnected (after clipping, or with a thin neighbour graph), a small
@@ -27,8 +30,8 @@ runs k-means and the fuzzy memberships on them. Two modes:
 ``"rows"``
     Each task's row of the affinity (its effect on every task) followed by its column (every
     task's effect on it) for directed signals, or its row for symmetric ones; the diagonal and
-    unobserved entries are filled with the mean of the observed off-diagonal values (neutral
-    for k-means, which is translation invariant, so no shift is needed).
+    unobserved entries (the same rule) are filled with the mean of the observed off-diagonal
+    values (neutral for k-means, which is translation invariant, so no shift is needed).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from stgmtl._checks import check_choice, check_int, fail
-from stgmtl.affinity import TaskAffinity
+from stgmtl.affinity import TaskAffinity, fill_unobserved
 
 __all__ = ["AFFINITY_MODES", "NEGATIVE_RULES", "affinity_features", "affinity_graph"]
 
@@ -66,16 +69,13 @@ def affinity_graph(
     _check(aff)
     check_choice("negative", negative, NEGATIVE_RULES)
     t = aff.num_tasks
-    s = aff.symmetric()
     off = ~np.eye(t, dtype=bool)
-    seen = off & np.isfinite(s)
-    if not seen.any():
-        raise fail("affinity", "at least one observed pair of different tasks", "none")
+    s = fill_unobserved(aff.symmetric())
     if negative == "shift":
-        w = s - s[seen].min()
+        w = s - s[off].min()
     else:
         w = np.maximum(s, 0.0)
-    w = np.where(seen, w, 0.0)
+    w = np.where(off, w, 0.0)
     if n_neighbors is not None:
         q = min(check_int("n_neighbors", n_neighbors, low=1), t - 1)
         ranked = np.where(off, w, -np.inf)
@@ -151,16 +151,9 @@ def affinity_features(
     return np.ascontiguousarray(emb / norms, dtype=np.float32)
 
 
-def _filled(m: np.ndarray) -> np.ndarray:
-    t = m.shape[0]
-    off = ~np.eye(t, dtype=bool)
-    seen = off & np.isfinite(m)
-    if not seen.any():
-        raise fail("affinity", "at least one observed pair of different tasks", "none")
-    return np.where(seen, m, m[seen].mean())
-
-
 def _rows(aff: TaskAffinity) -> np.ndarray:
-    v = _filled(aff.values)
+    v = aff.filled()
+    off = ~np.eye(v.shape[0], dtype=bool)
+    v = np.where(off, v, v[off].mean())
     x = v if aff.orientation == "symmetric" else np.hstack([v, v.T])
     return np.ascontiguousarray(x, dtype=np.float32)
