@@ -7,7 +7,8 @@ Modules: :mod:`~stgmtl.record.state` (fields declared once with their reductions
 (:func:`fit_datamaps` on :func:`stgmtl.loop.train_loop`); the affinity probes
 (:mod:`~stgmtl.record.probe` protocol, :mod:`~stgmtl.record.tag`, :mod:`~stgmtl.record.cosine`,
 :mod:`~stgmtl.record.ptg`, :mod:`~stgmtl.record.gradtag`, :mod:`~stgmtl.record.functional`) and
-:func:`record_affinity` (:mod:`~stgmtl.record.affinity`). Nothing here imports faiss, features, grouping or plotting.
+:func:`record_affinity` (:mod:`~stgmtl.record.affinity`). Nothing here imports faiss, features,
+grouping or plotting.
 """
 
 from stgmtl.record.affinity import PROBE_SIGNALS, SIGNALS, make_probe, record_affinity
