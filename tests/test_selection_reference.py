@@ -139,6 +139,33 @@ def test_standley_search_drops_networks_that_serve_no_task():
         assert ours_full_single == ref_full_single or run["budget"] > 2
 
 
+def _tag_score(v: np.ndarray, group: list[int], j: int) -> float:
+    """The notebook's score of task j in a network: mean affinity onto j from the others."""
+    others = [i for i in group if i != j]
+    return float(np.mean(v[others, j])) if others else -1e6
+
+
+def test_tag_select_reproduces_the_notebook_at_every_k():
+    ref = json.loads((FIXTURES / "tag" / "tag_reference.json").read_text())
+    runs = 0
+    for name, r in ref.items():
+        tasks = r["tasks"]
+        t = len(tasks)
+        # the notebook reads affinity[recipient][source]; stgmtl's values[i, j] is i's effect on j
+        v = np.array([[r["affinity"][tasks[j]][tasks[i]] for j in range(t)] for i in range(t)])
+        for k, want in r["selections"].items():
+            sel = tag_select(v, int(k), task_names=tasks)
+            assert sel.score == pytest.approx(want["value"], rel=1e-12), (name, k)
+            ours = {tuple(sorted(tasks.index(n) for n in g)) for g in sel.groups}
+            theirs = {tuple(sorted(tasks.index(n) for n in g)) for g in want["groups"]}
+            assert ours <= theirs, (name, k)
+            best = {j: max(_tag_score(v, list(g), j) for g in ours if j in g) for j in range(t)}
+            for g in theirs - ours:  # the notebook keeps networks that serve no task
+                assert all(_tag_score(v, list(g), j) <= best[j] for j in g), (name, k, g)
+            runs += 1
+    assert runs == 16  # CelebA k = 1..3, Taskonomy k = 1..5, TAG and CS affinities each
+
+
 # ------------------------------------------------------------------------------ bad inputs
 
 
