@@ -278,3 +278,13 @@ def test_device_cuda_without_gpu_faiss_says_what_to_install():
         group(x, 3, device="cuda", progress=False)
     auto = group(x, 3, device="auto", progress=False)  # falls back to the CPU
     np.testing.assert_array_equal(auto.labels, group(x, 3, device="cpu", progress=False).labels)
+
+
+def test_sub_second_grouping_draws_no_progress_bar(monkeypatch, capsys):
+    import stgmtl.grouping.grouper as grouper_module
+
+    monkeypatch.setattr(grouper_module, "PROGRESS_MIN_VALUES", 0)  # bars on for any size
+    x = np.random.default_rng(0).normal(size=(12, 4000)).astype(np.float32)
+    group(x, 3, progress=True)
+    err = capsys.readouterr().err
+    assert "reduce" not in err and "refine" not in err and "%|" not in err, err

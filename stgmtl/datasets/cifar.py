@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
+from stgmtl._checks import PROGRESS_DELAY_S
 from stgmtl._io import atomic_dir, atomic_file
 
 __all__ = [
@@ -184,6 +185,7 @@ def _download(url: str, dest: Path, md5: str, progress: bool) -> None:
                 unit_scale=True,
                 desc=f"download {dest.name}",
                 disable=not progress,
+                delay=PROGRESS_DELAY_S,
             )
             with bar:
                 while block := resp.read(1 << 20):

@@ -66,6 +66,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stgmtl._checks import (
+    PROGRESS_DELAY_S,
     check_bool,
     check_choice,
     check_float,
@@ -216,7 +217,14 @@ def projected_gradients(
         if any(z.ndim != 2 or z.shape[1] != t for z in base):
             raise fail("model", f"binary logits of shape (B, {t})", tuple(base[0].shape))
         feats = [torch.zeros((z.shape[0], t, d), dtype=torch.float64) for z in base]
-        bar = tqdm(total=d, disable=not progress, desc="grad-tag", unit="dir", leave=False)
+        bar = tqdm(
+            total=d,
+            disable=not progress,
+            desc="grad-tag",
+            unit="dir",
+            leave=False,
+            delay=PROGRESS_DELAY_S,
+        )
         for k0 in range(0, d, chunk):
             ks = range(k0, min(k0 + chunk, d))
             dirs = [projection_direction(primals, seed, k, d) for k in ks]
@@ -379,7 +387,13 @@ def subset_losses(
     subsets = [tuple(int(i) for i in s) for s in subsets]
     out = np.full((len(subsets), t), np.nan)
     size = max(len(s) for s in subsets)
-    bar = tqdm(total=len(subsets), disable=not progress, desc="grad-tag fits", leave=False)
+    bar = tqdm(
+        total=len(subsets),
+        disable=not progress,
+        desc="grad-tag fits",
+        leave=False,
+        delay=PROGRESS_DELAY_S,
+    )
     for start in range(0, len(subsets), batch):
         part = subsets[start : start + batch]
         idx = torch.tensor([list(s) + [s[0]] * (size - len(s)) for s in part])
