@@ -197,3 +197,19 @@ def test_tag_select_refuses_a_nan_diagonal_in_a_plain_array_only():
         tag_select(v, 2)
     aff = TaskAffinity(task_names=list("abcd"), values=v, signal="x")
     assert tag_select(aff, 2).num_tasks == 4
+
+
+def test_cheapest_cover_matches_brute_force():
+    import itertools
+
+    from stgmtl.grouping.selection.search import cheapest_cover
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        c, t = int(rng.integers(2, 8)), int(rng.integers(1, 5))
+        members = rng.uniform(size=(c, t)) < 0.4
+        costs = rng.choice([0.5, 1.0, 1.5], size=c)
+        want = min((costs[list(s)].sum() for r in range(1, c + 1)
+                    for s in itertools.combinations(range(c), r)
+                    if members[list(s)].any(axis=0).all()), default=np.inf)  # fmt: skip
+        assert cheapest_cover(members, costs) == pytest.approx(want)
