@@ -12,7 +12,8 @@ A few untimed plain steps come first (``--warmup``); the probes' schedules start
   every step and its per-epoch snapshots (what they read), plus their one-off computation from
   the data maps at the end, charged to this run;
 * ``tag`` (every 10th step, at most 8 sources per probed step), ``grad-cosine`` (every 10th
-  step, sketch 1024), ``rep-cosine`` (every step);
+  step, sketch 1024), ``rep-cosine`` (every step), ``ptg`` (every 10th step, 4 sampled tasks:
+  their 4 singles, 4 self-pairs and 6 pairs);
 * ``grad-tag``: the collector's per-step copy plus the post-hoc estimate (256 probe samples,
   d = 32), charged to this run, and reported in seconds.
 
@@ -23,7 +24,8 @@ same 4 steps with the signal attached, its post-hoc computation included; the ad
 the last peak minus the one before).
 
 Run under the shared lock (2 CPU cores shared by several sessions):
-``PYTHONPATH=. python benchmarks/affinity_cost.py --memory``
+``PYTHONPATH=. python benchmarks/affinity_cost.py --memory`` (``--signals ptg tag`` measures
+only those, in the same kind of run, against the same run's plain step).
 Writes benchmarks/results/affinity_cost.json and prints a table.
 """
 
@@ -49,13 +51,14 @@ from stgmtl.record import (
     DataMapRecorder,
     GradCosineProbe,
     GradTAGCollector,
+    PTGProbe,
     RepCosineProbe,
     TAGProbe,
     grad_tag_affinity,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "affinity_cost.json"
-PROBES = ("tag", "grad-cosine", "rep-cosine")
+PROBES = ("tag", "grad-cosine", "rep-cosine", "ptg")
 TARGETS = {"free": 1.02, "rep-cosine": 1.5, "tag": 2.0}
 GRADTAG = {"projection_dim": 32}
 GRADTAG_SAMPLES = 256
@@ -77,8 +80,14 @@ def _probes(model: torch.nn.Module, t: int, only: str | None) -> dict[str, Any]:
         "tag": lambda: TAGProbe(task_names=names),
         "grad-cosine": lambda: GradCosineProbe(task_names=names),
         "rep-cosine": lambda: RepCosineProbe(task_names=names, model=model),
+        "ptg": lambda: PTGProbe(task_names=names),
     }
-    return {k: f() for k, f in make.items() if only in (None, k)}
+    return {k: f() for k, f in make.items() if _wanted(only, k)}
+
+
+def _wanted(only: str | list[str] | None, name: str) -> bool:
+    """Whether ``name`` is measured: all by default, else the named signal(s)."""
+    return only is None or name == only or (isinstance(only, list) and name in only)
 
 
 def _bytes(obj: Any) -> int:
@@ -101,15 +110,15 @@ def _probe_bytes(name: str, probe: Any) -> int:
     return total
 
 
-def run(t: int, args: argparse.Namespace, only: str | None = None) -> dict[str, Any]:
+def run(t: int, args: argparse.Namespace, only: str | list[str] | None = None) -> dict[str, Any]:
     """One training run with the probes attached; per-signal added seconds per step."""
     torch.manual_seed(0)
     model = SmallCNN(t)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = _data(t, args.steps_per_epoch, args.batch)
     probes = _probes(model, t, only)
-    with_free = only in (None, "free")
-    with_gradtag = only in (None, "grad-tag")
+    with_free = _wanted(only, "free")
+    with_gradtag = _wanted(only, "grad-tag")
     snaps = list(range(1, args.epochs + 1))
     rec = (
         DataMapRecorder(t, len(data) * args.batch, snapshot_epochs=snaps, snapshot_kind="epoch")
@@ -246,11 +255,11 @@ def run_plain(t: int, args: argparse.Namespace) -> None:
         opt.step()
 
 
-def memory(t: int, args: argparse.Namespace) -> dict[str, int]:
+def memory(t: int, args: argparse.Namespace, only: list[str] | None = None) -> dict[str, int]:
     """Per signal, in a fresh process: peak RSS of the steps with the signal minus that of the
     same plain steps before it (bytes; the peak is reset in between)."""
     out = {}
-    for signal in ["free", *PROBES, "grad-tag"]:
+    for signal in [s for s in ["free", *PROBES, "grad-tag"] if _wanted(only, s)]:
         cmd = [sys.executable, __file__, "--child", signal, "--tasks", str(t),
                "--batch", str(args.batch)]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -269,6 +278,7 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2, help="untimed plain steps before the run")
     p.add_argument("--memory", action="store_true", help="also measure peak RSS per signal")
+    p.add_argument("--signals", nargs="+", default=None, help="measure only these signals")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
@@ -284,9 +294,9 @@ def main() -> None:
     }  # fmt: skip
     for t in args.tasks:
         print(f"T = {t} ...", file=sys.stderr, flush=True)
-        res = run(t, args)
+        res = run(t, args, only=args.signals)
         if args.memory:
-            for name, extra in memory(t, args).items():
+            for name, extra in memory(t, args, args.signals).items():
                 res["signals"][name]["peak_rss_added_bytes"] = extra
         result["runs"][str(t)] = res
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "PROGRESS_DELAY_S",
     "Constraint",
     "Instance",
     "Interval",
@@ -32,6 +33,10 @@ __all__ = [
     "sorted_unique_ints",
     "validate_params",
 ]
+
+#: Every progress bar of the package appears only once its work has run this long (tqdm's
+#: ``delay``), so sub-second work prints nothing (kept here, torch-free, for every stage).
+PROGRESS_DELAY_S = 2.0
 
 
 def _show(value: Any) -> str:

@@ -275,8 +275,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
             raise _UserError(f"--method {args.method} needs --k")
     if args.method in ("tag", "partition"):
         kwargs["singleton_score"] = args.singleton_score
-        if args.max_tasks is not None:
-            kwargs["max_tasks"] = args.max_tasks
+    if args.method in ("tag", "partition", "ptg") and args.max_tasks is not None:
+        kwargs["max_tasks"] = args.max_tasks
     if args.method == "partition":
         kwargs["objective"] = args.objective
     if args.method == "kmeans":
@@ -491,7 +491,7 @@ def _add_select(sub: Any) -> None:
     p.add_argument("--signal", default=None, help=_SIGNAL_HELP)
     p.add_argument(
         "--method",
-        choices=("tag", "partition", "standley", "kmeans"),
+        choices=("tag", "partition", "standley", "ptg", "kmeans"),
         default="tag",
         help="selection rule (default: tag)",
     )

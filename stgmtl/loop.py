@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stgmtl._checks import check_int, fail, seed_from
+from stgmtl._checks import PROGRESS_DELAY_S, check_int, fail, seed_from
 from stgmtl._io import load_checkpoint, save_checkpoint
 from stgmtl.batches import (
     Batch,
@@ -58,8 +58,6 @@ __all__ = [
     "valid_positions",
 ]
 
-#: A progress bar appears only once its work has run this long (short runs print nothing).
-PROGRESS_DELAY_S = 2.0
 
 SchedulerArg = Literal["constant", "onecycle"] | Callable[[torch.optim.Optimizer, int], Any] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

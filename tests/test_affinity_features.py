@@ -30,7 +30,8 @@ def _planted(sizes=(4, 4, 4), seed=0, within=0.8, between=-0.3, noise=0.15, dire
 
 
 def _graph_reference(v: np.ndarray, negative: str) -> np.ndarray:
-    """Loops: symmetrise (NaN -> the other direction), shift/clip, NaN -> 0, zero diagonal."""
+    """Loops: symmetrise (NaN -> the other direction), unobserved -> mean of the observed pairs,
+    shift/clip, zero diagonal."""
     t = len(v)
     s = np.full((t, t), np.nan)
     for i in range(t):
@@ -40,12 +41,17 @@ def _graph_reference(v: np.ndarray, negative: str) -> np.ndarray:
             if vals:
                 s[i, j] = a if np.isnan(b) else (b if np.isnan(a) else (a + b) / 2)
     observed = [s[i, j] for i in range(t) for j in range(t) if i != j and not np.isnan(s[i, j])]
+    mean = sum(observed) / len(observed)
+    for i in range(t):
+        for j in range(t):
+            if i != j and np.isnan(s[i, j]):
+                s[i, j] = mean
+    low = min(min(observed), mean)
     w = np.zeros((t, t))
     for i in range(t):
         for j in range(t):
-            if i == j or np.isnan(s[i, j]):
-                continue
-            w[i, j] = s[i, j] - min(observed) if negative == "shift" else max(s[i, j], 0.0)
+            if i != j:
+                w[i, j] = s[i, j] - low if negative == "shift" else max(s[i, j], 0.0)
     return w
 
 
@@ -55,13 +61,20 @@ def test_graph_matches_loop_reference_with_missing_pairs(negative):
     t = 7
     v = rng.normal(size=(t, t)) + 0.5
     v[rng.uniform(size=(t, t)) < 0.15] = np.nan
-    v[0, 1] = v[1, 0] = np.nan  # unobserved both ways: no edge
+    v[0, 1] = v[1, 0] = np.nan  # unobserved both ways: the mean observed pair's weight
     aff = TaskAffinity(task_names=[f"t{i}" for i in range(t)], values=v, signal="x")
     got = affinity_graph(aff, negative=negative)
     want = _graph_reference(v, negative)
     if connected_components(want > 0, directed=False)[0] == 1:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
-    assert got[0, 1] == 0.0 or connected_components(want > 0, directed=False)[0] > 1
+    sym = np.where(np.isnan(v), v.T, v)
+    sym = (sym + np.where(np.isnan(v.T), v, v.T)) / 2
+    mean = np.nanmean(sym[~np.eye(t, dtype=bool)])
+    expect = mean - np.nanmin(sym[~np.eye(t, dtype=bool)]) if negative == "shift" else mean
+    assert (
+        got[0, 1] == pytest.approx(max(expect, 0.0))
+        or connected_components(want > 0, directed=False)[0] > 1
+    )
     assert (got >= 0).all() and np.allclose(got, got.T) and (np.diag(got) == 0).all()
 
 

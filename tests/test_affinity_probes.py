@@ -29,6 +29,7 @@ from stgmtl.record.gradtag import (
     subset_losses,
 )
 from stgmtl.record.probe import probe_seed
+from stgmtl.record.ptg import PTGProbe, ptg_tasks
 from stgmtl.record.tag import source_schedule
 
 T = 4
@@ -171,6 +172,56 @@ def test_tag_probe_rows_follow_the_schedule():
     probed = set(source_schedule(T, 2, 0, 1).tolist()) | set(source_schedule(T, 2, 1, 1).tolist())
     assert probe.steps_probed == 2 and probe.steps_seen == 4
     assert {i for i in range(T) if counts[i].sum() > 0} == probed
+
+
+def _reference_ptg(model, opt, x, y, seed):
+    """Deep copies of model and optimizer, real steps on L_i + L_j (heads frozen)."""
+
+    def after(combo):
+        m, o = copy.deepcopy((model, opt))
+        torch.manual_seed(seed)
+        losses = task_losses(m(x), y)
+        o.zero_grad(set_to_none=True)
+        sum(losses[k] for k in combo).backward()
+        for p in m.head.parameters():
+            p.grad = None
+        o.step()
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return task_losses(m(x), y).numpy()
+
+    own = [after([j])[j] for j in range(T)]
+    out = np.zeros((T, T))
+    for i in range(T):
+        for j in range(T):
+            out[i, j] = 1 - after([i, j])[j] / own[j]
+    return out
+
+
+@pytest.mark.parametrize("name", ["sgd-momentum-wd", "adam"])
+def test_ptg_probe_matches_deep_copy_reference(name):
+    model = _model()
+    opt = OPTIMIZERS[name](model.parameters())
+    x, y = _data()
+    probe = PTGProbe(every=1, max_tasks=None, random_state=3)
+    refs = []
+    for step in range(2):
+        refs.append(_reference_ptg(model, opt, x, y, probe_seed(3, step)))
+        _train_step(model, opt, x, y, [probe])
+    got = probe.compute()
+    np.testing.assert_allclose(got.values, np.mean(refs, axis=0), rtol=1e-9, atol=1e-9)
+    assert (got.counts == 2).all() and got.signal == "ptg"
+
+
+def test_ptg_samples_bounded_task_sets_covering_every_pair():
+    t, m = 12, 4
+    pairs = set()
+    for k in range(400):
+        s = ptg_tasks(t, m, k, 5)
+        assert len(s) == m and len(set(s.tolist())) == m
+        pairs |= {(int(a), int(b)) for a in s for b in s}
+    assert len(pairs) == t * t  # every ordered pair, diagonal included, gets observed
+    assert ptg_tasks(3, 4, 0, 5).tolist() == [0, 1, 2]
 
 
 # ------------------------------------------------------------------------------ cosines
@@ -376,6 +427,7 @@ PROBES = {
     "grad-cosine": lambda m: [GradCosineProbe(every=1, sketch_dim=64)],
     "rep-cosine": lambda m: [RepCosineProbe(heads=m.head, model=m)],
     "grad-tag-collector": lambda m: [GradTAGCollector(12)],
+    "ptg": lambda m: [PTGProbe(every=2, max_tasks=3)],
     "all": lambda m: [TAGProbe(every=2), GradCosineProbe(every=3), RepCosineProbe(heads=m.head,
                       model=m), GradTAGCollector(12)],
 }  # fmt: skip

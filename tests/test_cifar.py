@@ -173,3 +173,33 @@ def test_real_cifar10_is_partial_with_official_indices(cifar_root: Path) -> None
     assert (np.diff(test.index) > 0).all() and test.index.max() < 10_000
     assert test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     assert train.label_names[7] == "horse"
+
+
+def test_extract_swaps_the_folder_in_whole_and_keeps_the_old_one_on_failure(tmp_path):
+    import io
+    import tarfile
+
+    from stgmtl.datasets.cifar import _extract
+
+    def archive(name: str, members: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    root = tmp_path / "root"
+    root.mkdir()
+    first = archive("a.tar.gz", {"top/x.txt": b"1", "top/sub/y.txt": b"2"})
+    target = _extract(first, root, "top")
+    assert (target / "x.txt").read_bytes() == b"1" and (target / "sub" / "y.txt").exists()
+    second = archive("b.tar.gz", {"top/x.txt": b"new"})
+    _extract(second, root, "top")
+    assert (target / "x.txt").read_bytes() == b"new" and not (target / "sub").exists()
+    bad = archive("c.tar.gz", {"top/x.txt": b"bad", "../evil.txt": b"!"})
+    with pytest.raises(ValueError, match="unsafe or unexpected path"):
+        _extract(bad, root, "top")
+    assert (target / "x.txt").read_bytes() == b"new"  # the earlier extraction is untouched
+    assert sorted(p.name for p in root.iterdir()) == ["top"]  # no temp folders left behind

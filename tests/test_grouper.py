@@ -278,3 +278,37 @@ def test_device_cuda_without_gpu_faiss_says_what_to_install():
         group(x, 3, device="cuda", progress=False)
     auto = group(x, 3, device="auto", progress=False)  # falls back to the CPU
     np.testing.assert_array_equal(auto.labels, group(x, 3, device="cpu", progress=False).labels)
+
+
+def test_sub_second_grouping_draws_no_progress_bar(monkeypatch, capsys):
+    import stgmtl.grouping.grouper as grouper_module
+
+    monkeypatch.setattr(grouper_module, "PROGRESS_MIN_VALUES", 0)  # bars on for any size
+    x = np.random.default_rng(0).normal(size=(12, 4000)).astype(np.float32)
+    group(x, 3, progress=True)
+    err = capsys.readouterr().err
+    assert "reduce" not in err and "refine" not in err and "%|" not in err, err
+
+
+def test_round_one_spellings_warn_and_name_the_new_one():
+    from stgmtl.affinity import TaskAffinity
+    from stgmtl.grouping import choose_k
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(8, 8))
+    aff = TaskAffinity(task_names=[f"t{i}" for i in range(8)], values=v + v.T, signal="x")
+    new = group(aff, 2, features="affinity", progress=False)
+    with pytest.warns(DeprecationWarning, match=r"use features='affinity'"):
+        old = group(aff, 2, feature_kwargs={"kind": "affinity"}, progress=False)
+    assert old.labels.tolist() == new.labels.tolist()
+    with pytest.raises(ValueError, match=r"feature_kwargs: expected no 'kind' key"):
+        group(aff, 2, features="affinity", feature_kwargs={"kind": "affinity"}, progress=False)
+    res = choose_k(aff, ks=[2, 3])
+    with pytest.warns(DeprecationWarning, match=r"use choose_k\(\.\.\.\)\.table"):
+        assert res[0] is res.table
+    with pytest.warns(DeprecationWarning, match=r"\.best_k"):
+        assert res[1] == res.best_k
+    table, best = res  # unpacking stays supported without a warning
+    assert best == res.best_k
+    with pytest.raises(TypeError, match=r"use \.table or \.best_k"):
+        res[2]

@@ -44,7 +44,8 @@ def test_record_affinity_contract_every_signal(tmp_path):
         settings={"tag": {"every": 2}, "grad-tag": {"n_samples": 32, "projection_dim": 8}},
     )  # fmt: skip
     assert list(out) == list(SIGNALS) == ["datamap", "confusion", "label", "colearning", "tag",
-                                          "grad-cosine", "rep-cosine", "grad-tag"]  # fmt: skip
+                                          "grad-cosine", "rep-cosine", "ptg",
+                                          "grad-tag"]  # fmt: skip
     for name, aff in out.items():
         assert isinstance(aff, TaskAffinity)
         assert aff.signal == name and aff.task_names == NAMES

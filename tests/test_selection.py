@@ -404,8 +404,8 @@ def test_standley_recovers_planted_groups_from_an_affinity():
 
 def test_standley_refuses_bad_input():
     v = np.random.default_rng(0).normal(size=(4, 4))
-    with pytest.raises(ValueError, match=r"budget: expected enough to serve every task"):
-        standley_select(v, 1.0, max_network_size=1)
+    with pytest.raises(ValueError, match=r"budget: expected at least 2, the cost of the cheap"):
+        standley_select(v, 1.0, max_network_size=1)  # four half-size singles: 4 x 0.5
     with pytest.raises(ValueError, match=r"budget: expected a finite number > 0.0, got -1"):
         standley_select(v, -1)
     with pytest.raises(ValueError, match=r"scores: expected at most max_candidates=10 .*'tag'"):
@@ -471,7 +471,10 @@ def test_nan_diagonal_is_ignored_and_task_names_are_checked():
     v = np.random.default_rng(1).normal(size=(4, 4))
     with_nan = v.copy()
     np.fill_diagonal(with_nan, np.nan)
-    assert tag_select(with_nan, 2).groups == tag_select(v, 2).groups
+    nan_aff = TaskAffinity(task_names=list("abcd"), values=with_nan, signal="s")
+    assert tag_select(nan_aff, 2).groups == tag_select(v, 2, task_names=list("abcd")).groups
+    with pytest.raises(ValueError, match=r"expected a finite diagonal in a plain array.*task_0"):
+        tag_select(with_nan, 2)  # a plain array has no 'no self-affinity' convention
     aff = TaskAffinity(task_names=list("abcd"), values=v, signal="s")
     with pytest.raises(ValueError, match=r"task_names: expected None or the affinity's own"):
         tag_select(aff, 2, task_names=list("wxyz"))

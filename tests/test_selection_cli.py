@@ -126,7 +126,7 @@ def test_group_on_a_saved_affinity_and_signal_choice(capsys, tmp_path, saved, si
         (("select", "{saved}", "--method", "tag", "--k", "2", "--max-tasks", "3", "-o", "{out}"),
          "affinity: expected at most max_tasks=3 tasks"),
         (("select", "{saved}", "--method", "standley", "--budget", "0.5", "-o", "{out}"),
-         "budget: expected enough to serve every task"),
+         "budget: expected at least 1, the cost of the cheapest set"),
         (("group", "{saved}", "--k", "2", "--features", "confusion", "-o", "{out}"),
          "--features confusion reads DataMaps"),
         (("group", "{signals}", "--signal", "tag", "--k", "9", "-o", "{out}"),

@@ -6,7 +6,7 @@ confusion affinities) hands over a ``TaskAffinity`` with one convention: ``value
 effect of task ``i`` on task ``j``, larger meaning more helpful.
 """
 
-from stgmtl.affinity.core import ORIENTATIONS, TaskAffinity
+from stgmtl.affinity.core import ORIENTATIONS, UNOBSERVED_RULE, TaskAffinity, fill_unobserved
 from stgmtl.affinity.signals import (
     FREE_SIGNALS,
     LABEL_STATISTICS,
@@ -24,10 +24,12 @@ __all__ = [
     "LABEL_STATISTICS",
     "ORIENTATIONS",
     "TaskAffinity",
+    "UNOBSERVED_RULE",
     "colearning_signal",
     "confusion_matrix",
     "confusion_signal",
     "datamap_signal",
+    "fill_unobserved",
     "free_signals",
     "label_signal",
     "says_yes",

@@ -6,6 +6,13 @@ signal: ``values[i, j]`` is the effect of task ``i`` (the source) on task ``j`` 
 and *larger means more helpful*; distances are negated so that every signal reads the same way.
 Signals that are symmetric by construction (gradient cosine, label correlation) have
 ``orientation="symmetric"``. It holds data only: no torch, no plotting.
+
+Unobserved pairs, one rule for the whole toolkit (:data:`UNOBSERVED_RULE`): inside a
+``TaskAffinity`` an off-diagonal NaN means the signal never observed that pair, and every
+consumer (the affinity features, the graph behind the spectral embedding, every selection
+back-end) reads it as the mean of the observed off-diagonal values of the same matrix
+(:meth:`TaskAffinity.filled`): neutral, neither for nor against the pair relative to the rest.
+A plain array carries no such convention, so a NaN in one is refused as a broken computation.
 """
 
 from __future__ import annotations
@@ -20,7 +27,25 @@ import numpy as np
 from stgmtl._checks import check_choice, check_names, fail
 from stgmtl.affinity.io import load_affinity, save_affinity
 
-__all__ = ["ORIENTATIONS", "TaskAffinity"]
+__all__ = ["ORIENTATIONS", "UNOBSERVED_RULE", "TaskAffinity", "fill_unobserved"]
+
+#: The one rule for unobserved pairs (off-diagonal NaN in a ``TaskAffinity``).
+UNOBSERVED_RULE = (
+    "an unobserved pair (off-diagonal NaN) reads as the mean of the observed off-diagonal "
+    "values of the same matrix"
+)
+
+
+def fill_unobserved(values: np.ndarray) -> np.ndarray:
+    """A float64 copy of ``values`` (``(T, T)``) with :data:`UNOBSERVED_RULE` applied; the
+    diagonal is left as it is. ``ValueError`` when no pair of different tasks is observed."""
+    v = np.array(values, dtype=np.float64)
+    off = ~np.eye(v.shape[0], dtype=bool)
+    seen = off & np.isfinite(v)
+    if not seen.any():
+        raise fail("affinity", "at least one observed pair of different tasks", "none")
+    return np.where(off & np.isnan(v), v[seen].mean(), v)
+
 
 #: ``"source->recipient"``: ``values[i, j]`` is the effect of task i on task j;
 #: ``"symmetric"``: ``values`` is symmetric by construction.
@@ -117,6 +142,10 @@ class TaskAffinity:
         both = np.where(np.isnan(v), v.T, v)
         both_t = np.where(np.isnan(v.T), v, v.T)
         return (both + both_t) / 2.0
+
+    def filled(self) -> np.ndarray:
+        """``values`` with unobserved pairs read as :data:`UNOBSERVED_RULE` says (a copy)."""
+        return fill_unobserved(self.values)
 
     def off_diagonal(self) -> np.ndarray:
         """A copy of ``values`` with NaN on the diagonal (no task is its own partner)."""

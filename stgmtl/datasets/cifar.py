@@ -25,9 +25,7 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import tarfile
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,7 +33,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
-from stgmtl._io import atomic_file
+from stgmtl._checks import PROGRESS_DELAY_S
+from stgmtl._io import atomic_dir, atomic_file
 
 __all__ = [
     "ARCHIVES",
@@ -186,6 +185,7 @@ def _download(url: str, dest: Path, md5: str, progress: bool) -> None:
                 unit_scale=True,
                 desc=f"download {dest.name}",
                 disable=not progress,
+                delay=PROGRESS_DELAY_S,
             )
             with bar:
                 while block := resp.read(1 << 20):
@@ -212,22 +212,22 @@ def _safe_members(tar: tarfile.TarFile, top: str) -> list[tarfile.TarInfo]:
 
 
 def _extract(archive: Path, root: Path, folder: str) -> Path:
-    """Extract ``archive`` into ``root/folder`` via a temp folder and an atomic rename."""
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder}."))
-    try:
+    """Extract ``archive`` into ``root/folder`` through :func:`stgmtl._io.atomic_dir`: the
+    members land in a temp folder beside the target, which is swapped in whole (an earlier
+    ``root/folder`` stays in place until then, so there is never a moment with nothing there)."""
+    target = root / folder
+    with atomic_dir(target, what="CIFAR", is_saved=lambda p: p.is_dir()) as out:
         with tarfile.open(archive, "r:gz") as tar:
             members = _safe_members(tar, folder)
             if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, members=members, filter="data")
+                tar.extractall(out, members=members, filter="data")
             else:  # pragma: no cover - Python < 3.10.12 without extraction filters
-                tar.extractall(tmp, members=members)  # noqa: S202 - members checked above
-        target = root / folder
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / folder, target)
-        return target
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                tar.extractall(out, members=members)  # noqa: S202 - members checked above
+        inner = out / folder  # the archive's top folder: lift its contents into ``out``
+        for item in list(inner.iterdir()):
+            os.replace(item, out / item.name)
+        inner.rmdir()
+    return target
 
 
 def download_cifar(

@@ -14,7 +14,10 @@ runs k-means and the fuzzy memberships on them. Two modes:
        smallest observed off-diagonal ``S``, so the order of all pairs is kept and the most
        harmful pair gets weight 0; ``"clip"`` sets negative ``S`` (harmful pairs) to 0 and keeps
        positive ones unchanged;
-    3. unobserved pairs (NaN in both directions) get weight 0 (no edge);
+    3. unobserved pairs (NaN in both directions) follow the toolkit's one rule
+       (:data:`stgmtl.affinity.UNOBSERVED_RULE`): they read as the mean of the observed
+       off-diagonal ``S``, before step 2 (so "unobserved" is neither a strong edge nor the
+       most harmful pair's weight 0);
     4. optionally keep only each task's ``n_neighbors`` strongest partners (union of the k
        nearest neighbours);
     5. if the graph is disconnected (after clipping, or with a thin neighbour graph), a small
@@ -24,28 +27,28 @@ runs k-means and the fuzzy memberships on them. Two modes:
     6. the leading ``d`` non-trivial eigenvectors of the normalised Laplacian, each row scaled
        to unit length; ``d = n_groups`` by default (capped at ``T - 2``).
 
+    Steps 4 - 6 are the feature stage's one implementation (:mod:`~stgmtl.features.graph`),
+    shared with the confusion feature.
+
 ``"rows"``
     Each task's row of the affinity (its effect on every task) followed by its column (every
     task's effect on it) for directed signals, or its row for symmetric ones; the diagonal and
-    unobserved entries are filled with the mean of the observed off-diagonal values (neutral
-    for k-means, which is translation invariant, so no shift is needed).
+    unobserved entries (the same rule) are filled with the mean of the observed off-diagonal
+    values (neutral for k-means, which is translation invariant, so no shift is needed).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from stgmtl._checks import check_choice, check_int, fail
-from stgmtl.affinity import TaskAffinity
+from stgmtl.affinity import TaskAffinity, fill_unobserved
+from stgmtl.features.graph import connect, knn_union, spectral_features
 
 __all__ = ["AFFINITY_MODES", "NEGATIVE_RULES", "affinity_features", "affinity_graph"]
 
 AFFINITY_MODES = ("spectral", "rows")
 NEGATIVE_RULES = ("shift", "clip")
-#: Uniform weight added to a disconnected graph, relative to its mean positive weight.
-REGULARISATION = 1e-3
 
 
 def _check(aff: TaskAffinity) -> None:
@@ -66,32 +69,21 @@ def affinity_graph(
     _check(aff)
     check_choice("negative", negative, NEGATIVE_RULES)
     t = aff.num_tasks
-    s = aff.symmetric()
     off = ~np.eye(t, dtype=bool)
-    seen = off & np.isfinite(s)
-    if not seen.any():
-        raise fail("affinity", "at least one observed pair of different tasks", "none")
+    s = fill_unobserved(aff.symmetric())
     if negative == "shift":
-        w = s - s[seen].min()
+        w = s - s[off].min()
     else:
         w = np.maximum(s, 0.0)
-    w = np.where(seen, w, 0.0)
+    w = np.where(off, w, 0.0)
     if n_neighbors is not None:
-        q = min(check_int("n_neighbors", n_neighbors, low=1), t - 1)
-        ranked = np.where(off, w, -np.inf)
-        nearest = np.argsort(-ranked, axis=1, kind="stable")[:, :q]
-        keep = np.zeros((t, t), dtype=bool)
-        keep[np.repeat(np.arange(t), q), nearest.ravel()] = True
-        w = np.where(keep | keep.T, w, 0.0)
+        w = knn_union(w, min(check_int("n_neighbors", n_neighbors, low=1), t - 1))
     if not (w > 0).any():
         raise ValueError(
             f"affinity features: no pair has a positive weight after negative={negative!r} "
             "(every observed affinity is equal, or all are <= 0 with 'clip'); nothing to group on"
         )
-    n_comp, _ = connected_components(sp.csr_matrix(w > 0), directed=False)
-    if n_comp > 1:
-        w = w + np.where(off, REGULARISATION * w[w > 0].mean(), 0.0)
-    return w
+    return connect(w)
 
 
 def affinity_features(
@@ -143,24 +135,12 @@ def affinity_features(
         n_components = 20 if n_groups is None else n_groups
     d = min(check_int("n_components", n_components, low=1), t - 2)
     w = affinity_graph(aff, negative=negative, n_neighbors=n_neighbors)
-    from sklearn.manifold import spectral_embedding
-
-    emb = spectral_embedding(w, n_components=d, drop_first=True, random_state=random_state)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(emb / norms, dtype=np.float32)
-
-
-def _filled(m: np.ndarray) -> np.ndarray:
-    t = m.shape[0]
-    off = ~np.eye(t, dtype=bool)
-    seen = off & np.isfinite(m)
-    if not seen.any():
-        raise fail("affinity", "at least one observed pair of different tasks", "none")
-    return np.where(seen, m, m[seen].mean())
+    return spectral_features(w, d, random_state)
 
 
 def _rows(aff: TaskAffinity) -> np.ndarray:
-    v = _filled(aff.values)
+    v = aff.filled()
+    off = ~np.eye(v.shape[0], dtype=bool)
+    v = np.where(off, v, v[off].mean())
     x = v if aff.orientation == "symmetric" else np.hstack([v, v.T])
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -35,7 +35,14 @@ densest (:func:`choose_neighbors`). :func:`neighbor_stability` returns the score
 The feature of a task is its row of the normalised spectral embedding of that graph (Ng,
 Jordan and Weiss 2002): the leading non-trivial eigenvectors of the normalised graph
 Laplacian, each row scaled to unit length, so that faiss k-means and the fuzzy membership step
-run on it unchanged.
+run on it unchanged. The graph, its connection rule and the embedding are the feature stage's
+one implementation (:mod:`~stgmtl.features.graph`), shared with the affinity feature.
+
+The stability scoring's k-means (:func:`neighbor_stability`) is a small numpy k-means++ / Lloyd
+on ``(T, d)`` embeddings, not the grouping stage's faiss k-means: the feature stage may not
+import the grouping stage or faiss (``tests/test_architecture.py``), and the scorer runs about
+200 times per ``"auto"`` choice, where a library call (scikit-learn's, 5x slower here) would
+dominate.
 
 It needs only what the recorder stores (``confidence`` and ``targets``) and works for any
 multi-label task set where tasks have positives. Cost: one sparse matrix product
@@ -50,11 +57,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from stgmtl._checks import check_int, check_random_state, fail, seed_from
 from stgmtl.affinity.signals import confusion_from, confusion_matrix, says_yes
 from stgmtl.datamaps import DataMaps
+from stgmtl.features.graph import knn_union, spectral_features
 
 __all__ = [
     "confusion_affinity",
@@ -76,42 +83,9 @@ def _check_neighbors(n_neighbors: Any) -> int | str | None:
 
 
 def _knn_graph(s: np.ndarray, q: int | None) -> np.ndarray:
-    """Dense ``(T, T)``: the union k-nearest-neighbour graph of ``s`` plus its maximum
-    spanning tree (connected whenever the positive entries of ``s`` connect the tasks);
-    ``q=None`` (or ``q >= T - 1``) is ``s`` itself."""
-    t = s.shape[0]
-    if q is None or q >= t - 1:
-        return s.copy()
-    ranked = np.where(np.eye(t, dtype=bool), -np.inf, s)
-    # a stable sort on -S keeps ties in task order, so the graph does not depend on the solver
-    nearest = np.argsort(-ranked, axis=1, kind="stable")[:, :q]
-    keep = np.zeros((t, t), dtype=bool)
-    keep[np.repeat(np.arange(t), q), nearest.ravel()] = True
-    keep |= keep.T | _spanning_tree(s)
-    return np.where(keep, s, 0.0)
-
-
-def _spanning_tree(s: np.ndarray) -> np.ndarray:
-    """Bool ``(T, T)`` symmetric edges of a maximum spanning tree (forest) of ``s > 0``."""
-    off = s > 0
-    np.fill_diagonal(off, False)
-    if not off.any():
-        return off
-    # minimum spanning tree of (max + margin - s) over the positive entries = maximum of s
-    cost = np.where(off, s.max() * (1.0 + 1e-9) + 1e-300 - s, 0.0)
-    tree = minimum_spanning_tree(sp.csr_matrix(cost)).toarray() != 0
-    return tree | tree.T
-
-
-def _connect(w: np.ndarray) -> np.ndarray:
-    """``w`` unchanged if connected; else with a uniform ``1e-9 * max(w)`` between all tasks, so
-    that tasks with no evidence at all (never observed) do not break the embedding."""
-    if connected_components(sp.csr_matrix(w > 0), directed=False)[0] == 1:
-        return w
-    ridge = 1e-9 * (float(w.max()) if w.max() > 0 else 1.0)
-    out = w + ridge
-    np.fill_diagonal(out, 0.0)
-    return out
+    """The union k-nearest-neighbour graph of ``s`` plus its maximum spanning tree
+    (:func:`~stgmtl.features.graph.knn_union`)."""
+    return knn_union(s, q, spanning_tree_edges=True)
 
 
 def confusion_affinity(
@@ -150,15 +124,6 @@ def confusion_affinity(
     w = sp.csr_matrix(_knn_graph(s, int(q)))  # type: ignore[arg-type]
     w.eliminate_zeros()
     return w
-
-
-def _embed(w: np.ndarray, d: int, seed: int) -> np.ndarray:
-    from sklearn.manifold import spectral_embedding
-
-    emb = spectral_embedding(_connect(w), n_components=d, drop_first=True, random_state=seed)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(emb / norms, dtype=np.float32)
 
 
 def neighbor_candidates(num_tasks: int, n_groups: int) -> list[int | None]:
@@ -238,7 +203,7 @@ def neighbor_stability(
     def partitions(s: np.ndarray, qs: list[int | None]) -> dict[int | None, np.ndarray]:
         out = {}
         for q in qs:
-            emb = _embed(_knn_graph(s, q), d, seed).astype(np.float64)
+            emb = spectral_features(_knn_graph(s, q), d, seed).astype(np.float64)
             out[q] = _kmeans_labels(emb, k, np.random.default_rng(seed))
         return out
 
@@ -376,4 +341,4 @@ def confusion_features(
                                         n_components=n_components, snapshot=snapshot,
                                         random_state=seed)  # fmt: skip
             q = choose_neighbors(scores)
-    return _embed(_knn_graph(s, q), d, seed)  # type: ignore[arg-type]
+    return spectral_features(_knn_graph(s, q), d, seed)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ defined (e.g. ``ks = [1]``), the smallest ``k`` is returned.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,20 @@ class ChooseKResult:
     def __iter__(self):  # noqa: D105 - tuple-style unpacking
         yield self.table
         yield self.best_k
+
+    def __getitem__(self, index: int) -> Any:
+        """Round 1's tuple indexing (``[0]`` table, ``[1]`` best k), deprecated."""
+        names = ("table", "best_k")
+        if not isinstance(index, int) or isinstance(index, bool) or index not in (0, 1, -1, -2):
+            raise TypeError(f"ChooseKResult: use .table or .best_k, not [{index!r}]")
+        name = names[index]
+        warnings.warn(
+            f"choose_k(...)[{index}] is deprecated since stgmtl 0.2; use choose_k(...).{name} "
+            "(see CHANGELOG.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(self, name)
 
 
 def xie_beni(x: np.ndarray, membership: np.ndarray, centroids: np.ndarray, m: float) -> float:

@@ -15,6 +15,7 @@ space.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -58,6 +59,27 @@ PROGRESS_MIN_VALUES = 2**24
 _GROUP_METHODS = ("kmeans", "fcm", "hard")
 
 
+def _old_kind_spelling(
+    features: str | None, feature_kwargs: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Round 1's ``feature_kwargs={"kind": ...}`` as ``features=...``, with a
+    ``DeprecationWarning`` (an error when both name a kind)."""
+    if not feature_kwargs or "kind" not in feature_kwargs:
+        return features, feature_kwargs
+    rest = {k: v for k, v in feature_kwargs.items() if k != "kind"}
+    kind = feature_kwargs["kind"]
+    if features is not None:
+        raise fail("feature_kwargs", "no 'kind' key (the kind is the features= argument, given "
+                   f"here as {features!r})", feature_kwargs)  # fmt: skip
+    warnings.warn(
+        f"feature_kwargs={{'kind': {kind!r}}} is deprecated since stgmtl 0.2; use "
+        f"features={kind!r} (see CHANGELOG.md)",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return kind, rest or None
+
+
 def feature_matrix(
     data: Any,
     n_groups: int | None,
@@ -74,6 +96,7 @@ def feature_matrix(
     options ``feature_kwargs`` and ``n_groups``; its task names are used unless given. Anything
     else is taken as a feature matrix (or column blocks).
     """
+    features, feature_kwargs = _old_kind_spelling(features, feature_kwargs)
     inputs = tuple({k.input_type for k in FEATURE_KINDS.values()})
     if isinstance(data, inputs):
         names = list(getattr(data, "task_names")) if task_names is None else task_names  # noqa: B009

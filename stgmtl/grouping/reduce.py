@@ -58,7 +58,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from stgmtl._checks import check_choice, check_int, seed_from
+from stgmtl._checks import PROGRESS_DELAY_S, check_choice, check_int, seed_from
 
 __all__ = [
     "AUTO_MAX_COMPONENTS",
@@ -345,7 +345,7 @@ class Passes:
         it = _iter_blocks(self.data, self.block_size)
         i = -1
         for i, (c0, raw) in enumerate(tqdm(it, desc=desc, unit="block", disable=not self.progress,
-                                           leave=False)):  # fmt: skip
+                                           leave=False, delay=PROGRESS_DELAY_S)):  # fmt: skip
             if first:
                 cmin, cmax = raw.min(axis=0), raw.max(axis=0)  # per column: one pass, no temporary
                 self.scales.append(_block_scale(raw, c0, cmin, cmax))

@@ -6,8 +6,9 @@ Modules: :mod:`~stgmtl.record.state` (fields declared once with their reductions
 :mod:`~stgmtl.record.recorder` (:class:`DataMapRecorder`), :mod:`~stgmtl.record.fit`
 (:func:`fit_datamaps` on :func:`stgmtl.loop.train_loop`); the affinity probes
 (:mod:`~stgmtl.record.probe` protocol, :mod:`~stgmtl.record.tag`, :mod:`~stgmtl.record.cosine`,
-:mod:`~stgmtl.record.gradtag`, :mod:`~stgmtl.record.functional`) and :func:`record_affinity`
-(:mod:`~stgmtl.record.affinity`). Nothing here imports faiss, features, grouping or plotting.
+:mod:`~stgmtl.record.ptg`, :mod:`~stgmtl.record.gradtag`, :mod:`~stgmtl.record.functional`) and
+:func:`record_affinity` (:mod:`~stgmtl.record.affinity`). Nothing here imports faiss, features,
+grouping or plotting.
 """
 
 from stgmtl.record.affinity import PROBE_SIGNALS, SIGNALS, make_probe, record_affinity
@@ -16,6 +17,7 @@ from stgmtl.record.fit import RECORDER_SETTINGS, DataMapHook, IndexedDataset, fi
 from stgmtl.record.gradtag import GradTAGCollector, grad_tag_affinity
 from stgmtl.record.native import native_status
 from stgmtl.record.probe import AFFINITY_STATE, AffinityProbe
+from stgmtl.record.ptg import PTGProbe
 from stgmtl.record.recorder import DataMapRecorder, datamap_state, distributed_valid_mask
 from stgmtl.record.tag import TAGProbe, preview_step
 
@@ -30,6 +32,7 @@ __all__ = [
     "GradCosineProbe",
     "GradTAGCollector",
     "IndexedDataset",
+    "PTGProbe",
     "RepCosineProbe",
     "TAGProbe",
     "datamap_state",

@@ -15,11 +15,13 @@ signal          what it measures                             orientation        
 ``tag``         TAG lookahead loss change / lr               source->recipient   probe
 ``grad-cosine`` cosine of task gradients, shared weights     symmetric           probe
 ``rep-cosine``  cosine of task gradients, representation     symmetric           probe
+``ptg``         pair-step vs own-step loss (PTG)             source->recipient   probe
 ``grad-tag``    linearised subset fits (Grad-TAG)            source->recipient   after run
 =============== ============================================ =================== ============
 
 The free signals come from the data maps recorded in the same run (:mod:`stgmtl.affinity.signals`),
-the probes from :mod:`stgmtl.record.tag` and :mod:`stgmtl.record.cosine`, Grad-TAG from
+the probes from :mod:`stgmtl.record.tag`, :mod:`stgmtl.record.cosine` and
+:mod:`stgmtl.record.ptg` (Principled Task Grouping's transfer gains), Grad-TAG from
 :mod:`stgmtl.record.gradtag` on the first ``n_samples`` training samples of the last epoch.
 """
 
@@ -39,6 +41,7 @@ from stgmtl.record.cosine import GradCosineProbe, RepCosineProbe
 from stgmtl.record.fit import fit_datamaps
 from stgmtl.record.gradtag import GradTAGCollector, grad_tag_affinity
 from stgmtl.record.probe import AffinityProbe
+from stgmtl.record.ptg import PTGProbe
 from stgmtl.record.tag import TAGProbe
 
 __all__ = ["PROBE_SIGNALS", "SIGNALS", "dataset_task_names", "make_probe", "record_affinity"]
@@ -52,6 +55,7 @@ SIGNALS = (
     "tag",
     "grad-cosine",
     "rep-cosine",
+    "ptg",
     "grad-tag",
 )
 #: The signals measured by training-time probes.
@@ -59,14 +63,16 @@ PROBE_SIGNALS: dict[str, type[AffinityProbe]] = {
     "tag": TAGProbe,
     "grad-cosine": GradCosineProbe,
     "rep-cosine": RepCosineProbe,
+    "ptg": PTGProbe,
 }
 
 
 def make_probe(signal: str, **settings: Any) -> AffinityProbe:
-    """A training-time probe for ``signal`` (``"tag"``, ``"grad-cosine"`` or ``"rep-cosine"``).
+    """A training-time probe for ``signal`` (a key of :data:`PROBE_SIGNALS`).
 
     ``settings`` go to the probe's constructor (:class:`~stgmtl.record.tag.TAGProbe`,
-    :class:`~stgmtl.record.cosine.GradCosineProbe`, :class:`~stgmtl.record.cosine.RepCosineProbe`).
+    :class:`~stgmtl.record.cosine.GradCosineProbe`, :class:`~stgmtl.record.cosine.RepCosineProbe`,
+    :class:`~stgmtl.record.ptg.PTGProbe`).
     """
     cls = PROBE_SIGNALS.get(signal)
     if cls is None:
@@ -152,7 +158,7 @@ def record_affinity(
         Returns logits ``(B, T)`` (binary tasks; the free ``label`` and ``datamap`` signals and
         the gradient probes also take ``(B, T, C)``).
     signals : sequence of str
-        Any of :data:`SIGNALS` (default all eight).
+        Any of :data:`SIGNALS` (default all nine).
     epochs : int
         Training epochs (``colearning`` needs at least 2).
     optimizer : torch.optim.Optimizer, optional

@@ -18,12 +18,16 @@ method         rule                                        cost of the search
 ``partition``  best split into non-overlapping groups      exact, ``O(k 3^T)`` (vs Bell(T)
                (TAG's score, or total within-group         partitions); ``T <= 14`` by default
                affinity)
+``ptg``        Principled Task Grouping (Wang et al.       exact MILP over the ``2^T - 1``
+               2024): exactly ``n`` distinct, possibly     groups (scipy's HiGHS); ``T <= 12``
+               overlapping groups, sum of (1/|G|) x        by default
+               in-group gains, diagonal included
 ``kmeans``     spectral embedding of the affinity ->       ``O(T^2 d)`` + k-means; any ``T``
                k-means -> one group per task               (the scalable route)
 =============  ==========================================  =====================================
 
 :func:`select` dispatches by name; the back-ends are also public (:func:`tag_select`,
-:func:`standley_select`, :func:`best_partition`, :func:`kmeans_select`).
+:func:`standley_select`, :func:`best_partition`, :func:`ptg_select`, :func:`kmeans_select`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from stgmtl.grouping.selection.exhaustive import (
     tag_select,
 )
 from stgmtl.grouping.selection.inputs import affinity_values
+from stgmtl.grouping.selection.ptg import ptg_select
 from stgmtl.grouping.selection.result import TaskSelection
 from stgmtl.grouping.selection.standley import (
     SearchResult,
@@ -65,6 +70,7 @@ __all__ = [
     "best_partition",
     "kmeans_select",
     "network_candidates",
+    "ptg_select",
     "score_groups",
     "select",
     "standley_cost",
@@ -74,7 +80,7 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`select`.
-SELECT_METHODS = ("tag", "standley", "partition", "kmeans")
+SELECT_METHODS = ("tag", "standley", "partition", "ptg", "kmeans")
 
 
 def score_groups(
@@ -188,16 +194,16 @@ def select(
     ----------
     affinity : TaskAffinity, array-like, or (``"standley"``) a mapping network -> scores
         ``[i, j]`` = effect of task ``i`` on task ``j``, larger = more helpful.
-    method : {"tag", "standley", "partition", "kmeans"}
+    method : {"tag", "standley", "partition", "ptg", "kmeans"}
         See the table in :mod:`stgmtl.grouping.selection`.
     n_groups : int, optional
         ``"tag"``: most networks (required); ``"partition"``: exact number of groups (None:
-        any); ``"kmeans"``: number of groups (required).
+        any); ``"ptg"``, ``"kmeans"``: number of groups (required).
     budget : float, optional
         ``"standley"``: the cost budget (required).
     **kwargs
         Options of the back-end (:func:`tag_select`, :func:`standley_select`,
-        :func:`best_partition`, :func:`kmeans_select`).
+        :func:`best_partition`, :func:`ptg_select`, :func:`kmeans_select`).
 
     Returns
     -------
@@ -218,4 +224,6 @@ def select(
         raise fail("n_groups", f"a number of groups for method={method!r}", None)
     if method == "tag":
         return tag_select(affinity, n_groups, **kwargs)
+    if method == "ptg":
+        return ptg_select(affinity, n_groups, **kwargs)
     return kmeans_select(affinity, n_groups, **kwargs)

@@ -2,11 +2,14 @@
 
 Every back-end takes a :class:`~stgmtl.affinity.TaskAffinity` or a plain ``(T, T)`` array (with
 optional task names) and reads it with the same convention: ``values[i, j]`` is the effect of
-source task ``i`` on recipient task ``j``, larger meaning more helpful. The diagonal (a task's
-effect on itself) is never used by a selection rule, so it may be anything, NaN included.
-Off-diagonal NaN (an unobserved pair) is refused: a selection would have to invent a value for
-it, and the right value depends on the signal, so the caller fills it (for example with 0, "no
-effect", or with the mean of the observed pairs).
+source task ``i`` on recipient task ``j``, larger meaning more helpful.
+
+Unobserved pairs follow the toolkit's one rule (:data:`stgmtl.affinity.UNOBSERVED_RULE`): in a
+``TaskAffinity`` an off-diagonal NaN is a pair the signal never observed, and it reads as the
+mean of the observed off-diagonal values (as in the affinity features). A plain array carries
+no such convention: a NaN in it, on the diagonal or off it, is refused as the sign of a broken
+computation, naming where (wrap it in a ``TaskAffinity`` to mean "unobserved", or set an unread
+diagonal to 0). The diagonal (a task's effect on itself) is never read by a selection rule.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def affinity_values(
         if task_names is not None and list(task_names) != names:
             raise fail("task_names", f"None or the affinity's own {len(names)} task names",
                        task_names)  # fmt: skip
-        values = affinity.values.copy()
+        values = affinity.filled()
     else:
         if isinstance(affinity, (str, bytes, dict)) or affinity is None:
             raise fail(name, "a TaskAffinity or a (T, T) array", type(affinity).__name__,
@@ -65,6 +68,11 @@ def affinity_values(
     t = values.shape[0]
     if t < min_tasks:
         raise fail(name, f"at least {min_tasks} tasks", f"{t} task(s)")
+    if not isinstance(affinity, TaskAffinity) and np.isnan(np.diag(values)).any():
+        bad = [names[j] for j in np.flatnonzero(np.isnan(np.diag(values)))]
+        raise fail(name, "a finite diagonal in a plain array (selection never reads it, so set "
+                   "it to 0; only a TaskAffinity marks 'no self-affinity' with NaN)",
+                   f"NaN on the diagonal for tasks {bad}")  # fmt: skip
     np.fill_diagonal(values, 0.0)
     if np.isinf(values).any():
         raise fail(name, "finite values", "inf")
@@ -72,8 +80,8 @@ def affinity_values(
     if n_nan:
         raise fail(
             name,
-            "finite off-diagonal values (NaN marks an unobserved pair; fill those first, e.g. "
-            "with 0 for 'no effect')",
+            "finite off-diagonal values in a plain array (to mean 'unobserved pair', pass a "
+            "TaskAffinity: its NaN pairs read as the mean of the observed ones)",
             f"{n_nan} NaN off-diagonal entries",
         )
     return values, names

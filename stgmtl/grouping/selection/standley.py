@@ -5,7 +5,9 @@ The rule, as in the official code (``tstandley/taskgrouping``, ``network_selecti
 read and re-derived, not copied):
 
 * **Candidates** are networks (task sets) with a score per member task and a cost: a full-size
-  network costs 1, a half-size single-task network 0.5 (:func:`standley_cost`).
+  network costs 1, a half-size single-task network 0.5 (:func:`standley_cost`). The paper's
+  tables hold both sizes of single-task network; give the half-size ones as ``half_size=
+  {task: score}`` and the single-task entries of the table are then full-size (cost 1).
 * **A solution** is a set of candidates whose total cost fits the budget; each task is served
   by the chosen network where it scores best, and the solution's value is the sum (here: the
   mean) over tasks of those best scores. Every task must be served.
@@ -15,7 +17,8 @@ read and re-derived, not copied):
   candidates are tried best improvement first (the code's sort). Added here, and exact as
   well: a branch is cut when even the best score of every remaining candidate on every task
   could not beat the best solution found (branch and bound), and networks that end up serving
-  no task are removed from the answer (same score, lower cost).
+  no task are removed from the answer (same score, lower cost). The search itself lives in
+  :mod:`~stgmtl.grouping.selection.search` (:func:`standley_search`).
 * **Higher-order approximation** (the paper's HOA): a network of three or more tasks without a
   trained result is scored, per member task, by the mean of that task's results in the pair
   networks inside it.
@@ -43,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +55,13 @@ from stgmtl._checks import check_bool, check_float, check_int, check_names, fail
 from stgmtl.grouping.selection.exhaustive import serve
 from stgmtl.grouping.selection.inputs import affinity_values
 from stgmtl.grouping.selection.result import TaskSelection
+from stgmtl.grouping.selection.search import (
+    SearchResult,
+    cheapest_cover,
+    search_inputs,
+    standley_search,
+    unserved_tasks,
+)
 from stgmtl.grouping.selection.subsets import group_scores, mask_tasks, member_matrix, source_sums
 
 __all__ = [
@@ -65,6 +75,8 @@ __all__ = [
     "standley_select",
 ]
 
+#: Cost of a half-size single-task network (``half_size=`` of :func:`standley_select`).
+HALF_SIZE_COST = 0.5
 #: Default cap on the number of candidate networks of :func:`standley_select`.
 DEFAULT_MAX_CANDIDATES = 63
 
@@ -81,12 +93,18 @@ def standley_cost(network: Network) -> float:
 @dataclass
 class Candidates:
     """Candidate networks: ``masks`` (C,) int64, ``scores`` (C, T) float64 (``-inf`` = not a
-    member or not scored), ``trained`` (C,) bool (False = higher-order approximation)."""
+    member or not scored), ``trained`` (C,) bool (False = higher-order approximation), ``half``
+    (C,) bool (True = a half-size single-task network; its mask may repeat a full-size one's)."""
 
     task_names: list[str]
     masks: np.ndarray
     scores: np.ndarray
     trained: np.ndarray
+    half: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if len(self.half) != len(self.masks):
+            self.half = np.zeros(len(self.masks), dtype=bool)
 
     def networks(self) -> list[Network]:
         """The candidates as tuples of task names."""
@@ -116,7 +134,9 @@ def _parse_table(scores: Any, name: str) -> dict[Network, dict[str, float]]:
     for key, per_task in scores.items():
         net = _network(key, name)
         if frozenset(net) in seen:
-            raise fail(name, "each network once", f"{seen[frozenset(net)]} and {net}")
+            raise fail(name, "each network once (a half-size single-task network beside a "
+                       "full-size one goes in half_size={task: score})",
+                       f"{seen[frozenset(net)]} and {net}")  # fmt: skip
         seen[frozenset(net)] = net
         if not isinstance(per_task, Mapping) or set(map(str, per_task)) != set(net):
             raise fail(f"{name}[{key!r}]", f"a score for each of its tasks {list(net)}",
@@ -176,6 +196,7 @@ def network_candidates(
     higher_order: bool = True,
     max_network_size: int | None = None,
     single_score: float = 0.0,
+    half_size: Mapping[str, float] | None = None,
     name: str = "scores",
 ) -> Candidates:
     """Candidate networks and their per-task scores, from trained results or an affinity.
@@ -195,6 +216,9 @@ def network_candidates(
         Largest network considered (default: all sizes).
     single_score : float
         Score of a single-task network, for affinity input.
+    half_size : mapping task -> score, optional
+        Half-size single-task networks (table input only), appended after the table's
+        networks with ``half=True``.
     name : str
         Argument name for messages.
 
@@ -204,6 +228,9 @@ def network_candidates(
     """
     check_bool("higher_order", higher_order)
     if not isinstance(scores, Mapping):
+        if half_size is not None:
+            raise fail("half_size", "None for an affinity (it is for tables of trained results)",
+                       type(half_size).__name__)  # fmt: skip
         values, names = affinity_values(scores, task_names, name=name)
         t = len(names)
         size = check_int("max_network_size", t if max_network_size is None else max_network_size,
@@ -230,172 +257,70 @@ def network_candidates(
     if len(names) > _MAX_TASKS:
         raise fail(name, f"at most {_MAX_TASKS} tasks for Standley's search",
                    f"{len(names)} tasks")  # fmt: skip
-    return _from_table(table, names, higher_order, size)
+    cands = _from_table(table, names, higher_order, size)
+    return cands if half_size is None else _with_half(cands, half_size, name)
+
+
+def _with_half(cands: Candidates, half_size: Any, name: str) -> Candidates:
+    """``cands`` with one half-size single-task network per entry of ``half_size`` appended."""
+    where = "half_size" if name == "scores" else f"{name} (half_size)"
+    if not isinstance(half_size, Mapping):
+        raise fail(where, "a mapping task -> score", type(half_size).__name__, error=TypeError)
+    index = {n: j for j, n in enumerate(cands.task_names)}
+    unknown = sorted(str(k) for k in half_size if str(k) not in index)
+    if unknown:
+        raise fail(where, f"scores of the tasks {cands.task_names}", f"unknown tasks {unknown}")
+    t = len(cands.task_names)
+    masks, rows = [], []
+    for task, value in half_size.items():
+        j = index[str(task)]
+        row = np.full(t, -np.inf)
+        row[j] = check_float(f"{where}[{task!r}]", value)
+        masks.append(1 << j)
+        rows.append(row)
+    return Candidates(
+        task_names=cands.task_names,
+        masks=np.concatenate([cands.masks, np.array(masks, dtype=np.int64)]),
+        scores=np.vstack([cands.scores, np.array(rows).reshape(len(rows), t)]),
+        trained=np.concatenate([cands.trained, np.ones(len(rows), dtype=bool)]),
+        half=np.concatenate([cands.half, np.ones(len(rows), dtype=bool)]),
+    )
 
 
 def _costs(cands: Candidates, costs: Any) -> np.ndarray:
+    """Cost per candidate: half-size ones :data:`HALF_SIZE_COST`; the others from ``costs``,
+    defaulting to :func:`standley_cost` (or 1 for every network when half-size ones are given,
+    the table's single-task networks being full-size then)."""
     nets = cands.networks()
+    with_half = bool(cands.half.any())
+
+    def default(n: Network) -> float:
+        return 1.0 if with_half else standley_cost(n)
+
     if costs is None:
-        out = [standley_cost(n) for n in nets]
+        out = [default(n) for n in nets]
     elif callable(costs):
         out = [costs(n) for n in nets]
     elif isinstance(costs, Mapping):
         given = {frozenset(_network(k, "costs")): v for k, v in costs.items()}
-        out = [given.get(frozenset(n), standley_cost(n)) for n in nets]
+        out = [given.get(frozenset(n), default(n)) for n in nets]
     else:
         raise fail("costs", "None, a mapping network -> cost, or a callable", costs,
                    error=TypeError)  # fmt: skip
+    out = [HALF_SIZE_COST if h else c for c, h in zip(out, cands.half.tolist(), strict=True)]
     arr = np.array([check_float("costs", c) for c in out], dtype=np.float64)
     if (arr <= 0).any():
         raise fail("costs", "positive costs", float(arr.min()))
     return arr
 
 
-@dataclass
-class SearchResult:
-    """What :func:`standley_search` found: ``chosen`` candidate indices (empty: no affordable
-    set serves every task), ``value`` the mean over tasks of the best chosen score (``nan`` when
-    nothing is chosen), ``nodes`` visited and branches ``cut``."""
-
-    chosen: list[int]
-    value: float
-    nodes: int
-    cut: int
-
-
-def search_inputs(
-    scores: Any, costs: Any, budget: float, *, name: str = "scores"
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Checked inputs of :func:`standley_search`: ``(C, T)`` float64 scores, ``(C,)`` positive
-    finite costs, a positive budget (``ValueError`` "name: expected ..." otherwise)."""
-    sc = np.asarray(scores, dtype=np.float64)
-    if sc.ndim != 2 or sc.shape[0] < 1:
-        raise fail(name, "a (C, T) matrix with C >= 1", sc.shape)
-    cost = np.asarray(costs, dtype=np.float64)
-    if cost.shape != (sc.shape[0],) or not np.isfinite(cost).all() or (cost <= 0).any():
-        raise fail("costs", f"{sc.shape[0]} finite costs > 0", cost.shape)
-    return sc, cost, check_float("budget", budget, low=0.0, low_open=True)
-
-
-def standley_search(
-    scores: np.ndarray,
-    costs: np.ndarray,
-    budget: float,
-    *,
-    greater_is_better: bool = True,
-    bound: bool = True,
-) -> SearchResult:
-    """The exact search of :func:`standley_select` on a plain ``(C, T)`` score matrix.
-
-    The set of candidates within ``budget`` that serves every task and maximises (``greater_is_
-    better``) or minimises the mean over tasks of each task's best chosen score; depth-first with
-    the dominance and budget filters and the branch-and-bound cut of the module docstring.
-    Callers that are not about task sets (e.g. trained systems that serve tasks in other ways)
-    use it directly; :func:`standley_select` builds the matrix from networks.
-
-    Parameters
-    ----------
-    scores : np.ndarray
-        ``(C, T)``: candidate ``c``'s score on task ``t``; non-finite (NaN, +-inf) where ``c``
-        does not serve ``t``.
-    costs : np.ndarray
-        ``(C,)`` positive costs.
-    budget : float
-        Largest total cost.
-    greater_is_better : bool
-        False for losses.
-    bound : bool
-        Use the branch-and-bound cut (exact either way).
-
-    Returns
-    -------
-    SearchResult
-    """
-    sc, cost, b = search_inputs(scores, costs, budget)
-    sign = 1.0 if check_bool("greater_is_better", greater_is_better) else -1.0
-    gains = np.where(np.isfinite(sc), sign * sc, -np.inf)
-    search = _Search(gains, cost, check_bool("bound", bound))
-    search.run(b)
-    value = sign * search.best_value / sc.shape[1] if search.best else float("nan")
-    return SearchResult(list(search.best), float(value), search.nodes, search.cut)
-
-
-class _Search:
-    """Depth-first search with Standley's filters and a branch-and-bound cut."""
-
-    def __init__(self, gains: np.ndarray, costs: np.ndarray, bound: bool) -> None:
-        self.gains, self.costs, self.bound = gains, costs, bound
-        finite = gains[np.isfinite(gains)]
-        scale = float(np.abs(finite).max()) if finite.size else 1.0
-        self.tol = 1e-12 * max(1.0, scale) * gains.shape[1]
-        self.best_value = -np.inf
-        self.best: list[int] = []
-        self.nodes = 0
-        self.cut = 0
-
-    def _cut(self, running: np.ndarray, gains: np.ndarray, cost: np.ndarray, left: float) -> bool:
-        """Whether no set of the remaining candidates can beat the best solution found.
-
-        The final value is at most every task at its best remaining score, and at most
-        ``floor + knapsack``: ``floor[j]`` is task ``j``'s current
-        best, or for a task not yet served the lowest score any remaining candidate gives it
-        (it will get at least that); the value ``sum_j max(floor[j], best chosen on j)`` is a
-        facility-location function, hence submodular, so a set of candidates raises it by at
-        most the sum of what each raises it alone, and the best such sum within the budget left
-        is at most the fractional knapsack of those one-by-one raises.
-        """
-        served = np.isfinite(running)
-        member = np.isfinite(gains)
-        if not member[:, ~served].any(axis=0).all():
-            return True  # some task can no longer be served
-        low = np.where(member, gains, np.inf).min(axis=0)
-        floor = np.where(served, running, low)
-        each = np.where(gains > floor, gains - floor, 0.0).sum(axis=1)
-        order = np.argsort(-each / cost, kind="stable")
-        spent = np.cumsum(cost[order])
-        full = spent <= left + 1e-9
-        extra = float(each[order][full].sum())
-        rest = np.flatnonzero(~full)
-        if rest.size:
-            i = int(rest[0])
-            room = left - (float(spent[i - 1]) if i else 0.0)
-            extra += float(each[order][i]) * max(room, 0.0) / float(cost[order][i])
-        reach = float(np.maximum(running, gains.max(axis=0)).sum())  # every task at its best
-        return min(float(floor.sum()) + extra, reach) <= self.best_value + self.tol
-
-    def run(self, budget: float) -> None:
-        t = self.gains.shape[1]
-        self._node(np.arange(len(self.costs)), np.full(t, -np.inf), budget, [])
-
-    def _node(self, cand: np.ndarray, running: np.ndarray, left: float, chosen: list[int]) -> None:
-        self.nodes += 1
-        if chosen and np.isfinite(running).all():
-            value = float(running.sum())
-            if value > self.best_value + self.tol:
-                self.best_value, self.best = value, list(chosen)
-        gains = self.gains[cand]
-        keep = (self.costs[cand] <= left + 1e-9) & (gains > running).any(axis=1)
-        cand, gains = cand[keep], gains[keep]
-        if cand.size == 0:
-            return
-        if self.bound and self._cut(running, gains, self.costs[cand], left):
-            self.cut += 1
-            return
-        with np.errstate(invalid="ignore"):
-            gain = np.where(gains > running, gains - running, 0.0).max(axis=1)  # inf: unserved
-        order = np.argsort(-gain, kind="stable")
-        cand, gains = cand[order], gains[order]
-        for i in range(cand.size):
-            c = int(cand[i])
-            self._node(cand[i + 1 :], np.maximum(running, gains[i]), left - self.costs[c],
-                       [*chosen, c])  # fmt: skip
-
-
 def standley_select(
     scores: Any,
     budget: float,
     *,
+    half_size: Mapping[str, float] | None = None,
     test_scores: Any = None,
+    test_half_size: Mapping[str, float] | None = None,
     task_names: Any = None,
     costs: Mapping[Any, float] | Callable[[Network], float] | None = None,
     greater_is_better: bool = True,
@@ -414,15 +339,21 @@ def standley_select(
         ``"a|b"`` strings), or an affinity (see :func:`network_candidates`).
     budget : float
         Most total cost (full network 1, half-size single-task network 0.5 by default).
+    half_size : mapping task -> score, optional
+        Results of half-size single-task networks (cost 0.5), beside the full-size ones in
+        ``scores`` (whose single-task networks then cost 1): the layout of the paper's tables,
+        where the first row holds the half-size networks.
     test_scores : same kind as ``scores``, optional
         Held-out results: read for the chosen networks only, each task from its serving
         network (``test_task_scores``, ``test_score``); a chosen network missing from it is an
         error.
+    test_half_size : mapping task -> score, optional
+        Held-out results of the half-size networks (needed when one is chosen).
     task_names : sequence of str, optional
         Task order.
     costs : mapping or callable, optional
-        Cost per network (a mapping may list some networks only; others get
-        :func:`standley_cost`).
+        Cost per network of ``scores`` (a mapping may list some networks only; others get
+        :func:`standley_cost`, or 1 when ``half_size`` is given).
     greater_is_better : bool
         False for losses (lower is better); ``score`` is then the mean served loss.
     higher_order : bool
@@ -440,20 +371,20 @@ def standley_select(
     -------
     TaskSelection
         ``method="standley"``, ``cost`` = total cost of the chosen networks, ``meta`` with the
-        budget, candidates, visited nodes and whether each network's score was trained or
-        approximated.
+        budget, candidates, visited nodes, each network's cost, whether it is half-size and
+        whether its score was trained or approximated. Every chosen network serves a task.
+
+    Raises
+    ------
+    ValueError
+        A task in no candidate network (named), or a budget below the cheapest cover (given).
     """
     start = time.perf_counter()
     check_bool("greater_is_better", greater_is_better)
     check_bool("bound", bound)
-    cands = network_candidates(
-        scores,
-        task_names=task_names,
-        higher_order=higher_order,
-        max_network_size=max_network_size,
-        single_score=single_score,
-    )
-    names = cands.task_names
+    cands = network_candidates(scores, task_names=task_names, higher_order=higher_order,
+                               max_network_size=max_network_size, single_score=single_score,
+                               half_size=half_size)  # fmt: skip
     b = check_float("budget", budget, low=0.0, low_open=True)
     limit = check_int("max_candidates", max_candidates, low=1)
     if len(cands.masks) > limit:
@@ -465,33 +396,65 @@ def standley_select(
             f"{len(cands.masks)} candidates",
         )
     cost = _costs(cands, costs)
-    sign = 1.0 if greater_is_better else -1.0
-    gains = np.where(np.isfinite(cands.scores), sign * cands.scores, -np.inf)
+    _check_coverable(cands, cost, b)
     search = standley_search(cands.scores, cost, b, greater_is_better=greater_is_better,
                              bound=bound)  # fmt: skip
-    if not search.chosen:
-        raise fail("budget", "enough to serve every task with the candidate networks "
-                   f"(cheapest possible: {_cover_hint(gains, cost)})", b)  # fmt: skip
-    chosen = sorted(search.chosen, key=lambda c: ((int(cands.masks[c]) & -int(cands.masks[c])),
-                                                int(cands.masks[c])))  # fmt: skip
-    serving, _ = serve(gains[chosen])
-    chosen = [c for i, c in enumerate(chosen) if i in set(serving.tolist())]  # drop idle ones
+    out, chosen = _selection(cands, cost, search, b, greater_is_better, higher_order)
+    if test_scores is not None:
+        out.test_task_scores = _test_scores(test_scores, test_half_size, out, cands, chosen,
+                                            higher_order, max_network_size,
+                                            single_score)  # fmt: skip
+        out.test_score = float(np.mean(out.test_task_scores))
+    out.meta["seconds"] = time.perf_counter() - start
+    return out
+
+
+def _check_coverable(cands: Candidates, cost: np.ndarray, budget: float) -> None:
+    """Name the real problem when no selection exists: a task in no network, or the budget."""
+    members = np.isfinite(cands.scores)
+    missing = unserved_tasks(members)
+    if missing:
+        raise fail("scores", "every task in some candidate network (with a finite score)",
+                   f"no network serving {[cands.task_names[j] for j in missing]}")  # fmt: skip
+    need = cheapest_cover(members, cost)
+    if budget + 1e-9 < need:
+        raise fail("budget", f"at least {need:g}, the cost of the cheapest set of candidate "
+                   "networks that serves every task", budget)  # fmt: skip
+
+
+def _selection(
+    cands: Candidates,
+    cost: np.ndarray,
+    search: SearchResult,
+    budget: float,
+    greater_is_better: bool,
+    higher_order: bool,
+) -> tuple[TaskSelection, list[int]]:
+    """The search's answer as a TaskSelection and the chosen candidates in its network order
+    (by first task, a full-size network before a half-size one of the same task)."""
+    sign = 1.0 if greater_is_better else -1.0
+    gains = np.where(np.isfinite(cands.scores), sign * cands.scores, -np.inf)
+    masks = cands.masks
+    chosen = sorted(search.chosen, key=lambda c: (int(masks[c]) & -int(masks[c]), int(masks[c]),
+                                                  bool(cands.half[c])))  # fmt: skip
     serving, best = serve(gains[chosen])
     networks = cands.networks()
     meta = {
-        "budget": b,
+        "budget": budget,
         "greater_is_better": greater_is_better,
         "higher_order": higher_order,
-        "candidates": len(cands.masks),
+        "candidates": len(masks),
         "nodes": search.nodes,
         "cut": search.cut,
+        "idle_dropped": search.idle,
         "trained": [bool(cands.trained[c]) for c in chosen],
+        "half_size": [bool(cands.half[c]) for c in chosen],
         "network_costs": [float(cost[c]) for c in chosen],
         "search": "exact depth-first search, dominance + budget filters, branch and bound",
         "seconds": 0.0,
     }
     out = TaskSelection(
-        task_names=names,
+        task_names=cands.task_names,
         groups=[list(networks[c]) for c in chosen],
         serving=serving,
         task_scores=sign * best,
@@ -503,16 +466,12 @@ def standley_select(
         test_task_scores=None,
         meta=meta,
     )
-    if test_scores is not None:
-        out.test_task_scores = _test_scores(test_scores, out, cands, chosen, higher_order,
-                                            max_network_size, single_score)  # fmt: skip
-        out.test_score = float(np.mean(out.test_task_scores))
-    out.meta["seconds"] = time.perf_counter() - start
-    return out
+    return out, chosen
 
 
 def _test_scores(
     test_scores: Any,
+    test_half_size: Any,
     sel: TaskSelection,
     cands: Candidates,
     chosen: Iterable[int],
@@ -522,27 +481,20 @@ def _test_scores(
 ) -> np.ndarray:
     test = network_candidates(test_scores, task_names=sel.task_names, higher_order=higher_order,
                               max_network_size=max_network_size, single_score=single_score,
-                              name="test_scores")  # fmt: skip
+                              half_size=test_half_size, name="test_scores")  # fmt: skip
     if test.task_names != sel.task_names:
         raise fail("test_scores", f"the tasks {sel.task_names}", test.task_names)
-    row_of = {int(m): i for i, m in enumerate(test.masks)}
+    row_of = {(int(m), bool(h)): i for i, (m, h) in enumerate(zip(test.masks, test.half,
+                                                                  strict=True))}  # fmt: skip
     out = np.empty(sel.num_tasks)
-    nets = [int(cands.masks[c]) for c in chosen]
+    nets = [(int(cands.masks[c]), bool(cands.half[c])) for c in chosen]
     for j, c in enumerate(sel.serving):
         i = row_of.get(nets[c])
         if i is None:
-            raise fail("test_scores", f"a result for the chosen network {tuple(sel.groups[c])}",
-                       "none")  # fmt: skip
+            what = "test_half_size" if nets[c][1] else "test_scores"
+            raise fail(what, f"a result for the chosen network {tuple(sel.groups[c])}", "none")
         out[j] = test.scores[i, j]
         if not math.isfinite(out[j]):
             raise fail("test_scores", f"a score for task {sel.task_names[j]!r} in network "
                        f"{tuple(sel.groups[c])}", out[j])  # fmt: skip
     return out
-
-
-def _cover_hint(gains: np.ndarray, cost: np.ndarray) -> str:
-    t = gains.shape[1]
-    cheapest = [float(cost[np.isfinite(gains[:, j])].min(initial=np.inf)) for j in range(t)]
-    if any(math.isinf(c) for c in cheapest):
-        return "impossible: some task is in no candidate network"
-    return f"at least {max(cheapest):g}, at most {sum(cheapest):g}"
