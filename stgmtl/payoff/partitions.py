@@ -2,7 +2,8 @@
 
 :func:`build_partitions` makes, for each ``k``, the partition every signal implies under the one
 common selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition
-of the measured validation gains (``"truth (val)"``), random partitions and, in the exhaustive
+of the measured validation gains (``"truth (val)"``), fixed size-matched random partitions
+(the group sizes of the source partitions at that ``k`` in turn) and, in the exhaustive
 tier, every partition. :func:`partition_specs` turns one partition into the runs that train it
 with an architecture, and :func:`partition_rows` records which system serves each task.
 """
@@ -19,7 +20,7 @@ from stgmtl.grouping import TaskGroups
 from stgmtl.payoff.architectures import architecture
 from stgmtl.payoff.plan import network_spec
 from stgmtl.payoff.runs import RunSpec
-from stgmtl.payoff.search import partition_from_affinity, random_partition, set_partitions
+from stgmtl.payoff.search import partition_from_affinity, set_partitions
 from stgmtl.payoff.softness import soft_memberships
 from stgmtl.payoff.tables import system_id
 from stgmtl.payoff.truth import GroundTruth
@@ -136,8 +137,14 @@ def build_partitions(
                 groups = partition_from_affinity(objs[oid], k, random_state=random_state)
                 pid = f"{name}:k{k}" + (f":{j}" if len(by_obj) > 1 else "")
                 parts.append(Partition(pid, name, k, groups.labels, sorted(ss), groups))
+        # fixed random partitions, each trained on every seed; size-matched: control r takes
+        # the group sizes of the r-th source partition at this k (cycling), or sizes as equal
+        # as possible when there is no source
+        profiles = [np.bincount(p.labels, minlength=k) for p in parts if p.k == k]
         for r in range(random_partitions):
-            lab = random_partition(t, k, random_state=np.random.default_rng([random_state, k, r]))
+            rng = np.random.default_rng([random_state, k, r])
+            sizes = profiles[r % len(profiles)] if profiles else np.bincount(np.arange(t) % k)
+            lab = rng.permutation(np.repeat(np.arange(k), sizes))
             parts.append(Partition(f"random:k{k}:{r}", "random partition", k, lab, seeds))
         if mode == "subsets" and k > 1:
             for j, lab in enumerate(set_partitions(t, k)):

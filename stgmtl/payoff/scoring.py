@@ -42,6 +42,7 @@ from stgmtl.payoff.stats import holm, mantel_null, signal_ranking_meaningful
 from stgmtl.payoff.truth import GroundTruth, spearman
 
 __all__ = [
+    "reliability_sentence",
     "SCORE_COLUMNS",
     "aligned_values",
     "permutation_p_value",
@@ -334,3 +335,35 @@ def score_signals(
         )
         .alias("meaningful"),
     )
+
+
+def reliability_sentence(scores: pl.DataFrame) -> str:
+    """The truth's reliability in plain words, with a warning when signals cannot be ranked.
+
+    Read from the ``truth_*`` and ``meaningful`` columns of :func:`score_signals`.
+    """
+    if scores.height == 0 or "truth_seed_spearman" not in scores.columns:
+        return ""
+    row = scores.row(0, named=True)
+
+    def num(x: Any) -> str:
+        return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+    r, rel, ceil = row["truth_seed_spearman"], row["truth_reliability"], row["truth_ceiling"]
+    need = row["truth_seeds_for_0.7"]
+    text = (
+        f"Truth reliability: the pair gains of one seed rank like another's with Spearman "
+        f"{num(r)}; the seed mean's Spearman-Brown reliability is {num(rel)}"
+    )
+    if need is not None and math.isfinite(float(need)):
+        text += f" ({int(need)} seeds would reach 0.7)"
+    else:
+        text += " (no number of seeds would reach 0.7: the seeds do not agree at all)"
+    text += f"; no signal can rank-correlate with the mean gains much beyond {num(ceil)}."
+    if not bool(scores["meaningful"].any()):
+        text += (
+            " WARNING: this ceiling is below the Mantel test's critical rho for every signal, "
+            "so the signal ranking below is not meaningful (even a perfect signal could not be "
+            "told from chance): train more seeds first."
+        )
+    return text

@@ -17,8 +17,11 @@ Vocabulary:
 For every partition, architecture and training seed the **payoff** is the mean over tasks of the
 relative loss decrease against one model for all tasks of the same seed (``gain_vs_one``; > 0:
 the grouping is better) and against the single-task models (``gain_vs_single``), with the mean
-ROC AUC, on validation and on test. **Regret** at ``(k, architecture)`` is the best test payoff
-among the partitions evaluated there (every partition in the exhaustive tier) minus this one's.
+ROC AUC, on validation and on test, with the parameters and multiply-adds of the systems a
+partition uses. ``regret_oracle`` at ``(k, architecture)`` is the best test payoff among the
+partitions evaluated there minus this one's: an oracle (the best is picked on test), labelled so;
+nothing else in a table is picked on test. The source ``"exhaustive (val-best)"`` is the
+exhaustive tier's partition chosen on validation.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from stgmtl._checks import fail
 from stgmtl._io import atomic_dir, read_manifest, read_parquet, verified_file, write_manifest
 from stgmtl.affinity import TaskAffinity
 from stgmtl.payoff.runs import RunSpec
+from stgmtl.payoff.stats import rank_among_controls
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -46,6 +50,8 @@ __all__ = [
     "runs_table",
     "soft_vs_hard",
     "system_id",
+    "COLUMN_LABELS",
+    "labelled",
 ]
 
 #: The columns of a payoff summary in the order the command line and the report show them.
@@ -53,14 +59,51 @@ SUMMARY_COLUMNS = (
     "source",
     "k",
     "architecture",
+    "partitions",
     "seeds",
+    "parameters",
+    "macs",
     "gain_vs_one",
     "gain_vs_one_std",
     "gain_vs_single",
     "roc_auc",
     "roc_auc_std",
-    "regret",
+    "vs_random_percentile",
+    "vs_random_p",
+    "regret_oracle",
 )
+
+#: Display names of table columns (the command line and the report show these).
+COLUMN_LABELS = {
+    "gain_vs_one": "gain vs one model",
+    "gain_vs_one_std": "gain sd (seeds)",
+    "gain_vs_single": "gain vs single-task",
+    "roc_auc": "ROC AUC",
+    "roc_auc_std": "ROC AUC sd",
+    "regret_oracle": "regret (oracle: best on test)",
+    "macs": "multiply-adds",
+    "vs_random_percentile": "percentile among random",
+    "vs_random_p": "p vs random",
+    "spearman": "Spearman",
+    "spearman_lo": "Spearman 95% lo",
+    "spearman_hi": "Spearman 95% hi",
+    "kendall": "Kendall",
+    "p_value": "Mantel p",
+    "p_holm": "Mantel p (Holm)",
+    "critical_rho": "critical rho",
+    "top1": "top-1 partner",
+    "sign_accuracy": "sign accuracy",
+    "n_decided": "decided pairs",
+    "meaningful": "ranking meaningful",
+    "val_gain": "validation gain",
+    "test_gain": "test gain",
+}
+
+
+def labelled(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with its columns renamed to :data:`COLUMN_LABELS` for display."""
+    return df.rename({c: COLUMN_LABELS[c] for c in df.columns if c in COLUMN_LABELS})
+
 
 _FORMAT = "stgmtl.PayoffResult"
 _TABLES = (
@@ -228,8 +271,9 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
     """Per (source, k, architecture, split): mean and std over seeds and partitions; regret.
 
     Sources with several partitions (random draws, the exhaustive tier) are averaged over them;
-    ``regret`` is the best partition's test ``gain_vs_one`` at that ``(k, architecture)`` minus
-    the source's mean; ``best`` is the best single partition's gain there (the oracle).
+    ``regret_oracle`` is the best partition's test ``gain_vs_one`` at that ``(k,
+    architecture)`` minus the source's mean; ``best_oracle`` is that best partition's gain (both
+    pick on test: oracles).
     """
     if payoff.height == 0:
         return payoff
@@ -241,7 +285,7 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
     best = (
         per_part.filter(pl.col("split") == "test")
         .group_by("k", "architecture")
-        .agg(pl.col("gain_vs_one").max().alias("best"))
+        .agg(pl.col("gain_vs_one").max().alias("best_oracle"))
     )
     summary = (
         payoff.group_by("source", "k", "architecture", "split")
@@ -260,13 +304,44 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
         .join(best, on=["k", "architecture"], how="left")
         .with_columns(
             pl.when(pl.col("split") == "test")
-            .then(pl.col("best") - pl.col("gain_vs_one"))
+            .then(pl.col("best_oracle") - pl.col("gain_vs_one"))
             .otherwise(None)
-            .alias("regret")
+            .alias("regret_oracle")
         )
         .sort("split", "architecture", "k", "gain_vs_one", descending=[False, False, False, True])
     )
-    return summary
+    return _against_random(summary, per_part)
+
+
+def _against_random(summary: pl.DataFrame, per_part: pl.DataFrame) -> pl.DataFrame:
+    """Add ``vs_random_p`` / ``vs_random_percentile``: each source's seed-mean gain ranked
+    among the fixed random partitions at the same ``(k, architecture, split)``
+    (:func:`~stgmtl.payoff.stats.rank_among_controls`; ``p = (1 + #controls at least as good) /
+    (1 + P)``, so fewer than 19 controls cannot reach 5 %)."""
+    controls: dict[tuple[int, str, str], list[float]] = {}
+    for k, arch, split, g in (
+        per_part.filter(pl.col("source") == "random partition")
+        .select("k", "architecture", "split", "gain_vs_one")
+        .iter_rows()
+    ):
+        controls.setdefault((k, arch, split), []).append(g)
+    p_col: list[float | None] = []
+    pct_col: list[float | None] = []
+    for src, k, arch, split, g in summary.select(
+        "source", "k", "architecture", "split", "gain_vs_one"
+    ).iter_rows():
+        ctl = controls.get((k, arch, split))
+        if not ctl or src == "random partition" or g is None or not np.isfinite(g):
+            p_col.append(None)
+            pct_col.append(None)
+            continue
+        r = rank_among_controls(float(g), ctl)
+        p_col.append(float(r.p_value))
+        pct_col.append(float(r.percentile))
+    return summary.with_columns(
+        pl.Series("vs_random_p", p_col, dtype=pl.Float64),
+        pl.Series("vs_random_percentile", pct_col, dtype=pl.Float64),
+    )
 
 
 def soft_vs_hard(summary: pl.DataFrame) -> pl.DataFrame:
