@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from stgmtl._checks import check_float, check_int, seed_from
+from stgmtl._checks import check_float, check_int, fail, seed_from
 from stgmtl.payoff.recommendation import choose
 from stgmtl.payoff.stats import clopper_pearson, paired_confirmation
 
@@ -103,6 +103,7 @@ def simulate_null(
     noise_sd: float = 0.03,
     seed_sd: float = 0.05,
     serves: float = 1.0,
+    serving: np.ndarray | None = None,
     alpha: float = 0.05,
     max_exact: int = 20_000,
     random_state: Any = 0,
@@ -126,6 +127,9 @@ def simulate_null(
     serves : float
         Fraction of tasks each system serves (the rest NaN, as single-task and pair networks
         serve few tasks); at least one task each.
+    serving : np.ndarray, optional
+        ``(systems, tasks)`` bool: which tasks each system serves, in place of ``serves`` (e.g.
+        the real harness's single-task networks and grouped systems).
     alpha : float
         Level of the confirmation test and of the intervals.
     max_exact : int
@@ -146,11 +150,18 @@ def simulate_null(
     rng = np.random.default_rng(seed_from("random_state", random_state))
     cost = np.ones(systems) if costs is None else np.asarray(costs, dtype=np.float64)
     mu = rng.uniform(0.2, 0.8, size=tasks)
-    n_serve = max(1, int(round(serves * tasks)))
-    mask = np.zeros((systems, tasks), dtype=bool)
-    for c in range(systems):
-        mask[c, rng.choice(tasks, n_serve, replace=False)] = True
-    mask[rng.integers(systems), :] = True  # one system can serve every task alone
+    if serving is not None:
+        mask = np.asarray(serving, dtype=bool)
+        if mask.shape != (systems, tasks) or not mask.any(0).all():
+            raise fail(
+                "serving", f"a ({systems}, {tasks}) bool array serving every task", mask.shape
+            )
+    else:
+        n_serve = max(1, int(round(serves * tasks)))
+        mask = np.zeros((systems, tasks), dtype=bool)
+        for c in range(systems):
+            mask[c, rng.choice(tasks, n_serve, replace=False)] = True
+        mask[rng.integers(systems), :] = True  # one system can serve every task alone
     hits = val_hits = found = 0
     for _ in range(n_sim):
         cand, ref = _table(rng, mu, systems, seeds, noise_sd, seed_sd)
