@@ -74,9 +74,8 @@ def test_gains_noise_floor_and_decided_pairs_by_hand() -> None:
     floor = gt.noise_floor()
     ref = [np.std([1.0, 1.2], ddof=1) / 1.1, np.std([2.0, 2.2], ddof=1) / 2.1, 0.0]
     np.testing.assert_allclose(floor, ref)
-    d = gt.decided()
-    assert d[0, 2] and d[1, 2]  # c's floor is 0: every measured gain for c is decided
-    assert d[1, 0] == (abs(g_ba) > ref[0]) and not d[0, 1]
+    # two seeds: below the 5 the moderated pair tests need, no pair is decided
+    assert not gt.decided().any() and not gt.pair_tests().enough_seeds
     aff = gt.affinity()
     assert aff.signal == "truth" and aff.values[1, 0] == pytest.approx(g_ba)
     one = gt.one_model_gain()

@@ -248,3 +248,29 @@ def test_the_verdict_false_positive_rate_on_null_tables_is_at_most_alpha() -> No
     # ... while choosing on validation alone is far above it: the test can tell them apart
     assert r.validation_lo > 0.15
     assert r.candidate_rate > 0.5 and "Clopper-Pearson" in r.describe()
+
+
+# --------------------------------------------------------------------------- the truth
+def test_truth_decides_planted_pairs_only_with_five_seeds() -> None:
+    from stgmtl.payoff.truth import GroundTruth
+
+    rng = np.random.default_rng(0)
+    t, names = 5, [f"t{i}" for i in range(5)]
+
+    def truth(s: int) -> GroundTruth:
+        single = 1.0 + 0.01 * rng.standard_normal((s, t))
+        gain = np.zeros((t, t))
+        gain[1, 0], gain[3, 2] = 0.3, -0.3  # t1 helps t0; t3 harms t2
+        pair = single[:, None, :] * (1 - gain[None] + 0.01 * rng.standard_normal((s, t, t)))
+        for k in range(s):
+            np.fill_diagonal(pair[k], np.nan)
+        return GroundTruth(names, list(range(s)), "test", single, pair, np.full((s, t), np.nan))
+
+    five = truth(5)
+    tests = five.pair_tests()
+    assert tests.enough_seeds
+    assert tests.decided[1, 0] == 1 and tests.decided[3, 2] == -1
+    assert np.count_nonzero(tests.decided) == 2
+    rel = five.reliability()
+    assert rel["seeds"] == 5 and np.isfinite(rel["mean_reliability"])
+    assert not truth(4).decided().any()

@@ -2,26 +2,28 @@
 
 :func:`run_payoff` answers, for a user's own task suite, model and recipe:
 
-1. **The truth.** Under identical conditions (one :class:`~stgmtl.specialise.TrainConfig`; each
-   seed pairs the initialisation and the data order of every run), it trains one network per
-   task, one per pair of tasks (all pairs, or a seeded sample with ``max_pairs``) and one for all
-   tasks; for ``T <= 5`` every subset of tasks (the exhaustive tier). The gain of partner ``j``
-   for task ``i`` is the relative decrease of ``i``'s test loss against its single-task network;
-   the seed spread of single-task losses is the noise floor (:mod:`~stgmtl.payoff.truth`).
+1. **The truth.** Under identical conditions (one :class:`~stgmtl.specialise.TrainConfig`;
+   every run of a seed is paired: batches, dropout stream, initial weights of equal-shape
+   networks, head rows seeded by task), it trains one network per task, one per pair of tasks
+   (all pairs, or a seeded sample with ``max_pairs``) and one for all tasks; for ``T <= 5`` every
+   subset (the exhaustive tier). Pair gains, moderated pair tests and the truth's reliability
+   are in :mod:`~stgmtl.payoff.truth`.
 2. **The signals.** Each affinity signal is recorded in a run under the same conditions as the
-   all-task network of its seed (:mod:`~stgmtl.payoff.recording`; one run per signal, so each
-   has a measured recording cost), and scored against the test truth: rank correlations with
-   bootstrap intervals and a permutation test, top-1 partner accuracy, sign accuracy on decided
-   pairs (:mod:`~stgmtl.payoff.scoring`). Controls: a random matrix and the label statistics.
-3. **The payoff.** For each ``k`` the partition that each signal implies under the one common
-   selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition the
-   *validation* truth implies, and random partitions are trained with each architecture and
-   scored against single-task networks and one model for all tasks
-   (:mod:`~stgmtl.payoff.tables`); in the exhaustive tier every partition is scored,
-   so the best partition and the regret are exact.
-4. **The choice.** :func:`stgmtl.payoff.recommendation.recommend` picks, on validation and
-   within a budget, the networks to train (Standley's budgeted selection over every trained
-   system) and reports them on test, or says that one model is best.
+   all-task network of its seed (:mod:`~stgmtl.payoff.recording`) and scored against the test
+   truth (:mod:`~stgmtl.payoff.scoring`): rank correlations with bootstrap intervals, the
+   Mantel p-value Holm-corrected across signals, top-1 partner accuracy, sign accuracy on
+   decided pairs, and whether the truth is reliable enough to rank signals at all. Controls: a
+   random matrix and the label statistics.
+3. **The payoff at equal budgets.** For each ``k`` the partition each signal implies under one
+   common selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition the
+   *validation* truth implies, and fixed size-matched random partitions are trained with each
+   architecture of the registry (:mod:`~stgmtl.payoff.architectures`: budgets asserted) and
+   scored against the one models at each budget and the single-task networks
+   (:mod:`~stgmtl.payoff.tables`).
+4. **Choose, then confirm.** :func:`~stgmtl.payoff.recommendation.recommend` chooses on
+   validation the budget-matched one model and the candidate set of systems;
+   :func:`~stgmtl.payoff.confirm.confirm` retrains both on fresh seeds, and a one-sided paired
+   t-test on their test losses gives the verdict.
 
 Every run is independent and cached (:mod:`~stgmtl.payoff.runs`): a rerun, or a rerun with a
 new signal, trains only what is new. Before training, the plan and a time estimate (from timed

@@ -29,7 +29,9 @@ class Splits:
 
     Each is a map-style torch dataset or an object with ``loader(batch_size, *, shuffle,
     seed)`` (see :mod:`stgmtl.specialise.data`). Models train on ``train`` only; ``val`` chooses
-    (groupings, budgets, softness) and ``test`` reports.
+    the candidate grouping and the budget-matched one model; ``test`` reports, and the verdict
+    is a test on models retrained on fresh seeds (``separate-soft``'s softness is fixed in
+    advance by a target entropy, not chosen).
     """
 
     train: Any
