@@ -304,8 +304,8 @@ class DataMapCallback(TrainerCallback):
         if not path.is_file():
             raise FileNotFoundError(
                 f"DataMapCallback: resuming at step {state.global_step}, but {path} does not "
-                "exist; resume from a checkpoint written with this callback, or pass resume_from= the "
-                "checkpoint folder when it is not <output_dir>/checkpoint-<step>"
+                "exist; resume from a checkpoint written with this callback, or pass "
+                "resume_from= the checkpoint folder when it is not <output_dir>/checkpoint-<step>"
             )
         saved = load_checkpoint(path, map_location="cpu")
         if saved["global_step"] != state.global_step:
