@@ -192,3 +192,72 @@ def test_bad_arguments_are_named():
         DataMapCallback(object())
     with pytest.raises(TypeError, match="index_column: expected a non-empty str"):
         DataMapCallback(_recorder(), index_column="")
+
+
+def _one_process(events_per_rank, n):
+    """One recorder fed every process's forwards in the global batch order, each sample once
+    per epoch (the later occurrences are the repeats that even out the processes' batches)."""
+    recorder = DataMapRecorder(T, n, snapshot_epochs=[1, 2], snapshot_kind="epoch")
+    epochs = [_split_epochs(events) for events in events_per_rank]
+    for e in range(len(epochs[0])):
+        seen: set[int] = set()
+        for k in range(len(epochs[0][e])):
+            for rank_epochs in epochs:  # global batch k * world + rank
+                _, logits, labels, idx = rank_epochs[e][k]
+                valid = torch.tensor([int(i) not in seen for i in idx])
+                seen.update(int(i) for i in idx)
+                recorder.update(logits, labels, torch.as_tensor(idx), valid=valid)
+        recorder.end_epoch()
+    return recorder.compute()
+
+
+def _split_epochs(events):
+    epochs, current = [], []
+    for event in events:
+        if event[0] == "epoch":
+            epochs.append(current)
+            current = []
+        else:
+            current.append(event)
+    return epochs
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stgmtl import DataMaps
+
+    tests = Path(__file__).resolve().parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(tests.parent), str(tests), env.get("PYTHONPATH")) if p
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={port}", str(tests / "hf_ddp_worker.py"),
+           str(tmp_path)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "rank 1 of 2 done" in run.stdout
+
+    events = [torch.load(tmp_path / f"events{r}.pt", weights_only=False) for r in range(2)]
+    ref = _one_process(events, 30)
+    maps = DataMaps.load(tmp_path / "maps")
+    assert (maps.count == 2).all()  # the repeated samples are not counted twice
+    for r in range(2):  # every process ends with the merged maps
+        np.testing.assert_array_equal(
+            torch.load(tmp_path / f"maps{r}.pt", weights_only=False)["count"], maps.count
+        )
+    for key, value in ref.fields().items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":  # merge order: rounding
+            np.testing.assert_allclose(getattr(maps, key), value, rtol=0, atol=1e-12)
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(maps, key), value, err_msg=key)
+    assert (tmp_path / "run" / "checkpoint-3" / CHECKPOINT_FILE).is_file()
