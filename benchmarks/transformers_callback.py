@@ -9,6 +9,10 @@ run are dropped as warm-up. Estimates of "step with the callback / step without"
 
 ``ratio_of_medians``
     median step with / median step without, over all rounds.
+``paired_ratio``
+    one more run per round with the callback, recording on every other step only: the median
+    over pairs of neighbouring steps of (step recorded / step not recorded). Neighbouring steps
+    see the same load of a shared machine, so slow drifts cancel.
 ``ratio_from_hook_time``
     1 + median time inside the callback's two model hooks per step (ids taken out, labels
     noted, logits recorded) / median step without: steadier, blind to indirect costs (the
@@ -85,6 +89,27 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
+class Alternate(TrainerCallback):
+    """Records on even steps only (benchmark use of the callback's private switch)."""
+
+    def __init__(self, callback) -> None:
+        self.callback = callback
+        self.recorded: list[bool] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.callback._training = state.global_step % 2 == 0
+        self.recorded.append(self.callback._training)
+
+
+def _paired(times: list[float], recorded: list[bool], warmup: int) -> list[float]:
+    """step recorded / the next step (not recorded), for each pair after the warm-up."""
+    ratios = []
+    for i in range(warmup + warmup % 2, len(times) - 1, 2):
+        assert recorded[i] and not recorded[i + 1]
+        ratios.append(times[i] / times[i + 1])
+    return ratios
+
+
 def _timed(fn, total: list[float]):
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
@@ -96,8 +121,9 @@ def _timed(fn, total: list[float]):
     return wrapper
 
 
-def one_run(model_name: str, labels: int, n: int, steps: int, record: bool, out: Path):
-    """Step times of one short run, and the time inside the callback's hooks per step."""
+def one_run(model_name: str, labels: int, n: int, steps: int, record: bool | str, out: Path):
+    """Step times of one short run, the time inside the callback's hooks per step and, for
+    ``record="alternate"``, which steps were recorded."""
     hidden, layers, heads, length = MODELS[model_name]
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * hidden,
@@ -110,8 +136,9 @@ def one_run(model_name: str, labels: int, n: int, steps: int, record: bool, out:
                              logging_strategy="no", disable_tqdm=True, seed=0)  # fmt: skip
     timer = StepTimer()
     trainer = Trainer(model=model, args=args, callbacks=[timer],
-                      train_dataset=Tokens(n, labels, length, with_index=record))  # fmt: skip
+                      train_dataset=Tokens(n, labels, length, with_index=bool(record)))  # fmt: skip
     hook_times: list[float] = []
+    alternate = None
     if record:
         recorder = DataMapRecorder(labels, n)
         callback = record_datamaps(trainer, recorder)
@@ -119,9 +146,12 @@ def one_run(model_name: str, labels: int, n: int, steps: int, record: bool, out:
         callback._before_forward = _timed(callback._before_forward, hook_times)  # type: ignore[method-assign]
         callback._after_forward = _timed(callback._after_forward, hook_times)  # type: ignore[method-assign]
         callback.attach(trainer.model)
+        if record == "alternate":
+            alternate = Alternate(callback)
+            trainer.add_callback(alternate)
     trainer.train()
     per_step = [a + b for a, b in zip(hook_times[::2], hook_times[1::2], strict=True)]
-    return timer.times, per_step
+    return timer.times, per_step, None if alternate is None else alternate.recorded
 
 
 def main() -> None:
@@ -139,24 +169,28 @@ def main() -> None:
     for name in a.models:
         steps: dict[bool, list[float]] = {False: [], True: []}
         hooks: list[float] = []
+        pairs: list[float] = []
         for r in range(a.rounds):
             for record in (r % 2 == 0, r % 2 == 1):
-                t, h = one_run(name, a.labels, a.samples, a.steps, record, work)
+                t, h, _ = one_run(name, a.labels, a.samples, a.steps, record, work)
                 steps[record] += t[a.warmup :]
                 hooks += h[a.warmup :]
+            t, _, recorded = one_run(name, a.labels, a.samples, 2 * a.steps, "alternate", work)
+            pairs += _paired(t, recorded, a.warmup)
         without, with_ = statistics.median(steps[False]), statistics.median(steps[True])
         hook = statistics.median(hooks)
         rows.append({
             "model": name, "labels": a.labels, "samples": a.samples, "batch": BATCH,
             "steps_measured": len(steps[True]), "median_step_without_ms": 1e3 * without,
             "median_step_with_ms": 1e3 * with_, "median_hook_ms": 1e3 * hook,
-            "ratio_of_medians": with_ / without, "ratio_from_hook_time": 1 + hook / without,
+            "ratio_of_medians": with_ / without, "paired_ratio": statistics.median(pairs),
+            "pairs": len(pairs), "ratio_from_hook_time": 1 + hook / without,
         })  # fmt: skip
         row = rows[-1]
         print(f"{name:6s} T={a.labels}  step without {row['median_step_without_ms']:.2f} ms, "
               f"with {row['median_step_with_ms']:.2f} ms, hooks {row['median_hook_ms']:.3f} ms"
-              f"  ratio {row['ratio_of_medians']:.4f} (medians), "
-              f"{row['ratio_from_hook_time']:.4f} (hook time)", flush=True)  # fmt: skip
+              f"  ratio {row['ratio_of_medians']:.4f} (medians), {row['paired_ratio']:.4f} "
+              f"(paired), {row['ratio_from_hook_time']:.4f} (hook time)", flush=True)  # fmt: skip
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"python": sys.version.split()[0], "torch": torch.__version__,
             "transformers": transformers_version, "threads": torch.get_num_threads(),
