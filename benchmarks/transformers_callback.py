@@ -16,7 +16,8 @@ run are dropped as warm-up. Estimates of "step with the callback / step without"
 ``ratio_from_hook_time``
     1 + median time inside the callback's two model hooks per step (ids taken out, labels
     noted, logits recorded) / median step without: steadier, blind to indirect costs (the
-    index column's collation).
+    index column's collation). ``median_recorder_update_ms`` is the part of the hook time spent
+    in ``DataMapRecorder.update``.
 
 Models: ``small`` (hidden 128, 2 layers, sequences of 64, batch 32) and ``tiny`` (hidden 32,
 1 layer, sequences of 16, batch 32: the model does almost nothing, the worst case for the
@@ -138,6 +139,7 @@ def one_run(model_name: str, labels: int, n: int, steps: int, record: bool | str
     trainer = Trainer(model=model, args=args, callbacks=[timer],
                       train_dataset=Tokens(n, labels, length, with_index=bool(record)))  # fmt: skip
     hook_times: list[float] = []
+    update_times: list[float] = []
     alternate = None
     if record:
         recorder = DataMapRecorder(labels, n)
@@ -145,13 +147,15 @@ def one_run(model_name: str, labels: int, n: int, steps: int, record: bool | str
         callback.detach()  # re-attach with timed hooks
         callback._before_forward = _timed(callback._before_forward, hook_times)  # type: ignore[method-assign]
         callback._after_forward = _timed(callback._after_forward, hook_times)  # type: ignore[method-assign]
+        recorder.update = _timed(recorder.update, update_times)  # type: ignore[method-assign]
         callback.attach(trainer.model)
         if record == "alternate":
             alternate = Alternate(callback)
             trainer.add_callback(alternate)
     trainer.train()
     per_step = [a + b for a, b in zip(hook_times[::2], hook_times[1::2], strict=True)]
-    return timer.times, per_step, None if alternate is None else alternate.recorded
+    recorded = None if alternate is None else alternate.recorded
+    return timer.times, per_step, update_times, recorded
 
 
 def main() -> None:
@@ -169,13 +173,15 @@ def main() -> None:
     for name in a.models:
         steps: dict[bool, list[float]] = {False: [], True: []}
         hooks: list[float] = []
+        updates: list[float] = []
         pairs: list[float] = []
         for r in range(a.rounds):
             for record in (r % 2 == 0, r % 2 == 1):
-                t, h, _ = one_run(name, a.labels, a.samples, a.steps, record, work)
+                t, h, u, _ = one_run(name, a.labels, a.samples, a.steps, record, work)
                 steps[record] += t[a.warmup :]
                 hooks += h[a.warmup :]
-            t, _, recorded = one_run(name, a.labels, a.samples, 2 * a.steps, "alternate", work)
+                updates += u[a.warmup :]
+            t, _, _, recorded = one_run(name, a.labels, a.samples, 2 * a.steps, "alternate", work)
             pairs += _paired(t, recorded, a.warmup)
         without, with_ = statistics.median(steps[False]), statistics.median(steps[True])
         hook = statistics.median(hooks)
@@ -183,6 +189,7 @@ def main() -> None:
             "model": name, "labels": a.labels, "samples": a.samples, "batch": BATCH,
             "steps_measured": len(steps[True]), "median_step_without_ms": 1e3 * without,
             "median_step_with_ms": 1e3 * with_, "median_hook_ms": 1e3 * hook,
+            "median_recorder_update_ms": 1e3 * statistics.median(updates),
             "ratio_of_medians": with_ / without, "paired_ratio": statistics.median(pairs),
             "pairs": len(pairs), "ratio_from_hook_time": 1 + hook / without,
         })  # fmt: skip
