@@ -222,15 +222,12 @@ def _split_epochs(events):
     return epochs
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process(tmp_path):
+def _torchrun(*args) -> str:
     import os
     import socket
     import subprocess
     import sys
     from pathlib import Path
-
-    from stgmtl import DataMaps
 
     tests = Path(__file__).resolve().parent
     with socket.socket() as s:
@@ -242,14 +239,21 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={port}", str(tests / "hf_ddp_worker.py"),
-           str(tmp_path)]  # fmt: skip
+           *map(str, args)]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "rank 1 of 2 done" in run.stdout
+    return run.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path):
+    from stgmtl import DataMaps
+
+    assert "rank 1 of 2 done" in _torchrun(tmp_path)
 
     events = [torch.load(tmp_path / f"events{r}.pt", weights_only=False) for r in range(2)]
     ref = _one_process(events, 30)
-    maps = DataMaps.load(tmp_path / "maps")
+    maps = DataMaps.load(tmp_path / "maps_run")
     assert (maps.count == 2).all()  # the repeated samples are not counted twice
     for r in range(2):  # every process ends with the merged maps
         np.testing.assert_array_equal(
@@ -260,4 +264,13 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
             np.testing.assert_allclose(getattr(maps, key), value, rtol=0, atol=1e-12)
         elif isinstance(value, np.ndarray):
             np.testing.assert_array_equal(getattr(maps, key), value, err_msg=key)
-    assert (tmp_path / "run" / "checkpoint-3" / CHECKPOINT_FILE).is_file()
+    # resumed on two processes mid-epoch (step 3 of 4): rank 0 takes over the merged state
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    assert (checkpoint / CHECKPOINT_FILE).is_file()
+    assert "rank 1 resumed" in _torchrun(tmp_path, checkpoint)
+    resumed = DataMaps.load(tmp_path / "maps_resumed")
+    for key, value in maps.fields().items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            np.testing.assert_allclose(getattr(resumed, key), value, rtol=0, atol=1e-12)
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(resumed, key), value, err_msg=key)
