@@ -95,7 +95,7 @@ def _page_id(page: Path) -> str:
 
 
 # pages whose blocks train several models or start Lightning (> ~10 s on 2 cores)
-SLOW_PAGES = {"docs/guide/training.md", "docs/guide/lightning.md"}
+SLOW_PAGES = {"docs/guide/training.md", "docs/guide/lightning.md", "docs/guide/transformers.md"}
 
 
 @pytest.mark.parametrize(
@@ -136,6 +136,8 @@ def test_python_blocks_run(
         except ModuleNotFoundError as err:
             if err.name in ("lightning", "pytorch_lightning"):
                 pytest.skip(f"{page.name} needs the extra: pip install 'stgmtl[lightning]'")
+            if err.name in ("transformers", "accelerate"):
+                pytest.skip(f"{page.name} needs the extra: pip install 'stgmtl[transformers]'")
             raise
         ran += 1
     assert ran, f"{page}: every Python block is skipped"

@@ -2,6 +2,8 @@
 
 - :mod:`stgmtl.integrations.lightning`: :class:`DataMapCallback` for PyTorch Lightning
   (``pip install "stgmtl[lightning]"``).
+- :mod:`stgmtl.integrations.transformers`: :func:`~stgmtl.integrations.transformers.record_datamaps`
+  and ``DataMapCallback`` for the Hugging Face ``Trainer`` (``pip install "stgmtl[transformers]"``).
 
 Nothing is imported here, so that ``import stgmtl.integrations`` works without the extras.
 """
