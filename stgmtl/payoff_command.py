@@ -179,6 +179,12 @@ def add_payoff_parser(sub: Any) -> None:
     )
     p.add_argument("--max-pairs", type=int, default=None, help="train a seeded sample of pairs")
     p.add_argument(
+        "--no-singles",
+        action="store_true",
+        help="do not train single-task networks (default: trained whenever there is a truth "
+        "or at most 30 tasks; they are also candidates of the recommendation)",
+    )
+    p.add_argument(
         "--random-partitions",
         type=int,
         default=None,
@@ -312,6 +318,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
             seeds=seeds,
             truth=st["truth"],
             max_pairs=args.max_pairs,
+            singles=False if getattr(args, "no_singles", False) else None,
             signals=signals,
             signal_seeds=signal_seeds,
             ks=_ints(str(st["ks"])),
