@@ -124,7 +124,10 @@ def test_recommend_one_model_where_tasks_share_one_noisy_feature(tmp_path) -> No
     assert test["gain_vs_one"].max() < 0  # the planted answer holds on test
     rec = result.recommendation
     assert rec["one_model_best"] and rec["verdict"] == "one model"
-    assert rec["message"].startswith("One model for all tasks")
+    # either validation finds nothing better, or the fresh seeds reject what it found
+    assert rec["message"].startswith("One model for all tasks") or (
+        "the candidate was not confirmed" in rec["message"]
+    )
     assert json.loads(json.dumps(rec))["one_model_best"] is True
 
 

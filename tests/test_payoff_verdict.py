@@ -228,14 +228,21 @@ def test_confirm_applies_the_paired_test_to_fresh_seed_losses() -> None:
             _result(RunSpec("network", ("b",), seed=s), [lb], [0.8]),
             _result(RunSpec("network", names, seed=s, budget=2.0), [ra, r + 0.1], [0.7, 0.7]),
         ]
-        cand.append((la + lb) / 2)
-        ref.append((ra + r + 0.1) / 2)
+        cand.append((la / ra + lb / (r + 0.1)) / 2)  # per seed: mean relative loss over tasks
+        ref.append(1.0)
     confirm(rec, results, seeds)
+    x = 1.0 - np.array(cand)  # the one-sample t-test of the relative gain, by hand
+    t = x.mean() / (x.std(ddof=1) / np.sqrt(5))
+    from scipy import stats
+
+    assert rec.confirmation["loss"]["t"] == pytest.approx(t)
+    assert rec.confirmation["loss"]["p_value"] == pytest.approx(stats.t.sf(t, 4))
     expect = paired_confirmation(np.array(cand), np.array(ref))
     assert rec.confirmation["loss"]["p_value"] == pytest.approx(expect.p_value)
     assert rec.confirmation["loss"]["df"] == 4
-    assert rec.verdict == ("grouping" if expect.accepted else "one model")
+    # AUC is co-primary: constant +0.15 on every seed, so it passes; the verdict needs both
     assert rec.confirmation["roc_auc"]["mean_diff"] == pytest.approx(0.85 - 0.7)
+    assert rec.verdict == ("grouping" if expect.accepted else "one model")
     assert rec.message.startswith("Candidate (chosen on validation)")
 
 

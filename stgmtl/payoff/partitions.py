@@ -138,9 +138,13 @@ def build_partitions(
                 pid = f"{name}:k{k}" + (f":{j}" if len(by_obj) > 1 else "")
                 parts.append(Partition(pid, name, k, groups.labels, sorted(ss), groups))
         # fixed random partitions, each trained on every seed; size-matched: control r takes
-        # the group sizes of the r-th source partition at this k (cycling), or sizes as equal
-        # as possible when there is no source
-        profiles = [np.bincount(p.labels, minlength=k) for p in parts if p.k == k]
+        # the r-th distinct group-size profile of the source partitions at this k (cycling), or
+        # sizes as equal as possible when there is no source; each source is ranked only
+        # against the controls of its own profile (tables._against_random)
+        profiles = sorted(
+            {tuple(sorted(np.bincount(p.labels, minlength=k).tolist(), reverse=True))
+             for p in parts if p.k == k}
+        )  # fmt: skip
         for r in range(random_partitions):
             rng = np.random.default_rng([random_state, k, r])
             sizes = profiles[r % len(profiles)] if profiles else np.bincount(np.arange(t) % k)

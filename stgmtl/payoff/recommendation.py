@@ -38,7 +38,7 @@ import polars as pl
 
 from stgmtl._checks import check_float, fail
 from stgmtl.payoff.runs import RunSpec
-from stgmtl.payoff.search import select_networks, selection_objective
+from stgmtl.payoff.search import select_networks
 from stgmtl.payoff.tables import PayoffResult, system_id
 
 __all__ = ["Choice", "Recommendation", "choose", "recommend"]
@@ -61,7 +61,7 @@ class Choice:
     per_seed : np.ndarray
         ``(S,)`` the same objective per seed.
     per_budget : list of dict
-        The best set at each level: ``budget, chosen, cost, objective, exact``.
+        The best set at each level: ``budget, chosen, server, cost, objective, exact``.
     """
 
     chosen: list[int]
@@ -92,6 +92,10 @@ def choose(
     max_exact: int = 2_000_000,
 ) -> Choice:
     """Choose the candidate set on validation (module docstring, step 2), from arrays.
+
+    Only levels whose set beats the reference on validation (objective below 1) compete; among
+    them the cheapest whose objective is within one standard error (over seeds) of the best
+    level's is chosen. No such level: an empty choice.
 
     Parameters
     ----------
@@ -124,18 +128,21 @@ def choose(
             {
                 "budget": float(level),
                 "chosen": chosen,
+                "server": server,
                 "cost": float(costs[chosen].sum()),
                 "objective": obj,
                 "exact": exact,
             }
         )
-    if not found:
-        return Choice([], np.zeros(val.shape[2], dtype=np.int64), 0.0, math.inf, np.array([]))
-    best = min(found, key=lambda f: f[2])
+    beating = [f for f in found if f[2] < 1.0]  # only sets that beat the reference compete
+    if not beating:
+        return Choice([], np.zeros(val.shape[2], dtype=np.int64), 0.0, math.inf, np.array([]), rows)
+    best = min(beating, key=lambda f: f[2])
     per_seed_best = _served(val, best[3])
     s = per_seed_best.size
     se = float(per_seed_best.std(ddof=1) / math.sqrt(s)) if s > 1 else 0.0
-    level, chosen, obj, server = next(f for f in found if f[2] <= best[2] + se)
+    se = se if math.isfinite(se) else 0.0
+    level, chosen, obj, server = next(f for f in beating if f[2] <= best[2] + se)
     return Choice(chosen, server, level, obj, _served(val, server), rows)
 
 
@@ -212,7 +219,7 @@ class Recommendation:
         if not self.has_candidate:
             return (
                 f"One model for all tasks: no set of networks within a budget of {self.budget:g} "
-                f"model(s) beats the budget-matched reference ({ref}) even on validation."
+                f"model(s) beats the budget-matched reference ({ref}) on validation."
             )
         what = "; ".join(f"{s['kind']} on {len(s['tasks'])} task(s)" for s in self.systems)
         cand = (
@@ -223,6 +230,8 @@ class Recommendation:
         if not self.confirmation:
             return cand + " Not confirmed on fresh seeds: one model stays the recommendation."
         c = self.confirmation
+        if len(c.get("seeds", [])) < 5:
+            cand += " (Fewer than 5 fresh seeds: a smoke test, not a verdict.)"
         head = (
             "Train the candidate grouping: "
             if self.verdict == "grouping"
@@ -301,12 +310,18 @@ def recommend(
     column = str(result.settings.get("column", "loss"))
     names = list(result.task_names)
     ref, ref_budget = choose_reference(result, b, column)
-    ones = set(one_model_systems(result))
+    one = system_id(RunSpec("network", tuple(names)))
+    ones = set(one_model_systems(result)) - {one}  # the 1x one model stays a candidate
     info = {r["system"]: r for r in result.systems.iter_rows(named=True)}
-    systems = sorted(s for s in set(result.runs["system"].to_list()) if s not in ones)
-    base = float(info[system_id(RunSpec("network", tuple(names)))]["parameters"])
+    pool = sorted(s for s in set(result.runs["system"].to_list()) if s not in ones)
+    base = float(info[one]["parameters"])
+    val, _ = _cube(result.runs, ref, "val", column, pool, names)
+    # a candidate must have been trained on every exploration seed (systems of a signal
+    # recorded on one seed only are not comparable with three-seed means)
+    complete = [i for i in range(len(pool)) if np.isfinite(val[i]).any(1).all()]
+    systems = [pool[i] for i in complete]
+    val = val[complete]
     costs = np.array([max(float(info[s]["parameters"]) / base, 1e-6) for s in systems])
-    val, _ = _cube(result.runs, ref, "val", column, systems, names)
     test, _ = _cube(result.runs, ref, "test", column, systems, names)
     choice = choose(val, costs, b, max_exact=max_exact) if systems else None
     per_budget = pl.DataFrame(
@@ -316,7 +331,7 @@ def recommend(
                 "systems": json.dumps([systems[c] for c in r["chosen"]]),
                 "cost": r["cost"],
                 "val_gain": 1.0 - r["objective"],
-                "test_gain": 1.0 - selection_objective(_seed_mean(test), r["chosen"]),
+                "test_gain": float(1.0 - np.nanmean(_served(test, r["server"]))),
                 "exact": r["exact"],
             }
             for r in (choice.per_budget if choice else [])

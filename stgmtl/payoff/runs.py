@@ -19,7 +19,8 @@ What each kind builds, and the asserted budget band, is in
 :mod:`~stgmtl.payoff.architectures`. Every run uses the recipe (a
 :class:`~stgmtl.specialise.training.TrainConfig`) with the spec's seed: runs of the same seed are
 paired (the same batches in the same order, the same dropout stream, the same initial weights for
-networks of equal shape, and each task's head row seeded by its name; see
+networks of equal shape, and each task's head row seeded by its name (not in a branched model
+with several branches, whose heads sit in the branches); see
 :func:`~stgmtl.specialise.training.train_model`).
 
 Caching: a run's key (:func:`run_key`) is the sha256 of its spec, the recipe (without seed and

@@ -15,8 +15,9 @@ Vocabulary:
     model's parameters).
 
 For every partition, architecture and training seed the **payoff** is the mean over tasks of the
-relative loss decrease against one model for all tasks of the same seed (``gain_vs_one``; > 0:
-the grouping is better) and against the single-task models (``gain_vs_single``), with the mean
+relative loss decrease against the one model at the partition's budget (``gain_vs_budget``; the
+fair comparison: > 0, the grouping is better at equal parameters), against one model at 1x
+(``gain_vs_one``) and against the single-task models (``gain_vs_single``), with the mean
 ROC AUC, on validation and on test, with the parameters and multiply-adds of the systems a
 partition uses. ``regret_oracle`` at ``(k, architecture)`` is the best test payoff among the
 partitions evaluated there minus this one's: an oracle (the best is picked on test), labelled so;
@@ -63,19 +64,23 @@ SUMMARY_COLUMNS = (
     "seeds",
     "parameters",
     "macs",
+    "gain_vs_budget",
+    "gain_vs_budget_std",
     "gain_vs_one",
-    "gain_vs_one_std",
     "gain_vs_single",
     "roc_auc",
     "roc_auc_std",
     "vs_random_percentile",
     "vs_random_p",
+    "vs_random_n",
     "regret_oracle",
 )
 
 #: Display names of table columns (the command line and the report show these).
 COLUMN_LABELS = {
-    "gain_vs_one": "gain vs one model",
+    "gain_vs_one": "gain vs one model (1x)",
+    "gain_vs_budget": "gain vs one model at budget",
+    "gain_vs_budget_std": "sd (seeds)",
     "gain_vs_one_std": "gain sd (seeds)",
     "gain_vs_single": "gain vs single-task",
     "roc_auc": "ROC AUC",
@@ -84,6 +89,7 @@ COLUMN_LABELS = {
     "macs": "multiply-adds",
     "vs_random_percentile": "percentile among random",
     "vs_random_p": "p vs random",
+    "vs_random_n": "random controls",
     "spearman": "Spearman",
     "spearman_lo": "Spearman 95% lo",
     "spearman_hi": "Spearman 95% hi",
@@ -145,6 +151,7 @@ def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
                 pl.lit(sid).alias("system"),
                 pl.lit(r.spec.kind).alias("kind"),
                 pl.lit(r.spec.seed, dtype=pl.Int64).alias("seed"),
+                pl.lit(float(r.spec.budget)).alias("budget"),
                 pl.lit(r.parameters, dtype=pl.Int64).alias("parameters"),
                 pl.lit(r.macs, dtype=pl.Int64).alias("macs"),
                 pl.lit(r.train_seconds).alias("train_seconds"),
@@ -218,23 +225,31 @@ def payoff_table(
     auc = _loss_lookup(runs, "roc_auc")
     one = system_id(RunSpec("network", tuple(task_names)))
     seeds = sorted(set(runs["seed"].to_list()))
+    budget_of = dict(
+        runs.unique(subset=["system"]).select("system", pl.col("budget").fill_null(1.0)).iter_rows()
+    ) if "budget" in runs.columns else {}  # fmt: skip
     rows = []
     for (pid, source, k, arch), sub in partitions.group_by(
         "partition", "source", "k", "architecture", maintain_order=True
     ):
         serve = dict(zip(sub["task"].to_list(), sub["system"].to_list(), strict=True))
+        ref = _budget_reference(serve, budget_of, task_names, one)
+        sizes = "+".join(
+            map(str, sorted(np.bincount(sub["group"].to_numpy()).tolist(), reverse=True))
+        )
         used = [size.get(sid, (0, 0)) for sid in set(serve.values())]
         params, macs = sum(u[0] for u in used), sum(u[1] for u in used)
         for seed in seeds:
             for split in ("val", "test"):
                 vals = [loss.get((serve[t], seed, split, t), np.nan) for t in task_names]
                 ones = [loss.get((one, seed, split, t), np.nan) for t in task_names]
+                refs = [loss.get((ref, seed, split, t), np.nan) for t in task_names]
                 sing = [
                     loss.get((system_id(RunSpec("network", (t,))), seed, split, t), np.nan)
                     for t in task_names
                 ]
                 aucs = [auc.get((serve[t], seed, split, t), np.nan) for t in task_names]
-                v, o, s = np.array(vals), np.array(ones), np.array(sing)
+                v, o, s, b = np.array(vals), np.array(ones), np.array(sing), np.array(refs)
                 if not np.isfinite(v).all():
                     continue
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -242,11 +257,13 @@ def payoff_table(
                         {
                             "partition": pid,
                             "source": source,
+                            "sizes": sizes,
                             "k": int(k),
                             "architecture": arch,
                             "seed": int(seed),
                             "split": split,
                             "gain_vs_one": float(np.mean((o - v) / o)),
+                            "gain_vs_budget": float(np.mean((b - v) / b)),
                             "gain_vs_single": float(np.mean((s - v) / s)),
                             "roc_auc": float(np.nanmean(aucs))
                             if np.isfinite(aucs).any()
@@ -267,6 +284,17 @@ def payoff_table(
     )
 
 
+def _budget_reference(
+    serve: dict[str, str], budget_of: dict[str, float], names: list[str], one: str
+) -> str:
+    """The one model at the partition's budget: a grouped system's own budget, else the number
+    of networks serving the tasks (``k`` networks at the recipe's width: budget ``k``)."""
+    systems = set(serve.values())
+    grouped = [budget_of.get(s, 1.0) for s in systems if not s.startswith("net:")]
+    b = max(grouped) if grouped else float(len(systems))
+    return one if b == 1.0 else system_id(RunSpec("network", tuple(names), budget=b))
+
+
 def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
     """Per (source, k, architecture, split): mean and std over seeds and partitions; regret.
 
@@ -277,8 +305,8 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
     """
     if payoff.height == 0:
         return payoff
-    per_part = payoff.group_by("partition", "source", "k", "architecture", "split").agg(
-        pl.col("gain_vs_one", "gain_vs_single", "roc_auc", "loss").mean(),
+    per_part = payoff.group_by("partition", "source", "sizes", "k", "architecture", "split").agg(
+        pl.col("gain_vs_one", "gain_vs_budget", "gain_vs_single", "roc_auc", "loss").mean(),
         pl.col("gain_vs_one").std().alias("part_std"),
         pl.len().alias("seeds"),
     )
@@ -294,6 +322,8 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
             pl.col("seed").n_unique().alias("seeds"),
             pl.col("gain_vs_one").mean().alias("gain_vs_one"),
             pl.col("gain_vs_one").std().alias("gain_vs_one_std"),
+            pl.col("gain_vs_budget").mean().alias("gain_vs_budget"),
+            pl.col("gain_vs_budget").std().alias("gain_vs_budget_std"),
             pl.col("gain_vs_single").mean().alias("gain_vs_single"),
             pl.col("gain_vs_single").std().alias("gain_vs_single_std"),
             pl.col("roc_auc").mean().alias("roc_auc"),
@@ -314,33 +344,44 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
 
 
 def _against_random(summary: pl.DataFrame, per_part: pl.DataFrame) -> pl.DataFrame:
-    """Add ``vs_random_p`` / ``vs_random_percentile``: each source's seed-mean gain ranked
-    among the fixed random partitions at the same ``(k, architecture, split)``
-    (:func:`~stgmtl.payoff.stats.rank_among_controls`; ``p = (1 + #controls at least as good) /
-    (1 + P)``, so fewer than 19 controls cannot reach 5 %)."""
-    controls: dict[tuple[int, str, str], list[float]] = {}
-    for k, arch, split, g in (
-        per_part.filter(pl.col("source") == "random partition")
-        .select("k", "architecture", "split", "gain_vs_one")
-        .iter_rows()
-    ):
-        controls.setdefault((k, arch, split), []).append(g)
+    """Add ``vs_random_p`` / ``vs_random_percentile`` / ``vs_random_n``: each source's seed-mean
+    ``gain_vs_budget`` ranked among the fixed random partitions with **the same group sizes**
+    at the same ``(k, architecture, split)`` (:func:`~stgmtl.payoff.stats.rank_among_controls`;
+    ``p = (1 + #controls at least as good) / (1 + P)``, so fewer than 19 controls cannot reach
+    5 %). A source with several partitions (one per signal seed) uses their mean and the sizes
+    of its first; none with its sizes: null."""
+    controls: dict[tuple[Any, ...], list[float]] = {}
+    rand = per_part.filter(pl.col("source") == "random partition")
+    for k, arch, split, sizes, g in rand.select(
+        "k", "architecture", "split", "sizes", "gain_vs_budget"
+    ).iter_rows():
+        controls.setdefault((k, arch, split, sizes), []).append(g)
+    first_sizes = {
+        (src, k, arch, split): sizes
+        for src, k, arch, split, sizes in per_part.select(
+            "source", "k", "architecture", "split", "sizes"
+        ).iter_rows()
+    }
     p_col: list[float | None] = []
     pct_col: list[float | None] = []
+    n_col: list[int | None] = []
     for src, k, arch, split, g in summary.select(
-        "source", "k", "architecture", "split", "gain_vs_one"
+        "source", "k", "architecture", "split", "gain_vs_budget"
     ).iter_rows():
-        ctl = controls.get((k, arch, split))
+        ctl = controls.get((k, arch, split, first_sizes.get((src, k, arch, split))))
         if not ctl or src == "random partition" or g is None or not np.isfinite(g):
             p_col.append(None)
             pct_col.append(None)
+            n_col.append(None)
             continue
         r = rank_among_controls(float(g), ctl)
         p_col.append(float(r.p_value))
         pct_col.append(float(r.percentile))
+        n_col.append(len(ctl))
     return summary.with_columns(
         pl.Series("vs_random_p", p_col, dtype=pl.Float64),
         pl.Series("vs_random_percentile", pct_col, dtype=pl.Float64),
+        pl.Series("vs_random_n", n_col, dtype=pl.Int64),
     )
 
 
