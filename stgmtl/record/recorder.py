@@ -26,14 +26,21 @@ from stgmtl._checks import (
 from stgmtl.batches import distributed_valid_mask
 from stgmtl.datamaps import DataMaps, moments_to_stats
 from stgmtl.record.checks import UpdateRules, check_update, check_values, raise_bad_values
+from stgmtl.record.compact import (
+    MAX_UPDATES,
+    compact_state,
+    packed_statistics,
+    packed_targets,
+)
 from stgmtl.record.native import NativeKernel, native_kernel, native_status
 from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
 from stgmtl.record.update import accumulate, scratch_buffer
 
 __all__ = ["DataMapRecorder", "datamap_state", "distributed_valid_mask"]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _SETTINGS = ("validate", "recording", "cpu_threads", "kernel")
+LAYOUTS = ("compact", "float64")
 _CONFIG_KEYS = ("num_tasks", "num_samples", "task_names", "task_type", "ddof",
                 "snapshot_epochs", "snapshot_kind", "probe_indices")  # fmt: skip
 
@@ -156,6 +163,7 @@ class DataMapRecorder:
         recording: Literal["manual", "train", "eval"] = "manual",
         cpu_threads: int | None = 1,
         kernel: Literal["auto", "native", "torch"] = "auto",
+        layout: Literal["compact", "float64"] = "compact",
     ) -> None:
         self.num_tasks = check_int("num_tasks", num_tasks, low=1)
         self.num_samples = check_int("num_samples", num_samples, low=1)
@@ -184,8 +192,7 @@ class DataMapRecorder:
         if self.kernel == "native" and native_kernel() is None:
             why = native_status()["reason"]
             raise fail("kernel", f"'auto' or 'torch' (no native kernel here: {why})", kernel)
-        self.spec = datamap_state(self.task_type)
-        self._snap_spec = self.spec.snapshot_spec()
+        self._set_layout(check_choice("layout", layout, LAYOUTS))
         self.num_classes: int | None = None
         self._lut: torch.Tensor | None = None
         self._state: State | None = None
@@ -218,10 +225,17 @@ class DataMapRecorder:
         return rec
 
     # ------------------------------------------------------------------ state
+    def _set_layout(self, layout: str) -> None:
+        self.layout = layout
+        compact = layout == "compact"
+        self.spec = compact_state(self.task_type) if compact else datamap_state(self.task_type)
+        self._snap_spec = self.spec.snapshot_spec()
+        self._cells = "packed" if compact else "correct"  # a (rows, tasks) field
+
     @property
     def device(self) -> torch.device | None:
         """Device of the state, or ``None`` before the first update."""
-        return None if self._state is None else self._state["s1"].device  # type: ignore[union-attr]
+        return None if self._state is None else self._state["seen"].device  # type: ignore[union-attr]
 
     @property
     def rows(self) -> int:
@@ -327,13 +341,42 @@ class DataMapRecorder:
                 self._allocate(logits.device)
             assert self._state is not None
             if mask is not None:
-                self.spec.enable(self._state, "missing", like="correct")
-            targets_state = self._state["targets"]
-            assert targets_state is not None
-            accumulate(self._state, targets_state, self._scratch, logits, targets, rows, mask, yb)
+                self.spec.enable(self._state, "missing", like=self._cells)
+            compact = self.layout == "compact"
+            if compact:
+                self._count_rows(rows)
+            targets_state = self._state.get("targets")
+            accumulate(self._state, targets_state, self._scratch, logits, targets, rows, mask, yb,
+                       count=not compact)  # fmt: skip
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
+
+    def _count_rows(self, rows: torch.Tensor) -> None:
+        """Compact layout: count the rows' updates, refusing one past :data:`MAX_UPDATES`.
+
+        Checked at once on CPU or with ``validate=True`` (one small host transfer), else at
+        :meth:`end_epoch` and :meth:`compute`. A refused batch leaves the counts as they were.
+        """
+        assert self._state is not None
+        seen = self._state["seen"]
+        assert seen is not None
+        ones = torch.ones_like(rows)
+        seen.index_put_((rows,), ones, accumulate=True)
+        if self.validate or rows.device.type == "cpu":
+            top = int(seen[rows].max())
+            if top > MAX_UPDATES:
+                seen.index_put_((rows,), -ones, accumulate=True)
+                raise _too_many(top)
+
+    def _check_counts(self) -> None:
+        """Compact layout: raise if a sample was counted past :data:`MAX_UPDATES` (no check ran)."""
+        if self.layout == "compact" and self._state is not None:
+            seen = self._state["seen"]
+            assert seen is not None
+            top = int(seen.max()) if seen.numel() else 0
+            if top > MAX_UPDATES:
+                raise _too_many(top)
 
     def _native(self, logits: torch.Tensor, targets: torch.Tensor) -> NativeKernel | None:
         """The native kernel when it applies: CPU, binary tasks, ``kernel`` not "torch"."""
@@ -369,17 +412,35 @@ class DataMapRecorder:
         assert state is not None
         new_missing = mask is not None and state.get("missing") is None
         if new_missing:
-            self.spec.enable(state, "missing", like="correct")
+            self.spec.enable(state, "missing", like=self._cells)
         threads = self.cpu_threads if self.cpu_threads is not None else torch.get_num_threads()
-        refused = kernel.binary_update(
-            z, y, rows, mask, state, validate=self.validate, threads=threads
-        )
+        try:
+            if self.layout == "compact":
+                w = (z.shape[1] + 63) // 64
+                flips = scratch_buffer(self._scratch, "flips", (z.shape[0] * w,), torch.int64,
+                                       z.device)  # fmt: skip
+                refused: Any = kernel.compact_update(
+                    z, y, rows, mask, state, validate=self.validate, threads=threads, flips=flips
+                )
+            else:
+                refused = kernel.binary_update(
+                    z, y, rows, mask, state, validate=self.validate, threads=threads
+                )
+        except Exception:
+            refused = None
+            self._undo_allocation(fresh, carry, new_missing)
+            raise
         if refused is not None:  # put back what this call allocated, then explain
-            if fresh:
-                self._state, self._carry = None, carry
-            elif new_missing:
-                state["missing"] = None
+            self._undo_allocation(fresh, carry, new_missing)
+            if isinstance(refused, int):
+                raise _too_many(refused)
             raise_bad_values(refused, 1, mask is not None)
+
+    def _undo_allocation(self, fresh: bool, carry: State | None, new_missing: bool) -> None:
+        if fresh:
+            self._state, self._carry = None, carry
+        elif new_missing and self._state is not None:
+            self._state["missing"] = None
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
@@ -388,6 +449,7 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         assert self._state is not None
+        self._check_counts()
         self.epoch += 1
         if self.epoch in self.snapshot_epochs:
             self._snapshots[self.epoch] = self._snap_spec.clone(self._state)
@@ -419,6 +481,7 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         assert self._state is not None
+        self._check_counts()
         state, snaps = self._state, self._snapshots
         if self._carry is not None:  # mid-epoch: live part + carried part
             state = self._snap_spec.merge_(self.spec.clone(state), self._carry)
@@ -442,8 +505,7 @@ class DataMapRecorder:
             if self.probe_indices is None
             else self.probe_indices.copy()
         )
-        targets = state["targets"]
-        assert targets is not None
+        targets = state.get("targets")
         return DataMaps(
             task_names=list(self.task_names),
             sample_ids=sample_ids,
@@ -451,7 +513,9 @@ class DataMapRecorder:
             variability=var,
             correctness=corr,
             count=count,
-            targets=targets.T.to(torch.int32).cpu().numpy(),
+            targets=packed_targets(state)
+            if targets is None
+            else targets.T.to(torch.int32).cpu().numpy(),
             snapshot_epochs=sorted(snaps),
             snapshot_confidence=stack(0),
             snapshot_variability=stack(1),
@@ -466,6 +530,8 @@ class DataMapRecorder:
 
     def _statistics(self, raw: State, dtype: Any) -> tuple[np.ndarray, ...]:
         """(T, N) confidence, variability, correctness (``dtype``) and int32 count."""
+        if self.layout == "compact":
+            return packed_statistics(raw, self.ddof, dtype)
         s1, s2, right, seen = (raw[k] for k in ("s1", "s2", "correct", "seen"))
         assert s1 is not None and s2 is not None and right is not None and seen is not None
         n = seen.unsqueeze(1).expand_as(right)
@@ -483,7 +549,7 @@ class DataMapRecorder:
     # ------------------------------------------------------------ distributed
     def _all_reduce(self, live: list[State], snapshots: list[State]) -> None:
         """Sum (and max) states over all ranks, after checking the ranks are compatible."""
-        ref = live[0]["s1"]
+        ref = live[0]["seen"]
         assert ref is not None
         agree_across_ranks(
             {"epochs": self.epoch, "states": len(live) + len(snapshots), "tasks": self.num_tasks,
@@ -495,6 +561,15 @@ class DataMapRecorder:
             torch.distributed.all_reduce(classes, op=torch.distributed.ReduceOp.MAX)
             if self.num_classes is None and int(classes) >= 0:
                 self.num_classes = int(classes)
+        if self.layout == "compact":  # the merged counts must fit the packed words
+            for s in [*live, *snapshots]:
+                seen = s["seen"]
+                assert seen is not None
+                total = seen.clone()
+                torch.distributed.all_reduce(total)
+                top = int(total.max()) if total.numel() else 0
+                if top > MAX_UPDATES:
+                    raise _too_many(top, merged=True)
         self.spec.all_reduce_(live)
         self._snap_spec.all_reduce_(snapshots)
 
@@ -549,6 +624,7 @@ class DataMapRecorder:
         """Everything needed to resume recording exactly (tensors are not copied)."""
         return {
             "version": _STATE_VERSION,
+            "layout": self.layout,
             "config": self._config(),
             "epoch": self.epoch,
             "synced": self._synced,
@@ -570,6 +646,9 @@ class DataMapRecorder:
             If the state comes from a recorder with another configuration or is malformed.
         """
         sd = _upgrade(state_dict)
+        layout = sd["layout"]
+        if layout not in LAYOUTS:
+            raise fail("state_dict['layout']", f"one of {list(LAYOUTS)}", layout)
         mine, theirs = self._config(), sd["config"]
         if mine != theirs:
             diff = sorted(k for k in mine if mine.get(k) != theirs.get(k))
@@ -578,12 +657,18 @@ class DataMapRecorder:
                 f"in {diff}: saved {[theirs.get(k) for k in diff]}, this {[mine[k] for k in diff]}"
             )
         state, dims = sd["state"], self._dims()
-        if state is not None:
-            self.spec.validate(state, dims, "state_dict['state']")
-            for e, snap in sd["snapshots"].items():
-                self._snap_spec.validate(snap, dims, f"state_dict['snapshots'][{e}]")
-            if sd["carry"] is not None:
-                self._snap_spec.validate(sd["carry"], dims, "state_dict['carry']")
+        before = self.layout
+        self._set_layout(layout)  # a saved state resumes in its own layout
+        try:
+            if state is not None:
+                self.spec.validate(state, dims, "state_dict['state']")
+                for e, snap in sd["snapshots"].items():
+                    self._snap_spec.validate(snap, dims, f"state_dict['snapshots'][{e}]")
+                if sd["carry"] is not None:
+                    self._snap_spec.validate(sd["carry"], dims, "state_dict['carry']")
+        except ValueError:
+            self._set_layout(before)
+            raise
         self.reset()
         self.epoch = int(sd["epoch"])
         self._synced = bool(sd["synced"])
@@ -615,12 +700,25 @@ class DataMapRecorder:
         )
 
 
+def _too_many(top: int, merged: bool = False) -> RuntimeError:
+    what = "the processes' merged records would hold" if merged else "this update would make"
+    return RuntimeError(
+        f"DataMapRecorder: {what} {top} observations of one sample, more than the "
+        f"{MAX_UPDATES} the compact layout's 8-bit counters hold; the state is unchanged. "
+        f"Record fewer updates per sample, or use layout='float64' (21 bytes a cell)"
+    )
+
+
 def _upgrade(state_dict: Any) -> dict[str, Any]:
-    """Check a state dict's layout; version 1 (targets beside the state) becomes version 2."""
-    if not isinstance(state_dict, dict) or state_dict.get("version") not in (1, _STATE_VERSION):
+    """Check a state dict; versions 1 and 2 (float64 layout) become version 3.
+
+    Version 1 kept the targets beside the state; versions 1 and 2 have no ``layout`` entry
+    (their states are in the float64 layout).
+    """
+    if not isinstance(state_dict, dict) or state_dict.get("version") not in (1, 2, _STATE_VERSION):
         raise fail(
             "state_dict",
-            f"a DataMapRecorder.state_dict() (version 1 or {_STATE_VERSION})",
+            f"a DataMapRecorder.state_dict() (version 1 to {_STATE_VERSION})",
             type(state_dict).__name__
             if not isinstance(state_dict, dict)
             else f"version {state_dict.get('version')!r}",
@@ -628,12 +726,16 @@ def _upgrade(state_dict: Any) -> dict[str, Any]:
     need = {"config", "epoch", "synced", "num_classes", "state", "snapshots", "carry"}
     if state_dict["version"] == 1:
         need.add("targets")
+    if state_dict["version"] >= 3:
+        need.add("layout")
     missing = need - set(state_dict)
     if missing:
         raise ValueError(f"state_dict: expected entries {sorted(need)}, missing {sorted(missing)}")
     sd = dict(state_dict)
     if sd["version"] == 1:
         sd["state"] = None if sd["state"] is None else {**sd["state"], "targets": sd["targets"]}
+    if sd["version"] < 3:
+        sd["layout"] = "float64"
         sd["version"] = _STATE_VERSION
     if not isinstance(sd["config"], dict) or not isinstance(sd["snapshots"], dict):
         raise fail("state_dict", "'config' and 'snapshots' dicts", sorted(sd))
