@@ -75,9 +75,7 @@ def compact_state(task_type: str) -> StateSpec:
     return StateSpec(fields)
 
 
-def increment(
-    p: torch.Tensor, right: torch.Tensor, m: torch.Tensor | None
-) -> torch.Tensor:
+def increment(p: torch.Tensor, right: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     """int64 words to add for probabilities ``p`` and right predictions (0 / 1), masked by ``m``."""
     q = torch.floor(p * LEVELS + 0.5).clamp_(0, LEVELS).to(torch.int64)
     inc = (q * q).bitwise_left_shift_(S2_SHIFT)

@@ -27,15 +27,26 @@ T, N = 4, 10
 
 
 def _stats(dm):
-    return {k: getattr(dm, k) for k in ("confidence", "variability", "correctness", "count",
-            "targets", "snapshot_confidence", "snapshot_variability", "snapshot_correctness")}
+    return {
+        k: getattr(dm, k)
+        for k in (
+            "confidence",
+            "variability",
+            "correctness",
+            "count",
+            "targets",
+            "snapshot_confidence",
+            "snapshot_variability",
+            "snapshot_correctness",
+        )
+    }
 
 
 def _binary() -> DataMapRecorder:
     g = torch.Generator().manual_seed(0)
     rec = DataMapRecorder(T, N, snapshot_epochs=[1, 3], snapshot_kind="epoch", ddof=1)
     for epoch in range(3):
-        for b in range(3):
+        for _b in range(3):
             idx = torch.randperm(N, generator=g)[:6]
             z = torch.randn(6, T, generator=g) * 4
             z[0, 0] = 40.0  # p at 0 / 1
