@@ -237,5 +237,17 @@ def test_fit_datamaps_resumes_a_checkpoint_saved_by_0_2(tmp_path):
 def test_datamaps_saved_by_0_2_load():
     # the same recording as recorder_binary.pt, saved as DataMaps (format version 2)
     dm = DataMaps.load(OLD / "datamaps_binary")
-    assert dm.epochs == 2 and dm.snapshot_epochs == [1]
+    assert dm.epochs == 2 and dm.snapshot_epochs == [1] and dm.state_layout == "float64"
     _assert_stats(dm, np.load(OLD / "recorder_binary_expected.npz"))
+
+
+def test_datamaps_round_trip_the_state_layout(tmp_path):
+    rec = DataMapRecorder(3, 4)
+    rec.update(torch.randn(2, 3), torch.ones(2, 3), torch.tensor([0, 3]))
+    dm = rec.compute()
+    assert dm.state_layout == "compact"
+    back = DataMaps.load(dm.save(tmp_path / "maps"))
+    assert back.state_layout == "compact"
+    _assert_stats(back, {k: getattr(dm, k) for k in _STATS})
+    with pytest.raises(ValueError, match="state_layout"):
+        DataMaps(**{**dm.fields(), "state_layout": "float16"})

@@ -526,6 +526,7 @@ class DataMapRecorder:
             recording=self.recording,
             epochs=self.epoch,
             num_classes=self.num_classes if self.task_type == "multiclass" else None,
+            state_layout=self.layout,
         )
 
     def _statistics(self, raw: State, dtype: Any) -> tuple[np.ndarray, ...]:
