@@ -79,22 +79,33 @@ class DataMapRecorder:
     not NaN), correctness the fraction of right predictions. Samples never observed get NaN.
     Every occurrence of an index counts, also duplicates within one batch.
 
-    State is exact-merge friendly: float64 sums of ``p`` and ``p**2``, int32 right counts,
-    int64 per-sample update counts (and int32 missing-label counts once a mask is used), so
-    :meth:`sync` combines the processes' states with sums into the single-process result
-    (integers exactly, float64 sums up to rounding order). Variability is computed as
-    ``sqrt((S2 - S1**2 / n) / (n - ddof))`` in float64 (absolute error about 1e-8 when the
-    true value is 0).
+    State layouts (``layout``), both exact-merge friendly, so :meth:`sync` combines the
+    processes' states with sums into the single-process result:
 
-    Memory, sample-major ``(N, T)`` torch tensors on the logits' device: **21 bytes per
-    (task, sample)** for binary tasks (16 float64 sums + 4 int32 right count + 1 int8 target;
-    22 for multi-class, int16 targets), **+4** once a mask is used, **+20 per snapshot**
-    (and +20 for the epoch start while an ``"epoch"`` snapshot is open), plus 8 bytes per
-    sample and per-step scratch of about ``B * T`` bytes plus ``30 * min(B * T, 2**18)``
-    (on CPU a batch is processed in row chunks of about 2**18 values, which stay in cache;
-    on CUDA in one piece, scratch about ``B * T * 30`` bytes). For ``T * N`` too large,
-    record on ``probe_indices`` only: updates for other samples are dropped before any math.
-    Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
+    * ``"compact"`` (default; :mod:`stgmtl.record.compact`): per (sample, task) one int64
+      word holding integer sums of ``q = round(p * 8191)`` and ``q**2``, an 8-bit right count
+      and the binary target bit. Merges are exact and order-independent. **Error bound**
+      against the float64 layout: confidence and variability within ``6.2e-5`` (``ddof=1``
+      variability within ``8.8e-5``), correctness, counts and targets exact. A sample can be
+      observed at most **255 times** (``MAX_UPDATES``): the update (or :meth:`sync`) that
+      would pass it raises ``RuntimeError`` and changes nothing; use ``layout="float64"``
+      for longer recordings.
+    * ``"float64"``: float64 sums of ``p`` and ``p**2``, int32 right counts (integers merge
+      exactly, float64 sums up to rounding order); variability is computed as
+      ``sqrt((S2 - S1**2 / n) / (n - ddof))`` in float64 (absolute error about 1e-8 when the
+      true value is 0). No limit on the observations.
+
+    Memory, sample-major ``(N, T)`` torch tensors on the logits' device: compact, **8 bytes
+    per (task, sample)** for binary tasks (10 for multi-class: + int16 targets), **+1** once
+    a mask is used, **+8 per snapshot**; float64, **21 bytes** (16 float64 sums + 4 int32
+    right count + 1 int8 target; 22 for multi-class), **+4** with a mask, **+20 per
+    snapshot**; either one more snapshot's worth while an ``"epoch"`` snapshot is open, plus
+    8 bytes per sample and per-step scratch of about ``B * T`` bytes plus
+    ``30 * min(B * T, 2**18)`` (on CPU a batch is processed in row chunks of about 2**18
+    values, which stay in cache; on CUDA in one piece, scratch about ``B * T * 30`` bytes).
+    For ``T * N`` too large, record on ``probe_indices`` only: updates for other samples are
+    dropped before any math. Example: T = 100 tasks x N = 50,000 samples = 40 MB compact
+    (105 MB float64); T = 10,000 x 50,000 = 4.0 GB compact (10.5 GB float64).
 
     Devices: the state lives on the device of the first ``logits`` (later inputs are moved
     there). On CPU, binary batches go through the fused native kernel
@@ -144,8 +155,14 @@ class DataMapRecorder:
         built on first use in about a second; raises if it cannot be built). ``"torch"``: the
         pure-torch update of :mod:`stgmtl.record.update`. ``"auto"`` (default): native where it
         is available, else torch. Both compute ``p`` in the logits' precision (float32
-        logits: absolute error below ``1e-7``) and sum in float64; CUDA and multi-class
-        batches always take the torch path.
+        logits: absolute error below ``1e-7``); CUDA and multi-class batches always take the
+        torch path. In the compact layout the native kernel checks and adds a batch in one
+        pass and undoes a refused batch exactly.
+    layout : {"compact", "float64"}
+        The state layout (see above): ``"compact"`` (default, 8 bytes a cell, the stated error
+        bound, at most 255 observations of a sample) or ``"float64"`` (21 bytes a cell, float64
+        sums). A loaded state dict keeps the layout it was saved in (states saved before
+        stgmtl 0.3 are float64).
     """
 
     def __init__(
