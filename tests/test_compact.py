@@ -251,3 +251,20 @@ def test_datamaps_round_trip_the_state_layout(tmp_path):
     _assert_stats(back, {k: getattr(dm, k) for k in _STATS})
     with pytest.raises(ValueError, match="state_layout"):
         DataMaps(**{**dm.fields(), "state_layout": "float16"})
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_counts_carried_by_an_open_epoch_snapshot_count_towards_the_limit(kernel):
+    rec = DataMapRecorder(2, 2, kernel=kernel, snapshot_epochs=[2], snapshot_kind="epoch")
+    z, y, i = torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([0])
+    for _ in range(200):
+        rec.update(z, y, i)
+    rec.end_epoch()  # epoch 2 is a snapshot epoch: its sums restart at 0, 200 carried
+    for _ in range(MAX_UPDATES - 200):
+        rec.update(z, y, i)
+    with pytest.raises(RuntimeError, match="256 observations"):
+        rec.update(z, y, i)
+    rec.end_epoch()  # the carried part merges back without overflow
+    dm = rec.compute()
+    assert dm.count[0, 0] == MAX_UPDATES and dm.snapshot_confidence.shape == (1, 2, 2)
+    assert dm.confidence[0, 0] == pytest.approx(0.5, abs=BOUND)

@@ -135,14 +135,17 @@ class NativeKernel:
         validate: bool,
         threads: int,
         flips: torch.Tensor | None = None,
+        base: torch.Tensor | None = None,
     ) -> tuple[float, float, float, float, float] | int | None:
         """Check and add a binary batch to a compact state in one pass (undone if refused).
 
         Arguments as :meth:`binary_update`; ``state`` holds ``packed``, ``seen`` and (with a
         mask) ``missing``; ``flips`` is int64 scratch of at least ``B * ceil(T / 64)`` values
-        (allocated if not given). Returns None when added, the checked values when the check
-        refused the batch, or the count when a sample would pass the 255 observations its
-        counters hold. Nothing is changed unless it returns None.
+        (allocated if not given); ``base`` (int64, one per state row, optional) holds counts
+        kept elsewhere (an open per-epoch snapshot) that count towards the limit. Returns
+        None when added, the checked values when the check refused the batch, or the count
+        when a sample would pass the 255 observations its counters hold. Nothing is changed
+        unless it returns None.
         """
         b, t = z.shape
         need = b * ((t + 63) // 64)
@@ -158,6 +161,7 @@ class NativeKernel:
             p(state["packed"].data_ptr()),  # type: ignore[union-attr]
             p(missing.data_ptr() if missing is not None else None),
             p(state["seen"].data_ptr()),  # type: ignore[union-attr]
+            p(base.data_ptr() if base is not None else None),
             p(flips.data_ptr()), int(validate), max(1, int(threads)), p(out.data_ptr()),
         )  # fmt: skip
         if ret < 0:  # pragma: no cover - dtypes are mapped above
@@ -216,7 +220,7 @@ def _load() -> tuple[NativeKernel | None, str]:
                                          vp, vp, vp, vp, vp, vp, cint, cint, vp]  # fmt: skip
     lib.stgmtl_compact_update.restype = ctypes.c_int
     lib.stgmtl_compact_update.argtypes = [cint, cint, vp, vp, vp, vp, i64, i64, i64,
-                                          vp, vp, vp, vp, cint, cint, vp]  # fmt: skip
+                                          vp, vp, vp, vp, vp, cint, cint, vp]  # fmt: skip
     return NativeKernel(lib, path), "loaded"
 
 

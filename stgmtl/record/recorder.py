@@ -381,16 +381,23 @@ class DataMapRecorder:
         ones = torch.ones_like(rows)
         seen.index_put_((rows,), ones, accumulate=True)
         if self.validate or rows.device.type == "cpu":
-            top = int(seen[rows].max())
+            base = self._carried_seen()
+            top = int((seen[rows] if base is None else seen[rows] + base[rows]).max())
             if top > MAX_UPDATES:
                 seen.index_put_((rows,), -ones, accumulate=True)
                 raise _too_many(top)
+
+    def _carried_seen(self) -> torch.Tensor | None:
+        """Counts of an open ``"epoch"`` snapshot's carried state (they count towards the limit)."""
+        return None if self._carry is None else self._carry["seen"]
 
     def _check_counts(self) -> None:
         """Compact layout: raise if a sample was counted past :data:`MAX_UPDATES` (no check ran)."""
         if self.layout == "compact" and self._state is not None:
             seen = self._state["seen"]
             assert seen is not None
+            base = self._carried_seen()
+            seen = seen if base is None else seen + base
             top = int(seen.max()) if seen.numel() else 0
             if top > MAX_UPDATES:
                 raise _too_many(top)
@@ -437,8 +444,9 @@ class DataMapRecorder:
                 flips = scratch_buffer(self._scratch, "flips", (z.shape[0] * w,), torch.int64,
                                        z.device)  # fmt: skip
                 refused: Any = kernel.compact_update(
-                    z, y, rows, mask, state, validate=self.validate, threads=threads, flips=flips
-                )
+                    z, y, rows, mask, state, validate=self.validate, threads=threads,
+                    flips=flips, base=self._carried_seen(),
+                )  # fmt: skip
             else:
                 refused = kernel.binary_update(
                     z, y, rows, mask, state, validate=self.validate, threads=threads

@@ -446,7 +446,8 @@ void for_tiles(int64_t T, int threads, Fn fn) {
 template <typename Z, typename Y>
 int run_compact(const void* zv, const void* yv, const uint8_t* mask, const int64_t* rows,
                 int64_t B, int64_t T, int64_t R, uint64_t* words, uint8_t* missing,
-                int64_t* seen, uint64_t* flips, int validate, int threads, double* out) {
+                int64_t* seen, const int64_t* base, uint64_t* flips, int validate, int threads,
+                double* out) {
   const Z* z = static_cast<const Z*>(zv);
   const Y* y = static_cast<const Y*>(yv);
   for (int64_t i = 0; i < B; ++i) {  // always: a row out of range would write out of bounds
@@ -458,7 +459,7 @@ int run_compact(const void* zv, const void* yv, const uint8_t* mask, const int64
   int64_t top = 0;
   for (int64_t i = 0; i < B; ++i) {
     if (rows[i] < 0) continue;
-    const int64_t c = ++seen[rows[i]];
+    const int64_t c = ++seen[rows[i]] + (base ? base[rows[i]] : 0);
     top = c > top ? c : top;
   }
   if (top > kMaxUpdates) {  // no word could hold it: refuse before any change to the words
@@ -489,10 +490,11 @@ int run_compact(const void* zv, const void* yv, const uint8_t* mask, const int64
 template <typename Z>
 int dispatch_compact(int ycode, const void* z, const void* y, const uint8_t* mask,
                      const int64_t* rows, int64_t B, int64_t T, int64_t R, uint64_t* words,
-                     uint8_t* missing, int64_t* seen, uint64_t* flips, int validate, int threads,
-                     double* out) {
-#define STGMTL_RUN(TY) \
-  run_compact<Z, TY>(z, y, mask, rows, B, T, R, words, missing, seen, flips, validate, threads, out)
+                     uint8_t* missing, int64_t* seen, const int64_t* base, uint64_t* flips,
+                     int validate, int threads, double* out) {
+#define STGMTL_RUN(TY)                                                                       \
+  run_compact<Z, TY>(z, y, mask, rows, B, T, R, words, missing, seen, base, flips, validate, \
+                     threads, out)
   switch (ycode) {
     case 0: return STGMTL_RUN(float);
     case 1: return STGMTL_RUN(double);
@@ -533,20 +535,22 @@ int stgmtl_binary_update(int zcode, int ycode, const void* z, const void* y, con
 }
 
 // The compact layout's update: words (R x T uint64), missing (R x T uint8, or null without a
-// mask), seen (R int64), flips (scratch of B x ceil(T / 64) uint64). Returns 0 when the batch
+// mask), seen (R int64), base (R int64 counts held elsewhere, e.g. an open per-epoch
+// snapshot, that count towards the limit; or null), flips (scratch of B x ceil(T / 64) uint64).
+// Returns 0 when the batch
 // was added; 1 when the check refused it (out as above); 2 for a row >= R (out[0]); 3 when a
 // sample would be observed more than 255 times (out[0] the count); -1 for an unsupported dtype
 // code. Nothing is changed unless it returns 0.
 int stgmtl_compact_update(int zcode, int ycode, const void* z, const void* y, const uint8_t* mask,
                           const int64_t* rows, int64_t B, int64_t T, int64_t R, uint64_t* words,
-                          uint8_t* missing, int64_t* seen, uint64_t* flips, int validate,
-                          int threads, double* out) {
+                          uint8_t* missing, int64_t* seen, const int64_t* base, uint64_t* flips,
+                          int validate, int threads, double* out) {
   if (zcode == 0)
-    return dispatch_compact<float>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, flips,
-                                   validate, threads, out);
+    return dispatch_compact<float>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, base,
+                                   flips, validate, threads, out);
   if (zcode == 1)
-    return dispatch_compact<double>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, flips,
-                                    validate, threads, out);
+    return dispatch_compact<double>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, base,
+                                    flips, validate, threads, out);
   return -1;
 }
 }
