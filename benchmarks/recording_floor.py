@@ -113,7 +113,7 @@ def main() -> None:
         state = [np.zeros((r, t), d) for d in (np.float64, np.float64, np.int32, np.int8)]
         seen, out = np.zeros(r, np.int64), np.zeros(5)
         words, cseen = np.zeros((r, t), np.int64), np.zeros(r, np.int64)
-        flips = np.zeros(b * ((t + 63) // 64), np.int64)
+        flips = np.zeros(native.flips_size(b, t), np.int64)
         ptr = ctypes.c_void_p
 
         def step() -> tuple[np.ndarray, float]:

@@ -144,13 +144,17 @@ def test_counter_overflow_is_refused_and_leaves_the_state_unchanged(kernel):
 
 
 @pytest.mark.skipif("native" not in KERNELS, reason="native kernel unavailable")
-def test_refused_batch_is_rolled_back_bit_for_bit_with_new_target_bits():
-    rec = DataMapRecorder(70, 6, kernel="native", cpu_threads=2)
-    z, y, i, m = _stream(1, n_batches=1, b=4, t=70, n=6)[0]
-    rec.update(z, torch.zeros_like(y), i, mask=m)  # only negatives so far: target bits clear
+@pytest.mark.parametrize("threads", [1, 2])
+def test_refused_batch_is_rolled_back_bit_for_bit_with_new_target_bits(threads):
+    t = 2100  # three column tiles of the kernel: one without new target bits
+    rec = DataMapRecorder(t, 6, kernel="native", cpu_threads=threads)
+    z, y, i, m = _stream(1, n_batches=1, b=6, t=t, n=6)[0]
+    y = torch.zeros_like(y)
+    y[:, :1024] = 1.0  # positives seen in the first tile only: its target bits are set
+    rec.update(z, y, torch.arange(6), mask=m | (torch.arange(t) < 1024))
     before = copy.deepcopy(rec.state_dict()["state"])
-    z2, y2, i2, m2 = _stream(2, n_batches=1, b=5, t=70, n=6)[0]
-    z2[4, 69] = float("nan")  # the very last value: everything else was added first
+    z2, y2, i2, m2 = _stream(2, n_batches=1, b=5, t=t, n=6)[0]
+    z2[4, t - 1] = float("nan")  # the very last value: everything else was added first
     with pytest.raises(ValueError, match="logits: expected finite values"):
         rec.update(z2, torch.ones_like(y2), i2, mask=m2)
     after = rec.state_dict()["state"]

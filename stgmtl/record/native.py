@@ -40,7 +40,7 @@ import torch
 
 from stgmtl._io import atomic_file
 
-__all__ = ["NativeKernel", "native_kernel", "native_status"]
+__all__ = ["NativeKernel", "flips_size", "native_kernel", "native_status"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "datamap_update.cpp"
 _ABI = 2  # bump with the C interface (stgmtl_datamap_abi)
@@ -140,7 +140,7 @@ class NativeKernel:
         """Check and add a binary batch to a compact state in one pass (undone if refused).
 
         Arguments as :meth:`binary_update`; ``state`` holds ``packed``, ``seen`` and (with a
-        mask) ``missing``; ``flips`` is int64 scratch of at least ``B * ceil(T / 64)`` values
+        mask) ``missing``; ``flips`` is int64 scratch of at least :func:`flips_size` values
         (allocated if not given); ``base`` (int64, one per state row, optional) holds counts
         kept elsewhere (an open per-epoch snapshot) that count towards the limit. Returns
         None when added, the checked values when the check refused the batch, or the count
@@ -148,7 +148,7 @@ class NativeKernel:
         unless it returns None.
         """
         b, t = z.shape
-        need = b * ((t + 63) // 64)
+        need = flips_size(b, t)
         if flips is None or flips.numel() < need:
             flips = torch.empty(max(need, 1), dtype=torch.int64)
         out = torch.zeros(5, dtype=torch.float64)
@@ -174,6 +174,11 @@ class NativeKernel:
             zlo, zhi, ylo, yhi, bad = out.tolist()
             return zlo, zhi, ylo, yhi, bad
         return None
+
+
+def flips_size(batch: int, tasks: int) -> int:
+    """int64 scratch values :meth:`NativeKernel.compact_update` needs: a bitmap and tile flags."""
+    return batch * ((tasks + 63) // 64) + (batch * ((tasks + 1023) // 1024) + 7) // 8
 
 
 def _build(cxx: str) -> Path:

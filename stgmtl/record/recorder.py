@@ -32,7 +32,7 @@ from stgmtl.record.compact import (
     packed_statistics,
     packed_targets,
 )
-from stgmtl.record.native import NativeKernel, native_kernel, native_status
+from stgmtl.record.native import NativeKernel, flips_size, native_kernel, native_status
 from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
 from stgmtl.record.update import accumulate, scratch_buffer
 
@@ -440,9 +440,8 @@ class DataMapRecorder:
         threads = self.cpu_threads if self.cpu_threads is not None else torch.get_num_threads()
         try:
             if self.layout == "compact":
-                w = (z.shape[1] + 63) // 64
-                flips = scratch_buffer(self._scratch, "flips", (z.shape[0] * w,), torch.int64,
-                                       z.device)  # fmt: skip
+                size = flips_size(z.shape[0], z.shape[1])
+                flips = scratch_buffer(self._scratch, "flips", (size,), torch.int64, z.device)
                 refused: Any = kernel.compact_update(
                     z, y, rows, mask, state, validate=self.validate, threads=threads,
                     flips=flips, base=self._carried_seen(),

@@ -169,8 +169,13 @@ def _add_packed(
         words.index_put_((rows,), inc, accumulate=True)
     idx = rows.view(-1, 1).expand(tgt.shape)
     if targets is None:  # binary: bit 63 where a positive label is observed
-        cand = words[rows].bitwise_or_(tgt.eq(1).to(torch.int64).bitwise_left_shift_(63))
-        words.scatter_reduce_(0, idx, cand, "amin")
+        cand = words[rows]
+        new = tgt.eq(1).logical_and_(cand.ge(0))  # positive, bit not yet set
+        # on CPU skip the scatter when no bit is new (after a sample's first epoch); on CUDA
+        # always scatter (no host sync)
+        if p.device.type == "cuda" or bool(new.any()):
+            cand.bitwise_or_(new.to(torch.int64).bitwise_left_shift_(63))
+            words.scatter_reduce_(0, idx, cand, "amin")
     elif m is None:
         targets.index_put_((rows,), tgt.to(targets.dtype))
     else:
