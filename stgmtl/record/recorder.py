@@ -587,10 +587,13 @@ class DataMapRecorder:
             if self.num_classes is None and int(classes) >= 0:
                 self.num_classes = int(classes)
         if self.layout == "compact":  # the merged counts must fit the packed words
+            carried = self._carried_seen()
             for s in [*live, *snapshots]:
                 seen = s["seen"]
                 assert seen is not None
                 total = seen.clone()
+                if s is self._state and carried is not None:  # merged with it later
+                    total += carried
                 torch.distributed.all_reduce(total)
                 top = int(total.max()) if total.numel() else 0
                 if top > MAX_UPDATES:
