@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recording_overhead import small_cnn  # noqa: E402
 
 _PROBABILITY = "static_cast<double>(C(1) / (C(1) + exp_c(u[t])))"
-_COMPACT_PROBABILITY = "const C p = C(1) / (C(1) + exp_c(u[t]));"
+_COMPACT_PROBABILITY = "const C p = C(1) / (C(1) + exp_c(u));"
 
 
 def build(source: str, out: Path) -> ctypes.CDLL:
@@ -90,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(shipped, Path(tmp) / "shipped.so")
         no_math = shipped.replace(_PROBABILITY, "static_cast<double>(u[t])").replace(
-            _COMPACT_PROBABILITY, "const C p = u[t];"
+            _COMPACT_PROBABILITY, "const C p = u;"
         )
         bare = build(no_math, Path(tmp) / "nm.so")
         libs = {  # mode: (library, threads, validate)
