@@ -141,7 +141,7 @@ def main() -> None:
                         0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
                         ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
                         ctypes.c_int64(r), ptr(words.ctypes.data), None,
-                        ptr(cseen.ctypes.data), ptr(flips.ctypes.data), validate, threads,
+                        ptr(cseen.ctypes.data), None, ptr(flips.ctypes.data), validate, threads,
                         ptr(out.ctypes.data),
                     )  # fmt: skip
                 else:
