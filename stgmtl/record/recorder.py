@@ -450,8 +450,7 @@ class DataMapRecorder:
                 refused = kernel.binary_update(
                     z, y, rows, mask, state, validate=self.validate, threads=threads
                 )
-        except Exception:
-            refused = None
+        except Exception:  # e.g. a row out of range: nothing was written
             self._undo_allocation(fresh, carry, new_missing)
             raise
         if refused is not None:  # put back what this call allocated, then explain
