@@ -1,9 +1,20 @@
 """The memory-traffic floor of recording every row at T = 10,000 tasks, measured in place.
 
 Where the time of ``benchmarks/recording_overhead.py``'s ``all rows`` case goes: after each real
-training step of the same small CNN (batch 256, 2 threads), one of these updates the same
-state layout the recorder uses (float64 ``s1``/``s2``, int32 ``correct``, int8 ``targets``;
-5,000 rows x 10,000 tasks, random rows), with the checking pass unless said:
+training step of the same small CNN (batch 256, 2 threads), one of these updates a state of
+5,000 rows x 10,000 tasks (random rows) in one of the recorder's layouts, with the checking pass
+unless said. The compact layout (the default, 8 bytes a cell: one packed int64 word;
+:mod:`stgmtl.record.compact`), its check fused into the update pass (with an exact rollback):
+
+``compact``
+    the native compact kernel as built from ``stgmtl/record/csrc/datamap_update.cpp``.
+``compact/no-check``
+    the same with ``validate=False``.
+``compact/no-math``
+    the same source with the probability replaced by its argument: memory traffic only.
+
+The float64 layout (``layout="float64"``: float64 ``s1``/``s2``, int32 ``correct``, int8
+``targets``, 21 bytes a cell), its check a separate pass:
 
 ``shipped``
     the native kernel as built from ``stgmtl/record/csrc/datamap_update.cpp``.
@@ -49,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recording_overhead import small_cnn  # noqa: E402
 
 _PROBABILITY = "static_cast<double>(C(1) / (C(1) + exp_c(u[t])))"
+_COMPACT_PROBABILITY = "const C p = C(1) / (C(1) + exp_c(u));"
 
 
 def build(source: str, out: Path) -> ctypes.CDLL:
@@ -72,13 +84,19 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(2)
     shipped = native._SOURCE.read_text()
-    if shipped.count(_PROBABILITY) != 1:
-        raise SystemExit(f"the kernel source changed: expected one {_PROBABILITY!r}")
+    for probability in (_PROBABILITY, _COMPACT_PROBABILITY):
+        if shipped.count(probability) != 1:
+            raise SystemExit(f"the kernel source changed: expected one {probability!r}")
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(shipped, Path(tmp) / "shipped.so")
-        no_math = shipped.replace(_PROBABILITY, "static_cast<double>(u[t])")
+        no_math = shipped.replace(_PROBABILITY, "static_cast<double>(u[t])").replace(
+            _COMPACT_PROBABILITY, "const C p = u;"
+        )
         bare = build(no_math, Path(tmp) / "nm.so")
         libs = {  # mode: (library, threads, validate)
+            "compact": (lib, 1, 1),
+            "compact/no-check": (lib, 1, 0),
+            "compact/no-math": (bare, 1, 1),
             "shipped": (lib, 1, 1),
             "shipped/2t": (lib, 2, 1),
             "shipped/no-check": (lib, 1, 0),
@@ -94,6 +112,8 @@ def main() -> None:
         y = (torch.rand(b, t) > 0.5).float()
         state = [np.zeros((r, t), d) for d in (np.float64, np.float64, np.int32, np.int8)]
         seen, out = np.zeros(r, np.int64), np.zeros(5)
+        words, cseen = np.zeros((r, t), np.int64), np.zeros(r, np.int64)
+        flips = np.zeros(native.flips_size(b, t), np.int64)
         ptr = ctypes.c_void_p
 
         def step() -> tuple[np.ndarray, float]:
@@ -114,12 +134,23 @@ def main() -> None:
                 rows = gen.integers(0, r, b).astype(np.int64)
                 t0 = time.perf_counter()
                 kernel, threads, validate = libs[mode]
-                ret = kernel.stgmtl_binary_update(
-                    0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
-                    ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
-                    ctypes.c_int64(r), *(ptr(a.ctypes.data) for a in state), None,
-                    ptr(seen.ctypes.data), validate, threads, ptr(out.ctypes.data),
-                )  # fmt: skip
+                if mode.startswith("compact"):
+                    if cseen.max() > 200:  # timing only: keep clear of the 255 limit
+                        cseen[:] = 0
+                    ret = kernel.stgmtl_compact_update(
+                        0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
+                        ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
+                        ctypes.c_int64(r), ptr(words.ctypes.data), None,
+                        ptr(cseen.ctypes.data), None, ptr(flips.ctypes.data), validate, threads,
+                        ptr(out.ctypes.data),
+                    )  # fmt: skip
+                else:
+                    ret = kernel.stgmtl_binary_update(
+                        0, 0, ptr(z.ctypes.data), ptr(y.numpy().ctypes.data), None,
+                        ptr(rows.ctypes.data), ctypes.c_int64(b), ctypes.c_int64(t),
+                        ctypes.c_int64(r), *(ptr(a.ctypes.data) for a in state), None,
+                        ptr(seen.ctypes.data), validate, threads, ptr(out.ctypes.data),
+                    )  # fmt: skip
                 elapsed = time.perf_counter() - t0
                 assert ret == 0, ret
                 if i >= 2:
@@ -132,7 +163,7 @@ def main() -> None:
         "tasks": t,
         "state_rows": r,
         "batch": b,
-        "bytes_per_cell_state": 21,
+        "bytes_per_cell_state": {"compact": 8, "float64": 21},
         "median_step_s": step_s,
         "median_update_s": {m: statistics.median(v) for m, v in times.items()},
     }

@@ -16,12 +16,15 @@ first in each round). Three estimates of the ratio "step with recording / step w
 
 Recorders measured: ``kernel="native"`` (the fused C++ update, the default where it builds) and
 ``kernel="torch"`` (the pure-torch update), with the default ``cpu_threads=1`` (and other
-recorder thread counts with ``--recorder-threads 1 2``: results ``native/2t``, ...).
+recorder thread counts with ``--recorder-threads 1 2``: results ``native/2t``, ...), in each
+state layout of ``--layouts``: ``compact`` (the default, 8 bytes a cell; results ``native``,
+``torch``) and ``float64`` (21 bytes a cell; results ``native/float64``, ...).
 
-At T = 10,000 a full state for N = 50,000 samples needs 21 B x 5e8 = 10.5 GB; that row is
-measured twice instead: ``all rows``: every batch row is recorded (same per-step work as the
+At T = 10,000 a full float64 state for N = 50,000 samples needs 21 B x 5e8 = 10.5 GB; that row
+is measured twice instead: ``all rows``: every batch row is recorded (same per-step work as the
 full state) into a state of 5,000 samples, and ``probe``: ``probe_indices`` = 5,000 of the
-50,000 samples (about 10% of the rows recorded), the documented way to cut memory.
+50,000 samples (about 10% of the rows recorded). The compact state of all 50,000 samples (4 GB)
+is measured by ``benchmarks/recording_memory.py``.
 
 Run (under the shared lock on a shared machine)::
 
@@ -78,9 +81,10 @@ def _state_bytes(rec: DataMapRecorder) -> int:
     return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
-def _mode(kernel: str, threads: int) -> str:
-    """Result key: the kernel, with the recorder's thread count unless it is 1."""
-    return kernel if threads == 1 else f"{kernel}/{threads}t"
+def _mode(kernel: str, threads: int, layout: str = "compact") -> str:
+    """Result key: the kernel, with the layout unless compact, the thread count unless 1."""
+    key = kernel if layout == "compact" else f"{kernel}/{layout}"
+    return key if threads == 1 else f"{key}/{threads}t"
 
 
 def measure(
@@ -95,12 +99,13 @@ def measure(
     y = (torch.rand(args.batch, num_tasks) > 0.5).float()
     probe_ids = None if probe is None else np.sort(gen.choice(args.samples, probe, replace=False))
     num = state_samples if probe is None else args.samples
-    recs = {  # each update kernel, with each recorder thread count (cpu_threads)
-        _mode(kernel, n): DataMapRecorder(
-            num_tasks, num, probe_indices=probe_ids, kernel=kernel, cpu_threads=n
+    recs = {  # each update kernel and layout, with each recorder thread count (cpu_threads)
+        _mode(kernel, n, layout): DataMapRecorder(
+            num_tasks, num, probe_indices=probe_ids, kernel=kernel, cpu_threads=n, layout=layout
         )
         for kernel in args.kernels
         for n in args.recorder_threads
+        for layout in args.layouts
     }
 
     def step(mode: str) -> tuple[float, float]:
@@ -136,7 +141,7 @@ def measure(
         "num_samples": args.samples,
         "state_samples": len(probe_ids) if probe_ids is not None else state_samples,
         "recorded_rows": "probe" if probe is not None else "all",
-        "state_bytes": _state_bytes(next(iter(recs.values()))),
+        "state_bytes": {mode: _state_bytes(rec) for mode, rec in recs.items()},
         "median_step_s_without": base,
         "repeats": args.repeats,
     }
@@ -164,6 +169,8 @@ def main() -> None:
                    choices=["native", "torch"], help="update kernels to measure")  # fmt: skip
     p.add_argument("--recorder-threads", type=int, nargs="+", default=[1],
                    help="DataMapRecorder(cpu_threads=...) values (default 1)")  # fmt: skip
+    p.add_argument("--layouts", nargs="+", default=["compact", "float64"],
+                   choices=["compact", "float64"], help="state layouts to measure")  # fmt: skip
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--big-state-samples", type=int, default=5_000,
                    help="state size (and probe size) used at T >= 10,000")  # fmt: skip
@@ -180,11 +187,13 @@ def main() -> None:
         for state_samples, probe in configs:
             row = measure(t, state_samples, probe, args)
             rows.append(row)
-            for mode in [_mode(k, n) for k in args.kernels for n in args.recorder_threads]:
+            modes = [_mode(k, n, lay) for k in args.kernels for n in args.recorder_threads
+                     for lay in args.layouts]  # fmt: skip
+            for mode in modes:
                 m = row[mode]
                 print(
                     f"T={t:>6} rows={row['recorded_rows']:<5} state={row['state_samples']:>6} "
-                    f"({row['state_bytes'] / 1e9:.2f} GB) {mode:<6}: step "
+                    f"({row['state_bytes'][mode] / 1e9:.2f} GB) {mode:<14}: step "
                     f"{row['median_step_s_without'] * 1e3:.0f} -> "
                     f"{m['median_step_s_with'] * 1e3:.0f} ms, update "
                     f"{m['median_update_s'] * 1e3:.2f} ms; ratio {m['ratio_of_medians']:.4f}, "

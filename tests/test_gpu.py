@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from stgmtl.record import DataMapRecorder, fit_datamaps
+from stgmtl.record.compact import BOUND, MAX_UPDATES
 
 pytestmark = [
     pytest.mark.gpu,
@@ -63,20 +64,39 @@ def _reference(batches, t, n, c):
 @pytest.mark.parametrize("validate", [True, False])
 @pytest.mark.parametrize("c", [None, 4])
 @pytest.mark.parametrize("masked", [False, True])
-def test_recorder_on_cuda_matches_numpy_reference(validate, c, masked):
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_recorder_on_cuda_matches_numpy_reference(validate, c, masked, layout):
     t, n = 7, 13
     batches = _batches(3, n_batches=5, b=10, t=t, n=n, c=c, masked=masked)
     rec = DataMapRecorder(t, n, task_type="binary" if c is None else "multiclass",
-                          validate=validate)  # fmt: skip
+                          validate=validate, layout=layout)  # fmt: skip
     for z, y, i, m in batches:
         rec.update(z.cuda(), y.cuda(), i.cuda(), mask=None if m is None else m.cuda())
     assert rec.device is not None and rec.device.type == "cuda"
     dm = rec.compute()
     conf, var, corr, count = _reference(batches, t, n, c)
     np.testing.assert_array_equal(dm.count, count)
-    np.testing.assert_allclose(dm.confidence, conf, rtol=0, atol=1e-6)  # float32 logits
-    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=1e-6)
+    atol = 1e-6 if layout == "float64" else BOUND  # float32 logits; the compact bound
+    np.testing.assert_allclose(dm.confidence, conf, rtol=0, atol=atol)
+    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=atol)
     np.testing.assert_allclose(dm.correctness, corr, rtol=0, atol=1e-12)
+    ref = DataMapRecorder(t, n, task_type=rec.task_type, layout=layout, kernel="torch")
+    for z, y, i, m in batches:
+        ref.update(z, y, i, mask=m)
+    np.testing.assert_array_equal(dm.targets, ref.compute().targets)  # CPU, same layout
+
+
+def test_compact_counter_limit_on_cuda():
+    rec = DataMapRecorder(2, 3)
+    z, y, i = (torch.zeros(1, 2, device="cuda"), torch.ones(1, 2, device="cuda"),
+               torch.tensor([1], device="cuda"))  # fmt: skip
+    for _ in range(MAX_UPDATES):
+        rec.update(z, y, i)
+    before = rec.state_dict()["state"]["packed"].clone()
+    with pytest.raises(RuntimeError, match="more than the 255"):
+        rec.update(z, y, i)
+    assert torch.equal(rec.state_dict()["state"]["packed"], before)
+    assert rec.compute().count[0, 1] == MAX_UPDATES
 
 
 def test_recorder_on_cuda_refuses_bad_batch_with_validation():
@@ -102,7 +122,7 @@ def test_fit_datamaps_on_cuda_matches_cpu():
     np.testing.assert_array_equal(maps["cpu"].count, maps["cuda"].count)
     for name in ("confidence", "variability", "correctness", "snapshot_confidence"):
         np.testing.assert_allclose(getattr(maps["cuda"], name), getattr(maps["cpu"], name),
-                                   rtol=0, atol=1e-5, err_msg=name)  # fmt: skip
+                                   rtol=0, atol=2 * BOUND, err_msg=name)  # fmt: skip
 
 
 def _free_port() -> int:
@@ -140,8 +160,8 @@ def test_sync_on_two_gpus_with_nccl_equals_one_process():
     conf, var, _, count = _reference(batches, t, n, None)
     for rank in (0, 1):
         np.testing.assert_array_equal(out[rank][2], count)
-        np.testing.assert_allclose(out[rank][0], conf, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(out[rank][1], var, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(out[rank][0], conf, rtol=0, atol=BOUND)
+        np.testing.assert_allclose(out[rank][1], var, rtol=0, atol=BOUND)
 
 
 def test_grouping_with_faiss_on_gpu_agrees_with_cpu():

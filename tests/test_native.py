@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from stgmtl.record import DataMapRecorder
+from stgmtl.record.compact import BOUND, LEVELS
 from stgmtl.record.native import native_kernel, native_status
 
 needs_native = pytest.mark.skipif(
@@ -67,20 +68,44 @@ def _record(batches, t, n, **kw):
                torch.int8, torch.uint8]
 )  # fmt: skip
 @pytest.mark.parametrize("masked", [False, True])
-def test_native_statistics_match_float64_reference(zdtype, ydtype, masked):
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_native_statistics_match_float64_reference(zdtype, ydtype, masked, layout):
     rng = np.random.default_rng(hash((str(zdtype), str(ydtype), masked)) % 2**32)
     t, n = 37, 11  # columns not a multiple of any vector width
     batches = _batches(rng, n_batches=6, b=9, t=t, n=n, zdtype=zdtype, ydtype=ydtype,
                        masked=masked)  # fmt: skip
-    dm = _record(batches, t, n, kernel="native").compute()
+    dm = _record(batches, t, n, kernel="native", layout=layout).compute()
     conf, var, corr, count = _reference(batches, t, n)
     np.testing.assert_array_equal(dm.count, count)
     # p is computed in the logits' precision: float64 logits to 1e-15, float32 (and bfloat16,
-    # converted to float32) to a few float32 ulps of p <= 1
+    # converted to float32) to a few float32 ulps of p <= 1; the compact layout to its bound
     atol = 1e-15 if zdtype == torch.float64 else 2.5e-7
+    atol, vtol = (atol, 1e-7) if layout == "float64" else (BOUND, BOUND)
     np.testing.assert_allclose(dm.confidence, conf, rtol=0, atol=atol)
-    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=vtol)
     np.testing.assert_allclose(dm.correctness, corr, rtol=0, atol=1e-15)
+
+
+@needs_native
+@pytest.mark.parametrize("masked", [False, True])
+def test_native_and_torch_paths_agree_compact(masked):
+    rng = np.random.default_rng(5)
+    t, n = 300, 40
+    batches = _batches(rng, n_batches=5, b=64, t=t, n=n, zdtype=torch.float32,
+                       ydtype=torch.float32, masked=masked)  # fmt: skip
+    a = _record(batches, t, n, kernel="native").state_dict()["state"]
+    b = _record(batches, t, n, kernel="torch").state_dict()["state"]
+    for key in ("seen", "missing"):
+        assert (a[key] is None and b[key] is None) or torch.equal(a[key], b[key]), key
+    wa, wb = a["packed"], b["packed"]
+    right, sign = 255, -(1 << 63)
+    assert torch.equal(wa & right, wb & right) and torch.equal(wa & sign, wb & sign)
+    # q = floor(p * M + 1/2) from float32 (kernel) and float64 (torch) p: at most 1 apart per
+    # observation, so the S1 fields differ by at most the count
+    s1a, s1b = (wa >> 8) & ((1 << 21) - 1), (wb >> 8) & ((1 << 21) - 1)
+    n_obs = a["seen"].view(-1, 1) - (0 if a["missing"] is None else a["missing"].long())
+    assert bool(((s1a - s1b).abs() <= n_obs).all())
+    assert int((s1a != s1b).sum()) < 0.01 * s1a.numel()
 
 
 @needs_native
@@ -90,8 +115,8 @@ def test_native_and_torch_paths_agree(masked):
     t, n = 300, 40
     batches = _batches(rng, n_batches=5, b=64, t=t, n=n, zdtype=torch.float32,
                        ydtype=torch.float32, masked=masked)  # fmt: skip
-    a = _record(batches, t, n, kernel="native")
-    b = _record(batches, t, n, kernel="torch")
+    a = _record(batches, t, n, kernel="native", layout="float64")
+    b = _record(batches, t, n, kernel="torch", layout="float64")
     sa, sb = a.state_dict()["state"], b.state_dict()["state"]
     for key in ("correct", "seen", "targets", "missing"):
         if sa[key] is None:
@@ -105,13 +130,15 @@ def test_native_and_torch_paths_agree(masked):
 
 @needs_native
 @pytest.mark.parametrize("masked", [False, True])
-def test_native_result_does_not_depend_on_threads(masked):
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_native_result_does_not_depend_on_threads(masked, layout):
     rng = np.random.default_rng(9)
     t, n = 9000, 30  # wide enough to be split between threads
     batches = _batches(rng, n_batches=3, b=40, t=t, n=n, zdtype=torch.float32,
                        ydtype=torch.float32, masked=masked)  # fmt: skip
-    one = _record(batches, t, n, kernel="native", cpu_threads=1).state_dict()["state"]
-    three = _record(batches, t, n, kernel="native", cpu_threads=3).state_dict()["state"]
+    kw = dict(kernel="native", layout=layout)
+    one = _record(batches, t, n, cpu_threads=1, **kw).state_dict()["state"]
+    three = _record(batches, t, n, cpu_threads=3, **kw).state_dict()["state"]
     for key, value in one.items():
         if value is not None:
             assert torch.equal(value, three[key]), key
@@ -132,7 +159,7 @@ def test_native_probe_indices_and_valid_rows():
         kept = [(z[i % 3 != 0], y[i % 3 != 0], i[i % 3 != 0], None) for z, y, i, _ in batches]
         conf, _, _, count = _reference(kept, t, n)
         np.testing.assert_array_equal(dm.count, count[:, probe])
-        np.testing.assert_allclose(dm.confidence, conf[:, probe], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(dm.confidence, conf[:, probe], rtol=0, atol=BOUND)
 
 
 @needs_native
@@ -148,13 +175,15 @@ def test_native_probe_indices_and_valid_rows():
     ],
 )
 @pytest.mark.parametrize("first", [True, False])
-def test_native_refuses_bad_batch_and_leaves_state_unchanged(bad, first):
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_native_refuses_bad_batch_and_leaves_state_unchanged(bad, first, layout):
     rng = np.random.default_rng(0)
     t, n = 5, 8
     (z, y, i, _), (z2, y2, i2, _) = _batches(rng, n_batches=2, b=6, t=t, n=n,
                                              zdtype=torch.float32, ydtype=torch.float32,
                                              masked=False)  # fmt: skip
-    native, ref = DataMapRecorder(t, n, kernel="native"), DataMapRecorder(t, n, kernel="torch")
+    native = DataMapRecorder(t, n, kernel="native", layout=layout)
+    ref = DataMapRecorder(t, n, kernel="torch", layout=layout)
     if not first:
         for rec in (native, ref):
             rec.update(z, y, i)
@@ -170,7 +199,8 @@ def test_native_refuses_bad_batch_and_leaves_state_unchanged(bad, first):
         for rec in (native, ref):
             rec.update(z2, y2, i2, mask=mask)
         np.testing.assert_allclose(native.compute().confidence, ref.compute().confidence,
-                                   atol=1e-6, equal_nan=True)  # fmt: skip
+                                   atol=1e-6 if layout == "float64" else 2 * BOUND,
+                                   equal_nan=True)  # fmt: skip
         return
     with pytest.raises(ValueError) as native_err:
         native.update(z2, y2, i2)
@@ -209,7 +239,7 @@ _FALLBACK = """
         DataMapRecorder(2, 3, kernel="native")
     except ValueError as err:
         print("native refused:", err)
-    rec = DataMapRecorder(2, 3)  # auto: the torch path
+    rec = DataMapRecorder(2, 3, layout="float64")  # auto: the torch path
     rec.update(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([2]))
     print("confidence", rec.compute().confidence[:, 2].round(6).tolist())
 """
@@ -251,9 +281,15 @@ def test_native_float32_probability_error_bound_over_the_logit_range():
         z = torch.from_numpy(z64).to(dtype).reshape(1, -1)
         zz = z.double().numpy()[0]
         for label in (0.0, 1.0):
-            rec = DataMapRecorder(z.shape[1], 1, kernel="native")
+            rec = DataMapRecorder(z.shape[1], 1, kernel="native", layout="float64")
             rec.update(z, torch.full(z.shape, label), torch.zeros(1, dtype=torch.long))
             u = -zz if label else zz  # p = sigmoid(-u), computed without cancellation
             ref = 1.0 / (1.0 + np.exp(np.minimum(u, 700.0)))
             err = np.abs(rec.compute().confidence[:, 0] - ref)
             assert err.max() < bound, (dtype, label, float(err.max()))
+            # the compact layout: p rounded to the nearest of LEVELS + 1 values, within BOUND
+            for kernel in ("native", "torch"):
+                rec = DataMapRecorder(z.shape[1], 1, kernel=kernel)
+                rec.update(z, torch.full(z.shape, label), torch.zeros(1, dtype=torch.long))
+                err = np.abs(rec.compute().confidence[:, 0] - ref)
+                assert 0.5 / LEVELS <= BOUND and err.max() <= 0.5 / LEVELS + bound + 1e-9

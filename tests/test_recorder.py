@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stgmtl.record import DataMapRecorder, distributed_valid_mask
+from stgmtl.record.compact import BOUND, BOUND_DDOF1
 
 _ALL = ("sample_ids", "confidence", "variability", "correctness", "count", "targets",
         "snapshot_confidence", "snapshot_variability", "snapshot_correctness")  # fmt: skip
@@ -77,66 +78,80 @@ def _record(rec, epochs):
     return rec
 
 
-def _assert_maps(dm, ref, atol=1e-12):
+def _tol(layout, ddof=0):
+    """(confidence, variability) tolerance of a layout against the float64 numpy reference."""
+    if layout == "float64":
+        return 1e-12, 1e-7
+    return BOUND, BOUND_DDOF1 if ddof else BOUND
+
+
+def _assert_maps(dm, ref, atol=1e-12, vtol=1e-7):
     conf, var, corr, cnt = ref
     np.testing.assert_array_equal(dm.count, cnt)
     np.testing.assert_allclose(dm.confidence, conf, rtol=0, atol=atol)
-    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=max(atol, 1e-7))
-    np.testing.assert_allclose(dm.correctness, corr, rtol=0, atol=atol)
+    np.testing.assert_allclose(dm.variability, var, rtol=0, atol=max(atol, vtol))
+    np.testing.assert_allclose(dm.correctness, corr, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["compact", "float64"])
 @pytest.mark.parametrize("c", [None, 4])
 @pytest.mark.parametrize("ddof", [0, 1])
 @pytest.mark.parametrize("masked", [False, True])
-def test_statistics_match_numpy_reference(c, ddof, masked):
+def test_statistics_match_numpy_reference(c, ddof, masked, layout):
     rng = np.random.default_rng(7 + ddof + (c or 0) + masked)
     t, n = 5, 12
     epochs = _stream(rng, epochs=3, batches=4, b=9, t=t, n=n, c=c, masked=masked)
     task_type = "binary" if c is None else "multiclass"
-    rec = _record(DataMapRecorder(t, n, task_type=task_type, ddof=ddof), epochs)
-    dm = rec.compute()
-    _assert_maps(dm, _reference(epochs, t, n, c, ddof))
+    rec = DataMapRecorder(t, n, task_type=task_type, ddof=ddof, layout=layout)
+    dm = _record(rec, epochs).compute()
+    _assert_maps(dm, _reference(epochs, t, n, c, ddof), *_tol(layout, ddof))
     assert dm.confidence.shape == (t, n) and dm.task_type == task_type and dm.ddof == ddof
     assert np.isnan(dm.confidence[dm.count == 0]).all()
 
 
+@pytest.mark.parametrize("layout", ["compact", "float64"])
 @pytest.mark.parametrize("kind", ["cumulative", "epoch"])
-def test_snapshots_match_reference(kind):
+def test_snapshots_match_reference(kind, layout):
     rng = np.random.default_rng(3)
     t, n = 3, 10
     epochs = _stream(rng, epochs=4, batches=3, b=8, t=t, n=n, c=None, masked=True)
-    rec = _record(DataMapRecorder(t, n, snapshot_epochs=[2, 4], snapshot_kind=kind), epochs)
-    dm = rec.compute()
+    rec = DataMapRecorder(t, n, snapshot_epochs=[2, 4], snapshot_kind=kind, layout=layout)
+    dm = _record(rec, epochs).compute()
     assert dm.snapshot_epochs == [2, 4] and dm.snapshot_confidence.shape == (2, t, n)
+    ctol, vtol = _tol(layout)
     for s, e in enumerate([2, 4]):
         part = epochs[:e] if kind == "cumulative" else epochs[e - 1 : e]
         conf, var, corr, _ = _reference(part, t, n, None, 0)
-        np.testing.assert_allclose(dm.snapshot_confidence[s], conf, atol=1e-12, rtol=0)
-        np.testing.assert_allclose(dm.snapshot_variability[s], var, atol=1e-7, rtol=0)
+        np.testing.assert_allclose(dm.snapshot_confidence[s], conf, atol=ctol, rtol=0)
+        np.testing.assert_allclose(dm.snapshot_variability[s], var, atol=vtol, rtol=0)
         np.testing.assert_allclose(dm.snapshot_correctness[s], corr, atol=1e-12, rtol=0)
-    _assert_maps(dm, _reference(epochs, t, n, None, 0))
+    _assert_maps(dm, _reference(epochs, t, n, None, 0), ctol, vtol)
 
 
-def test_float32_logits_and_bool_targets():
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_float32_logits_and_bool_targets(layout):
     rng = np.random.default_rng(1)
     epochs = _stream(rng, epochs=2, batches=3, b=6, t=4, n=8, c=None, masked=False)
-    rec = DataMapRecorder(4, 8)
+    rec = DataMapRecorder(4, 8, layout=layout)
     for ep in epochs:
         for z, y, i, _ in ep:
             rec.update(z.float(), y.bool(), i.int())
         rec.end_epoch()
-    _assert_maps(rec.compute(), _reference(epochs, 4, 8, None, 0), atol=1e-6)
+    tol = 1e-6 if layout == "float64" else BOUND
+    _assert_maps(rec.compute(), _reference(epochs, 4, 8, None, 0), tol, tol)
 
 
-def test_duplicates_within_a_batch_each_count_and_single_observation():
-    rec = DataMapRecorder(1, 3, ddof=1)
+@pytest.mark.parametrize("layout", ["compact", "float64"])
+def test_duplicates_within_a_batch_each_count_and_single_observation(layout):
+    rec = DataMapRecorder(1, 3, ddof=1, layout=layout)
     z = torch.tensor([[0.0], [2.0], [1.0]], dtype=torch.float64)
     rec.update(z, torch.tensor([[1], [1], [0]]), torch.tensor([0, 0, 1]))
     dm = rec.compute()
     p = 1 / (1 + np.exp(-np.array([0.0, 2.0])))
+    ctol, vtol = (1e-15, 1e-8) if layout == "float64" else (BOUND, BOUND_DDOF1)
     assert dm.count.tolist() == [[2, 1, 0]]
-    assert dm.confidence[0, 0] == pytest.approx(p.mean(), abs=1e-15)
-    assert dm.variability[0, 0] == pytest.approx(p.std(ddof=1), abs=1e-8)
+    assert dm.confidence[0, 0] == pytest.approx(p.mean(), abs=ctol)
+    assert dm.variability[0, 0] == pytest.approx(p.std(ddof=1), abs=vtol)
     assert dm.variability[0, 1] == 0.0  # ddof=1 with one observation: 0, not NaN
     assert dm.correctness[0].tolist()[:2] == [0.5, 0.0]
     assert np.isnan(dm.confidence[0, 2]) and dm.targets.tolist() == [[1, 0, -1]]

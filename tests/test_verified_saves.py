@@ -113,7 +113,7 @@ def test_edited_manifest_is_refused_and_removing_the_checksums_does_not_help(tmp
     dm = _maps()
     out = dm.save(tmp_path / "maps")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and len(manifest["manifest_sha256"]) == 64
+    assert manifest["format_version"] == 3 and len(manifest["manifest_sha256"]) == 64
     for edit in ({"epochs": 3}, {"task_names": ["a", "b", "c"]}):
         (out / "manifest.json").write_text(json.dumps({**manifest, **edit}))
         with pytest.raises(ValueError, match="edited"):

@@ -73,6 +73,11 @@ class DataMaps:
         Number of completed epochs.
     num_classes : int or None
         Classes per task for multi-class tasks (``None`` for binary tasks).
+    state_layout : {"float64", "compact"}
+        The recorder state the statistics come from: ``"float64"`` (float64 sums; also for
+        imported maps and maps saved before stgmtl 0.3) or ``"compact"`` (fixed-point sums:
+        confidence and variability within ``6.2e-5`` of the float64 layout's, ``8.8e-5`` for
+        the variability with ``ddof=1``; see :mod:`stgmtl.record.compact`).
     """
 
     task_names: list[str]
@@ -92,6 +97,7 @@ class DataMaps:
     recording: str = "manual"
     epochs: int = 0
     num_classes: int | None = None
+    state_layout: str = "float64"
 
     def __post_init__(self) -> None:
         self.task_names = check_names("task_names", self.task_names, len(self.task_names))
@@ -126,6 +132,7 @@ class DataMaps:
         check_choice("ddof", self.ddof, (0, 1))
         check_choice("task_type", self.task_type, ("binary", "multiclass"))
         check_choice("recording", self.recording, RECORDINGS)
+        check_choice("state_layout", self.state_layout, ("float64", "compact"))
         self.epochs = check_int("epochs", self.epochs, low=0)
         if s and self.epochs and self.snapshot_epochs[-1] > self.epochs:
             raise fail("snapshot_epochs", f"epochs <= epochs={self.epochs}", self.snapshot_epochs)

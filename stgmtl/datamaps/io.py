@@ -4,7 +4,8 @@ Layout of a saved folder::
 
     manifest.json      format "stgmtl.datamaps", format_version, stgmtl version, task names,
                        shapes, dtypes, ddof, snapshot epochs and kind, task type, recording
-                       mode, epochs, num_classes, the file of each table and its sha256
+                       mode, epochs, num_classes, state layout, the file of each table and
+                       its sha256
     final.parquet      one row per (task, sample), task-major: task (int32 position),
                        sample_id (int64), confidence, variability, correctness (float),
                        count (int32), target (int32)
@@ -33,8 +34,10 @@ from stgmtl._version import __version__
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_datamaps", "save_datamaps"]
 
 FORMAT = "stgmtl.datamaps"
-#: Version 2 (stgmtl 0.2) adds the manifest's own checksum; version 1 folders still load.
-FORMAT_VERSION = 2
+#: Version 2 (stgmtl 0.2) adds the manifest's own checksum; version 3 (stgmtl 0.3) the recorder's
+#: ``state_layout``. Version 1 and 2 folders still load (as ``state_layout="float64"``, the only
+#: layout before 0.3).
+FORMAT_VERSION = 3
 _STATS = ("confidence", "variability", "correctness")
 _DTYPES = {
     "stats": ("float32", "float64"),
@@ -88,6 +91,7 @@ def save_datamaps(dm: Any, path: str | os.PathLike[str]) -> Path:
             "recording": dm.recording,
             "epochs": int(dm.epochs),
             "num_classes": dm.num_classes,
+            "state_layout": getattr(dm, "state_layout", "float64"),
             "dtypes": {
                 "stats": str(dm.confidence.dtype),
                 "count": str(dm.count.dtype),
@@ -144,10 +148,13 @@ def load_datamaps(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     manifest = read_manifest(
-        path, what="DataMaps", formats={FORMAT: (1, FORMAT_VERSION)}, unsigned=[(FORMAT, 1)]
+        path, what="DataMaps", formats={FORMAT: (1, 2, FORMAT_VERSION)}, unsigned=[(FORMAT, 1)]
     )
     mf = path / "manifest.json"
     t, n, s, dtypes = _header(manifest, mf)
+    version = manifest["format_version"]
+    if version >= 3 and "state_layout" not in manifest:
+        raise ValueError(f"path: {mf} is not a valid DataMaps manifest: no 'state_layout'")
     f = verified_file(path, manifest, "final")
     fin = read_parquet(f)
     if fin.height != t * n:
@@ -182,5 +189,6 @@ def load_datamaps(path: str | os.PathLike[str]) -> dict[str, Any]:
         "recording": manifest["recording"],
         "epochs": manifest["epochs"],
         "num_classes": manifest["num_classes"],
+        "state_layout": manifest["state_layout"] if version >= 3 else "float64",
         **arrays,
     }

@@ -1,6 +1,7 @@
 """Recording: the data-map recorder, its declared state, and :func:`fit_datamaps`.
 
 Modules: :mod:`~stgmtl.record.state` (fields declared once with their reductions),
+:mod:`~stgmtl.record.compact` (the default 8-byte state layout and its error bound),
 :mod:`~stgmtl.record.checks` and :mod:`~stgmtl.record.update` (validated, chunked updates),
 :mod:`~stgmtl.record.native` (the optional fused C++ update of binary CPU batches),
 :mod:`~stgmtl.record.recorder` (:class:`DataMapRecorder`), :mod:`~stgmtl.record.fit`

@@ -30,6 +30,7 @@ RECORDER_SETTINGS = (
     "validate",
     "cpu_threads",
     "kernel",
+    "layout",
 )
 
 
@@ -216,7 +217,7 @@ def fit_datamaps(
         Settings of the :class:`DataMapRecorder` made for the run (see :data:`RECORDER_SETTINGS`):
         ``task_names``, ``task_type``, ``num_samples`` (default ``len(loader.dataset)``),
         ``snapshot_epochs``, ``snapshot_kind``, ``ddof``, ``probe_indices``, ``validate``,
-        ``cpu_threads``, ``kernel``. The number of tasks comes from the first batch.
+        ``cpu_threads``, ``kernel``, ``layout``. The number of tasks comes from the first batch.
         ``snapshot_epochs`` and ``probe_indices`` are sets: they are stored sorted and without
         repeats (``[3, 2, 2]`` is ``[2, 3]``); a snapshot epoch after ``epochs`` is an error.
 

@@ -3,7 +3,10 @@
 :class:`~stgmtl.record.DataMapRecorder` spends its CPU time in a handful of elementwise passes
 and four scatters per batch (:mod:`stgmtl.record.update`). The C++ source beside this module
 (``csrc/datamap_update.cpp``) does the same work in one pass over each batch row, after one
-checking pass, and writes nothing if the check fails. It is plain C++ behind a C interface,
+checking pass, and writes nothing if the check fails. For the compact layout
+(:mod:`stgmtl.record.compact`) the check is fused into the update: one pass reads each input
+once, and a refused batch is undone exactly (integer words; the target bits it set are kept in a
+bitmap). It is plain C++ behind a C interface,
 loaded with :mod:`ctypes`: no torch headers, no Python extension module, so it builds in about a
 second with the system's C++ compiler and does not depend on the installed torch version.
 
@@ -37,10 +40,10 @@ import torch
 
 from stgmtl._io import atomic_file
 
-__all__ = ["NativeKernel", "native_kernel", "native_status"]
+__all__ = ["NativeKernel", "flips_size", "native_kernel", "native_status"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "datamap_update.cpp"
-_ABI = 1  # bump with the C interface (stgmtl_datamap_abi)
+_ABI = 2  # bump with the C interface (stgmtl_datamap_abi)
 _Z_CODES = {torch.float32: 0, torch.float64: 1}
 _Y_CODES = {torch.float32: 0, torch.float64: 1, torch.bool: 2, torch.uint8: 2, torch.int8: 3,
             torch.int32: 4, torch.int64: 5}  # fmt: skip
@@ -121,6 +124,62 @@ class NativeKernel:
             return zlo, zhi, ylo, yhi, bad
         return None
 
+    def compact_update(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        rows: torch.Tensor,
+        mask: torch.Tensor | None,
+        state: dict[str, torch.Tensor | None],
+        *,
+        validate: bool,
+        threads: int,
+        flips: torch.Tensor | None = None,
+        base: torch.Tensor | None = None,
+    ) -> tuple[float, float, float, float, float] | int | None:
+        """Check and add a binary batch to a compact state in one pass (undone if refused).
+
+        Arguments as :meth:`binary_update`; ``state`` holds ``packed``, ``seen`` and (with a
+        mask) ``missing``; ``flips`` is int64 scratch of at least :func:`flips_size` values
+        (allocated if not given); ``base`` (int64, one per state row, optional) holds counts
+        kept elsewhere (an open per-epoch snapshot) that count towards the limit. Returns
+        None when added, the checked values when the check refused the batch, or the count
+        when a sample would pass the 255 observations its counters hold. Nothing is changed
+        unless it returns None.
+        """
+        b, t = z.shape
+        need = flips_size(b, t)
+        if flips is None or flips.numel() < need:
+            flips = torch.empty(max(need, 1), dtype=torch.int64)
+        out = torch.zeros(5, dtype=torch.float64)
+        missing = state.get("missing") if mask is not None else None
+        p = ctypes.c_void_p
+        ret = self.library.stgmtl_compact_update(
+            _Z_CODES[z.dtype], _Y_CODES[y.dtype], p(z.data_ptr()), p(y.data_ptr()),
+            p(mask.data_ptr() if mask is not None else None), p(rows.data_ptr()),
+            b, t, state["packed"].shape[0],  # type: ignore[union-attr]
+            p(state["packed"].data_ptr()),  # type: ignore[union-attr]
+            p(missing.data_ptr() if missing is not None else None),
+            p(state["seen"].data_ptr()),  # type: ignore[union-attr]
+            p(base.data_ptr() if base is not None else None),
+            p(flips.data_ptr()), int(validate), max(1, int(threads)), p(out.data_ptr()),
+        )  # fmt: skip
+        if ret < 0:  # pragma: no cover - dtypes are mapped above
+            raise RuntimeError(f"native kernel: unsupported dtypes {z.dtype}, {y.dtype}")
+        if ret == 2:
+            raise IndexError(f"rows: state row {int(out[0])} out of range")
+        if ret == 3:
+            return int(out[0])
+        if ret == 1:
+            zlo, zhi, ylo, yhi, bad = out.tolist()
+            return zlo, zhi, ylo, yhi, bad
+        return None
+
+
+def flips_size(batch: int, tasks: int) -> int:
+    """int64 scratch values :meth:`NativeKernel.compact_update` needs: a bitmap and tile flags."""
+    return batch * ((tasks + 63) // 64) + (batch * ((tasks + 1023) // 1024) + 7) // 8
+
 
 def _build(cxx: str) -> Path:
     flags = _flags()
@@ -164,6 +223,9 @@ def _load() -> tuple[NativeKernel | None, str]:
     cint = ctypes.c_int
     lib.stgmtl_binary_update.argtypes = [cint, cint, vp, vp, vp, vp, i64, i64, i64,
                                          vp, vp, vp, vp, vp, vp, cint, cint, vp]  # fmt: skip
+    lib.stgmtl_compact_update.restype = ctypes.c_int
+    lib.stgmtl_compact_update.argtypes = [cint, cint, vp, vp, vp, vp, i64, i64, i64,
+                                          vp, vp, vp, vp, vp, cint, cint, vp]  # fmt: skip
     return NativeKernel(lib, path), "loaded"
 
 

@@ -26,14 +26,21 @@ from stgmtl._checks import (
 from stgmtl.batches import distributed_valid_mask
 from stgmtl.datamaps import DataMaps, moments_to_stats
 from stgmtl.record.checks import UpdateRules, check_update, check_values, raise_bad_values
-from stgmtl.record.native import NativeKernel, native_kernel, native_status
+from stgmtl.record.compact import (
+    MAX_UPDATES,
+    compact_state,
+    packed_statistics,
+    packed_targets,
+)
+from stgmtl.record.native import NativeKernel, flips_size, native_kernel, native_status
 from stgmtl.record.state import Field, State, StateSpec, agree_across_ranks, world_size
 from stgmtl.record.update import accumulate, scratch_buffer
 
 __all__ = ["DataMapRecorder", "datamap_state", "distributed_valid_mask"]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _SETTINGS = ("validate", "recording", "cpu_threads", "kernel")
+LAYOUTS = ("compact", "float64")
 _CONFIG_KEYS = ("num_tasks", "num_samples", "task_names", "task_type", "ddof",
                 "snapshot_epochs", "snapshot_kind", "probe_indices")  # fmt: skip
 
@@ -72,22 +79,33 @@ class DataMapRecorder:
     not NaN), correctness the fraction of right predictions. Samples never observed get NaN.
     Every occurrence of an index counts, also duplicates within one batch.
 
-    State is exact-merge friendly: float64 sums of ``p`` and ``p**2``, int32 right counts,
-    int64 per-sample update counts (and int32 missing-label counts once a mask is used), so
-    :meth:`sync` combines the processes' states with sums into the single-process result
-    (integers exactly, float64 sums up to rounding order). Variability is computed as
-    ``sqrt((S2 - S1**2 / n) / (n - ddof))`` in float64 (absolute error about 1e-8 when the
-    true value is 0).
+    State layouts (``layout``), both exact-merge friendly, so :meth:`sync` combines the
+    processes' states with sums into the single-process result:
 
-    Memory, sample-major ``(N, T)`` torch tensors on the logits' device: **21 bytes per
-    (task, sample)** for binary tasks (16 float64 sums + 4 int32 right count + 1 int8 target;
-    22 for multi-class, int16 targets), **+4** once a mask is used, **+20 per snapshot**
-    (and +20 for the epoch start while an ``"epoch"`` snapshot is open), plus 8 bytes per
-    sample and per-step scratch of about ``B * T`` bytes plus ``30 * min(B * T, 2**18)``
-    (on CPU a batch is processed in row chunks of about 2**18 values, which stay in cache;
-    on CUDA in one piece, scratch about ``B * T * 30`` bytes). For ``T * N`` too large,
-    record on ``probe_indices`` only: updates for other samples are dropped before any math.
-    Example: T = 100 tasks x N = 50,000 samples = 105 MB; T = 10,000 x 5,000 probes = 1.05 GB.
+    * ``"compact"`` (default; :mod:`stgmtl.record.compact`): per (sample, task) one int64
+      word holding integer sums of ``q = round(p * 8191)`` and ``q**2``, an 8-bit right count
+      and the binary target bit. Merges are exact and order-independent. **Error bound**
+      against the float64 layout: confidence and variability within ``6.2e-5`` (``ddof=1``
+      variability within ``8.8e-5``), correctness, counts and targets exact. A sample can be
+      observed at most **255 times** (``MAX_UPDATES``): the update (or :meth:`sync`) that
+      would pass it raises ``RuntimeError`` and changes nothing; use ``layout="float64"``
+      for longer recordings.
+    * ``"float64"``: float64 sums of ``p`` and ``p**2``, int32 right counts (integers merge
+      exactly, float64 sums up to rounding order); variability is computed as
+      ``sqrt((S2 - S1**2 / n) / (n - ddof))`` in float64 (absolute error about 1e-8 when the
+      true value is 0). No limit on the observations.
+
+    Memory, sample-major ``(N, T)`` torch tensors on the logits' device: compact, **8 bytes
+    per (task, sample)** for binary tasks (10 for multi-class: + int16 targets), **+1** once
+    a mask is used, **+8 per snapshot**; float64, **21 bytes** (16 float64 sums + 4 int32
+    right count + 1 int8 target; 22 for multi-class), **+4** with a mask, **+20 per
+    snapshot**; either one more snapshot's worth while an ``"epoch"`` snapshot is open, plus
+    8 bytes per sample and per-step scratch of about ``B * T`` bytes plus
+    ``30 * min(B * T, 2**18)`` (on CPU a batch is processed in row chunks of about 2**18
+    values, which stay in cache; on CUDA in one piece, scratch about ``B * T * 30`` bytes).
+    For ``T * N`` too large, record on ``probe_indices`` only: updates for other samples are
+    dropped before any math. Example: T = 100 tasks x N = 50,000 samples = 40 MB compact
+    (105 MB float64); T = 10,000 x 50,000 = 4.0 GB compact (10.5 GB float64).
 
     Devices: the state lives on the device of the first ``logits`` (later inputs are moved
     there). On CPU, binary batches go through the fused native kernel
@@ -137,8 +155,14 @@ class DataMapRecorder:
         built on first use in about a second; raises if it cannot be built). ``"torch"``: the
         pure-torch update of :mod:`stgmtl.record.update`. ``"auto"`` (default): native where it
         is available, else torch. Both compute ``p`` in the logits' precision (float32
-        logits: absolute error below ``1e-7``) and sum in float64; CUDA and multi-class
-        batches always take the torch path.
+        logits: absolute error below ``1e-7``); CUDA and multi-class batches always take the
+        torch path. In the compact layout the native kernel checks and adds a batch in one
+        pass and undoes a refused batch exactly.
+    layout : {"compact", "float64"}
+        The state layout (see above): ``"compact"`` (default, 8 bytes a cell, the stated error
+        bound, at most 255 observations of a sample) or ``"float64"`` (21 bytes a cell, float64
+        sums). A loaded state dict keeps the layout it was saved in (states saved before
+        stgmtl 0.3 are float64).
     """
 
     def __init__(
@@ -156,6 +180,7 @@ class DataMapRecorder:
         recording: Literal["manual", "train", "eval"] = "manual",
         cpu_threads: int | None = 1,
         kernel: Literal["auto", "native", "torch"] = "auto",
+        layout: Literal["compact", "float64"] = "compact",
     ) -> None:
         self.num_tasks = check_int("num_tasks", num_tasks, low=1)
         self.num_samples = check_int("num_samples", num_samples, low=1)
@@ -184,8 +209,7 @@ class DataMapRecorder:
         if self.kernel == "native" and native_kernel() is None:
             why = native_status()["reason"]
             raise fail("kernel", f"'auto' or 'torch' (no native kernel here: {why})", kernel)
-        self.spec = datamap_state(self.task_type)
-        self._snap_spec = self.spec.snapshot_spec()
+        self._set_layout(check_choice("layout", layout, LAYOUTS))
         self.num_classes: int | None = None
         self._lut: torch.Tensor | None = None
         self._state: State | None = None
@@ -218,10 +242,17 @@ class DataMapRecorder:
         return rec
 
     # ------------------------------------------------------------------ state
+    def _set_layout(self, layout: str) -> None:
+        self.layout = layout
+        compact = layout == "compact"
+        self.spec = compact_state(self.task_type) if compact else datamap_state(self.task_type)
+        self._snap_spec = self.spec.snapshot_spec()
+        self._cells = "packed" if compact else "correct"  # a (rows, tasks) field
+
     @property
     def device(self) -> torch.device | None:
         """Device of the state, or ``None`` before the first update."""
-        return None if self._state is None else self._state["s1"].device  # type: ignore[union-attr]
+        return None if self._state is None else self._state["seen"].device  # type: ignore[union-attr]
 
     @property
     def rows(self) -> int:
@@ -327,13 +358,49 @@ class DataMapRecorder:
                 self._allocate(logits.device)
             assert self._state is not None
             if mask is not None:
-                self.spec.enable(self._state, "missing", like="correct")
-            targets_state = self._state["targets"]
-            assert targets_state is not None
-            accumulate(self._state, targets_state, self._scratch, logits, targets, rows, mask, yb)
+                self.spec.enable(self._state, "missing", like=self._cells)
+            compact = self.layout == "compact"
+            if compact:
+                self._count_rows(rows)
+            targets_state = self._state.get("targets")
+            accumulate(self._state, targets_state, self._scratch, logits, targets, rows, mask, yb,
+                       count=not compact)  # fmt: skip
         finally:
             if threads is not None and threads != before:
                 torch.set_num_threads(before)
+
+    def _count_rows(self, rows: torch.Tensor) -> None:
+        """Compact layout: count the rows' updates, refusing one past :data:`MAX_UPDATES`.
+
+        Checked at once on CPU or with ``validate=True`` (one small host transfer), else at
+        :meth:`end_epoch` and :meth:`compute`. A refused batch leaves the counts as they were.
+        """
+        assert self._state is not None
+        seen = self._state["seen"]
+        assert seen is not None
+        ones = torch.ones_like(rows)
+        seen.index_put_((rows,), ones, accumulate=True)
+        if self.validate or rows.device.type == "cpu":
+            base = self._carried_seen()
+            top = int((seen[rows] if base is None else seen[rows] + base[rows]).max())
+            if top > MAX_UPDATES:
+                seen.index_put_((rows,), -ones, accumulate=True)
+                raise _too_many(top)
+
+    def _carried_seen(self) -> torch.Tensor | None:
+        """Counts of an open ``"epoch"`` snapshot's carried state (they count towards the limit)."""
+        return None if self._carry is None else self._carry["seen"]
+
+    def _check_counts(self) -> None:
+        """Compact layout: raise if a sample was counted past :data:`MAX_UPDATES` (no check ran)."""
+        if self.layout == "compact" and self._state is not None:
+            seen = self._state["seen"]
+            assert seen is not None
+            base = self._carried_seen()
+            seen = seen if base is None else seen + base
+            top = int(seen.max()) if seen.numel() else 0
+            if top > MAX_UPDATES:
+                raise _too_many(top)
 
     def _native(self, logits: torch.Tensor, targets: torch.Tensor) -> NativeKernel | None:
         """The native kernel when it applies: CPU, binary tasks, ``kernel`` not "torch"."""
@@ -369,17 +436,34 @@ class DataMapRecorder:
         assert state is not None
         new_missing = mask is not None and state.get("missing") is None
         if new_missing:
-            self.spec.enable(state, "missing", like="correct")
+            self.spec.enable(state, "missing", like=self._cells)
         threads = self.cpu_threads if self.cpu_threads is not None else torch.get_num_threads()
-        refused = kernel.binary_update(
-            z, y, rows, mask, state, validate=self.validate, threads=threads
-        )
+        try:
+            if self.layout == "compact":
+                size = flips_size(z.shape[0], z.shape[1])
+                flips = scratch_buffer(self._scratch, "flips", (size,), torch.int64, z.device)
+                refused: Any = kernel.compact_update(
+                    z, y, rows, mask, state, validate=self.validate, threads=threads,
+                    flips=flips, base=self._carried_seen(),
+                )  # fmt: skip
+            else:
+                refused = kernel.binary_update(
+                    z, y, rows, mask, state, validate=self.validate, threads=threads
+                )
+        except Exception:  # e.g. a row out of range: nothing was written
+            self._undo_allocation(fresh, carry, new_missing)
+            raise
         if refused is not None:  # put back what this call allocated, then explain
-            if fresh:
-                self._state, self._carry = None, carry
-            elif new_missing:
-                state["missing"] = None
+            self._undo_allocation(fresh, carry, new_missing)
+            if isinstance(refused, int):
+                raise _too_many(refused)
             raise_bad_values(refused, 1, mask is not None)
+
+    def _undo_allocation(self, fresh: bool, carry: State | None, new_missing: bool) -> None:
+        if fresh:
+            self._state, self._carry = None, carry
+        elif new_missing and self._state is not None:
+            self._state["missing"] = None
 
     # ----------------------------------------------------------------- epochs
     def end_epoch(self) -> None:
@@ -388,6 +472,7 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         assert self._state is not None
+        self._check_counts()
         self.epoch += 1
         if self.epoch in self.snapshot_epochs:
             self._snapshots[self.epoch] = self._snap_spec.clone(self._state)
@@ -419,6 +504,7 @@ class DataMapRecorder:
         if self._state is None:
             self._allocate(torch.device("cpu"))
         assert self._state is not None
+        self._check_counts()
         state, snaps = self._state, self._snapshots
         if self._carry is not None:  # mid-epoch: live part + carried part
             state = self._snap_spec.merge_(self.spec.clone(state), self._carry)
@@ -442,8 +528,7 @@ class DataMapRecorder:
             if self.probe_indices is None
             else self.probe_indices.copy()
         )
-        targets = state["targets"]
-        assert targets is not None
+        targets = state.get("targets")
         return DataMaps(
             task_names=list(self.task_names),
             sample_ids=sample_ids,
@@ -451,7 +536,9 @@ class DataMapRecorder:
             variability=var,
             correctness=corr,
             count=count,
-            targets=targets.T.to(torch.int32).cpu().numpy(),
+            targets=packed_targets(state)
+            if targets is None
+            else targets.T.to(torch.int32).cpu().numpy(),
             snapshot_epochs=sorted(snaps),
             snapshot_confidence=stack(0),
             snapshot_variability=stack(1),
@@ -462,10 +549,13 @@ class DataMapRecorder:
             recording=self.recording,
             epochs=self.epoch,
             num_classes=self.num_classes if self.task_type == "multiclass" else None,
+            state_layout=self.layout,
         )
 
     def _statistics(self, raw: State, dtype: Any) -> tuple[np.ndarray, ...]:
         """(T, N) confidence, variability, correctness (``dtype``) and int32 count."""
+        if self.layout == "compact":
+            return packed_statistics(raw, self.ddof, dtype)
         s1, s2, right, seen = (raw[k] for k in ("s1", "s2", "correct", "seen"))
         assert s1 is not None and s2 is not None and right is not None and seen is not None
         n = seen.unsqueeze(1).expand_as(right)
@@ -483,7 +573,7 @@ class DataMapRecorder:
     # ------------------------------------------------------------ distributed
     def _all_reduce(self, live: list[State], snapshots: list[State]) -> None:
         """Sum (and max) states over all ranks, after checking the ranks are compatible."""
-        ref = live[0]["s1"]
+        ref = live[0]["seen"]
         assert ref is not None
         agree_across_ranks(
             {"epochs": self.epoch, "states": len(live) + len(snapshots), "tasks": self.num_tasks,
@@ -495,6 +585,18 @@ class DataMapRecorder:
             torch.distributed.all_reduce(classes, op=torch.distributed.ReduceOp.MAX)
             if self.num_classes is None and int(classes) >= 0:
                 self.num_classes = int(classes)
+        if self.layout == "compact":  # the merged counts must fit the packed words
+            carried = self._carried_seen()
+            for s in [*live, *snapshots]:
+                seen = s["seen"]
+                assert seen is not None
+                total = seen.clone()
+                if s is self._state and carried is not None:  # merged with it later
+                    total += carried
+                torch.distributed.all_reduce(total)
+                top = int(total.max()) if total.numel() else 0
+                if top > MAX_UPDATES:
+                    raise _too_many(top, merged=True)
         self.spec.all_reduce_(live)
         self._snap_spec.all_reduce_(snapshots)
 
@@ -549,6 +651,7 @@ class DataMapRecorder:
         """Everything needed to resume recording exactly (tensors are not copied)."""
         return {
             "version": _STATE_VERSION,
+            "layout": self.layout,
             "config": self._config(),
             "epoch": self.epoch,
             "synced": self._synced,
@@ -570,6 +673,9 @@ class DataMapRecorder:
             If the state comes from a recorder with another configuration or is malformed.
         """
         sd = _upgrade(state_dict)
+        layout = sd["layout"]
+        if layout not in LAYOUTS:
+            raise fail("state_dict['layout']", f"one of {list(LAYOUTS)}", layout)
         mine, theirs = self._config(), sd["config"]
         if mine != theirs:
             diff = sorted(k for k in mine if mine.get(k) != theirs.get(k))
@@ -578,12 +684,18 @@ class DataMapRecorder:
                 f"in {diff}: saved {[theirs.get(k) for k in diff]}, this {[mine[k] for k in diff]}"
             )
         state, dims = sd["state"], self._dims()
-        if state is not None:
-            self.spec.validate(state, dims, "state_dict['state']")
-            for e, snap in sd["snapshots"].items():
-                self._snap_spec.validate(snap, dims, f"state_dict['snapshots'][{e}]")
-            if sd["carry"] is not None:
-                self._snap_spec.validate(sd["carry"], dims, "state_dict['carry']")
+        before = self.layout
+        self._set_layout(layout)  # a saved state resumes in its own layout
+        try:
+            if state is not None:
+                self.spec.validate(state, dims, "state_dict['state']")
+                for e, snap in sd["snapshots"].items():
+                    self._snap_spec.validate(snap, dims, f"state_dict['snapshots'][{e}]")
+                if sd["carry"] is not None:
+                    self._snap_spec.validate(sd["carry"], dims, "state_dict['carry']")
+        except ValueError:
+            self._set_layout(before)
+            raise
         self.reset()
         self.epoch = int(sd["epoch"])
         self._synced = bool(sd["synced"])
@@ -615,12 +727,25 @@ class DataMapRecorder:
         )
 
 
+def _too_many(top: int, merged: bool = False) -> RuntimeError:
+    what = "the processes' merged records would hold" if merged else "this update would make"
+    return RuntimeError(
+        f"DataMapRecorder: {what} {top} observations of one sample, more than the "
+        f"{MAX_UPDATES} the compact layout's 8-bit counters hold; the state is unchanged. "
+        f"Record fewer updates per sample, or use layout='float64' (21 bytes a cell)"
+    )
+
+
 def _upgrade(state_dict: Any) -> dict[str, Any]:
-    """Check a state dict's layout; version 1 (targets beside the state) becomes version 2."""
-    if not isinstance(state_dict, dict) or state_dict.get("version") not in (1, _STATE_VERSION):
+    """Check a state dict; versions 1 and 2 (float64 layout) become version 3.
+
+    Version 1 kept the targets beside the state; versions 1 and 2 have no ``layout`` entry
+    (their states are in the float64 layout).
+    """
+    if not isinstance(state_dict, dict) or state_dict.get("version") not in (1, 2, _STATE_VERSION):
         raise fail(
             "state_dict",
-            f"a DataMapRecorder.state_dict() (version 1 or {_STATE_VERSION})",
+            f"a DataMapRecorder.state_dict() (version 1 to {_STATE_VERSION})",
             type(state_dict).__name__
             if not isinstance(state_dict, dict)
             else f"version {state_dict.get('version')!r}",
@@ -628,12 +753,16 @@ def _upgrade(state_dict: Any) -> dict[str, Any]:
     need = {"config", "epoch", "synced", "num_classes", "state", "snapshots", "carry"}
     if state_dict["version"] == 1:
         need.add("targets")
+    if state_dict["version"] >= 3:
+        need.add("layout")
     missing = need - set(state_dict)
     if missing:
         raise ValueError(f"state_dict: expected entries {sorted(need)}, missing {sorted(missing)}")
     sd = dict(state_dict)
     if sd["version"] == 1:
         sd["state"] = None if sd["state"] is None else {**sd["state"], "targets": sd["targets"]}
+    if sd["version"] < 3:
+        sd["layout"] = "float64"
         sd["version"] = _STATE_VERSION
     if not isinstance(sd["config"], dict) or not isinstance(sd["snapshots"], dict):
         raise fail("state_dict", "'config' and 'snapshots' dicts", sorted(sd))

@@ -9,7 +9,8 @@ optional field not yet in use), so it goes into ``torch.save`` checkpoints as it
 
 Reductions: ``"sum"`` for sums and counts (float64 sums merge exactly up to rounding order,
 integers exactly), ``"max"`` for values every process observes alike (recorded targets, with
-``-1`` for "not observed").
+``-1`` for "not observed"), ``"packed"`` for int64 words of integer sums in bits 0..62 and a flag
+in bit 63 (:mod:`stgmtl.record.compact`): sums added, flags OR-ed, exactly.
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Field", "State", "StateSpec", "agree_across_ranks", "world_size"]
+__all__ = ["Field", "State", "StateSpec", "agree_across_ranks", "chunk_rows", "packed_all_reduce_",
+           "packed_merge_", "world_size"]  # fmt: skip
 
 State = dict[str, torch.Tensor | None]
-Reduce = Literal["sum", "max"]
+Reduce = Literal["sum", "max", "packed"]
 # gloo cannot reduce these dtypes: they travel widened to int32 and are narrowed back
 _WIDEN = {torch.int8: torch.int32, torch.int16: torch.int32, torch.uint8: torch.int32}
+# "packed" int64 words (stgmtl.record.compact): bit 63 a flag merged by OR, bits 0..62 sums
+SIGN = -(1 << 63)
+LOW = (1 << 63) - 1
+_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Field:
         Names of its dimensions, resolved by the dims given at allocation (e.g.
         ``("rows", "tasks")``).
     dtype : torch.dtype
-    reduce : {"sum", "max"}
+    reduce : {"sum", "max", "packed"}
         How states of several processes (or an epoch carried over) combine.
     fill : float
         Initial value (``-1`` for "not observed" targets, else ``0``).
@@ -123,6 +130,8 @@ class StateSpec:
                 continue
             if a is None:
                 into[f.name] = b.clone()
+            elif f.reduce == "packed":
+                packed_merge_(a, b)
             elif f.reduce == "sum":
                 a.add_(b)
             else:
@@ -155,6 +164,9 @@ class StateSpec:
             for f in self.fields:
                 v = s.get(f.name)
                 if v is None:
+                    continue
+                if f.reduce == "packed":
+                    packed_all_reduce_(v)
                     continue
                 op = dist.ReduceOp.SUM if f.reduce == "sum" else dist.ReduceOp.MAX
                 wide = _WIDEN.get(v.dtype)
@@ -190,6 +202,36 @@ class StateSpec:
                     else type(v).__name__
                 )
                 raise ValueError(f"{where}.{f.name}: expected a {want} {f.dtype} tensor, got {got}")
+
+
+def chunk_rows(x: torch.Tensor) -> int:
+    """Rows of ``x`` per chunk of about ``2**22`` cells (bounded temporaries)."""
+    return max(1, _CHUNK // max(1, int(np.prod(x.shape[1:]))))
+
+
+def packed_merge_(a: torch.Tensor, b: torch.Tensor) -> None:
+    """``a`` = ``a`` merged with ``b``: sums added, bit-63 flags OR-ed (in row chunks)."""
+    step = chunk_rows(a)
+    for i in range(0, a.shape[0], step):
+        x, y = a[i : i + step], b[i : i + step]
+        bits = torch.bitwise_or(x, y).bitwise_and_(SIGN)
+        x.bitwise_and_(LOW).add_(torch.bitwise_and(y, LOW)).bitwise_or_(bits)
+
+
+def packed_all_reduce_(v: torch.Tensor) -> None:
+    """All-reduce packed words over the default group: sums by SUM, bit-63 flags by MAX.
+
+    A collective (every rank calls it with the same shape); in row chunks, so the temporaries
+    stay small. The caller checks first that the merged sums cannot overflow their bits.
+    """
+    step = chunk_rows(v)
+    for i in range(0, v.shape[0], step):
+        x = v[i : i + step]
+        bits = x.lt(0).to(torch.int32)
+        sums = x.bitwise_and(LOW)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(bits, op=dist.ReduceOp.MAX)
+        x.copy_(sums.bitwise_or_(bits.to(torch.int64).bitwise_left_shift_(63)))
 
 
 def world_size() -> int:

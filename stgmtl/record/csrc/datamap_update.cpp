@@ -313,12 +313,214 @@ int dispatch_y(int ycode, const void* z, const void* y, const uint8_t* mask, con
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Compact layout (stgmtl/record/compact.py): one uint64 word per cell,
+//   bit 63 target (1 once a positive label was observed), bits 29..62 S2 = sum q^2,
+//   bits 8..28 S1 = sum q, bits 0..7 right predictions,  q = floor(p * 8191 + 1/2) in [0, 8191].
+// One pass over the inputs both checks and adds (the check is fused into the update); a refused
+// batch is then undone exactly: every change is an addition modulo 2^64 (setting the target bit
+// adds 2^63 where it was clear, and those flips are kept in a bitmap, written only for tiles
+// where a bit was set), so subtracting the same increments, computed again by the same code,
+// restores every word bit for bit.
+
+constexpr int64_t kMaxUpdates = 255;
+
+// The word increments of one tile, from its inputs read once (0 where the label is masked),
+// pos = 1 where an observed label is positive, and the check flags of the tile (bit 0 a
+// non-finite logit, bit 1 a target other than 0 and 1). Not inlined, so that the update and
+// its rollback run the same machine code on the same values: identical increments.
+template <typename Z, typename Y, typename C, bool Masked>
+__attribute__((noinline)) int tile_increments(const Z* __restrict zi, const Y* __restrict yi,
+                                              const uint8_t* __restrict mi, int64_t n,
+                                              uint64_t* __restrict inc,
+                                              uint8_t* __restrict pos) {
+  int nonfinite = 0, bad = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const Z v0 = zi[t];
+    nonfinite |= (v0 - v0 != Z(0)) ? 1 : 0;
+    const C v = static_cast<C>(v0);
+    const C yv = static_cast<C>(as_label(yi[t]));
+    const C u = v * (C(1) - C(2) * yv);
+    const C p = C(1) / (C(1) + exp_c(u));
+    C x = p * C(8191) + C(0.5);
+    x = x > C(0) ? x : C(0);  // NaN becomes 0: defined, and the same both times
+    x = x < C(8191) ? x : C(8191);
+    const uint32_t q = static_cast<uint32_t>(static_cast<int32_t>(x));
+    const uint32_t ok = ((v > C(0)) == (yv > C(0.5))) ? 1 : 0;
+    // q * q < 2^26 in 32 bits (AVX2 has no 64-bit multiply), then widened into the word
+    const uint64_t w = static_cast<uint64_t>(ok + (q << 8)) + (static_cast<uint64_t>(q * q) << 29);
+    if constexpr (Masked) {
+      inc[t] = mi[t] ? w : 0;
+      pos[t] = mi[t] ? static_cast<uint8_t>(yv) : 0;
+      bad |= mi[t] ? not_binary(yi[t]) : 0;
+    } else {
+      inc[t] = w;
+      pos[t] = static_cast<uint8_t>(yv);
+      bad |= not_binary(yi[t]);
+    }
+  }
+  return nonfinite | (bad << 1);
+}
+
+// Add (sign = +1) or undo (sign = -1) one tile. flips: this tile's bitmap words (bit j of word
+// k for column 64k + j) and *any whether it holds any flip: written when adding (the bitmap
+// only when a target bit was set, rare after a sample's first epoch), read when undoing.
+inline void apply_tile(const uint64_t* __restrict inc, const uint8_t* __restrict pos,
+                       const uint8_t* __restrict mi, int64_t n, int sign,
+                       uint64_t* __restrict word, uint8_t* __restrict missing,
+                       uint64_t* __restrict flips, uint8_t* __restrict any) {
+  if (sign > 0) {
+    alignas(64) uint8_t flip[kTile];
+    uint64_t seen_flip = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      const uint64_t w = word[t] + inc[t];
+      const uint64_t f = static_cast<uint64_t>(pos[t]) & ~(w >> 63);
+      word[t] = w | (f << 63);
+      flip[t] = static_cast<uint8_t>(f);
+      seen_flip |= f;
+    }
+    *any = seen_flip ? 1 : 0;
+    if (seen_flip) {
+      for (int64_t k = 0; k * 64 < n; ++k) {
+        uint64_t bits = 0;
+        const int64_t m = (n - k * 64) < 64 ? (n - k * 64) : 64;
+        for (int64_t j = 0; j < m; ++j) bits |= static_cast<uint64_t>(flip[k * 64 + j]) << j;
+        flips[k] = bits;
+      }
+    }
+  } else if (*any) {
+    for (int64_t t = 0; t < n; ++t) {
+      const uint64_t f = (flips[t >> 6] >> (t & 63)) & 1;
+      word[t] = word[t] - (f << 63) - inc[t];
+    }
+  } else {
+    for (int64_t t = 0; t < n; ++t) word[t] -= inc[t];
+  }
+  if (missing != nullptr) {
+    for (int64_t t = 0; t < n; ++t)
+      missing[t] = static_cast<uint8_t>(missing[t] + (mi[t] ? 0 : sign));
+  }
+}
+
+// One pass over rows [all] x columns [t0, t1): add (sign +1) or undo (sign -1). Returns flags.
+// flips holds B x (W bitmap words + one any-flag byte per tile, packed in words after them).
+template <typename Z, typename Y>
+int compact_rows(const Z* z, const Y* y, const uint8_t* mask, const int64_t* rows, int64_t B,
+                 int64_t T, int64_t t0, int64_t t1, int sign, uint64_t* words, uint8_t* missing,
+                 uint64_t* flips) {
+  using C = compute_t<Z>;
+  alignas(64) uint8_t pos[kTile];
+  alignas(64) uint64_t inc[kTile];
+  const int64_t W = (T + 63) / 64;
+  uint8_t* any = reinterpret_cast<uint8_t*>(flips + B * W);
+  const int64_t tiles = (T + kTile - 1) / kTile;
+  int flags = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t r = rows[i];
+    if (r < 0) continue;
+    for (int64_t j0 = t0; j0 < t1; j0 += kTile) {
+      const int64_t n = (t1 - j0) < kTile ? (t1 - j0) : kTile;
+      const uint8_t* mi = mask ? mask + i * T + j0 : nullptr;
+      if (mi == nullptr) {
+        flags |= tile_increments<Z, Y, C, false>(z + i * T + j0, y + i * T + j0, mi, n, inc, pos);
+      } else {
+        flags |= tile_increments<Z, Y, C, true>(z + i * T + j0, y + i * T + j0, mi, n, inc, pos);
+      }
+      apply_tile(inc, pos, mi, n, sign, words + r * T + j0,
+                 missing ? missing + r * T + j0 : nullptr, flips + i * W + j0 / 64,
+                 any + i * tiles + j0 / kTile);
+    }
+  }
+  return flags;
+}
+
+// Like for_columns, with column ranges starting at multiples of kTile (whole bitmap words).
+template <typename Fn>
+void for_tiles(int64_t T, int threads, Fn fn) {
+  int64_t parts = threads < 1 ? 1 : threads;
+  const int64_t tiles = (T + kTile - 1) / kTile;
+  if (parts > tiles) parts = tiles > 1 ? tiles : 1;
+  const int64_t step = ((tiles + parts - 1) / parts) * kTile;
+  std::vector<std::thread> pool;
+  for (int64_t p = 1; p < parts && p * step < T; ++p) {
+    const int64_t a = p * step, b = (p + 1) * step < T ? (p + 1) * step : T;
+    pool.emplace_back([=] { fn(a, b, p); });
+  }
+  fn(0, step < T ? step : T, 0);
+  for (auto& th : pool) th.join();
+}
+
+template <typename Z, typename Y>
+int run_compact(const void* zv, const void* yv, const uint8_t* mask, const int64_t* rows,
+                int64_t B, int64_t T, int64_t R, uint64_t* words, uint8_t* missing,
+                int64_t* seen, const int64_t* base, uint64_t* flips, int validate, int threads,
+                double* out) {
+  const Z* z = static_cast<const Z*>(zv);
+  const Y* y = static_cast<const Y*>(yv);
+  for (int64_t i = 0; i < B; ++i) {  // always: a row out of range would write out of bounds
+    if (rows[i] >= R) {
+      out[0] = static_cast<double>(rows[i]);
+      return 2;
+    }
+  }
+  int64_t top = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    if (rows[i] < 0) continue;
+    const int64_t c = ++seen[rows[i]] + (base ? base[rows[i]] : 0);
+    top = c > top ? c : top;
+  }
+  if (top > kMaxUpdates) {  // no word could hold it: refuse before any change to the words
+    for (int64_t i = 0; i < B; ++i)
+      if (rows[i] >= 0) seen[rows[i]] -= 1;
+    out[0] = static_cast<double>(top);
+    return 3;
+  }
+  const int nt = threads < 1 ? 1 : threads;
+  std::vector<int> parts(static_cast<size_t>(nt), 0);
+  for_tiles(T, nt, [&](int64_t t0, int64_t t1, int64_t p) {
+    parts[p] = compact_rows(z, y, mask, rows, B, T, t0, t1, +1, words, missing, flips);
+  });
+  int flags = 0;
+  for (int f : parts) flags |= f;
+  if (validate && flags != 0) {  // refused: undo exactly, then describe
+    for_tiles(T, nt, [&](int64_t t0, int64_t t1, int64_t) {
+      compact_rows(z, y, mask, rows, B, T, t0, t1, -1, words, missing, flips);
+    });
+    for (int64_t i = 0; i < B; ++i)
+      if (rows[i] >= 0) seen[rows[i]] -= 1;
+    describe_rows(z, y, mask, rows, B, T, flags, out);
+    return 1;
+  }
+  return 0;
+}
+
+template <typename Z>
+int dispatch_compact(int ycode, const void* z, const void* y, const uint8_t* mask,
+                     const int64_t* rows, int64_t B, int64_t T, int64_t R, uint64_t* words,
+                     uint8_t* missing, int64_t* seen, const int64_t* base, uint64_t* flips,
+                     int validate, int threads, double* out) {
+#define STGMTL_RUN(TY)                                                                       \
+  run_compact<Z, TY>(z, y, mask, rows, B, T, R, words, missing, seen, base, flips, validate, \
+                     threads, out)
+  switch (ycode) {
+    case 0: return STGMTL_RUN(float);
+    case 1: return STGMTL_RUN(double);
+    case 2: return STGMTL_RUN(uint8_t);
+    case 3: return STGMTL_RUN(int8_t);
+    case 4: return STGMTL_RUN(int32_t);
+    case 5: return STGMTL_RUN(int64_t);
+    default: return -1;
+  }
+#undef STGMTL_RUN
+}
+
 }  // namespace
 
 extern "C" {
 
 // Version of this interface; native.py refuses a library that reports another.
-int stgmtl_datamap_abi(void) { return 1; }
+int stgmtl_datamap_abi(void) { return 2; }
 
 // zcode: 0 float32, 1 float64. ycode: 0 float32, 1 float64, 2 uint8 / bool, 3 int8, 4 int32,
 // 5 int64. mask (uint8 / bool) and missing may be null (then both are). out receives the
@@ -337,6 +539,27 @@ int stgmtl_binary_update(int zcode, int ycode, const void* z, const void* y, con
   if (zcode == 1)
     return dispatch_y<double>(ycode, z, y, mask, rows, B, T, R, s1, s2, correct, targets, missing,
                               seen, validate, threads, out);
+  return -1;
+}
+
+// The compact layout's update: words (R x T uint64), missing (R x T uint8, or null without a
+// mask), seen (R int64), base (R int64 counts held elsewhere, e.g. an open per-epoch
+// snapshot, that count towards the limit; or null), flips (scratch of B x ceil(T / 64) uint64
+// bitmap words followed by B x ceil(T / 1024) bytes of per-tile flags).
+// Returns 0 when the batch
+// was added; 1 when the check refused it (out as above); 2 for a row >= R (out[0]); 3 when a
+// sample would be observed more than 255 times (out[0] the count); -1 for an unsupported dtype
+// code. Nothing is changed unless it returns 0.
+int stgmtl_compact_update(int zcode, int ycode, const void* z, const void* y, const uint8_t* mask,
+                          const int64_t* rows, int64_t B, int64_t T, int64_t R, uint64_t* words,
+                          uint8_t* missing, int64_t* seen, const int64_t* base, uint64_t* flips,
+                          int validate, int threads, double* out) {
+  if (zcode == 0)
+    return dispatch_compact<float>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, base,
+                                   flips, validate, threads, out);
+  if (zcode == 1)
+    return dispatch_compact<double>(ycode, z, y, mask, rows, B, T, R, words, missing, seen, base,
+                                    flips, validate, threads, out);
   return -1;
 }
 }
