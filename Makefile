@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stgmtl-installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs,dask]"
 	touch $(STAMP)
 
 setup: $(STAMP)
