@@ -228,13 +228,17 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path) -> None:
     assert all(r.cached for r in rerun)
 
 
+#: scheduler and workers unpickle the tasks: they need this worktree and this test module
+_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
 def _scheduler_process(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     """``dask scheduler`` in its own process on 127.0.0.1 (so that it can be killed)."""
     file = tmp_path / "scheduler.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", "0", "--no-dashboard", "--scheduler-file", str(file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ENV,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not file.is_file() and time.monotonic() < deadline:
@@ -254,8 +258,7 @@ def test_a_scheduler_that_goes_away_is_a_clear_error_and_the_rerun_resumes(tmp_p
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
          "--no-nanny", "--death-timeout", "5", "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ,
-        "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ENV,
     )  # fmt: skip
     try:
 
