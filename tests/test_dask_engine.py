@@ -94,14 +94,16 @@ def _payoff(executor, out: Path):
 TABLES = ("systems", "partitions", "payoff", "summary", "truth")
 
 
+def _canonical(table: pl.DataFrame) -> pl.DataFrame:
+    """Without timings, rows sorted: the harness orders tied rows (equal gains) arbitrarily."""
+    table = table.drop([c for c in table.columns if c.endswith("seconds")])
+    return table.sort(table.columns, nulls_last=True)
+
+
 def _assert_same_tables(a, b) -> None:
-    """Every result table equal (bitwise: one torch thread everywhere), timings aside."""
-    for name in TABLES:
-        ta, tb = getattr(a, name), getattr(b, name)
-        drop = [c for c in ta.columns if c.endswith("seconds")]
-        assert ta.drop(drop).equals(tb.drop(drop)), name
-    runs = [r.drop([c for c in r.columns if c.endswith("seconds")]) for r in (a.runs, b.runs)]
-    assert runs[0].sort(runs[0].columns).equals(runs[1].sort(runs[1].columns))
+    """Every result table equal, bitwise (one torch thread everywhere), timings aside."""
+    for name in (*TABLES, "runs"):
+        assert _canonical(getattr(a, name)).equals(_canonical(getattr(b, name))), name
     assert a.recommendation == b.recommendation
 
 
