@@ -148,8 +148,10 @@ def test_in_process_pool_and_dask_give_the_same_tables(tmp_path) -> None:
 
         with Client(cluster.scheduler_address, set_as_default=False) as client:
             api = _payoff(client.get_executor(pure=False), tmp_path / "api")
+            # the client itself: distributed futures, collected with distributed.as_completed
+            bare = _payoff(client, tmp_path / "client")
     assert not on_dask.runs.is_empty()
-    for other in (pooled, on_dask, api):
+    for other in (pooled, on_dask, api, bare):
         _assert_same_tables(inline, other)
 
 
@@ -189,7 +191,7 @@ def _cnn_specs() -> list[RunSpec]:
 
 
 def _kill_first_trainer(cache: Path, killed: list[int]) -> None:
-    """SIGKILL the worker process holding the first claim (it is training that run)."""
+    """SIGKILL the worker process holding the first claim while it still holds it (training)."""
     claims = cache / "claims"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -197,11 +199,16 @@ def _kill_first_trainer(cache: Path, killed: list[int]) -> None:
             body = claims_module.read_claim(p) or {}
             pid = body.get("pid")
             if isinstance(pid, int) and pid != os.getpid():
-                time.sleep(0.2)  # well into its training
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
-        time.sleep(0.02)
+                time.sleep(0.05)  # into its training
+                again = claims_module.read_claim(p) or {}
+                if (
+                    again.get("token") == body.get("token")
+                    and not (cache / "runs" / p.name).exists()
+                ):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -329,6 +336,9 @@ def test_stale_claims_are_taken_over_and_live_ones_waited_for(tmp_path, monkeypa
     dead.wait()
     # a process of this host that no longer runs: taken over at once
     _write_claim(ctx, keys[0], host=socket.gethostname(), pid=dead.pid)
+    half = Path(ctx.cache_dir) / "runs" / f".{keys[0]}.tmp-dead"  # it died while saving
+    half.mkdir(parents=True)
+    (half / "metrics.parquet").write_bytes(b"half")
     # another host's claim with an old heartbeat: taken over
     old = _write_claim(ctx, keys[1], host="elsewhere", pid=1)
     os.utime(old, (time.time() - 10, time.time() - 10))
@@ -336,6 +346,8 @@ def test_stale_claims_are_taken_over_and_live_ones_waited_for(tmp_path, monkeypa
     t0 = time.perf_counter()
     assert not any(r.cached for r in run_all(specs, ctx, progress=False))
     assert time.perf_counter() - t0 < 30
+    assert not half.exists()
+    assert sorted(p.name for p in (Path(ctx.cache_dir) / "runs").iterdir()) == sorted(keys)
     # a live claim (this process, fresh) is waited for; its run read when it is released
     spec = _cnn_specs()[2]
     key = run_key(spec, ctx.recipe, ctx.factory_id, ctx.fingerprint)

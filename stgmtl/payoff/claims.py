@@ -17,7 +17,9 @@ host, after the timeout from another host). Every removal of a claim (a release,
 happens under an exclusive ``flock`` of ``<cache>/claims/.lock`` and only after re-reading the
 claim's token, so a fresh claim is never removed by mistake.
 
-So a run is trained by at most one live process at a time, a finished run is never trained
+The holder of a claim also removes half-written folders of its run left by a writer that
+died while saving (``runs/.<key>.tmp-*``). So a run is trained by at most one live process at
+a time, a finished run is never trained
 again (the cache is read first), and a reader never sees half a run (the run folder appears
 by one rename).
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -150,6 +153,15 @@ def _heartbeat(path: Path, token: str, stop: threading.Event) -> None:
             os.utime(path)
 
 
+def _remove_leftovers(ctx: RunContext, key: str) -> None:
+    """Half-written folders of ``key`` (``runs/.<key>.tmp-*``) of a writer that died while it
+    saved; only the claim's holder calls this, so no live process is writing them."""
+    runs = Path(ctx.cache_dir) / "runs"
+    if runs.is_dir():
+        for tmp in runs.glob(f".{key}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def claim(ctx: RunContext, key: str, what: str = "") -> Iterator[bool]:
     """Hold the claim of run ``key`` for the body; yields False when the run got finished.
@@ -174,6 +186,7 @@ def claim(ctx: RunContext, key: str, what: str = "") -> Iterator[bool]:
         if not path.exists() and (Path(ctx.cache_dir) / "runs" / key / "manifest.json").is_file():
             yield False
             return
+    _remove_leftovers(ctx, key)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(path, token, stop), daemon=True)
     beat.start()

@@ -46,9 +46,7 @@ _RESUME = "finished runs are in the run cache: rerun the same command to train o
 
 
 @contextlib.contextmanager
-def dask_executor(
-    address: str, *, retries: int = 2, timeout: float | None = None
-) -> Iterator[Any]:
+def dask_executor(address: str, *, retries: int = 2, timeout: float | None = None) -> Iterator[Any]:
     """A ``concurrent.futures``-style executor running every submitted call on a Dask cluster.
 
     Parameters
