@@ -99,4 +99,7 @@ def dask_executor(address: str, *, retries: int = 2, timeout: float | None = Non
 
 def as_completed_dask(futures: list[Any]) -> Iterator[Any]:
     """``distributed.as_completed`` over Dask futures (in the order they finish)."""
-    return iter(_import_distributed().as_completed(futures))
+    if not futures:
+        return iter(())
+    loop = futures[0].client.loop  # the futures' client, not a default one
+    return iter(_import_distributed().as_completed(futures, loop=loop))
