@@ -46,7 +46,7 @@ try:  # POSIX; elsewhere takeovers are not serialised (one client per cache ther
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["claim", "claimed_execute_run", "read_claim", "stale_seconds"]
+__all__ = ["claim", "claimed_execute_run", "read_claim", "stale_seconds", "tidy_finished"]
 
 _POLL_S = 0.25
 
@@ -196,6 +196,24 @@ def claim(ctx: RunContext, key: str, what: str = "") -> Iterator[bool]:
         stop.set()
         beat.join()
         _remove_if(path, token)
+
+
+def tidy_finished(ctx: RunContext, key: str) -> None:
+    """For a finished run: remove its stale claim and its left-over epoch checkpoints.
+
+    A worker killed after saving a run but before releasing its claim leaves both behind; they
+    are harmless (the run is read from the cache first) and tidied when a client reads the run.
+    A live claim is left to its holder.
+    """
+    path = claim_path(ctx, key)
+    body = read_claim(path)
+    if body is not None:
+        if not _is_stale(path, body):
+            return
+        _remove_if(path, body.get("token"))
+    partial = Path(ctx.cache_dir) / "partial" / key
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def claimed_execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from stgmtl.loop import task_losses
 from stgmtl.payoff.architectures import build_members
-from stgmtl.payoff.claims import claimed_execute_run
+from stgmtl.payoff.claims import claimed_execute_run, tidy_finished
 from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
@@ -142,6 +142,7 @@ def run_all(
             todo.append(s)
         else:
             results[k] = hit
+            tidy_finished(ctx, k)
     bar = tqdm(
         total=len(unique),
         initial=len(results),
