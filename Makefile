@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stgmtl-installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs,transformers]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,lightning,docs,transformers,dask]"
 	touch $(STAMP)
 
 setup: $(STAMP)

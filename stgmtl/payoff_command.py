@@ -9,6 +9,7 @@ trained run, reused by reruns), ``figures/`` (one figure per table) and ``report
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 import time
@@ -227,6 +228,13 @@ def add_payoff_parser(sub: Any) -> None:
         help="parallel runs in a local process pool (default 1: in this process)",
     )
     x.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="run every training on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs "
+        "stgmtl[dask]; the cache must be a path every worker reaches; docs/guide/dask.md)",
+    )
+    x.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -302,40 +310,56 @@ def run_payoff_command(args: argparse.Namespace) -> int:
         lr=st["lr"],
         scheduler=st["scheduler"],
     )
-    threads = args.threads if args.threads is not None else (1 if args.workers > 1 else None)
+    dask = getattr(args, "dask", None)
+    if dask and args.workers > 1:
+        raise ValueError("--dask: runs go to the Dask cluster; leave out --workers")
+    many = args.workers > 1 or bool(dask)
+    threads = args.threads if args.threads is not None else (1 if many else None)
     out = Path(args.out)
     # spawned (not forked) workers: a fork of a process whose torch thread pool is running can
     # deadlock
     spawn = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(args.workers, mp_context=spawn) if args.workers > 1 else None
+    pool = None
+    if dask:
+        from stgmtl.payoff.dask_engine import DaskEngineError, dask_executor
+
+        engine: Any = dask_executor(dask)
+        lost: Any = DaskEngineError
+    else:
+        pool = ProcessPoolExecutor(args.workers, mp_context=spawn) if args.workers > 1 else None
+        engine, lost = contextlib.nullcontext(pool), ()
     t0 = time.perf_counter()
     try:
-        result = run_payoff(
-            data,
-            model_factory(st["model"]),
-            recipe,
-            out,
-            seeds=seeds,
-            truth=st["truth"],
-            max_pairs=args.max_pairs,
-            singles=False if getattr(args, "no_singles", False) else None,
-            signals=signals,
-            signal_seeds=signal_seeds,
-            ks=_ints(str(st["ks"])),
-            architectures=str(st["architectures"]).split(","),
-            random_partitions=st["random_partitions"],
-            target_entropy=args.target_entropy,
-            budget=st["budget"],
-            confirm_seeds=st["confirm_seeds"],
-            alpha=args.alpha,
-            executor=executor,
-            threads=threads,
-            progress=not args.quiet,
-            cache_dir=args.cache,
-        )
+        with engine as executor:
+            result = run_payoff(
+                data,
+                model_factory(st["model"]),
+                recipe,
+                out,
+                seeds=seeds,
+                truth=st["truth"],
+                max_pairs=args.max_pairs,
+                singles=False if getattr(args, "no_singles", False) else None,
+                signals=signals,
+                signal_seeds=signal_seeds,
+                ks=_ints(str(st["ks"])),
+                architectures=str(st["architectures"]).split(","),
+                random_partitions=st["random_partitions"],
+                target_entropy=args.target_entropy,
+                budget=st["budget"],
+                confirm_seeds=st["confirm_seeds"],
+                alpha=args.alpha,
+                executor=executor,
+                threads=threads,
+                progress=not args.quiet,
+                cache_dir=args.cache,
+            )
+    except lost as err:
+        print(f"stgmtl payoff: error: {err}", file=sys.stderr)
+        return 1
     finally:
-        if executor is not None:
-            executor.shutdown()
+        if pool is not None:
+            pool.shutdown()
     _print_tables(result, pl)
     _write_figures(result, out / "figures")
     if not args.no_report:

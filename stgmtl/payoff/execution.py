@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from stgmtl.loop import task_losses
 from stgmtl.payoff.architectures import build_members
+from stgmtl.payoff.claims import claimed_execute_run, tidy_finished
 from stgmtl.payoff.runs import (
     RunContext,
     RunResult,
@@ -30,7 +31,6 @@ from stgmtl.payoff.runs import (
     run_key,
 )
 from stgmtl.payoff.splits import Splits
-from stgmtl.payoff.worker import execute_run
 from stgmtl.specialise.data import make_loader, targets_of
 
 __all__ = ["estimate_seconds", "run_all"]
@@ -89,6 +89,17 @@ def estimate_seconds(specs: Sequence[RunSpec], ctx: RunContext) -> dict[RunSpec,
     return {s: per_sig[_signature(s)] * (steps + eval_steps / 3.0) for s in specs}
 
 
+def _completions(futures: list[Any]) -> Any:
+    """The futures in the order they finish (``concurrent.futures`` and Dask), else in order."""
+    if all(isinstance(f, cf.Future) for f in futures):
+        return cf.as_completed(futures)
+    if futures and all(type(f).__module__.startswith("distributed") for f in futures):
+        from stgmtl.payoff.dask_engine import as_completed_dask
+
+        return as_completed_dask(futures)
+    return iter(futures)
+
+
 def run_all(
     specs: Sequence[RunSpec],
     ctx: RunContext,
@@ -106,7 +117,10 @@ def run_all(
     executor : concurrent.futures-style executor, optional
         Anything with ``submit(fn, *args)`` returning a future with ``result()``; default: one
         by one in this process. Finished runs are read from the cache in this process and never
-        submitted.
+        submitted; the others run under their claim
+        (:func:`~stgmtl.payoff.claims.claimed_execute_run`), so that two clients of one cache
+        never train a run at the same time. Results are collected as they finish
+        (``concurrent.futures`` and Dask futures; others in submission order).
     progress : bool
         A progress bar over runs.
     desc : str
@@ -128,6 +142,7 @@ def run_all(
             todo.append(s)
         else:
             results[k] = hit
+            tidy_finished(ctx, k)
     bar = tqdm(
         total=len(unique),
         initial=len(results),
@@ -139,17 +154,12 @@ def run_all(
     try:
         if executor is None:
             for s in todo:
-                r = execute_run(s, ctx)
+                r = claimed_execute_run(s, ctx)
                 results[r.key] = r
                 bar.update(1)
         else:
-            futures = [executor.submit(execute_run, s, ctx) for s in todo]
-            done = (
-                cf.as_completed(futures)
-                if all(isinstance(f, cf.Future) for f in futures)
-                else iter(futures)
-            )
-            for f in done:
+            futures = [executor.submit(claimed_execute_run, s, ctx) for s in todo]
+            for f in _completions(futures):
                 r = f.result()
                 results[r.key] = r
                 bar.update(1)
