@@ -387,7 +387,11 @@ def _add_val_best(payoff: pl.DataFrame) -> pl.DataFrame:
         .group_by("partition", "k")
         .agg(pl.col("gain_vs_one").mean())
     )
-    best = val.sort("gain_vs_one", descending=True).group_by("k").first()
+    best = (
+        val.sort(["gain_vs_one", "partition"], descending=[True, False])
+        .group_by("k", maintain_order=True)
+        .first()
+    )
     chosen = ex.join(best.select("partition"), on="partition").with_columns(
         pl.lit("exhaustive (val-best)").alias("source")
     )

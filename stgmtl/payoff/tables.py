@@ -338,7 +338,15 @@ def payoff_summary(payoff: pl.DataFrame) -> pl.DataFrame:
             .otherwise(None)
             .alias("regret_oracle")
         )
-        .sort("split", "architecture", "k", "gain_vs_one", descending=[False, False, False, True])
+        .sort(
+            "split",
+            "architecture",
+            "k",
+            "gain_vs_one",
+            "source",
+            descending=[False, False, False, True, False],
+            maintain_order=True,
+        )  # fmt: skip
     )
     return _against_random(summary, per_part)
 
