@@ -33,14 +33,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from stgmtl import group
 from stgmtl.datasets import cifar100_pairs_suite
-from stgmtl.models import SmallCNN
 from stgmtl.record import DataMapRecorder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record_run import record_run  # noqa: E402
+
 from stgmtl.record.native import native_status
 
 
@@ -69,43 +71,8 @@ def main() -> None:
     suite = cifar100_pairs_suite("train45k", n_groups=args.groups,
                                  tasks_per_group=args.tasks_per_group, miss_rate=args.miss_rate,
                                  seed=args.seed, limit=args.limit)  # fmt: skip
+    recs, train_s, update_s, run_s = record_run(suite, args)
     n, t = len(suite), suite.num_tasks
-    probe = np.sort(np.random.default_rng(args.seed).choice(n, min(args.probe, n), replace=False))
-    recs = {
-        "all_rows": DataMapRecorder(t, n, task_names=suite.task_names),
-        "probe": DataMapRecorder(
-            t,
-            n,
-            task_names=suite.task_names,
-            probe_indices=probe,
-            snapshot_epochs=range(1, args.epochs + 1),
-        ),  # fmt: skip
-    }
-    model = SmallCNN(t)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=suite.pos_weight())
-    train_s: list[float] = []
-    update_s: dict[str, list[float]] = {k: [] for k in recs}
-    t_run = time.perf_counter()
-    for epoch in range(args.epochs):
-        model.train()
-        for x, y, idx in suite.loader(args.batch, shuffle=True, seed=args.seed + epoch):
-            t0 = time.perf_counter()
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            train_s.append(time.perf_counter() - t0)
-            for name, rec in recs.items():
-                t0 = time.perf_counter()
-                rec.update(logits, y, idx)
-                update_s[name].append(time.perf_counter() - t0)
-        for rec in recs.values():
-            rec.end_epoch()
-        print(f"epoch {epoch + 1}: loss {loss.item():.4f}, {time.perf_counter() - t_run:.0f} s",
-              flush=True)  # fmt: skip
-    run_s = time.perf_counter() - t_run
     step = statistics.median(train_s)
     dm = recs["probe"].compute()
     t0 = time.perf_counter()
@@ -130,7 +97,7 @@ def main() -> None:
         "median_train_step_s": step,
         "recorders": {
             name: {
-                "rows": "all" if name == "all_rows" else f"probe {len(probe)}",
+                "rows": "all" if name == "all_rows" else f"probe {min(args.probe, n)}",
                 "snapshots": len(rec.snapshot_epochs),
                 "state_bytes": _state_bytes(rec),
                 "median_update_s": statistics.median(update_s[name]),
@@ -141,7 +108,7 @@ def main() -> None:
         },
         "grouping": {
             "features": "datamap (confidence, variability per snapshot)",
-            "feature_dim": int(2 * len(probe) * len(dm.snapshot_epochs)),
+            "feature_dim": int(2 * min(args.probe, n) * len(dm.snapshot_epochs)),
             "time_s": group_s,
             "reduction": groups.reduction,
             "nmi": float(normalized_mutual_info_score(truth, groups.labels)),
