@@ -37,8 +37,8 @@ from stgmtl.affinity.signals import label_signal
 from stgmtl.payoff.runs import RunContext, data_for_worker, factory_identity
 from stgmtl.payoff.splits import Splits
 from stgmtl.record import SIGNALS, record_affinity
-from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of
-from stgmtl.specialise.training import TrainConfig
+from stgmtl.specialise.data import make_loader, targets_of
+from stgmtl.specialise.training import TrainConfig, resolve_pos_weight
 
 __all__ = [
     "RecordResult",
@@ -118,11 +118,7 @@ def record_signals(
     torch.manual_seed(recipe.seed)
     model = factory(t, recipe.width).to(recipe.device)
     loader = make_loader(train, recipe.batch_size, shuffle=True, seed=recipe.seed)
-    pw = None
-    if recipe.pos_weight == "auto":
-        pw = pos_weight_of(y)
-    elif recipe.pos_weight is not None:
-        pw = torch.full((t,), float(recipe.pos_weight))
+    pw = resolve_pos_weight(recipe, t, y)
     return dict(
         record_affinity(
             loader,

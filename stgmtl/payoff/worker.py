@@ -32,24 +32,17 @@ from stgmtl.payoff.runs import (
 )
 from stgmtl.payoff.splits import Splits, TaskColumns
 from stgmtl.specialise.branched import count_macs
-from stgmtl.specialise.data import make_loader, pos_weight_of
+from stgmtl.specialise.data import make_loader
 from stgmtl.specialise.metrics import task_metrics
 from stgmtl.specialise.training import (
     TrainConfig,
     count_parameters,
     predict_logits,
+    resolve_pos_weight,
     train_model,
 )
 
 __all__ = ["execute_run"]
-
-
-def _pos_weight(recipe: TrainConfig, targets: torch.Tensor) -> torch.Tensor | None:
-    if recipe.pos_weight is None:
-        return None
-    if recipe.pos_weight == "auto":
-        return pos_weight_of(targets)
-    return torch.full((targets.shape[1],), float(recipe.pos_weight))
 
 
 def _train(
@@ -90,7 +83,7 @@ def _evaluate(
     names = data.task_names()
     cols = [names.index(t) for t in spec.tasks]
     t = len(spec.tasks)
-    pw = _pos_weight(ctx.recipe, TaskColumns(data.train, cols, spec.tasks).targets)
+    pw = resolve_pos_weight(ctx.recipe, t, TaskColumns(data.train, cols, spec.tasks).targets)
     tables = []
     for split, d in (("val", data.val), ("test", data.test)):
         view = TaskColumns(d, cols, spec.tasks)

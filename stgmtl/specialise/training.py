@@ -42,6 +42,7 @@ __all__ = [
     "ensemble_logits",
     "membership_weighted_bce",
     "predict_logits",
+    "resolve_pos_weight",
     "seed_task_heads",
     "stream_seed",
     "train_group_models",
@@ -158,11 +159,19 @@ def membership_weighted_bce(
     return (task_losses(logits, targets, None, pos_weight) * task_weights).sum()
 
 
-def _pos_weight(config: TrainConfig, data: Any, num_tasks: int) -> torch.Tensor | None:
+def resolve_pos_weight(
+    config: TrainConfig, num_tasks: int, targets: torch.Tensor | Callable[[], torch.Tensor]
+) -> torch.Tensor | None:
+    """The ``(T,)`` positive-class weights of ``config.pos_weight`` (the one place it is read).
+
+    ``"auto"``: ``negatives / positives`` per task of ``targets`` (a ``(N, T)`` tensor, or a
+    zero-argument callable returning it, read only then); a float: that value for every task;
+    None: None.
+    """
     if config.pos_weight is None:
         return None
     if config.pos_weight == "auto":
-        return pos_weight_of(targets_of(data))
+        return pos_weight_of(targets() if callable(targets) else targets)
     return torch.full((num_tasks,), float(config.pos_weight))
 
 
@@ -278,7 +287,8 @@ def train_model(
     sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
     train_loop(
         model, loader, epochs=config.epochs, optimizer=opt, scheduler=sched,
-        pos_weight=_pos_weight(config, data, t), task_weights=w, device=device,
+        pos_weight=resolve_pos_weight(config, t, lambda: targets_of(data)), task_weights=w,
+        device=device,
         progress=progress, desc=desc, random_state=stream_seed(config.seed, "dropout"),
         checkpoint_path=checkpoint_path,
     )  # fmt: skip
