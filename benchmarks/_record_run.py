@@ -15,6 +15,14 @@ from stgmtl.models import SmallCNN
 from stgmtl.record import DataMapRecorder
 
 
+def state_bytes(rec: DataMapRecorder) -> int:
+    """Bytes of a recorder's state and snapshots (every tensor of its ``state_dict``)."""
+    sd = rec.state_dict()
+    states = [sd["state"] or {}, *sd["snapshots"].values()]
+    return int(sum(v.numel() * v.element_size() for s in states for v in s.values()
+                   if v is not None))  # fmt: skip
+
+
 def record_run(
     suite: Any, args: argparse.Namespace
 ) -> tuple[dict[str, DataMapRecorder], list[float], dict[str, list[float]], float]:

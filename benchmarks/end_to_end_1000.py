@@ -38,19 +38,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from stgmtl import group
 from stgmtl.datasets import cifar100_pairs_suite
-from stgmtl.record import DataMapRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record_run import record_run  # noqa: E402
+from _record_run import record_run, state_bytes  # noqa: E402
 
 from stgmtl.record.native import native_status
-
-
-def _state_bytes(rec: DataMapRecorder) -> int:
-    sd = rec.state_dict()
-    states = [sd["state"] or {}, *sd["snapshots"].values()]
-    tensors = [v for s in states for v in s.values() if v is not None]
-    return int(sum(v.numel() * v.element_size() for v in tensors))
 
 
 def main() -> None:
@@ -99,7 +91,7 @@ def main() -> None:
             name: {
                 "rows": "all" if name == "all_rows" else f"probe {min(args.probe, n)}",
                 "snapshots": len(rec.snapshot_epochs),
-                "state_bytes": _state_bytes(rec),
+                "state_bytes": state_bytes(rec),
                 "median_update_s": statistics.median(update_s[name]),
                 "overhead_from_update_time": 1 + statistics.median(update_s[name]) / step,
                 "total_update_s": float(sum(update_s[name])),

@@ -45,16 +45,9 @@ from stgmtl.datasets import cifar100_pairs_suite
 from stgmtl.record import DataMapRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record_run import record_run  # noqa: E402
+from _record_run import record_run, state_bytes  # noqa: E402
 
 from stgmtl.record.compact import packed_statistics
-
-
-def _state_bytes(rec: DataMapRecorder) -> int:
-    sd = rec.state_dict()
-    states = [sd["state"] or {}, *sd["snapshots"].values()]
-    return int(sum(v.numel() * v.element_size() for s in states for v in s.values()
-                   if v is not None))  # fmt: skip
 
 
 def _check(full: DataMapRecorder, probe: DataMapRecorder, tasks: int) -> float:
@@ -123,7 +116,7 @@ def main() -> None:
                 "rows": "all" if name == "all_rows" else f"probe {min(args.probe, n)}",
                 "layout": rec.layout,
                 "snapshots": len(rec.snapshot_epochs),
-                "state_bytes": _state_bytes(rec),
+                "state_bytes": state_bytes(rec),
                 "median_update_s": statistics.median(update_s[name]),
                 "overhead_from_update_time": 1 + statistics.median(update_s[name]) / step,
             }
