@@ -207,7 +207,7 @@ def test_regroup_finds_planted_blocks():
 
 
 def test_payoff_label_control_is_record_affinitys_label_signal():
-    from stgmtl.payoff.recording import default_signals, label_control
+    from stgmtl.payoff.signal_runs import default_signals, label_control
     from stgmtl.specialise.training import TrainConfig
 
     g = torch.Generator().manual_seed(3)

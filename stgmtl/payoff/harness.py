@@ -9,7 +9,7 @@
    subset (the exhaustive tier). Pair gains, moderated pair tests and the truth's reliability
    are in :mod:`~stgmtl.payoff.truth`.
 2. **The signals.** Each affinity signal is recorded in a run under the same conditions as the
-   all-task network of its seed (:mod:`~stgmtl.payoff.recording`) and scored against the test
+   all-task network of its seed (:mod:`~stgmtl.payoff.signal_runs`) and scored against the test
    truth (:mod:`~stgmtl.payoff.scoring`): rank correlations with bootstrap intervals, the
    Mantel p-value Holm-corrected across signals, top-1 partner accuracy, sign accuracy on
    decided pairs, and whether the truth is reliable enough to rank signals at all. Controls: a
@@ -47,7 +47,10 @@ from stgmtl.payoff.execution import estimate_seconds, run_all
 from stgmtl.payoff.partitions import build_partitions, grouping_runs
 from stgmtl.payoff.plan import calibration_specs, plan_payoff, resolve_truth
 from stgmtl.payoff.recommendation import recommend
-from stgmtl.payoff.recording import (
+from stgmtl.payoff.runs import RunContext, RunResult, factory_identity, is_cached
+from stgmtl.payoff.scoring import score_signals
+from stgmtl.payoff.settings import PayoffSettings
+from stgmtl.payoff.signal_runs import (
     RecordResult,
     default_signals,
     execute_recording,
@@ -55,9 +58,6 @@ from stgmtl.payoff.recording import (
     random_affinity,
     record_signals,
 )
-from stgmtl.payoff.runs import RunContext, RunResult, factory_identity, is_cached
-from stgmtl.payoff.scoring import score_signals
-from stgmtl.payoff.settings import PayoffSettings
 from stgmtl.payoff.splits import Splits, data_fingerprint
 from stgmtl.payoff.tables import (
     PayoffResult,
