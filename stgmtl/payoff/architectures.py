@@ -239,7 +239,6 @@ def build_members(
             meta["width"] = float(base_width)
             return [Member(factory, tuple(range(t)), np.ones(t), base_width)], np.ones((t, 1)), meta
         return _fill(
-            [t],
             [tuple(range(t))],
             [np.ones(t)],
             np.ones((t, 1)),
@@ -260,10 +259,8 @@ def build_members(
         return [Member(build, tuple(range(t)), np.ones(t), base_width)], np.ones((t, 1)), meta
     w = spec.membership_matrix()
     if spec.membership:  # soft: every network carries every head, loss-weighted
-        cols = [tuple(range(t))] * spec.k
         return _fill(
-            [t] * spec.k,
-            cols,
+            [tuple(range(t))] * spec.k,
             [w[:, c] for c in range(spec.k)],
             w,
             spec,
@@ -272,10 +269,8 @@ def build_members(
             base_width,
             meta,
         )
-    cols = [tuple(g) for g in groups]
     return _fill(
-        [len(g) for g in groups],
-        cols,
+        [tuple(g) for g in groups],
         [np.ones(len(g)) for g in groups],
         w,
         spec,
@@ -287,7 +282,6 @@ def build_members(
 
 
 def _fill(
-    sizes: list[int],
     cols: list[tuple[int, ...]],
     weights: list[np.ndarray],
     combine: np.ndarray,
@@ -297,7 +291,9 @@ def _fill(
     base_width: float,
     meta: dict[str, Any],
 ) -> tuple[list[Member], np.ndarray, dict[str, Any]]:
-    """Members of a budgeted run at the common width (and branch width) that fills it."""
+    """Members of a budgeted run at the common width (and branch width) that fills it; member
+    ``m`` outputs the tasks ``cols[m]``."""
+    sizes = [len(c) for c in cols]
     width, bw = width_for_parameters(factory, sizes, target, base_width)
     _check_band(spec, _params(factory, sizes, width, bw), target)
     build = factory if bw is None else _fixed_branch(factory, bw)

@@ -22,12 +22,11 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from stgmtl.payoff.recommendation import Recommendation
 from stgmtl.payoff.runs import RunResult, RunSpec
 from stgmtl.payoff.stats import paired_confirmation
-from stgmtl.payoff.tables import system_id
+from stgmtl.payoff.tables import loss_lookup, runs_table
 
 __all__ = ["confirm", "confirmation_specs", "fresh_seeds"]
 
@@ -53,18 +52,13 @@ def _per_seed(
     results: Sequence[RunResult], rec: Recommendation, column: str, seeds: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(seeds, tasks)`` test ``column`` of the candidate (tasks as served) and the reference."""
-    by = {(system_id(r.spec), r.spec.seed): r.metrics for r in results}
+    look = loss_lookup(runs_table(list(results))[0], column)
     serve = {t: s["system"] for s in rec.systems for t in s["tasks"]}
     ref = rec.reference["system"]
     tasks = sorted(serve)
 
     def values(system: str | None, seed: int) -> list[float]:
-        out = []
-        for t in tasks:
-            m = by[(system or serve[t], seed)]
-            row = m.filter((pl.col("split") == "test") & (pl.col("task") == t))
-            out.append(float(row[column][0]))
-        return out
+        return [look[(system or serve[t], seed, "test", t)] for t in tasks]
 
     cand = np.array([values(None, s) for s in seeds])
     base = np.array([values(ref, s) for s in seeds])

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from stgmtl._checks import check_float, check_int, fail, seed_from
-from stgmtl.payoff.recommendation import choose
+from stgmtl.payoff.recommendation import choose, served_mean
 from stgmtl.payoff.stats import clopper_pearson, paired_confirmation
 
 __all__ = ["NullRate", "simulate_null"]
@@ -180,8 +180,7 @@ def simulate_null(
         se = gains.std(ddof=1) / math.sqrt(gains.size)
         val_hits += bool(gains.mean() > se and (gains > 0).all())
         fresh, fresh_ref = _table(rng, mu, systems, confirm_seeds, noise_sd, seed_sd)
-        cols = np.arange(tasks)
-        ratio = (fresh[choice.server, :, cols] / fresh_ref.T).mean(0)  # (seeds,), as confirm()
+        ratio = served_mean(fresh / fresh_ref[None], choice.server)  # (seeds,), as confirm()
         hits += paired_confirmation(ratio, np.ones_like(ratio), alpha=alpha).accepted
     lo, hi = clopper_pearson(hits, n_sim, alpha)
     vlo, vhi = clopper_pearson(val_hits, n_sim, alpha)

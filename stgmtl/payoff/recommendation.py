@@ -41,7 +41,7 @@ from stgmtl.payoff.runs import RunSpec
 from stgmtl.payoff.search import select_networks
 from stgmtl.payoff.tables import PayoffResult, system_id
 
-__all__ = ["Choice", "Recommendation", "choose", "recommend"]
+__all__ = ["Choice", "Recommendation", "choose", "recommend", "served_mean"]
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _seed_mean(cube: np.ndarray) -> np.ndarray:
         return np.nanmean(cube, axis=1)
 
 
-def _served(cube: np.ndarray, server: np.ndarray) -> np.ndarray:
+def served_mean(cube: np.ndarray, server: np.ndarray) -> np.ndarray:
     """``(S,)`` mean over tasks of ``cube[server[t], s, t]``."""
     cols = np.arange(cube.shape[2])
     return cube[server, :, cols].mean(0)
@@ -138,12 +138,12 @@ def choose(
     if not beating:
         return Choice([], np.zeros(val.shape[2], dtype=np.int64), 0.0, math.inf, np.array([]), rows)
     best = min(beating, key=lambda f: f[2])
-    per_seed_best = _served(val, best[3])
+    per_seed_best = served_mean(val, best[3])
     s = per_seed_best.size
     se = float(per_seed_best.std(ddof=1) / math.sqrt(s)) if s > 1 else 0.0
     se = se if math.isfinite(se) else 0.0
     level, chosen, obj, server = next(f for f in beating if f[2] <= best[2] + se)
-    return Choice(chosen, server, level, obj, _served(val, server), rows)
+    return Choice(chosen, server, level, obj, served_mean(val, server), rows)
 
 
 @dataclass
@@ -331,7 +331,7 @@ def recommend(
                 "systems": json.dumps([systems[c] for c in r["chosen"]]),
                 "cost": r["cost"],
                 "val_gain": 1.0 - r["objective"],
-                "test_gain": float(1.0 - np.nanmean(_served(test, r["server"]))),
+                "test_gain": float(1.0 - np.nanmean(served_mean(test, r["server"]))),
                 "exact": r["exact"],
             }
             for r in (choice.per_budget if choice else [])
@@ -395,4 +395,4 @@ def _fill_candidate(
     rec.cost = float(costs[choice.chosen].sum())
     rec.val_gain = 1.0 - choice.objective
     rec.val_gain_se = float(choice.per_seed.std(ddof=1) / math.sqrt(s)) if s > 1 else math.nan
-    rec.test_gain = float(1.0 - np.nanmean(_served(test, choice.server)))
+    rec.test_gain = float(1.0 - np.nanmean(served_mean(test, choice.server)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from stgmtl._checks import check_bool, check_float, check_int, fail
@@ -135,14 +135,8 @@ class PayoffSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (precomputed signals by name)."""
-        out = asdict(self) if not isinstance(self.signals, Mapping) else {
-            f.name: getattr(self, f.name) for f in fields(self)
-        }  # fmt: skip
-        if isinstance(self.signals, Mapping):
-            out["signals"] = sorted(self.signals)
-        for k in ("seeds", "ks", "architectures", "signal_seeds"):
-            if out.get(k) is not None:
-                out[k] = list(out[k])
-        if out.get("signals") is not None:
-            out["signals"] = list(out["signals"])
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k in ("seeds", "ks", "architectures", "signal_seeds", "signals"):
+            if out[k] is not None:
+                out[k] = sorted(out[k]) if isinstance(out[k], Mapping) else list(out[k])
         return out

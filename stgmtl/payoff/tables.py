@@ -53,6 +53,7 @@ __all__ = [
     "system_id",
     "COLUMN_LABELS",
     "labelled",
+    "loss_lookup",
 ]
 
 #: The columns of a payoff summary in the order the command line and the report show them.
@@ -176,7 +177,8 @@ def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat(parts, how="diagonal"), pl.DataFrame(list(systems.values()))
 
 
-def _loss_lookup(runs: pl.DataFrame, column: str) -> dict[tuple[str, int, str, str], float]:
+def loss_lookup(runs: pl.DataFrame, column: str) -> dict[tuple[str, int, str, str], float]:
+    """``{(system, seed, split, task): value}`` of ``column`` in a :func:`runs_table`."""
     keys = zip(
         runs["system"].to_list(),
         runs["seed"].to_list(),
@@ -215,14 +217,14 @@ def payoff_table(
         ``parameters`` and ``macs``, multiply-adds per input, of all the systems the partition
         uses together).
     """
-    loss = _loss_lookup(runs, column)
+    loss = loss_lookup(runs, column)
     size = {
         sid: (int(p), int(m))
         for sid, p, m in runs.unique(subset=["system"])
         .select("system", "parameters", "macs")
         .iter_rows()
     }
-    auc = _loss_lookup(runs, "roc_auc")
+    auc = loss_lookup(runs, "roc_auc")
     one = system_id(RunSpec("network", tuple(task_names)))
     seeds = sorted(set(runs["seed"].to_list()))
     budget_of = dict(
