@@ -25,7 +25,7 @@ PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
         "seeds": "0,1,2",
         "model": "cnn",
         "width": 0.5,
-        "epochs": 4,
+        "epochs": 8,
         "batch_size": 256,
         "lr": 1e-3,
         "scheduler": "constant",
@@ -45,17 +45,17 @@ PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
         "seeds": "0,1,2",
         "model": "wide-cnn",
         "width": 0.5,
-        "epochs": 3,
+        "epochs": 6,
         "batch_size": 256,
         "lr": 4e-3,
         "scheduler": "onecycle",
-        "ks": "5,10,20",
+        "ks": "5,10",
         "architectures": "separate,branched",
         "budget": 1.0,
         "val_size": 5000,
         "train_limit": 10_000,
         "test_limit": None,
-        "random_partitions": 1,
+        "random_partitions": 5,
         "truth": "none",
         "signal_seeds": "same",
         "confirm_seeds": 5,
@@ -86,7 +86,7 @@ _EPILOG = """\
 examples:
   stgmtl payoff --quick --out runs/payoff-quick          # 4 tasks, exhaustive tier, minutes
   stgmtl payoff --out runs/payoff-c10                    # the 15-task CIFAR-10 suite
-  stgmtl payoff --suite cifar100 --out runs/payoff-c100  # 100 tasks, groupings at k=5,10,20
+  stgmtl payoff --suite cifar100 --out runs/payoff-c100  # 100 tasks, groupings at k=5,10
 A rerun with the same --out trains only what is not in its cache (e.g. a new signal).
 """
 
@@ -143,7 +143,7 @@ def add_payoff_parser(sub: Any) -> None:
         help="seeds of the recording runs: comma-separated, or 'same' for every "
         "training seed (default: the first seed; cifar100: same)",
     )
-    p.add_argument("--ks", default=None, help="numbers of groups (default 2,3; cifar100 5,10,20)")
+    p.add_argument("--ks", default=None, help="numbers of groups (default 2,3; cifar100 5,10)")
     p.add_argument(
         "--architectures",
         default=None,
@@ -190,7 +190,7 @@ def add_payoff_parser(sub: Any) -> None:
         type=int,
         default=None,
         help="fixed random partitions per k, each trained on every seed (default 2; "
-        "cifar100 1; 19 or more for a claim at 5 %%)",
+        "cifar100 5; 19 or more for a claim at 5 %%)",
     )
     p.add_argument(
         "--target-entropy",
