@@ -18,13 +18,14 @@ head.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 __all__ = [
     "MODEL_NAMES",
+    "SPLITS",
     "CNNFactory",
     "ResNet18",
     "SmallCNN",
@@ -58,10 +59,10 @@ def _mlp_head(in_features: int, hidden: int, num_tasks: int, dropout: float) -> 
     )
 
 
-def _small_features(width: float) -> tuple[nn.Sequential, int]:
-    """:class:`SmallCNN`'s convolutional trunk and its flattened output size."""
-    c1, c2, c3 = _scaled(32, width), _scaled(64, width), _scaled(64, width)
-    features = nn.Sequential(
+def _small_lower(width: float) -> tuple[list[nn.Module], int]:
+    """:class:`SmallCNN`'s first two conv layers (32x32 -> 14x14) and their output channels."""
+    c1, c2 = _scaled(32, width), _scaled(64, width)
+    layers = [
         nn.Conv2d(3, c1, kernel_size=5),
         nn.BatchNorm2d(c1),
         nn.ReLU(inplace=True),
@@ -69,28 +70,56 @@ def _small_features(width: float) -> tuple[nn.Sequential, int]:
         nn.Conv2d(c1, c2, kernel_size=3, padding=1),
         nn.BatchNorm2d(c2),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c2, c3, kernel_size=3, padding=1),
+    ]
+    return layers, c2
+
+
+def _small_upper(in_ch: int, width: float) -> tuple[list[nn.Module], int]:
+    """:class:`SmallCNN`'s third conv layer, pooling and flatten; the flattened size."""
+    c3 = _scaled(64, width)
+    layers = [
+        nn.Conv2d(in_ch, c3, kernel_size=3, padding=1),
         nn.BatchNorm2d(c3),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
         nn.Flatten(),
-    )
-    return features, c3 * 7 * 7
+    ]
+    return layers, c3 * 7 * 7
+
+
+def _small_features(width: float) -> tuple[nn.Sequential, int]:
+    """:class:`SmallCNN`'s convolutional trunk and its flattened output size."""
+    lower, c2 = _small_lower(width)
+    upper, n = _small_upper(c2, width)
+    return nn.Sequential(*lower, *upper), n
+
+
+def _wide_block(in_ch: int, out_ch: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    ]
+
+
+def _wide_lower(width: float) -> tuple[list[nn.Module], int]:
+    """:class:`WideCNN`'s first two conv blocks (32x32 -> 8x8) and their output channels."""
+    c1, c2 = _scaled(32, width), _scaled(64, width)
+    return _wide_block(3, c1) + _wide_block(c1, c2), c2
+
+
+def _wide_upper(in_ch: int, width: float) -> tuple[list[nn.Module], int]:
+    """:class:`WideCNN`'s third conv block and flatten (8x8 -> 4x4); the flattened size."""
+    c3 = _scaled(128, width)
+    return [*_wide_block(in_ch, c3), nn.Flatten()], c3 * 4 * 4
 
 
 def _wide_features(width: float) -> tuple[nn.Sequential, int]:
     """:class:`WideCNN`'s three conv blocks (32x32 -> 4x4) and its flattened output size."""
-    blocks: list[nn.Module] = []
-    in_ch = 3
-    for out_ch in (_scaled(c, width) for c in (32, 64, 128)):
-        blocks += [
-            nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-        in_ch = out_ch
-    return nn.Sequential(*blocks, nn.Flatten()), in_ch * 4 * 4
+    lower, c2 = _wide_lower(width)
+    upper, n = _wide_upper(c2, width)
+    return nn.Sequential(*lower, *upper), n
 
 
 class SmallCNN(nn.Module):
@@ -244,59 +273,90 @@ def build_model(name: str, num_tasks: int, width: float = 1.0) -> nn.Module:
     return _BUILDERS[name](num_tasks=num_tasks, width=width)
 
 
-def _resnet_trunk(width: float) -> tuple[nn.Sequential, int]:
-    """ResNet-18's stem and stages 1-3 (as :class:`ResNet18` builds them); output channels."""
-    chans = [_scaled(c, width) for c in (64, 128, 256)]
-    stem = nn.Sequential(
-        nn.Conv2d(3, chans[0], 3, padding=1, bias=False),
-        nn.BatchNorm2d(chans[0]),
-        nn.ReLU(inplace=True),
+def _resnet_stem(width: float) -> nn.Sequential:
+    c0 = _scaled(64, width)
+    return nn.Sequential(
+        nn.Conv2d(3, c0, 3, padding=1, bias=False), nn.BatchNorm2d(c0), nn.ReLU(inplace=True)
     )
-    layers: list[nn.Module] = [stem]
-    in_ch = chans[0]
-    for i, out_ch in enumerate(chans):
+
+
+def _resnet_stages(in_ch: int, channels: Sequence[int], first: int) -> tuple[list[nn.Module], int]:
+    """Stages of two basic blocks (stage ``first`` onwards, numbered from 0); output channels."""
+    layers: list[nn.Module] = []
+    for i, out_ch in enumerate(channels, start=first):
         layers += [_BasicBlock(in_ch, out_ch, 1 if i == 0 else 2), _BasicBlock(out_ch, out_ch, 1)]
         in_ch = out_ch
-    return nn.Sequential(*layers), in_ch
+    return layers, in_ch
 
 
-def _resnet_branch(in_ch: int, num_tasks: int, branch_width: float) -> nn.Sequential:
-    """ResNet-18's stage 4 (two basic blocks), global pooling and linear head."""
-    out_ch = _scaled(512, branch_width)
+def _resnet_trunk(width: float, stages: int = 3) -> tuple[nn.Sequential, int]:
+    """ResNet-18's stem and its first ``stages`` stages (as :class:`ResNet18` builds them);
+    output channels."""
+    chans = [_scaled(c, width) for c in (64, 128, 256, 512)[:stages]]
+    stem = _resnet_stem(width)  # built first: the same initial weights as ResNet18 per seed
+    layers, out = _resnet_stages(_scaled(64, width), chans, 0)
+    return nn.Sequential(stem, *layers), out
+
+
+def _resnet_branch(
+    in_ch: int, num_tasks: int, branch_width: float, stages: int = 3
+) -> nn.Sequential:
+    """ResNet-18's stages after the first ``stages`` (stage 4 by default), global pooling and
+    the linear head."""
+    chans = [_scaled(c, branch_width) for c in (64, 128, 256, 512)[stages:]]
+    layers, out_ch = _resnet_stages(in_ch, chans, stages)
     return nn.Sequential(
-        _BasicBlock(in_ch, out_ch, 2),
-        _BasicBlock(out_ch, out_ch, 1),
+        *layers,
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(out_ch, num_tasks),
     )
 
 
+#: Where a shipped model splits into a shared trunk and per-group branches (:class:`CNNFactory`).
+SPLITS = ("late", "early")
+
+
 class CNNFactory:
     """``factory(num_tasks, width)`` for one of the models, also buildable as trunk + branch.
 
     Implements :class:`stgmtl.specialise.TrunkBranchFactory`: ``factory(T, w)`` is the whole
-    model (:func:`build_model`), ``factory.trunk(w)`` its shared lower layers (images -> a
-    flat feature vector for the CNNs, a feature map for ResNet-18) and ``factory.branch(T, w,
-    bw)`` the upper layers and heads on ``trunk(w)``'s output, with the branch's own layers
-    scaled by ``bw``; ``trunk(w)`` followed by ``branch(T, w, w)`` has exactly the layers and
-    parameter count of ``factory(T, w)``. Instances pickle (for process pools) and compare and
-    print by model name (``cache_id``), so caches can key on them.
+    model (:func:`build_model`), ``factory.trunk(w)`` its shared lower layers and
+    ``factory.branch(T, w, bw)`` the upper layers and heads on ``trunk(w)``'s output, with the
+    branch's own layers scaled by ``bw``; ``trunk(w)`` followed by ``branch(T, w, w)`` has
+    exactly the layers and parameter count of ``factory(T, w)``, at either split point.
+    Instances pickle (for process pools) and compare and print by model name and split
+    (``cache_id``), so caches can key on them.
 
     Parameters
     ----------
     name : {"cnn", "wide-cnn", "resnet18"}
+    split : {"late", "early"}
+        Where the trunk ends. ``"late"``: the CNNs' branch is the two-layer MLP head (the trunk
+        is every convolution, to the flattened features), ResNet-18's branch is stage 4 with
+        pooling and the linear layer. ``"early"``: one block earlier: the CNNs' last conv
+        layer (block) joins the branch, and ResNet-18's stage 3. An earlier split gives each
+        branch more of the network to specialise, at a smaller branch width for the same
+        budget (:func:`stgmtl.specialise.branch_width_for_budget`).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, split: str = "late") -> None:
         if name not in _BUILDERS:
             raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         self.name = name
+        self.split = split
 
     @property
     def cache_id(self) -> str:
         """A stable identity of the architecture, for run caches."""
-        return f"stgmtl.models.model_factory({self.name!r})"
+        at = "" if self.split == "late" else f", split={self.split!r}"
+        return f"stgmtl.models.model_factory({self.name!r}{at})"
+
+    def with_split(self, split: str) -> CNNFactory:
+        """The same model split into trunk and branch at ``split`` (see :data:`SPLITS`)."""
+        return CNNFactory(self.name, split)
 
     def __call__(self, num_tasks: int, width: float = 1.0) -> nn.Module:
         return build_model(self.name, num_tasks, width)
@@ -304,36 +364,54 @@ class CNNFactory:
     def trunk(self, width: float) -> nn.Module:
         """The shared lower layers at ``width`` (see the class docstring)."""
         _check_common(1, width)
+        early = self.split == "early"
         if self.name == "resnet18":
-            return _resnet_trunk(width)[0]
-        return (_small_features if self.name == "cnn" else _wide_features)(width)[0]
+            return _resnet_trunk(width, 2 if early else 3)[0]
+        if not early:
+            return (_small_features if self.name == "cnn" else _wide_features)(width)[0]
+        return nn.Sequential(*(_small_lower if self.name == "cnn" else _wide_lower)(width)[0])
 
     def branch(self, num_tasks: int, width: float, branch_width: float) -> nn.Module:
         """Upper layers and ``num_tasks`` logits on the output of ``trunk(width)``."""
         _check_common(num_tasks, width)
         _check_common(num_tasks, branch_width)
+        early = self.split == "early"
         if self.name == "resnet18":
-            return _resnet_branch(_resnet_trunk(width)[1], num_tasks, branch_width)
-        if self.name == "cnn":
-            return _mlp_head(_scaled(64, width) * 7 * 7, _scaled(128, branch_width), num_tasks, 0.2)
-        return _mlp_head(_scaled(128, width) * 4 * 4, _scaled(256, branch_width), num_tasks, 0.0)
+            stages = 2 if early else 3
+            trunk_out = _scaled((64, 128, 256, 512)[stages - 1], width)  # without building it
+            return _resnet_branch(trunk_out, num_tasks, branch_width, stages)
+        cnn = self.name == "cnn"
+        hidden, dropout = (
+            (_scaled(128, branch_width), 0.2) if cnn else (_scaled(256, branch_width), 0.0)
+        )
+        if not early:
+            n_in = _scaled(64, width) * 7 * 7 if cnn else _scaled(128, width) * 4 * 4
+            return _mlp_head(n_in, hidden, num_tasks, dropout)
+        in_ch = _scaled(64, width)  # the trunk's output channels (conv 2 / block 2)
+        conv, n_in = (_small_upper if cnn else _wide_upper)(in_ch, branch_width)
+        return nn.Sequential(*conv, *_mlp_head(n_in, hidden, num_tasks, dropout))
 
     def __repr__(self) -> str:
-        return f"model_factory({self.name!r})"
+        at = "" if self.split == "late" else f", split={self.split!r}"
+        return f"model_factory({self.name!r}{at})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CNNFactory) and other.name == self.name
+        return (
+            isinstance(other, CNNFactory) and other.name == self.name and other.split == self.split
+        )
 
     def __hash__(self) -> int:
-        return hash(("CNNFactory", self.name))
+        return hash(("CNNFactory", self.name, self.split))
 
 
-def model_factory(name: str) -> CNNFactory:
+def model_factory(name: str, split: str = "late") -> CNNFactory:
     """``factory(num_tasks, width)`` building model ``name``, for grouped training.
 
     Parameters
     ----------
     name : {"cnn", "wide-cnn", "resnet18"}
+    split : {"late", "early"}
+        Where ``trunk()`` ends for the shared-trunk architecture (see :class:`CNNFactory`).
 
     Returns
     -------
@@ -341,4 +419,4 @@ def model_factory(name: str) -> CNNFactory:
         Callable as ``factory(num_tasks, width)`` (= :func:`build_model`), with ``trunk`` and
         ``branch`` for the shared-trunk architecture.
     """
-    return CNNFactory(name)
+    return CNNFactory(name, split)

@@ -50,7 +50,7 @@ PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 4e-3,
         "scheduler": "onecycle",
         "ks": "5,10",
-        "architectures": "separate,branched",
+        "architectures": "separate,branched,branched-early",
         "budget": 1.0,
         "val_size": 5000,
         "train_limit": 10_000,
@@ -149,8 +149,10 @@ def add_payoff_parser(sub: Any) -> None:
         default=None,
         help="how groupings are trained, comma-separated: network (one network per group, "
         "k models' parameters together), separate / separate-soft (STG-MTL's k networks at "
-        "one model's parameters, hard / soft memberships), branched (shared trunk, a branch "
-        "per group, one model's parameters); default network (cifar100: separate,branched)",
+        "one model's parameters, hard / soft memberships), branched / branched-early (shared "
+        "trunk, a branch per group, one model's parameters; split before the MLP head / one "
+        "conv block earlier: list both and validation chooses the split); default network "
+        "(cifar100: separate,branched,branched-early)",
     )
     p.add_argument(
         "--budget",

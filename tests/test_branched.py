@@ -16,26 +16,87 @@ from stgmtl.specialise.branched import (
     BranchedModel,
     TrunkBranchFactory,
     branch_width_for_budget,
+    branch_widths_for_budget,
     build_branched,
     count_macs,
     groups_from_labels,
 )
+from stgmtl.specialise.training import largest_fitting
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("name", ["cnn", "wide-cnn", "resnet18"])
 @pytest.mark.parametrize("width", [1.0, 0.5, 0.3])
-def test_trunk_then_branch_is_the_whole_model(name: str, width: float) -> None:
-    f = model_factory(name)
+@pytest.mark.parametrize("where", ["late", "early"])
+def test_trunk_then_branch_is_the_whole_model(name: str, width: float, where: str) -> None:
+    f = model_factory(name, where)
     assert isinstance(f, TrunkBranchFactory)
+    torch.manual_seed(0)
     whole = f(6, width)
+    torch.manual_seed(0)
     split = nn.Sequential(f.trunk(width), f.branch(6, width, width))
     assert count_parameters(whole) == count_parameters(split)
-    shapes = sorted(tuple(p.shape) for p in whole.parameters())
-    assert shapes == sorted(tuple(p.shape) for p in split.parameters())
+    # the same layers in the same order, built from the same random stream: same weights,
+    # same function (so one branch at the model's width is the model itself, at either split)
+    wp, sp = list(whole.parameters()), list(split.parameters())
+    assert [p.shape for p in wp] == [p.shape for p in sp]
+    assert all(torch.equal(a, b) for a, b in zip(wp, sp, strict=True))
     x = torch.randn(2, 3, 32, 32)
-    assert split.eval()(x).shape == (2, 6)
+    torch.testing.assert_close(split.eval()(x), whole.eval()(x))
+
+
+@pytest.mark.parametrize("name", ["cnn", "wide-cnn", "resnet18"])
+def test_an_early_split_moves_one_block_into_the_branch(name: str) -> None:
+    late, early = model_factory(name), model_factory(name, "early")
+    t_late, t_early = count_parameters(late.trunk(0.5)), count_parameters(early.trunk(0.5))
+    b_late = count_parameters(late.branch(4, 0.5, 0.5))
+    b_early = count_parameters(early.branch(4, 0.5, 0.5))
+    assert t_early < t_late and b_early > b_late
+    assert t_late - t_early == b_early - b_late  # the moved block
+    assert early != late and early.cache_id.endswith("split='early')")
+    assert pickle.loads(pickle.dumps(early)) == early and early.with_split("late") == late
+    with pytest.raises(ValueError, match="split: expected one of"):
+        model_factory(name, "middle")
+
+
+def test_largest_fitting_agrees_with_a_scan() -> None:
+    grid = np.linspace(1e-3, 3.0, 30001)
+    for threshold in (0.0123, 0.5, 1.0, 2.7):
+        fits = lambda x, th=threshold: x <= th  # noqa: E731
+        assert largest_fitting(fits, 0.5) == pytest.approx(threshold, abs=1e-9)
+        capped = largest_fitting(fits, 0.5, cap=1.0)
+        assert capped == pytest.approx(min(threshold, 1.0), abs=1e-9)
+        assert (
+            capped == grid[fits(grid) & (grid <= 1.0)].max()
+            or abs(capped - grid[fits(grid) & (grid <= 1.0)].max()) < 1e-4
+        )
+
+
+@pytest.mark.parametrize("name", ["cnn", "wide-cnn"])
+@pytest.mark.parametrize("sizes", [[10] * 10, [5] * 20, [30, 30, 20, 10, 5, 5]])
+def test_per_branch_widths_fill_the_budget_one_step_at_a_time(name: str, sizes: list[int]) -> None:
+    f = model_factory(name)
+    t = sum(sizes)
+    one = count_parameters(f(t, 0.5))
+    common = branch_width_for_budget(f, sizes, 0.5)
+    widths = branch_widths_for_budget(f, sizes, 0.5)
+    trunk = count_parameters(f.trunk(0.5))
+    per = [count_parameters(f.branch(n, 0.5, b)) for n, b in zip(sizes, widths, strict=True)]
+    base = [count_parameters(f.branch(n, 0.5, common)) for n in sizes]
+    assert trunk + sum(per) <= one and trunk + sum(per) >= trunk + sum(base)
+    assert min(widths) >= common
+    # each branch took at most one step (the next width that adds parameters), and no branch
+    # left un-stepped could have taken its step within the budget
+    for n, p0, p1 in zip(sizes, base, per, strict=True):
+        if p1 == p0:
+            step = largest_fitting(
+                lambda x, n=n, p0=p0: count_parameters(f.branch(n, 0.5, x)) <= p0, common
+            )
+            more = count_parameters(f.branch(n, 0.5, step * (1 + 1e-6))) - p0
+            assert more > 0 and trunk + sum(per) + more > one
+        else:
+            assert count_parameters(f.branch(n, 0.5, common)) < p1
 
 
 def test_factory_pickles_and_compares_by_name() -> None:

@@ -14,10 +14,18 @@ that trains it, whether its memberships are soft, and its **budget rule** (param
 ``separate-soft``
     STG-MTL with soft memberships: every group network carries all ``T`` heads, trained with
     membership-weighted losses and predicted by the membership-weighted logit sum (budget 1).
-``branched``
+``branched`` / ``branched-early``
     One shared trunk and one branch per group (:mod:`stgmtl.specialise.branched`), the branch
-    width chosen so that the whole model holds one model's parameters (budget 1). Its split
-    point is the factory's (``trunk()`` / ``branch()``); it is not tuned.
+    widths chosen so that the whole model holds one model's parameters (budget 1): a common
+    branch width, then one more step (hidden unit) per branch in turn, larger groups first,
+    while the budget allows (:func:`~stgmtl.specialise.branch_widths_for_budget`: the finer
+    knob that keeps many branches within the band). ``branched`` splits where the factory's
+    ``trunk()`` ends (the shipped CNNs: before the MLP head); ``branched-early`` one block
+    earlier (``factory.with_split("early")``: the last conv block
+    joins each branch, so the same budget leaves the branches wider relative to their inputs).
+    **The split point is a hyperparameter chosen on validation**: list both, and the
+    recommendation (:func:`~stgmtl.payoff.recommendation.recommend`) chooses among them on
+    validation like any other system; the fresh-seed confirmation then tests that choice.
 
 :func:`build_members` turns a run into the networks it trains (:class:`Member`): one code path
 for the worker's training, the time estimate and the budget check. Budgets are **asserted**:
@@ -46,10 +54,10 @@ from torch import nn
 from stgmtl._checks import fail
 from stgmtl.specialise.branched import (
     TrunkBranchFactory,
-    branch_width_for_budget,
+    branch_widths_for_budget,
     build_branched,
 )
-from stgmtl.specialise.training import ModelFactory, count_parameters
+from stgmtl.specialise.training import ModelFactory, count_parameters, largest_fitting
 
 __all__ = [
     "ARCHITECTURES",
@@ -60,6 +68,7 @@ __all__ = [
     "architecture",
     "build_members",
     "reference_parameters",
+    "split_factory",
     "width_for_parameters",
 ]
 
@@ -85,12 +94,16 @@ class Architecture:
         Trained with soft memberships (needs a grouping with distances).
     per_group_budget : bool
         Budget ``k`` (one model's parameters per group) instead of 1.
+    split : str
+        ``"branched"`` kind: the factory's split point (``factory.with_split(split)``); empty
+        for the factory's own.
     """
 
     name: str
     kind: str
     soft: bool = False
     per_group_budget: bool = False
+    split: str = ""
 
     def budget(self, k: int) -> float:
         """Parameters of a ``k``-group system, in units of one model for all tasks."""
@@ -104,6 +117,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("separate", "separate"),
         Architecture("separate-soft", "separate", soft=True),
         Architecture("branched", "branched"),
+        Architecture("branched-early", "branched", split="early"),
     )
 }
 
@@ -141,6 +155,22 @@ class Member:
         return self.build(len(self.columns), self.width)
 
 
+def split_factory(factory: Any, split: str) -> Any:
+    """``factory`` split into trunk and branch at ``split`` (empty: as it is)."""
+    if not split:
+        return factory
+    with_split = getattr(factory, "with_split", None)
+    if not callable(with_split):
+        raise fail(
+            "architectures",
+            f"a factory with with_split() for the split point {split!r} (e.g. "
+            "stgmtl.models.model_factory(name)); or train 'branched' only",
+            type(factory).__name__,
+            error=TypeError,
+        )
+    return with_split(split)
+
+
 def _is_trunk_branch(factory: Any) -> bool:
     return isinstance(factory, TrunkBranchFactory)
 
@@ -160,19 +190,6 @@ def reference_parameters(factory: ModelFactory, num_tasks: int, width: float) ->
     return count_parameters(factory(num_tasks, width))
 
 
-def _bisect(fits: Callable[[float], bool], start: float) -> float:
-    """Largest ``x`` with ``fits(x)`` (``fits`` monotone decreasing), to 40 halvings."""
-    lo, hi = float(start), float(start)
-    while not fits(lo) and lo > 1e-4:
-        lo /= 2.0
-    while fits(hi) and hi < 1e4:
-        hi *= 2.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
 def width_for_parameters(
     factory: Any, sizes: Sequence[int], target: float, start: float
 ) -> tuple[float, float | None]:
@@ -185,10 +202,10 @@ def width_for_parameters(
     branch_width : float or None
         None when the factory has no trunk / branch split (the width alone is used).
     """
-    width = _bisect(lambda w: _params(factory, sizes, w) <= target, start)
+    width = largest_fitting(lambda w: _params(factory, sizes, w) <= target, start)
     if not _is_trunk_branch(factory):
         return width, None
-    bw = _bisect(lambda b: _params(factory, sizes, width, max(b, width)) <= target, width)
+    bw = largest_fitting(lambda b: _params(factory, sizes, width, max(b, width)) <= target, width)
     return width, max(bw, width)
 
 
@@ -251,11 +268,12 @@ def build_members(
     pos = {name: i for i, name in enumerate(spec.tasks)}
     groups = [[pos[n] for n in g] for g in spec.groups]
     if spec.kind == "branched":
-        bw = branch_width_for_budget(factory, [len(g) for g in groups], base_width)
-        build = _branched(factory, groups, bw)
+        factory = split_factory(factory, spec.split)
+        bws = branch_widths_for_budget(factory, [len(g) for g in groups], base_width)
+        build = _branched(factory, groups, bws)
         total = count_parameters(build(t, base_width))
         _check_band(spec, total, target)
-        meta.update(width=float(base_width), branch_width=bw)
+        meta.update(width=float(base_width), branch_width=min(bws), branch_width_max=max(bws))
         return [Member(build, tuple(range(t)), np.ones(t), base_width)], np.ones((t, 1)), meta
     w = spec.membership_matrix()
     if spec.membership:  # soft: every network carries every head, loss-weighted
@@ -310,7 +328,7 @@ def _fixed_branch(factory: Any, bw: float) -> Callable[[int, float], nn.Module]:
 
 
 def _branched(
-    factory: Any, groups: list[list[int]], bw: float
+    factory: Any, groups: list[list[int]], bw: list[float]
 ) -> Callable[[int, float], nn.Module]:
     def build(num_tasks: int, width: float) -> nn.Module:
         return build_branched(factory, groups, width, bw)

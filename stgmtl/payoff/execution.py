@@ -37,7 +37,7 @@ __all__ = ["estimate_seconds", "run_all"]
 
 
 def _signature(spec: RunSpec) -> tuple[Any, ...]:
-    return (spec.kind, len(spec.tasks), spec.k, bool(spec.membership), spec.budget)
+    return (spec.kind, len(spec.tasks), spec.k, bool(spec.membership), spec.budget, spec.split)
 
 
 def _time_step(spec: RunSpec, data: Splits, ctx: RunContext) -> float:

@@ -91,7 +91,7 @@ def partition_specs(
         memb = tuple(tuple(float(v) for v in row) for row in w)
     gt = tuple(tuple(g) for g in groups)
     budget = a.budget(len(groups))
-    specs = [RunSpec(a.kind, tuple(names), gt, memb, s, budget) for s in part.seeds]
+    specs = [RunSpec(a.kind, tuple(names), gt, memb, s, budget, a.split) for s in part.seeds]
     sid = system_id(specs[0])
     return specs, [sid] * len(names)
 

@@ -176,7 +176,7 @@ def plan_payoff(
                 for c, g in enumerate(groups):
                     w[[order[x] for x in g], c] = 0.9 if k > 1 else 1.0
                 memb = tuple(tuple(r) for r in w)
-            ex = RunSpec(a.kind, tuple(names), groups, memb, seeds[0], a.budget(k))
+            ex = RunSpec(a.kind, tuple(names), groups, memb, seeds[0], a.budget(k), a.split)
             plan.examples.append(ex)
             plan.examples_of.setdefault(arch, []).append(ex)
         plan.grouped_counts[arch] = per_k * len(ks) * len(seeds)

@@ -119,6 +119,9 @@ class RunSpec:
         Parameters of everything the run trains, in units of one model for all of ``tasks`` at
         the recipe's width (asserted within :data:`~stgmtl.payoff.architectures.BUDGET_BAND`
         for budgeted runs; a ``"network"`` with budget 1 is simply that model).
+    split : str
+        ``"branched"`` only: where the factory's trunk ends (``factory.with_split(split)``;
+        :data:`stgmtl.models.SPLITS`); empty for the factory's own split.
     """
 
     kind: str
@@ -127,9 +130,12 @@ class RunSpec:
     membership: tuple[tuple[float, ...], ...] = ()
     seed: int = 0
     budget: float = 1.0
+    split: str = ""
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, RUN_KINDS)
+        if self.split and self.kind != "branched":
+            raise fail("split", "a split point only for kind 'branched'", self.split)
         object.__setattr__(self, "tasks", _names("tasks", self.tasks))
         check_int("seed", self.seed, low=0)
         object.__setattr__(
@@ -182,7 +188,8 @@ class RunSpec:
             body = "+".join(self.tasks) if len(self.tasks) <= 3 else f"{len(self.tasks)} tasks"
             return f"network[{body}]{at} seed {self.seed}"
         soft = " soft" if self.membership else ""
-        return f"{self.kind}{soft} k={self.k}{at} seed {self.seed}"
+        split = f"-{self.split}" if self.split else ""
+        return f"{self.kind}{split}{soft} k={self.k}{at} seed {self.seed}"
 
 
 def factory_identity(factory: Any) -> str:
@@ -221,10 +228,13 @@ def _recipe_fields(recipe: TrainConfig) -> dict[str, Any]:
 
 def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: str) -> str:
     """The cache key of a run: sha256 of spec, recipe (no seed, device), factory and data."""
+    fields = asdict(spec)
+    if not fields["split"]:
+        del fields["split"]  # the factory's own split: the key of runs made before splits existed
     body = {
         "format": _FORMAT,
         "version": _KEY_VERSION,
-        "spec": asdict(spec),
+        "spec": fields,
         "recipe": _recipe_fields(recipe),
         "factory": factory_id,
         "data": fingerprint,

@@ -136,7 +136,8 @@ def system_id(spec: Any) -> str:
         digest = hashlib.sha1("+".join(spec.tasks).encode()).hexdigest()[:10]
         return f"net:{len(spec.tasks)}-tasks:{digest}{at}"
     body = json.dumps([list(g) for g in spec.groups]) + json.dumps(spec.membership)
-    kind = spec.kind + ("-soft" if spec.membership else "")
+    split = getattr(spec, "split", "")
+    kind = spec.kind + (f"-{split}" if split else "") + ("-soft" if spec.membership else "")
     return f"{kind}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}{at}"
 
 

@@ -29,6 +29,7 @@ from stgmtl.specialise.training import (
     TrainConfig,
     check_membership,
     count_parameters,
+    largest_fitting,
     train_group_models,
 )
 
@@ -49,7 +50,7 @@ def width_for_budget(
 ) -> float:
     """Width at which ``num_models`` models together have about the parameters of one model.
 
-    Bisection on the width for the largest ``w`` with
+    Bisection (:func:`~stgmtl.specialise.training.largest_fitting`) for the largest ``w`` with
     ``num_models * params(factory(T, w)) <= params(factory(T, base_width))``.
 
     Parameters
@@ -72,14 +73,11 @@ def width_for_budget(
     if num_models == 1:
         return float(base_width)
     budget = count_parameters(factory(num_tasks, base_width))
-    lo, hi = 1e-3, float(base_width)
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        if num_models * count_parameters(factory(num_tasks, mid)) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return largest_fitting(
+        lambda w: num_models * count_parameters(factory(num_tasks, w)) <= budget,
+        base_width,
+        cap=base_width,
+    )
 
 
 def group_width(

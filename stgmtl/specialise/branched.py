@@ -35,12 +35,13 @@ import torch
 from torch import nn
 
 from stgmtl._checks import check_int, fail
-from stgmtl.specialise.training import count_parameters
+from stgmtl.specialise.training import count_parameters, fitting_bounds, largest_fitting
 
 __all__ = [
     "BranchedModel",
     "TrunkBranchFactory",
     "branch_width_for_budget",
+    "branch_widths_for_budget",
     "build_branched",
     "count_macs",
     "groups_from_labels",
@@ -126,9 +127,16 @@ class BranchedModel(nn.Module):
 
 
 def build_branched(
-    factory: TrunkBranchFactory, groups: Sequence[Sequence[int]], width: float, branch_width: float
+    factory: TrunkBranchFactory,
+    groups: Sequence[Sequence[int]],
+    width: float,
+    branch_width: float | Sequence[float],
 ) -> BranchedModel:
-    """``BranchedModel(factory.trunk(width), [factory.branch(len(g), width, branch_width)])``."""
+    """``BranchedModel(factory.trunk(width), [factory.branch(len(g), width, bw_g)])``.
+
+    ``branch_width`` is one width for every branch, or one per group
+    (:func:`branch_widths_for_budget`).
+    """
     if not isinstance(factory, TrunkBranchFactory):
         raise fail(
             "factory",
@@ -138,18 +146,36 @@ def build_branched(
             error=TypeError,
         )
     groups = _check_groups(groups)
+    widths = _per_branch(branch_width, len(groups))
     trunk = factory.trunk(width)
-    branches = [factory.branch(len(g), width, branch_width) for g in groups]
+    branches = [factory.branch(len(g), width, bw) for g, bw in zip(groups, widths, strict=True)]
     return BranchedModel(trunk, branches, groups)
+
+
+def _per_branch(branch_width: float | Sequence[float], k: int) -> list[float]:
+    if isinstance(branch_width, int | float):
+        return [float(branch_width)] * k
+    widths = [float(b) for b in branch_width]
+    if len(widths) != k:
+        raise fail("branch_width", f"one width, or one per group ({k})", len(widths))
+    return widths
+
+
+def _budget_and_trunk(
+    factory: TrunkBranchFactory, sizes: Sequence[int], width: float
+) -> tuple[int, int]:
+    return count_parameters(factory(sum(sizes), width)), count_parameters(factory.trunk(width))
 
 
 def branch_width_for_budget(
     factory: TrunkBranchFactory, group_sizes: Sequence[int], width: float = 1.0
 ) -> float:
-    """Largest branch width at which trunk + one branch per group fit one model's parameters.
+    """Largest common branch width at which trunk + one branch per group fit one model's
+    parameters.
 
-    Bisection on ``bw`` for ``params(trunk(width)) + sum_c params(branch(n_c, width, bw)) <=
-    params(factory(T, width))``, ``T = sum(group_sizes)``. With one group this is ``width``.
+    Bisection (:func:`~stgmtl.specialise.training.largest_fitting`) on ``bw <= width`` for
+    ``params(trunk(width)) + sum_c params(branch(n_c, width, bw)) <= params(factory(T,
+    width))``, ``T = sum(group_sizes)``. With one group this is ``width``.
 
     Parameters
     ----------
@@ -168,26 +194,57 @@ def branch_width_for_budget(
         raise fail("group_sizes", "at least one group", group_sizes)
     if len(sizes) == 1:
         return float(width)
-    budget = count_parameters(factory(sum(sizes), width))
-    trunk = count_parameters(factory.trunk(width))
+    budget, trunk = _budget_and_trunk(factory, sizes, width)
 
     def total(bw: float) -> int:
         return trunk + sum(count_parameters(factory.branch(n, width, bw)) for n in sizes)
 
-    lo, hi = 1e-3, float(width)
-    if total(lo) > budget:
+    bw = largest_fitting(lambda b: total(b) <= budget, width, cap=width)
+    if total(bw) > budget:
         raise fail(
             "group_sizes",
             f"groups whose branches fit the budget of {budget} parameters",
-            f"{len(sizes)} groups needing {total(lo)} at the smallest width",
+            f"{len(sizes)} groups needing {total(bw)} at the smallest width",
         )
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        if total(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return bw
+
+
+def branch_widths_for_budget(
+    factory: TrunkBranchFactory, group_sizes: Sequence[int], width: float = 1.0
+) -> list[float]:
+    """Per-branch widths that fill one model's parameters more finely than a common width.
+
+    Layer sizes are integers, so the common width of :func:`branch_width_for_budget` can
+    leave a share of the budget unused when there are many branches (one more hidden unit in
+    each of 10 branches is about 6 % of a small CNN). Starting from that width, branches take
+    one more step each (the smallest width increase that adds parameters to that branch), in
+    turn, larger groups first, while the whole stays within the budget. Every branch's width
+    differs from the others' by at most one such step.
+
+    Returns
+    -------
+    list of float
+        One branch width per group, in the order of ``group_sizes``.
+    """
+    bw = branch_width_for_budget(factory, group_sizes, width)
+    sizes = [int(n) for n in group_sizes]
+    if len(sizes) == 1:
+        return [bw]
+    budget, trunk = _budget_and_trunk(factory, sizes, width)
+    widths = [bw] * len(sizes)
+    params = [count_parameters(factory.branch(n, width, bw)) for n in sizes]
+    for c in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        n, now = sizes[c], params[c]
+
+        def same(b: float, n: int = n, now: int = now) -> bool:
+            return count_parameters(factory.branch(n, width, b)) <= now
+
+        step = fitting_bounds(same, widths[c])[1]
+        more = count_parameters(factory.branch(n, width, step))
+        if trunk + sum(params) - now + more > budget:
+            continue
+        widths[c], params[c] = step, more
+    return widths
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:

@@ -40,6 +40,7 @@ __all__ = [
     "check_membership",
     "count_parameters",
     "ensemble_logits",
+    "largest_fitting",
     "membership_weighted_bce",
     "predict_logits",
     "resolve_pos_weight",
@@ -106,6 +107,54 @@ class TrainConfig:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fitting_bounds(
+    fits: Callable[[float], bool], start: float, cap: float | None = None
+) -> tuple[float, float]:
+    """``(lo, hi)`` around the largest ``x`` with ``fits(x)``: ``fits(lo)``, and ``hi`` does not
+    fit (or is ``cap`` / the search's ceiling), ``hi - lo`` after 40 halvings.
+
+    ``fits`` must be monotone (true below a threshold, false above it). The bracket starts at
+    ``start``, halving ``lo`` while it does not fit (down to 1e-4) and doubling ``hi`` while it
+    does (up to ``cap``, or 1e4). The one bisection of every width search of stgmtl (a model's
+    width for a parameter budget, a branch width, one more unit per branch).
+    """
+    lo = hi = float(start)
+    while not fits(lo) and lo > 1e-4:
+        lo /= 2.0
+    limit = 1e4 if cap is None else float(cap)
+    while hi < limit and fits(hi):
+        hi = min(hi * 2.0, limit)
+    if hi <= lo:  # start is at the cap and fits: nothing larger is allowed
+        return lo, lo
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo, hi
+
+
+def largest_fitting(fits: Callable[[float], bool], start: float, cap: float | None = None) -> float:
+    """The largest ``x <= cap`` with ``fits(x)``, to 40 halvings (see :func:`fitting_bounds`).
+
+    Parameters
+    ----------
+    fits : callable
+        ``fits(x) -> bool``, monotone: true for every ``x`` below a threshold.
+    start : float
+        Where the search starts (e.g. the reference width).
+    cap : float, optional
+        The largest value allowed.
+
+    Returns
+    -------
+    float
+        ``fits`` of it is true unless nothing down to 1e-4 fits (callers check).
+    """
+    lo, hi = fitting_bounds(fits, start, cap)
+    if cap is not None and fits(float(cap)):
+        return float(cap)
+    return lo
 
 
 def check_membership(membership: np.ndarray, num_tasks: int) -> np.ndarray:
