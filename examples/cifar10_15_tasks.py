@@ -1,4 +1,4 @@
-"""CIFAR-10, STG-MTL's 15 tasks: record data maps, group the tasks, optionally compare methods.
+"""CIFAR-10, STG-MTL's 15 tasks: record data maps, group the tasks, optionally run the payoff study.
 
 The 15 tasks: the 10 one-vs-rest classes, living being (bird, cat, deer, dog, frog, horse), not
 living being, odd class id, upside down (images flipped vertically with probability 0.5; is it
@@ -7,6 +7,10 @@ up apart from the class tasks.
 
     STGMTL_DATA=/path/to/shared/data python examples/cifar10_15_tasks.py
     STGMTL_DATA=/path/to/shared/data python examples/cifar10_15_tasks.py --study
+
+``--study`` then asks whether grouping pays, with the payoff harness (``stgmtl payoff --suite
+cifar10-15``: equal, asserted budgets, paired seeds, a choice on validation confirmed on fresh
+seeds; see docs/results/payoff.md); the example prints the command it runs.
 
 Uses every CIFAR-10 training image available (the shared ``.npz`` copy holds 4,000: the first
 400 per class; the official archive, ``--download``, holds 50,000) and the official test split.
@@ -21,14 +25,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
 import torch
 
 import stgmtl
+from stgmtl.cli import main as stgmtl_main
 from stgmtl.datasets import cifar10_15_suite
-from stgmtl.models import MODEL_NAMES, build_model, model_factory
-from stgmtl.plots import datamap_figure, memberships_figure, method_comparison_figure, save_figure
-from stgmtl.specialise import TrainConfig, compare_methods, summarise
+from stgmtl.models import MODEL_NAMES, build_model
+from stgmtl.plots import datamap_figure, memberships_figure, save_figure
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,13 +53,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--study",
         action="store_true",
-        help="also train grouped models vs one model vs random groups",
+        help="then run the payoff harness (stgmtl payoff --suite cifar10-15) at k = --k",
     )
-    p.add_argument("--study-seeds", default="0,1,2")
-    p.add_argument("--study-epochs", type=int, default=10)
-    p.add_argument("--study-budget", choices=("params", "width"), default="params")
+    p.add_argument("--study-seeds", default=None, help="payoff --seeds (default its preset's)")
+    p.add_argument("--study-epochs", type=int, default=None, help="payoff --epochs")
     p.add_argument("--test-limit", type=int, default=None, help="first N test images only")
     return p.parse_args(argv)
+
+
+def study_argv(args: argparse.Namespace) -> list[str]:
+    """The ``stgmtl payoff`` command line that ``--study`` runs (the 15-task preset, the data-map
+    signal, no pair truth, the example's k and model)."""
+    argv = ["payoff", "--suite", "cifar10-15", "--truth", "none", "--no-singles"]
+    argv += ["--signals", "datamap", "--ks", str(args.k), "--model", args.model]
+    argv += ["--width", str(args.width), "--out", str(Path(args.out) / "payoff")]
+    for flag, value in (
+        ("--seeds", args.study_seeds),
+        ("--epochs", args.study_epochs),
+        ("--test-limit", args.test_limit),
+        ("--data-root", args.data_root),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["-q"] if args.no_progress else [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,39 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {name} plot failed: {exc!r}", file=sys.stderr)
     print(f"\nrecord + group: {time.perf_counter() - t0:.0f} s; results in {out}/")
     if args.study:
-        test = cifar10_15_suite("test", root=args.data_root, limit=args.test_limit, seed=args.seed)
-        tables = []
-        for seed in (int(s) for s in args.study_seeds.split(",")):
-            cfg = TrainConfig(
-                width=args.width,
-                epochs=args.study_epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=seed,
-            )
-            tables.append(
-                compare_methods(
-                    model_factory(args.model),
-                    train,
-                    test,
-                    groups.membership,
-                    cfg,
-                    budget=args.study_budget,
-                    progress=progress,
-                )  # fmt: skip
-            )
-        table = pl.concat(tables)
-        table.write_csv(out / "study_metrics.csv")
-        fig = method_comparison_figure(table, title="CIFAR-10, 15 tasks")
-        save_figure(fig, out / "study_methods.png")
-        with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=3):
-            print(
-                summarise(table).select(
-                    "method", "seeds", "f1_mean", "f1_std", "roc_auc_mean", "roc_auc_std"
-                )
-            )
-            per_task = table.group_by("method", "task").agg(pl.col("roc_auc").mean())
-            print(per_task.pivot(on="method", index="task", values="roc_auc"))
+        argv = study_argv(args)
+        print("the study is the payoff harness: stgmtl " + " ".join(argv), flush=True)
+        return stgmtl_main(argv)
     return 0
 
 

@@ -14,9 +14,11 @@ the grouping against the 20 superclasses beside random groups of the same sizes 
 data maps grouped with the other feature kind), and writes data maps, groups, plots and a
 summary JSON under ``--out`` (default ``runs/cifar100/``).
 
-``--study`` adds the grouped-training study: for each seed, record -> group -> train grouped
-models, one model, and random groups under the same budget -> per-task test metrics on the
-official test split; then mean and spread over seeds (see ``--study-*`` options).
+``--study`` runs the grouped-training study, which is now the payoff harness's CIFAR-100 preset
+(``stgmtl payoff --suite cifar100``: equal, asserted budgets, paired seeds, fixed random
+partitions, a choice on validation confirmed on fresh seeds); the ``--study-*`` options map to
+its options (:func:`study_argv`). The round-1 study (``compare_methods``) compared systems at
+unequal budgets on unpaired seeds and is retired.
 """
 
 from __future__ import annotations
@@ -29,17 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
 
 from stgmtl._io import atomic_file
 from stgmtl.datamaps import DataMaps
 from stgmtl.datasets import TaskSuite, cifar100_suite
 from stgmtl.grouping import TaskGroups, group
-from stgmtl.models import MODEL_NAMES, build_model, model_factory
-from stgmtl.plots import datamap_figure, memberships_figure, method_comparison_figure, save_figure
+from stgmtl.models import MODEL_NAMES, build_model
+from stgmtl.plots import datamap_figure, memberships_figure, save_figure
 from stgmtl.record import fit_datamaps
-from stgmtl.specialise import TrainConfig, compare_methods, grouping_agreement, summarise
+from stgmtl.specialise import grouping_agreement
 
 __all__ = ["PRESETS", "main", "parse_args"]
 
@@ -112,35 +113,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
-    s = p.add_argument_group("grouped-training study (--study)")
+    s = p.add_argument_group(
+        "grouped-training study (--study: the payoff harness's cifar100 preset, "
+        "`stgmtl payoff --suite cifar100`; options left out take that preset's values)"
+    )
     s.add_argument(
         "--study",
         action="store_true",
-        help="run the grouped-training study (instead of the single demo run)",
+        help="run the grouped-training study (the payoff harness) instead of the demo",
     )
-    s.add_argument("--study-seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
-    s.add_argument("--study-k", type=int, default=10, help="groups in the study (default 10)")
-    s.add_argument(
-        "--study-train-limit",
-        type=int,
-        default=10_000,
-        help="training images per study run (default 10,000)",
-    )
-    s.add_argument("--study-record-epochs", type=int, default=3)
-    s.add_argument("--study-train-epochs", type=int, default=3)
-    s.add_argument(
-        "--study-width",
-        type=float,
-        default=0.5,
-        help="one-model baseline width; group models share its parameter budget",
-    )
-    s.add_argument("--study-budget", choices=("params", "width"), default="params")
-    s.add_argument(
-        "--study-test-limit",
-        type=int,
-        default=None,
-        help="evaluate on the first N test images only (default all 10,000)",
-    )
+    s.add_argument("--study-seeds", default=None, help="comma list of seeds (payoff --seeds)")
+    s.add_argument("--study-k", default=None, help="numbers of groups, comma list (payoff --ks)")
+    s.add_argument("--study-train-limit", type=int, default=None, help="payoff --train-limit")
+    s.add_argument("--study-train-epochs", type=int, default=None, help="payoff --epochs")
+    s.add_argument("--study-width", type=float, default=None, help="payoff --width")
+    s.add_argument("--study-test-limit", type=int, default=None, help="payoff --test-limit")
+
+
+def study_argv(args: argparse.Namespace, out: Path) -> list[str]:
+    """The ``stgmtl payoff`` command line that the demo's ``--study`` runs.
+
+    The CIFAR-100 preset with the data-map and confusion signals, the ``--study-*`` options
+    given, results under ``out / "payoff"``.
+    """
+    argv = ["payoff", "--suite", "cifar100", "--signals", "datamap,confusion"]
+    argv += ["--out", str(out / "payoff")]
+    for flag, value in (
+        ("--seeds", args.study_seeds),
+        ("--ks", args.study_k),
+        ("--train-limit", args.study_train_limit),
+        ("--epochs", args.study_train_epochs),
+        ("--width", args.study_width),
+        ("--test-limit", args.study_test_limit),
+        ("--data-root", args.data_root),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["-q"] if args.no_progress else [])
 
 
 def _snapshots(arg: str | None, epochs: int) -> list[int]:
@@ -297,116 +306,19 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return summary
 
 
-def run_study(args: argparse.Namespace, out: Path) -> pl.DataFrame:
-    progress = not args.no_progress
-    seeds = [int(s) for s in args.study_seeds.split(",")]
-    test = cifar100_suite(
-        "test", root=args.data_root, download=args.download, limit=args.study_test_limit
-    )
-    tables, agreements = [], []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        train = cifar100_suite(
-            "train45k", root=args.data_root, limit=args.study_train_limit, seed=seed
-        )
-        dm = record(
-            train,
-            model=args.model,
-            width=args.study_width,
-            epochs=args.study_record_epochs,
-            snapshots=_snapshots(None, args.study_record_epochs),
-            batch_size=args.batch_size,
-            lr=args.lr,
-            scheduler=args.scheduler,
-            seed=seed,
-            progress=progress,
-        )
-        print(f"seed {seed}: recorded data maps ({time.perf_counter() - t0:.0f} s)", flush=True)
-        groups, agreement = group_and_report(
-            dm, train, args.study_k, args.m, seed, args.permutations, progress, args.features
-        )
-        agreements.append({"seed": seed, **agreement})
-        print(
-            f"seed {seed}: NMI {agreement['nmi']:.3f} ARI {agreement['ari']:.3f}; training "
-            f"grouped models and baselines ({time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
-        cfg = TrainConfig(
-            width=args.study_width,
-            epochs=args.study_train_epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            scheduler=args.scheduler,
-            seed=seed,
-        )
-        table = compare_methods(
-            model_factory(args.model), train, test, groups.membership, cfg,
-            budget=args.study_budget, progress=progress,
-        )  # fmt: skip
-        tables.append(table)
-        print(
-            f"seed {seed}: NMI {agreement['nmi']:.3f} ARI {agreement['ari']:.3f} "
-            f"({time.perf_counter() - t0:.0f} s)"
-        )
-        print(
-            summarise(table.filter(pl.col("seed") == seed)).select(
-                "method", "f1_mean", "roc_auc_mean", "balanced_accuracy_mean"
-            )
-        )
-    full = pl.concat(tables)
-    agree = pl.DataFrame(agreements)
-    summary = summarise(full)
-    for name, table in (("metrics", full), ("agreement", agree), ("summary", summary)):
-        with atomic_file(out / f"study_{name}.csv") as tmp:  # a kill never leaves half a table
-            table.write_csv(tmp)
-    fig = method_comparison_figure(full, title=f"CIFAR-100, k={args.study_k}, {len(seeds)} seeds")
-    save_figure(fig, out / "study_methods.png")
-    _print_study(full, agree, summary)
-    return full
-
-
-def _print_study(full: pl.DataFrame, agree: pl.DataFrame, summary: pl.DataFrame) -> None:
-    """The study's tables: agreement with the superclasses, test metrics, models' size and time."""
-    with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=3):
-        print("\nNMI / ARI vs superclasses over seeds:")
-        print(
-            agree.select(
-                pl.col("nmi", "ari", "nmi_random_mean", "ari_random_mean")
-                .mean()
-                .name.suffix("_mean"),
-                pl.col("nmi", "ari").std().name.suffix("_std"),
-            )
-        )
-        print("\ntest metrics (mean over tasks, then mean / std over seeds):")
-        print(
-            summary.select(
-                "method",
-                "seeds",
-                "f1_mean",
-                "f1_std",
-                "roc_auc_mean",
-                "roc_auc_std",
-                "balanced_accuracy_mean",
-                "balanced_accuracy_std",
-            )
-        )
-        print(
-            full.group_by("method")
-            .agg(pl.col("parameters", "width").first(), pl.col("train_seconds").mean())
-            .sort("method")
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.study:  # the study records and groups per seed itself
-        run_study(args, out)
-    else:
-        run_demo(args, out)
+    if args.study:  # the payoff harness records, groups, trains and decides itself
+        from stgmtl.cli import main as cli_main
+
+        argv = study_argv(args, out)
+        print("the study is the payoff harness: stgmtl " + " ".join(argv), flush=True)
+        return cli_main(argv)
+    run_demo(args, out)
     return 0
 
 

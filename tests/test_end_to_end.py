@@ -17,7 +17,7 @@ import torch
 
 import stgmtl
 from stgmtl import demo
-from stgmtl.datasets import cifar10_15_suite, cifar100_suite
+from stgmtl.datasets import cifar100_suite
 from stgmtl.models import build_model, model_factory
 from stgmtl.specialise import METHODS, TrainConfig, compare_methods, grouping_agreement
 
@@ -60,9 +60,10 @@ def test_pipeline_on_cifar100_subset(cifar_root: Path) -> None:
     ref = normalized_mutual_info_score(train.task_superclass, groups.labels)
     assert agree["nmi"] == pytest.approx(ref, abs=1e-12)
     cfg = TrainConfig(width=0.125, epochs=1, batch_size=100, seed=0)
-    table = compare_methods(
-        model_factory("cnn"), train, test, groups.membership, cfg, progress=False
-    )
+    with pytest.warns(DeprecationWarning, match="stgmtl.payoff.run_payoff"):
+        table = compare_methods(
+            model_factory("cnn"), train, test, groups.membership, cfg, progress=False
+        )
     assert set(table["method"]) == set(METHODS) and table.height == 4 * 100
     assert table.filter(pl.col("roc_auc").is_not_nan())["roc_auc"].is_between(0, 1).all()
 
@@ -71,29 +72,35 @@ def test_pipeline_on_cifar100_subset(cifar_root: Path) -> None:
 def test_cifar10_15_example_runs(cifar_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STGMTL_DATA", str(cifar_root))
     example = _load_example("cifar10_15_tasks")
-    args = [
-        "--limit",
-        "300",
-        "--epochs",
-        "2",
-        "--width",
-        "0.125",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-        "--study",
-        "--study-seeds",
-        "0",
-        "--study-epochs",
-        "1",
-        "--test-limit",
-        "300",
-        "--no-plots",
-    ]
-    assert example.main(args) == 0
-    table = pl.read_csv(tmp_path / "study_metrics.csv")
-    assert set(table["task"]) == set(cifar10_15_suite("train", root=cifar_root, limit=1).task_names)
-    assert (tmp_path / "study_methods.png").is_file() and (tmp_path / "groups").is_dir()
+    args = ["--limit", "300", "--epochs", "2", "--width", "0.125", "--no-progress"]
+    assert example.main([*args, "--out", str(tmp_path), "--no-plots"]) == 0
+    assert (tmp_path / "groups").is_dir() and (tmp_path / "datamaps").is_dir()
+
+
+def _payoff_settings(argv: list[str]) -> dict:
+    from stgmtl.cli import build_parser
+    from stgmtl.payoff_command import payoff_settings
+
+    args = build_parser().parse_args(argv)
+    return {"suite": args.suite, **payoff_settings(args)}
+
+
+def test_the_studies_are_presets_of_the_payoff_harness(tmp_path: Path) -> None:
+    # the example's --study runs `stgmtl payoff` on its k, model and seeds ...
+    example = _load_example("cifar10_15_tasks")
+    args = example.parse_args(["--study", "-k", "4", "--study-seeds", "3,4", "--out", "x"])
+    argv = example.study_argv(args)
+    assert argv[:3] == ["payoff", "--suite", "cifar10-15"]
+    st = _payoff_settings(argv)
+    assert (st["ks"], st["seeds"], st["model"], st["truth"]) == ("4", "3,4", "cnn", "none")
+    assert st["epochs"] == 8  # the suite's preset, from its training curve
+    # ... and the demo's on CIFAR-100, its --study-* options mapped, the rest the preset's
+    a = demo.parse_args(["--study", "--study-k", "5", "--study-train-epochs", "2"])
+    argv = demo.study_argv(a, tmp_path)
+    st = _payoff_settings(argv)
+    assert (st["ks"], st["epochs"], st["suite"]) == ("5", 2, "cifar100")
+    assert st["train_limit"] == 10_000 and "--out" in argv
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "payoff")
 
 
 @pytest.mark.slow

@@ -1,7 +1,15 @@
-"""Evaluate grouped models against the baselines under one budget, on one seed."""
+"""Evaluate grouped models against the baselines under one budget, on one seed (deprecated).
+
+:func:`compare_methods` is round 1's study: one seed, random groups drawn per seed, and systems
+that were never paired or budget-checked together. The payoff harness
+(:func:`stgmtl.payoff.run_payoff`, ``stgmtl payoff``) replaces it: asserted equal budgets, paired
+seeds, fixed random partitions trained on every seed, a choice on validation confirmed on fresh
+seeds.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -55,6 +63,9 @@ def compare_methods(
 ) -> pl.DataFrame:
     """Train and evaluate grouped models and the baselines; one table of per-task metrics.
 
+    .. deprecated:: 0.3
+        Use :func:`stgmtl.payoff.run_payoff` (``stgmtl payoff``); see the module docstring.
+
     Parameters
     ----------
     factory : callable
@@ -79,6 +90,13 @@ def compare_methods(
         :func:`~stgmtl.specialise.metrics.task_metrics` rows for every method, plus
         ``num_models, parameters, width, train_seconds`` per method.
     """
+    warnings.warn(
+        "compare_methods is deprecated since stgmtl 0.3 and will be removed: use "
+        "stgmtl.payoff.run_payoff (stgmtl payoff), which compares systems at equal, asserted "
+        "budgets on paired seeds and confirms its choice on fresh seeds (see CHANGELOG.md)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise fail("methods", f"a subset of {METHODS}", unknown)
