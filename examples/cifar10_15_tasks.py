@@ -57,19 +57,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--study-seeds", default=None, help="payoff --seeds (default its preset's)")
     p.add_argument("--study-epochs", type=int, default=None, help="payoff --epochs")
+    p.add_argument("--study-width", type=float, default=None, help="payoff --width")
     p.add_argument("--test-limit", type=int, default=None, help="first N test images only")
     return p.parse_args(argv)
 
 
 def study_argv(args: argparse.Namespace) -> list[str]:
-    """The ``stgmtl payoff`` command line that ``--study`` runs (the 15-task preset, the data-map
-    signal, no pair truth, the example's k and model)."""
+    """The ``stgmtl payoff`` command line that ``--study`` runs (the 15-task preset's recipe, the
+    data-map signal, no pair truth, the example's k and model; ``--study-*`` options override)."""
     argv = ["payoff", "--suite", "cifar10-15", "--truth", "none", "--no-singles"]
     argv += ["--signals", "datamap", "--ks", str(args.k), "--model", args.model]
-    argv += ["--width", str(args.width), "--out", str(Path(args.out) / "payoff")]
+    argv += ["--out", str(Path(args.out) / "payoff")]
     for flag, value in (
         ("--seeds", args.study_seeds),
         ("--epochs", args.study_epochs),
+        ("--width", args.study_width),
         ("--test-limit", args.test_limit),
         ("--data-root", args.data_root),
     ):

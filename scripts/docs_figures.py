@@ -11,7 +11,7 @@ docs/snippets/synthetic.py, recorded with ``fit_datamaps`` and grouped into 3 (a
 The CIFAR figures are redrawn from saved runs, made with the commands on the results pages:
 
     python examples/cifar100_grouping.py --no-progress --seed 0 --out runs/cifar100
-    python examples/cifar100_grouping.py --no-progress --study --out runs/cifar100_study
+    python examples/cifar100_grouping.py --no-progress --study --out runs/cifar100_study  # 9c0ecb2
     python examples/cifar10_15_tasks.py --no-progress --seed 0 --out runs/cifar10_15
 
 Images are kept small (low dpi, a subsample of points, optimised PNG).
@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=OUT, help="folder of the images")
     p.add_argument("--cifar100", type=Path, help="a demo run folder (datamaps/, groups/)")
-    p.add_argument("--cifar100-study", type=Path, help="a --study run folder (study_metrics.csv)")
+    p.add_argument(
+        "--cifar100-study",
+        type=Path,
+        help="a round-1 --study run folder (study_metrics.csv; commit 9c0ecb2 or earlier)",
+    )
     p.add_argument("--cifar10-15", type=Path, help="a cifar10_15_tasks.py run folder")
     args = p.parse_args(argv)
     synthetic(args.out)

@@ -120,7 +120,9 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--study",
         action="store_true",
-        help="run the grouped-training study (the payoff harness) instead of the demo",
+        help="run the grouped-training study (the payoff harness) instead of the demo; it uses "
+        "the payoff preset's recipe (not --model, --preset, --seed) and reads the data from "
+        "--data-root / $STGMTL_DATA (no --download)",
     )
     s.add_argument("--study-seeds", default=None, help="comma list of seeds (payoff --seeds)")
     s.add_argument("--study-k", default=None, help="numbers of groups, comma list (payoff --ks)")
@@ -313,11 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.study:  # the payoff harness records, groups, trains and decides itself
-        from stgmtl.cli import main as cli_main
+        from stgmtl.payoff_command import payoff_main
 
         argv = study_argv(args, out)
         print("the study is the payoff harness: stgmtl " + " ".join(argv), flush=True)
-        return cli_main(argv)
+        return payoff_main(argv[1:])
     run_demo(args, out)
     return 0
 

@@ -336,8 +336,10 @@ class CNNFactory:
         is every convolution, to the flattened features), ResNet-18's branch is stage 4 with
         pooling and the linear layer. ``"early"``: one block earlier: the CNNs' last conv
         layer (block) joins the branch, and ResNet-18's stage 3. An earlier split gives each
-        branch more of the network to specialise, at a smaller branch width for the same
-        budget (:func:`stgmtl.specialise.branch_width_for_budget`).
+        branch more of the network to specialise and, at the same parameter budget, a larger
+        branch width (the moved block is small, the first branch layer after it shrinks with
+        the branch width; :func:`stgmtl.specialise.branch_width_for_budget`), at more
+        multiply-adds per image than one model (each branch convolves the trunk's feature map).
     """
 
     def __init__(self, name: str, split: str = "late") -> None:
@@ -352,7 +354,9 @@ class CNNFactory:
     def cache_id(self) -> str:
         """A stable identity of the architecture, for run caches."""
         at = "" if self.split == "late" else f", split={self.split!r}"
-        return f"stgmtl.models.model_factory({self.name!r}{at})"
+        # ResNet-18's trunk + branch draw the one model's initial weights since 0.3 (build 2)
+        build = "#build2" if self.name == "resnet18" else ""
+        return f"stgmtl.models.model_factory({self.name!r}{at}){build}"
 
     def with_split(self, split: str) -> CNNFactory:
         """The same model split into trunk and branch at ``split`` (see :data:`SPLITS`)."""

@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PAYOFF_PRESETS", "add_payoff_parser", "payoff_settings", "run_payoff_command"]
+__all__ = [
+    "PAYOFF_PRESETS",
+    "add_payoff_parser",
+    "payoff_main",
+    "payoff_settings",
+    "run_payoff_command",
+]
 
 #: Defaults per suite (options given explicitly win), and ``--quick``'s few-minute run.
 PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
@@ -100,6 +106,13 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+def payoff_main(argv: list[str]) -> int:
+    """Run ``stgmtl payoff ARGV`` in this process (the demo's ``--study``); returns its status."""
+    parser = argparse.ArgumentParser(prog="stgmtl")
+    add_payoff_parser(parser.add_subparsers(dest="command"))
+    return run_payoff_command(parser.parse_args(["payoff", *argv]))
+
+
 def add_payoff_parser(sub: Any) -> None:
     """Add the ``payoff`` subcommand to ``sub`` (an argparse subparsers object)."""
     p = sub.add_parser(
@@ -150,9 +163,10 @@ def add_payoff_parser(sub: Any) -> None:
         help="how groupings are trained, comma-separated: network (one network per group, "
         "k models' parameters together), separate / separate-soft (STG-MTL's k networks at "
         "one model's parameters, hard / soft memberships), branched / branched-early (shared "
-        "trunk, a branch per group, one model's parameters; split before the MLP head / one "
-        "conv block earlier: list both and validation chooses the split); default network "
-        "(cifar100: separate,branched,branched-early)",
+        "trunk, a branch per group, one model's parameters; the CNNs split before the MLP head "
+        "/ one conv block earlier, ResNet-18 before stage 4 / 3: list both and the "
+        "recommendation chooses the split on validation; the early split costs more "
+        "multiply-adds); default network (cifar100: separate,branched,branched-early)",
     )
     p.add_argument(
         "--budget",

@@ -12,6 +12,7 @@ from torch import nn
 
 from stgmtl.models import CNNFactory, model_factory
 from stgmtl.specialise import count_parameters
+from stgmtl.specialise.baselines import width_for_budget
 from stgmtl.specialise.branched import (
     BranchedModel,
     TrunkBranchFactory,
@@ -21,7 +22,7 @@ from stgmtl.specialise.branched import (
     count_macs,
     groups_from_labels,
 )
-from stgmtl.specialise.training import largest_fitting
+from stgmtl.specialise.training import fitting_bounds, largest_fitting
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,7 +55,7 @@ def test_an_early_split_moves_one_block_into_the_branch(name: str) -> None:
     b_early = count_parameters(early.branch(4, 0.5, 0.5))
     assert t_early < t_late and b_early > b_late
     assert t_late - t_early == b_early - b_late  # the moved block
-    assert early != late and early.cache_id.endswith("split='early')")
+    assert early != late and "split='early'" in early.cache_id
     assert pickle.loads(pickle.dumps(early)) == early and early.with_split("late") == late
     with pytest.raises(ValueError, match="split: expected one of"):
         model_factory(name, "middle")
@@ -73,10 +74,35 @@ def test_largest_fitting_agrees_with_a_scan() -> None:
         )
 
 
-@pytest.mark.parametrize("name", ["cnn", "wide-cnn"])
-@pytest.mark.parametrize("sizes", [[10] * 10, [5] * 20, [30, 30, 20, 10, 5, 5]])
-def test_per_branch_widths_fill_the_budget_one_step_at_a_time(name: str, sizes: list[int]) -> None:
-    f = model_factory(name)
+def test_fitting_bounds_at_the_edges() -> None:
+    def below(th: float):
+        return lambda x: x <= th
+
+    # start fits at the cap: the cap; start above the cap is clamped to it
+    assert largest_fitting(below(5.0), 1.0, cap=1.0) == 1.0
+    assert fitting_bounds(below(5.0), 3.0, cap=1.0) == (1.0, 1.0)
+    # start does not fit, with a cap: the threshold
+    assert largest_fitting(below(0.3), 1.0, cap=1.0) == pytest.approx(0.3, abs=1e-9)
+    lo, hi = fitting_bounds(below(0.3), 1.0, cap=1.0)
+    assert lo <= 0.3 < hi and hi - lo < 1e-9
+    # nothing fits: the result does not fit either (callers check), and width_for_budget raises
+    assert not below(-1.0)(largest_fitting(below(-1.0), 1.0))
+    with pytest.raises(ValueError, match="num_models"):
+        width_for_budget(lambda t, w: nn.Linear(1, t), 3, 4)  # only biases scale: never fits
+
+
+_CASES = [
+    (name, where, sizes)
+    for name, where in (("cnn", "late"), ("wide-cnn", "late"), ("wide-cnn", "early"))
+    for sizes in ([10] * 10, [5] * 20, [30, 30, 20, 10, 5, 5])
+] + [("resnet18", "early", [30, 30, 20, 10, 5, 5])]
+
+
+@pytest.mark.parametrize(("name", "where", "sizes"), _CASES)
+def test_per_branch_widths_fill_the_budget_one_step_at_a_time(
+    name: str, where: str, sizes: list[int]
+) -> None:
+    f = model_factory(name, where)
     t = sum(sizes)
     one = count_parameters(f(t, 0.5))
     common = branch_width_for_budget(f, sizes, 0.5)

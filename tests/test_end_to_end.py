@@ -93,7 +93,7 @@ def test_the_studies_are_presets_of_the_payoff_harness(tmp_path: Path) -> None:
     assert argv[:3] == ["payoff", "--suite", "cifar10-15"]
     st = _payoff_settings(argv)
     assert (st["ks"], st["seeds"], st["model"], st["truth"]) == ("4", "3,4", "cnn", "none")
-    assert st["epochs"] == 8  # the suite's preset, from its training curve
+    assert st["epochs"] == 8 and st["width"] == 0.5  # the suite's preset (its training curve)
     # ... and the demo's on CIFAR-100, its --study-* options mapped, the rest the preset's
     a = demo.parse_args(["--study", "--study-k", "5", "--study-train-epochs", "2"])
     argv = demo.study_argv(a, tmp_path)

@@ -27,7 +27,7 @@ from stgmtl.payoff.runs import RunResult, RunSpec, run_key
 from stgmtl.payoff.settings import PayoffSettings
 from stgmtl.payoff.splits import TaskColumns
 from stgmtl.payoff.stats import paired_confirmation
-from stgmtl.payoff.tables import system_id
+from stgmtl.payoff.tables import system_id, system_kind
 from stgmtl.specialise.training import TrainConfig, count_parameters, train_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -90,35 +90,31 @@ def test_many_branches_of_cifar100s_model_stay_in_the_band(arch: str, k: int) ->
     assert convs == (1 if arch == "branched-early" else 0)
 
 
-def test_split_point_is_part_of_the_system_but_not_of_old_cache_keys() -> None:
+def _key_before_splits(spec: RunSpec, recipe: TrainConfig) -> str:
+    """The cache key as computed before splits existed: the spec's dict without the field."""
+    body = {k: v for k, v in dataclasses.asdict(spec).items() if k != "split"}
+    recipe_fields = {
+        k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("seed", "device")
+    }
+    payload = {"format": "stgmtl.PayoffRun", "version": 2, "spec": body,
+               "recipe": recipe_fields, "factory": "f", "data": "d"}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def test_split_point_is_part_of_the_system_and_old_cache_keys_stay_valid() -> None:
     groups = (("t0", "t1", "t2"), ("t3", "t4", "t5"))
     late = RunSpec("branched", NAMES, groups, (), 0)
     early = RunSpec("branched", NAMES, groups, (), 0, 1.0, "early")
     assert system_id(late) != system_id(early) and "early" in system_id(early)
+    assert system_kind(early) == "branched-early" and system_kind(late) == "branched"
     assert "branched-early k=2" in early.describe()
     recipe = TrainConfig()
-    # the key of a spec without a split is the key it had before splits existed (the dict
-    # without the field), so caches made before stay valid
-    body = {k: v for k, v in dataclasses.asdict(late).items() if k != "split"}
-    old_key = hashlib.sha256(
-        json.dumps(
-            {
-                "format": "stgmtl.PayoffRun",
-                "version": 2,
-                "spec": body,
-                "recipe": {
-                    k: v
-                    for k, v in dataclasses.asdict(recipe).items()
-                    if k not in ("seed", "device")
-                },
-                "factory": "f",
-                "data": "d",
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    assert run_key(late, recipe, "f", "d") == old_key
-    assert run_key(early, recipe, "f", "d") != old_key
+    # runs that train the same networks as before keep their keys (caches stay valid) ...
+    for spec in (RunSpec("separate", NAMES, groups, (), 0), RunSpec("network", NAMES, seed=1)):
+        assert run_key(spec, recipe, "f", "d") == _key_before_splits(spec, recipe)
+    # ... branched runs, whose widths are now per branch, do not (they are retrained)
+    keys = {run_key(s, recipe, "f", "d") for s in (late, early)}
+    assert len(keys) == 2 and _key_before_splits(late, recipe) not in keys
     with pytest.raises(ValueError, match="split"):
         RunSpec("separate", NAMES, groups, (), 0, 1.0, "early")
 

@@ -202,7 +202,8 @@ def test_compare_methods_on_real_cifar10(cifar_root: Path) -> None:
     train = cifar10_suite("train", root=cifar_root, limit=400)
     test = cifar10_suite("test", root=cifar_root, limit=300)
     w = np.eye(3)[np.arange(10) % 3]
-    table = compare_methods(CNN, train, test, w, replace(TINY, seed=2), progress=False)
+    with pytest.warns(DeprecationWarning, match="compare_methods is deprecated"):
+        table = compare_methods(CNN, train, test, w, replace(TINY, seed=2), progress=False)
     assert table.height == 4 * 10 and set(table["method"]) == set(METHODS)
     assert {"f1", "balanced_accuracy", "roc_auc", "accuracy", "parameters"} <= set(table.columns)
     assert table["seed"].unique().to_list() == [2]

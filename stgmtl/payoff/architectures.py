@@ -17,7 +17,7 @@ that trains it, whether its memberships are soft, and its **budget rule** (param
 ``branched`` / ``branched-early``
     One shared trunk and one branch per group (:mod:`stgmtl.specialise.branched`), the branch
     widths chosen so that the whole model holds one model's parameters (budget 1): a common
-    branch width, then one more step (hidden unit) per branch in turn, larger groups first,
+    branch width, then one more width step per branch in turn, larger groups first,
     while the budget allows (:func:`~stgmtl.specialise.branch_widths_for_budget`: the finer
     knob that keeps many branches within the band). ``branched`` splits where the factory's
     ``trunk()`` ends (the shipped CNNs: before the MLP head); ``branched-early`` one block
@@ -25,7 +25,10 @@ that trains it, whether its memberships are soft, and its **budget rule** (param
     joins each branch, so the same budget leaves the branches wider relative to their inputs).
     **The split point is a hyperparameter chosen on validation**: list both, and the
     recommendation (:func:`~stgmtl.payoff.recommendation.recommend`) chooses among them on
-    validation like any other system; the fresh-seed confirmation then tests that choice.
+    validation like any other system; the fresh-seed confirmation then tests that choice (the
+    per-architecture test tables show both side by side: choosing between them there would be
+    choosing on test). The budget is in parameters: the early split's branches convolve the
+    trunk's feature map, so they cost more multiply-adds than one model (the tables show both).
 
 :func:`build_members` turns a run into the networks it trains (:class:`Member`): one code path
 for the worker's training, the time estimate and the budget check. Budgets are **asserted**:

@@ -84,6 +84,7 @@ _UNSIGNED = {(_FORMAT, 1)}
 #: Part of every run's cache key: changes only when what a run computes changes (not with the
 #: manifest format), so that a cache stays valid.
 _KEY_VERSION = 2  # 2: paired seeding (dropout, head rows, group networks), own heads, budgets
+_BRANCHED_BUILD = 2  # 2: per-branch widths (specialise.branch_widths_for_budget)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +232,9 @@ def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: st
     fields = asdict(spec)
     if not fields["split"]:
         del fields["split"]  # the factory's own split: the key of runs made before splits existed
+    if spec.kind == "branched":
+        # per-branch widths (build 2) train other networks than the common width did
+        fields["build"] = _BRANCHED_BUILD
     body = {
         "format": _FORMAT,
         "version": _KEY_VERSION,

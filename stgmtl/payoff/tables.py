@@ -51,6 +51,7 @@ __all__ = [
     "runs_table",
     "soft_vs_hard",
     "system_id",
+    "system_kind",
     "COLUMN_LABELS",
     "labelled",
     "loss_lookup",
@@ -126,6 +127,13 @@ _TABLES = (
 )
 
 
+def system_kind(spec: Any) -> str:
+    """What trains a system, as the architecture registry names it: ``network``,
+    ``separate``, ``separate-soft``, ``branched``, ``branched-early``."""
+    split = getattr(spec, "split", "")
+    return spec.kind + (f"-{split}" if split else "") + ("-soft" if spec.membership else "")
+
+
 def system_id(spec: Any) -> str:
     """A stable id of what a run trains (its spec without the seed; ``@bx`` marks a budget)."""
     budget = float(getattr(spec, "budget", 1.0))
@@ -136,9 +144,7 @@ def system_id(spec: Any) -> str:
         digest = hashlib.sha1("+".join(spec.tasks).encode()).hexdigest()[:10]
         return f"net:{len(spec.tasks)}-tasks:{digest}{at}"
     body = json.dumps([list(g) for g in spec.groups]) + json.dumps(spec.membership)
-    split = getattr(spec, "split", "")
-    kind = spec.kind + (f"-{split}" if split else "") + ("-soft" if spec.membership else "")
-    return f"{kind}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}{at}"
+    return f"{system_kind(spec)}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}{at}"
 
 
 def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -165,7 +171,7 @@ def runs_table(results: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
             sid,
             {
                 "system": sid,
-                "kind": r.spec.kind + ("-soft" if r.spec.membership else ""),
+                "kind": system_kind(r.spec),
                 "k": r.spec.k,
                 "num_tasks": len(r.spec.tasks),
                 "tasks": json.dumps(list(r.spec.tasks)),

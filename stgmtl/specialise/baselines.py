@@ -73,11 +73,18 @@ def width_for_budget(
     if num_models == 1:
         return float(base_width)
     budget = count_parameters(factory(num_tasks, base_width))
-    return largest_fitting(
-        lambda w: num_models * count_parameters(factory(num_tasks, w)) <= budget,
-        base_width,
-        cap=base_width,
-    )
+
+    def fits(w: float) -> bool:
+        return num_models * count_parameters(factory(num_tasks, w)) <= budget
+
+    width = largest_fitting(fits, base_width, cap=base_width)
+    if not fits(width):
+        raise fail(
+            "num_models",
+            f"models that fit {budget} parameters together at some width",
+            f"{num_models} models needing more at the smallest width",
+        )
+    return width
 
 
 def group_width(

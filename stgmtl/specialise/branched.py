@@ -17,9 +17,13 @@ CIFAR CNNs and ResNet-18; implementing it for your own model takes two small met
 branch with the logits of that group's tasks. Its forward returns ``(B, T)`` logits in task
 order, so it trains through :func:`stgmtl.loop.train_loop` like any model. The budget is
 that of one model for all tasks: :func:`branch_width_for_budget` picks the largest branch width
-at which trunk + ``k`` branches have at most the parameters of ``factory(T, width)``;
-:func:`count_macs` measures the multiply-adds per input of both (for the CNNs, whose branches
-are linear layers, parameters and multiply-adds of the branches move together, so both match).
+at which trunk + ``k`` branches have at most the parameters of ``factory(T, width)``
+(:func:`branch_widths_for_budget` then adds one width step per branch while they fit);
+:func:`count_macs` measures the multiply-adds per input of both. With the CNNs' default split
+the branches are linear layers, so their parameters and multiply-adds move together and both
+match one model's; when a branch holds convolutions (``model_factory(name, split="early")``,
+ResNet-18) the budget is in parameters, and the branches cost more multiply-adds than one model
+(e.g. 1.4 - 1.9x for the CNNs at k = 5 - 10).
 
 Groups are hard here: every task is in exactly one branch. (Soft, membership-weighted groups
 are STG-MTL's ``k`` separate networks, :func:`~stgmtl.specialise.training.train_group_models`.)
@@ -217,9 +221,10 @@ def branch_widths_for_budget(
     Layer sizes are integers, so the common width of :func:`branch_width_for_budget` can
     leave a share of the budget unused when there are many branches (one more hidden unit in
     each of 10 branches is about 6 % of a small CNN). Starting from that width, branches take
-    one more step each (the smallest width increase that adds parameters to that branch), in
-    turn, larger groups first, while the whole stays within the budget. Every branch's width
-    differs from the others' by at most one such step.
+    one more width step each (the smallest width increase that adds parameters to that branch:
+    a hidden unit, or a channel where the branch holds convolutions), in turn, larger groups
+    first, while the whole stays within the budget. Every branch's width differs from the
+    others' by at most one such step.
 
     Returns
     -------

@@ -120,7 +120,7 @@ def fitting_bounds(
     does (up to ``cap``, or 1e4). The one bisection of every width search of stgmtl (a model's
     width for a parameter budget, a branch width, one more unit per branch).
     """
-    lo = hi = float(start)
+    lo = hi = float(start) if cap is None else min(float(start), float(cap))
     while not fits(lo) and lo > 1e-4:
         lo /= 2.0
     limit = 1e4 if cap is None else float(cap)
