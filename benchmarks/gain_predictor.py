@@ -26,13 +26,21 @@ from typing import Any
 import polars as pl
 
 from stgmtl.payoff.gains import group_gains, losses_from_tables, sample_groups
-from stgmtl.payoff.group_features import group_features
+from stgmtl.payoff.group_features import SIGNAL_STATS, group_features
 from stgmtl.payoff.predictor import (
     cross_fitted_gains,
     evaluate_predictor,
     learning_curve,
     training_table,
 )
+
+#: the learning curve refits many times: a smaller inner grid than the evaluation's default
+CURVE_GRID: dict[str, list[Any]] = {
+    "n_knots": [4],
+    "stats": [("in_mean",), SIGNAL_STATS],
+    "alpha_map": [1.0, 10.0],
+    "alpha_residual": [10.0, 100.0],
+}
 
 
 def _ints(text: str) -> list[int]:
@@ -104,6 +112,7 @@ def analyse(
         [n for n in curve if n < table["group"].n_unique()],
         repeats=repeats,
         n_outer=n_outer,
+        grid=CURVE_GRID,
         raw=[best_raw] if best_raw else [],
         random_state=random_state,
     )
@@ -141,6 +150,27 @@ def analyse(
     return out
 
 
+def costs(runs: pl.DataFrame, systems: pl.DataFrame, cache: Path) -> dict[str, float]:
+    """For the equal-wall-time reading of the learning curve: seconds of all recording runs
+    in the cache, and the mean seconds of one trained group (all its seeds' runs)."""
+    rec = 0.0
+    for m in (cache / "signals").glob("*/manifest.json"):
+        rec += float(json.loads(m.read_text()).get("seconds", 0.0))
+    size = dict(systems.select("system", "num_tasks").iter_rows())
+    per_run = runs.unique(subset=["key"]).filter(
+        pl.col("system").map_elements(lambda s: 2 <= size.get(s, 0) <= 3, return_dtype=pl.Boolean)
+    )
+    seeds = per_run["seed"].n_unique() if per_run.height else 0
+    run_s = float(per_run["train_seconds"].mean()) if per_run.height else float("nan")
+    group_s = run_s * seeds
+    return {
+        "recording_seconds": rec,
+        "group_run_seconds": run_s,
+        "group_seconds_all_seeds": group_s,
+        "groups_per_recording_time": rec / group_s if group_s > 0 else float("nan"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/gain-c10", help="harness output (result + cache)")
@@ -171,6 +201,7 @@ def main() -> None:
         curve=_ints(args.curve), repeats=args.repeats, n_outer=args.outer,
         n_bootstrap=args.bootstrap, select_budget=args.select_budget,
     )  # fmt: skip
+    out["costs"] = costs(result.runs, result.systems, Path(args.out) / "cache")
     out["train_seconds"] = None if args.analyse_only else train_s
     out["harness_seconds"] = result.settings.get("seconds")
     out["command"] = vars(args)
@@ -180,6 +211,7 @@ def main() -> None:
     with pl.Config(tbl_rows=60, tbl_cols=12, tbl_width_chars=160):
         print(pl.DataFrame(out["scores"]))
         print("noise ceiling:", out["ceiling"])
+        print("costs:", out["costs"])
         print(pl.DataFrame(out["learning_curve"]))
     print(f"wrote {folder / 'gain_predictor.json'}")
 
