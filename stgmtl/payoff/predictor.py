@@ -10,14 +10,15 @@ code of the paper's):
 :func:`~stgmtl.payoff.group_features.group_features`:
 
 1. *calibration*: each chosen signal statistic goes through its own cubic B-spline basis
-   (:class:`sklearn.preprocessing.SplineTransformer`, uniform knots, constant extrapolation)
+   (``sklearn.preprocessing.SplineTransformer``, uniform knots, constant extrapolation)
    and one ridge fits the sum of these per-signal non-linear maps to the gain;
 2. *residual*: a second ridge fits what the calibration leaves, from the group's membership
    (which task is the recipient, which tasks are its partners) and its size.
 
 Knots, both ridge penalties, the signal set and the statistics are chosen by an inner
-:class:`~sklearn.model_selection.GridSearchCV` over :class:`~sklearn.model_selection.GroupKFold`
-folds of task sets (:func:`fit_predictor`).
+``sklearn.model_selection.GridSearchCV`` over group-wise K folds of task sets
+(:func:`outer_folds`, as ``GroupKFold`` with a seeded order, for
+any scikit-learn >= 1.3) (:func:`fit_predictor`).
 
 **The evaluation** (:func:`evaluate_predictor`): outer folds over *task sets* (every member row
 of a group, every seed's gain of it, in the same fold), so the claim is "the gain of unseen
@@ -47,7 +48,7 @@ import polars as pl
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import r2_score
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer, StandardScaler
 
@@ -228,8 +229,8 @@ def fit_predictor(
         Grid of :class:`GainPredictor` parameters (default :data:`DEFAULT_GRID`); a
         ``"signals"`` entry replaces the per-signal choices.
     n_inner : int
-        Inner :class:`~sklearn.model_selection.GroupKFold` folds over task sets (fewer when
-        there are fewer groups; at least 2 groups are needed).
+        Inner group-wise folds over task sets (:func:`outer_folds`; fewer when there are
+        fewer groups; at least 2 groups are needed).
 
     Returns
     -------
@@ -246,10 +247,10 @@ def fit_predictor(
         choices: list[Any] = [(s,) for s in sigs] + ([tuple(sigs)] if len(sigs) > 1 else [])
         param["signals"] = choices or [()]
     param = {k: list(v) for k, v in param.items()}
-    cv = GroupKFold(n_splits=min(check_int("n_inner", n_inner, low=2), n_groups), shuffle=True,
-                    random_state=seed_from("random_state", random_state))  # fmt: skip
+    fold = outer_folds(groups, check_int("n_inner", n_inner, low=2), random_state)
+    cv = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
     search = GridSearchCV(GainPredictor(columns=tuple(cols)), param, cv=cv, scoring="r2")
-    return search.fit(x, y, groups=groups)
+    return search.fit(x, y)
 
 
 def standley_estimate(train: pl.DataFrame, test: pl.DataFrame) -> np.ndarray:
@@ -276,16 +277,16 @@ def standley_estimate(train: pl.DataFrame, test: pl.DataFrame) -> np.ndarray:
 
 
 def outer_folds(groups: Any, n_outer: int, random_state: Any = 0) -> np.ndarray:
-    """Fold of each row: :class:`~sklearn.model_selection.GroupKFold` over task sets (every
-    row of a group in one fold; shuffled with ``random_state``)."""
+    """Fold of each row: K-fold over task sets, as
+    ``GroupKFold`` (every row of a group, every seed's, in one
+    fold), with the groups dealt to the folds in a seeded random order (``min(n_outer, number
+    of groups)`` folds, their numbers of groups differing by at most one)."""
     g = np.asarray(groups)
-    n = min(check_int("n_outer", n_outer, low=2), len(set(g.tolist())))
-    cv = GroupKFold(n_splits=n, shuffle=True, random_state=seed_from("random_state",
-                                                                     random_state))  # fmt: skip
-    fold = np.full(len(g), -1)
-    for f, (_, test) in enumerate(cv.split(np.zeros((len(g), 1)), groups=g)):
-        fold[test] = f
-    return fold
+    uniq = sorted(set(g.tolist()))
+    n = min(check_int("n_outer", n_outer, low=2), len(uniq))
+    rng = np.random.default_rng([seed_from("random_state", random_state), 17])
+    fold_of = {uniq[p]: i % n for i, p in enumerate(rng.permutation(len(uniq)).tolist())}
+    return np.array([fold_of[x] for x in g.tolist()], dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------------
