@@ -17,7 +17,9 @@ from stgmtl.payoff.gains import (
     check_origin,
     concat_gains,
     group_gains,
+    losses_from_tables,
     mean_gains,
+    pair_affinity,
     relative_gain,
     sample_groups,
     select_from_gains,
@@ -254,3 +256,41 @@ def test_plan_trains_a_seeded_sample_of_larger_groups() -> None:
     assert PayoffSettings().group_sizes == ()
     with pytest.raises(ValueError, match="group_sizes"):
         PayoffSettings(group_sizes=(2,))
+
+
+def test_pair_affinity_keeps_the_origin() -> None:
+    names, _, _, gains, _ = _planted(t=5)
+    aff = pair_affinity(gains.with_columns(pl.lit("predicted").alias("origin")), names)
+    assert aff.signal == "predicted-gain" and aff.meta["origin"] == "predicted"
+    m = mean_gains(gains).filter(pl.col("group") == "t1+t3").sort("task")
+    assert aff.values[3, 1] == pytest.approx(m["gain"][0])  # t1's gain with partner t3
+    assert aff.values[1, 3] == pytest.approx(m["gain"][1])
+    assert np.isnan(np.diag(aff.values)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")
+def test_harness_trains_sampled_triples_and_gains_read_them(tmp_path) -> None:
+    from test_payoff_harness import _splits, bottleneck_mlp
+
+    from stgmtl.payoff import run_payoff
+    from stgmtl.specialise import TrainConfig
+
+    recipe = TrainConfig(width=0.5, epochs=1, batch_size=64, lr=0.05, pos_weight=None)
+    res = run_payoff(
+        _splits((0, 0, 1, 1), 128, 0.2), bottleneck_mlp, recipe, None, truth="pairs",
+        cache_dir=str(tmp_path), seeds=(0, 1), ks=(1,), signals={}, random_partitions=0,
+        confirm_seeds=0, n_bootstrap=10, n_permutations=10, group_sizes=(3,), max_groups=2,
+        progress=False, log=None,
+    )  # fmt: skip
+    assert res.settings["group_sizes"] == [3] and res.settings["max_groups"] == 2
+    g = group_gains(losses_from_tables(res.runs, res.systems), res.task_names)
+    sizes = dict(g.group_by("size").agg(pl.col("group").n_unique()).iter_rows())
+    assert sizes == {2: 6, 3: 2, 4: 1}  # every pair, the 2 sampled triples, the all-task model
+    # the pair gains equal the harness's truth table (computed from the runs, not the tables)
+    truth = res.truth.filter(pl.col("split") == "test")
+    mine = mean_gains(g.filter(pl.col("size") == 2))
+    for src, dst, gain in truth.select("source", "target", "gain").iter_rows():
+        gid = "+".join(sorted((src, dst), key=res.task_names.index))
+        row = mine.filter((pl.col("group") == gid) & (pl.col("task") == dst))
+        assert row["gain"][0] == pytest.approx(gain)

@@ -44,6 +44,7 @@ __all__ = [
     "group_id",
     "losses_from_tables",
     "mean_gains",
+    "pair_affinity",
     "relative_gain",
     "sample_groups",
     "select_from_gains",
@@ -244,6 +245,33 @@ def mean_gains(gains: pl.DataFrame) -> pl.DataFrame:
         gains.group_by("group", "size", "task", maintain_order=True)
         .agg(pl.col("gain").mean(), pl.col("gain").len().alias("seeds"))
         .with_columns(pl.lit(origin).alias("origin"))
+    )
+
+
+def pair_affinity(gains: pl.DataFrame, task_names: Sequence[str]) -> Any:
+    """The pair gains of a table of one origin as a ``TaskAffinity`` (``values[j, i]`` = seed-mean
+    gain of ``i`` trained with ``j``; NaN where the pair is not in the table), for the
+    partition search (:func:`~stgmtl.payoff.search.partition_from_affinity`).
+
+    Its ``signal`` is ``"measured-gain"`` or ``"predicted-gain"`` and ``meta["origin"]`` the
+    table's origin, so a predicted matrix is never read as a measured truth.
+    """
+    from stgmtl.affinity import TaskAffinity
+
+    origin = check_origin(gains)
+    names = [str(t) for t in task_names]
+    pos = {t: i for i, t in enumerate(names)}
+    values = np.full((len(names), len(names)), np.nan)
+    pairs = mean_gains(gains).filter(pl.col("size") == 2)
+    for gid, task, g in pairs.select("group", "task", "gain").iter_rows():
+        partner = next(p for p in str(gid).split("+") if p != task)
+        if partner in pos and task in pos:
+            values[pos[partner], pos[task]] = float(g)
+    return TaskAffinity(
+        task_names=names,
+        values=values,
+        signal=f"{origin}-gain",
+        meta={"origin": origin, "formula": "seed-mean relative_gain of the recipient in the pair"},
     )
 
 
