@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from stgmtl.payoff.gains import group_gains, losses_from_tables, sample_groups
@@ -171,6 +172,34 @@ def costs(runs: pl.DataFrame, systems: pl.DataFrame, cache: Path) -> dict[str, f
     }
 
 
+def equal_time(curve: list[dict[str, Any]], extra_groups: float) -> list[dict[str, Any]]:
+    """The learning curve read at equal wall time: the calibrated predictor on ``n`` trained
+    groups (plus the recordings, worth ``extra_groups`` trained groups) against each
+    signal-free baseline on ``n + extra_groups`` groups (R^2 and Spearman interpolated linearly
+    in ``n`` along its curve; NaN beyond the largest ``n`` measured)."""
+    lc = pl.DataFrame(curve)
+    out = []
+    if lc.height == 0 or not extra_groups == extra_groups:  # empty, or NaN
+        return out
+    cal = lc.filter(pl.col("method") == "calibrated").sort("n_groups")
+    for base in ("membership", "standley"):
+        b = lc.filter(pl.col("method") == base).sort("n_groups")
+        if b.height == 0:
+            continue
+        ns = b["n_groups"].to_numpy().astype(float)
+        for n, r2, rho in cal.select("n_groups", "r2", "spearman").iter_rows():
+            m = n + extra_groups
+            inside = m <= ns.max()
+            out.append({
+                "n_groups": n, "calibrated_r2": r2, "calibrated_spearman": rho,
+                "baseline": base, "baseline_n": m,
+                "baseline_r2": float(np.interp(m, ns, b["r2"].to_numpy())) if inside else None,
+                "baseline_spearman": float(np.interp(m, ns, b["spearman"].to_numpy()))
+                if inside else None,
+            })  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/gain-c10", help="harness output (result + cache)")
@@ -202,6 +231,7 @@ def main() -> None:
         n_bootstrap=args.bootstrap, select_budget=args.select_budget,
     )  # fmt: skip
     out["costs"] = costs(result.runs, result.systems, Path(args.out) / "cache")
+    out["equal_time"] = equal_time(out["learning_curve"], out["costs"]["groups_per_recording_time"])
     out["train_seconds"] = None if args.analyse_only else train_s
     out["harness_seconds"] = result.settings.get("seconds")
     out["command"] = vars(args)
