@@ -35,6 +35,8 @@ from stgmtl.payoff.predictor import (
     training_table,
 )
 
+#: control signals (the payoff harness's), never "the best raw signal"
+CONTROLS = ("raw:random", "raw:label")
 #: the learning curve refits many times: a smaller inner grid than the evaluation's default
 CURVE_GRID: dict[str, list[Any]] = {
     "n_knots": [4],
@@ -81,12 +83,45 @@ def train(args: argparse.Namespace) -> Any:
             pool.shutdown()
 
 
+def planted(
+    task_names: list[str], noise: float, seeds: int, max_groups: int, random_state: int = 0
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """A planted stand-in for the trained truth, of the real design's shape (every pair and
+    ``max_groups`` triples of the tasks, ``seeds`` seeds): the gain of ``(G, i)`` is
+    ``0.5 * in_mean(A)^2 - 0.15`` of a planted signal ``A`` (uniform in [-1, 1]; U-shaped, so a
+    linear map of the signal cannot follow it) plus seed noise of sd ``noise``; a random
+    control signal beside it. For the power of the evaluation at a given noise, not a result."""
+    from stgmtl.affinity import TaskAffinity
+
+    rng = np.random.default_rng([random_state, 23])
+    t = len(task_names)
+    sig = {
+        "planted": TaskAffinity(task_names, rng.uniform(-1, 1, size=(t, t)), "planted"),
+        "random": TaskAffinity(task_names, rng.normal(size=(t, t)), "random"),
+    }
+    groups = sample_groups(task_names, (2,)) + sample_groups(
+        task_names, (3,), max_per_size=max_groups, random_state=random_state
+    )
+    feats = group_features(sig, groups, task_names)
+    clean = 0.5 * feats["planted:in_mean"].to_numpy() ** 2 - 0.15
+    rows = [
+        feats.select("group", "size", "task").with_columns(
+            pl.lit(s, dtype=pl.Int64).alias("seed"),
+            pl.Series("gain", clean + noise * rng.normal(size=clean.size)),
+            pl.lit("measured").alias("origin"),
+        )
+        for s in range(seeds)
+    ]
+    return pl.concat(rows), sig
+
+
 def analyse(
-    runs: pl.DataFrame,
-    systems: pl.DataFrame,
+    runs: pl.DataFrame | None,
+    systems: pl.DataFrame | None,
     signals: dict[str, Any],
     task_names: list[str],
     *,
+    gains: pl.DataFrame | None = None,
     curve: list[int],
     repeats: int,
     n_outer: int,
@@ -94,9 +129,12 @@ def analyse(
     select_budget: float | None,
     random_state: int = 0,
 ) -> dict[str, Any]:
-    """Evaluation, learning curve and (optionally) a selection from predicted gains."""
+    """Evaluation, learning curve and (optionally) a selection from predicted gains, from the
+    harness's tables (or from ``gains`` given directly)."""
     t0 = time.perf_counter()
-    gains = group_gains(losses_from_tables(runs, systems, "test"), task_names)
+    if gains is None:
+        assert runs is not None and systems is not None
+        gains = group_gains(losses_from_tables(runs, systems, "test"), task_names)
     gains = gains.filter(pl.col("size") < len(task_names))  # the all-task model is not a group
     groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
     feats = group_features(signals, groups, task_names)
@@ -104,9 +142,9 @@ def analyse(
     ev = evaluate_predictor(table, seed_gains=gains, n_outer=n_outer, n_bootstrap=n_bootstrap,
                             random_state=random_state)  # fmt: skip
     raw = [m.removeprefix("raw:") for m in ev.scores["method"].to_list() if m.startswith("raw:")]
-    raw_scores = ev.scores.filter(pl.col("method").str.starts_with("raw:")).sort(
-        "spearman", descending=True, nulls_last=True
-    )
+    raw_scores = ev.scores.filter(
+        pl.col("method").str.starts_with("raw:") & ~pl.col("method").is_in(list(CONTROLS))
+    ).sort("spearman", descending=True, nulls_last=True)
     best_raw = raw_scores["method"][0].removeprefix("raw:") if raw_scores.height else None
     lc = learning_curve(
         table,
@@ -217,7 +255,24 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--select-budget", type=float, default=None)
     ap.add_argument("--analyse-only", action="store_true", help="read <out>/result, train none")
+    ap.add_argument("--planted", type=float, default=None, metavar="NOISE",
+                    help="no training: a planted truth of the design's shape with seed noise "
+                    "NOISE (the evaluation's power), written to planted_<NOISE>.json")  # fmt: skip
     args = ap.parse_args()
+    if args.planted is not None:
+        from stgmtl.datasets import CIFAR10_15_TASKS
+
+        names = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(CIFAR10_15_TASKS)
+        t0 = time.perf_counter()
+        gains, sig = planted(names, args.planted, len(_ints(args.seeds)), args.max_groups)
+        out = analyse(
+            None, None, sig, names, gains=gains, curve=_ints(args.curve), repeats=args.repeats,
+            n_outer=args.outer, n_bootstrap=args.bootstrap, select_budget=None,
+        )  # fmt: skip
+        out["command"] = vars(args)
+        out["seconds"] = time.perf_counter() - t0
+        _write(out, Path(args.results) / f"planted_{args.planted:g}.json")
+        return
 
     from stgmtl.payoff import PayoffResult
 
@@ -235,15 +290,18 @@ def main() -> None:
     out["train_seconds"] = None if args.analyse_only else train_s
     out["harness_seconds"] = result.settings.get("seconds")
     out["command"] = vars(args)
-    folder = Path(args.results)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "gain_predictor.json").write_text(json.dumps(out, indent=2, default=str))
-    with pl.Config(tbl_rows=60, tbl_cols=12, tbl_width_chars=160):
+    _write(out, Path(args.results) / "gain_predictor.json")
+
+
+def _write(out: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str))
+    with pl.Config(tbl_rows=60, tbl_cols=12, tbl_width_chars=160, float_precision=3):
         print(pl.DataFrame(out["scores"]))
         print("noise ceiling:", out["ceiling"])
-        print("costs:", out["costs"])
+        print("costs:", out.get("costs"))
         print(pl.DataFrame(out["learning_curve"]))
-    print(f"wrote {folder / 'gain_predictor.json'}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
