@@ -28,8 +28,9 @@ tasks (a replicate draws ``T`` tasks with replacement and weighs each row by the
 members' draw counts); the noise ceiling of the measured gains (:func:`noise_ceiling`). Baselines
 on the same folds: each raw signal's ``in_mean`` through a linear fit, ridge on membership
 alone, Standley et al.'s higher-order estimate from the measured pair gains of the training
-folds, and the random control (the same calibrated predictor reading only the ``random``
-signal). :func:`learning_curve` repeats the evaluation with only ``n`` trained groups.
+folds, and the controls (the same calibrated predictor reading only the harness's ``random``
+or ``label`` control signal, where present; the calibrated predictor itself never reads them).
+:func:`learning_curve` repeats the evaluation with only ``n`` trained groups.
 
 Predictions are **predicted** gains (``origin = "predicted"``, :mod:`~stgmtl.payoff.gains`),
 never mixed with measured ones: :func:`cross_fitted_gains` returns a table of predicted gains for
@@ -55,6 +56,7 @@ from sklearn.preprocessing import SplineTransformer, StandardScaler
 from stgmtl._checks import check_int, fail, seed_from
 from stgmtl.payoff.gains import mean_gains
 from stgmtl.payoff.group_features import SIGNAL_STATS, membership_columns, signal_columns
+from stgmtl.payoff.scoring import CONTROLS
 from stgmtl.payoff.stats import spearman_brown
 from stgmtl.payoff.truth import spearman
 
@@ -223,8 +225,8 @@ def fit_predictor(
     table : polars.DataFrame
         :func:`training_table` rows (the training groups only).
     signals : sequence of str, optional
-        Candidate signals (default every signal in the table, minus the ``random`` control);
-        the grid tries each alone and all together.
+        Candidate signals (default every signal in the table but the harness's controls,
+        ``random`` and ``label``); the grid tries each alone and all together.
     grid : mapping, optional
         Grid of :class:`GainPredictor` parameters (default :data:`DEFAULT_GRID`); a
         ``"signals"`` entry replaces the per-signal choices.
@@ -241,7 +243,7 @@ def fit_predictor(
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
         raise fail("table", "rows of at least 2 trained groups", n_groups)
-    sigs = [s for s in _signals_in(cols) if s != "random"] if signals is None else list(signals)
+    sigs = [s for s in _signals_in(cols) if s not in CONTROLS] if signals is None else list(signals)
     param = dict(DEFAULT_GRID if grid is None else grid)
     if "signals" not in param:
         choices: list[Any] = [(s,) for s in sigs] + ([tuple(sigs)] if len(sigs) > 1 else [])
@@ -385,11 +387,10 @@ def _methods(
     if chosen is not None:
         chosen.append(dict(search.best_params_))
     out["calibrated"] = search.predict(xte)
-    sigs = _signals_in(cols)
-    if "random" in sigs:
-        rnd = fit_predictor(train, grid={**dict(grid or DEFAULT_GRID), "signals": [("random",)]},
+    for control in (c for c in CONTROLS if c in _signals_in(cols)):
+        ctl = fit_predictor(train, grid={**dict(grid or DEFAULT_GRID), "signals": [(control,)]},
                             n_inner=n_inner, random_state=random_state)  # fmt: skip
-        out["random (calibrated)"] = rnd.predict(xte)
+        out[f"{control} (calibrated)"] = ctl.predict(xte)
     memb = fit_predictor(
         train,
         grid={"signals": [()], "alpha_residual": list(DEFAULT_GRID["alpha_residual"])},
