@@ -182,8 +182,8 @@ def analyse(
         meas = select_from_gains(gains, task_names, select_budget, max_network_size=3)
         out["selection"] = {
             "budget": select_budget,
-            "predicted": {"groups": sel.groups, "score": float(sel.score)},
-            "measured": {"groups": meas.groups, "score": float(meas.score)},
+            "predicted": {"groups": sel.groups, "score": sel.score, "exact": sel.exact},
+            "measured": {"groups": meas.groups, "score": meas.score, "exact": meas.exact},
         }
     out["analysis_seconds"] = time.perf_counter() - t0
     return out

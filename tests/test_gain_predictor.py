@@ -234,7 +234,12 @@ def test_selection_from_one_origin_finds_the_planted_groups() -> None:
                          "gain": good.get(g, -0.1), "origin": "predicted"})  # fmt: skip
     sel = select_from_gains(pl.DataFrame(rows), names, 2.0)
     assert sorted(map(sorted, sel.groups)) == [["a", "b"], ["c", "d"]]
-    assert sel.meta["origin"] == "predicted" and sel.score == pytest.approx(0.25)
+    assert sel.origin == "predicted" and sel.exact and sel.score == pytest.approx(0.25)
+    assert sel.task_gains == pytest.approx({"a": 0.3, "b": 0.3, "c": 0.2, "d": 0.2})
+    # a budget of 3 networks cannot beat it (gain <= 0 elsewhere); below 2 nothing serves all
+    assert select_from_gains(pl.DataFrame(rows), names, 3.0).score == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="budget"):
+        select_from_gains(pl.DataFrame(rows), names, 1.0)
 
 
 # ------------------------------------------------------------------------------- the truth

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from stgmtl._checks import check_choice, check_float, check_int, fail, seed_from
 
 __all__ = [
     "GAIN_COLUMNS",
+    "GainSelection",
     "ORIGINS",
     "REFERENCES",
     "check_origin",
@@ -275,62 +277,116 @@ def pair_affinity(gains: pl.DataFrame, task_names: Sequence[str]) -> Any:
     )
 
 
+@dataclass
+class GainSelection:
+    """Groups chosen by :func:`select_from_gains` from gains of one origin.
+
+    Attributes
+    ----------
+    groups : list of list of str
+        The chosen networks (single tasks included), each serving its members.
+    serving : dict
+        ``task -> index`` of the chosen network that serves it (its best gain).
+    task_gains : dict
+        ``task -> gain`` served (0 for a task served by its single-task network).
+    score : float
+        Mean over tasks of the served gains.
+    exact : bool
+        Whether the search was exhaustive (else the documented heuristic of
+        :func:`~stgmtl.payoff.search.select_networks`).
+    origin : str
+        ``"measured"`` or ``"predicted"``: the gains every choice was made on.
+    budget : float
+    """
+
+    groups: list[list[str]]
+    serving: dict[str, int]
+    task_gains: dict[str, float]
+    score: float
+    exact: bool
+    origin: str
+    budget: float
+
+
 def select_from_gains(
     gains: pl.DataFrame,
     task_names: Sequence[str],
     budget: float,
     *,
     max_network_size: int | None = None,
-    max_candidates: int = 5000,
-) -> Any:
+    max_exact: int = 2_000_000,
+) -> GainSelection:
     """Standley et al.'s budgeted selection on gains of one origin (measured **or** predicted).
 
-    Every group in ``gains`` is a candidate network (cost 1) scoring its seed-mean gain per
-    member; every single-task network is a candidate of cost 1 with gain 0 (the reference
-    itself, when ``reference="single"``). No higher-order filling: only the table's groups are
+    Every group in ``gains`` with a gain for each member is a candidate network of cost 1; every
+    single-task network is a candidate of cost 1 with gain 0 (the reference itself, when
+    ``reference="single"``). Each task is served by the chosen network where its gain is
+    largest; the chosen set maximises the mean served gain within the budget
+    (:func:`~stgmtl.payoff.search.select_networks`: exact when there are at most ``max_exact``
+    affordable sets, else its heuristic). No higher-order filling: only the table's groups are
     candidates, so every score in the argmax has the table's origin.
 
     Parameters
     ----------
     gains : polars.DataFrame
-        A gain table (:func:`group_gains`, or a predictor's ``predict_gains``).
+        A gain table (:func:`group_gains`, or
+        :func:`~stgmtl.payoff.predictor.cross_fitted_gains`).
     task_names : sequence of str
     budget : float
         Most networks.
     max_network_size : int, optional
         Largest group considered.
-    max_candidates : int
-        Passed to :func:`~stgmtl.grouping.selection.standley_select`.
+    max_exact : int
+        See :func:`~stgmtl.payoff.search.select_networks`.
 
     Returns
     -------
-    TaskSelection
-        With ``meta["origin"]`` set to the gains' origin.
+    GainSelection
 
     Raises
     ------
     ValueError
-        If ``gains`` mixes measured and predicted gains.
+        If ``gains`` mixes measured and predicted gains, or the budget cannot serve every task.
     """
-    from stgmtl.grouping.selection.standley import standley_select
+    from stgmtl.payoff.search import select_networks
 
     origin = check_origin(gains)
     check_float("budget", budget, low=0.0, low_open=True)
     names = [str(t) for t in task_names]
-    table: dict[tuple[str, ...], dict[str, float]] = {(t,): {t: 0.0} for t in names}
+    pos = {t: i for i, t in enumerate(names)}
+    cands: list[list[str]] = [[t] for t in names]
+    rows_g: list[np.ndarray] = [np.where(np.arange(len(names)) == i, 0.0, np.nan)
+                                for i in range(len(names))]  # fmt: skip
+    limit = len(names)
+    if max_network_size is not None:
+        limit = check_int("max_network_size", max_network_size, low=1)
     for gid, rows in mean_gains(gains).group_by("group", maintain_order=True):
-        members = tuple(str(gid[0]).split("+"))
-        if set(rows["task"].to_list()) != set(members):
-            continue  # a group needs a gain for every member
-        table[members] = dict(zip(rows["task"].to_list(), rows["gain"].to_list(), strict=True))
-    out = standley_select(
-        table,
-        budget,
-        task_names=names,
-        costs=lambda _net: 1.0,
-        higher_order=False,
-        max_network_size=max_network_size,
-        max_candidates=max_candidates,
+        members = str(gid[0]).split("+")
+        if len(members) > limit or set(rows["task"].to_list()) != set(members):
+            continue  # too large, or without a gain for every member
+        if any(m not in pos for m in members):
+            raise fail("gains", f"groups of the tasks {names}", members)
+        row = np.full(len(names), np.nan)
+        for t, g in zip(rows["task"].to_list(), rows["gain"].to_list(), strict=True):
+            row[pos[t]] = float(g)
+        cands.append(members)
+        rows_g.append(row)
+    lo = -np.vstack(rows_g)  # select_networks minimises a loss: the negated gain
+    chosen, objective, exact = select_networks(lo, np.ones(len(cands)), budget,
+                                               max_exact=max_exact)  # fmt: skip
+    if not chosen:
+        raise fail("budget", f"at least the networks needed to serve all {len(names)} tasks",
+                   budget)  # fmt: skip
+    sub = np.where(np.isnan(lo[chosen]), np.inf, lo[chosen])
+    best = sub.argmin(0)
+    serving = {t: int(best[i]) for i, t in enumerate(names)}
+    task_gains = {t: float(-sub[best[i], i]) for i, t in enumerate(names)}
+    return GainSelection(
+        groups=[list(cands[c]) for c in chosen],
+        serving=serving,
+        task_gains=task_gains,
+        score=float(-objective),
+        exact=bool(exact),
+        origin=origin,
+        budget=float(budget),
     )
-    out.meta["origin"] = origin
-    return out
