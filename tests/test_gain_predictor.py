@@ -27,7 +27,9 @@ from stgmtl.payoff.gains import (
 from stgmtl.payoff.group_features import group_features
 from stgmtl.payoff.plan import plan_payoff
 from stgmtl.payoff.predictor import (
+    cross_fitted_gains,
     evaluate_predictor,
+    fit_predictor,
     noise_ceiling,
     outer_folds,
     standley_estimate,
@@ -299,3 +301,24 @@ def test_harness_trains_sampled_triples_and_gains_read_them(tmp_path) -> None:
         gid = "+".join(sorted((src, dst), key=res.task_names.index))
         row = mine.filter((pl.col("group") == gid) & (pl.col("task") == dst))
         assert row["gain"][0] == pytest.approx(gain)
+
+
+def test_cross_fitted_gains_are_out_of_fold_and_marked_predicted() -> None:
+    names, sig, feats, gains, _ = _planted(t=8)
+    table = training_table(gains, feats)
+    extra = [("t0", "t1", "t2", "t3")]  # never trained
+    cands = group_features(sig, [*[tuple(g.split("+")) for g in table["group"].unique()], *extra],
+                           names)  # fmt: skip
+    pred = cross_fitted_gains(table, cands, n_outer=3, n_inner=3, grid=GRID)
+    assert check_origin(pred) == "predicted" and pred.height == cands.height
+    fold = outer_folds(table["group"].to_numpy(), 3)
+    x = cands.select([c for c in cands.columns if c not in ("group", "task")]).to_numpy()
+    # a trained group's prediction comes from the model fitted without its fold
+    g0 = table["group"][int(np.flatnonzero(fold == 0)[0])]
+    rows = (cands["group"] == g0).to_numpy()
+    held = fit_predictor(table.filter(pl.Series(fold != 0)), n_inner=3, grid=GRID)
+    np.testing.assert_allclose(pred["gain"].to_numpy()[rows], held.predict(x[rows]))
+    # an untrained group's from the model fitted on every trained group
+    rows = (cands["group"] == "t0+t1+t2+t3").to_numpy()
+    full = fit_predictor(table, n_inner=3, grid=GRID)
+    np.testing.assert_allclose(pred["gain"].to_numpy()[rows], full.predict(x[rows]))

@@ -467,7 +467,7 @@ def evaluate_predictor(
     for f in range(int(fold.max()) + 1):
         train, test = table.filter(pl.Series(fold != f)), table.filter(pl.Series(fold == f))
         if set(train["group"].to_list()) & set(test["group"].to_list()):
-            raise AssertionError("a task set is in both the training and the held-out fold")
+            raise RuntimeError("a task set is in both the training and the held-out fold")
         got = _methods(train, test, grid=grid, n_inner=n_inner, random_state=random_state,
                        raw=raw, chosen=chosen)  # fmt: skip
         for m, p in got.items():
