@@ -160,6 +160,11 @@ def test_predictor_recovers_a_planted_nonlinear_gain() -> None:
     assert sc["calibrated"]["r2"] > sc["raw:planted"]["r2"] + 0.4
     assert sc["calibrated"]["spearman"] > 0.8
     assert sc["calibrated"]["r2_lo"] <= sc["calibrated"]["r2"] <= sc["calibrated"]["r2_hi"]
+    # the paired bootstrap interval of the gap over the raw signal excludes 0
+    raw = sc["raw:planted"]
+    assert raw["r2_gap"] == pytest.approx(sc["calibrated"]["r2"] - raw["r2"])
+    assert 0 < raw["r2_gap_lo"] <= raw["r2_gap"] <= raw["r2_gap_hi"]
+    assert "r2_gap" not in sc["calibrated"] or sc["calibrated"]["r2_gap"] is None
     # the controls carry nothing: the random signal and membership alone stay near 0
     assert sc["random (calibrated)"]["r2"] < 0.2 and sc["membership"]["r2"] < 0.2
     assert all(c["signals"] == ("planted",) for c in ev.chosen)

@@ -356,7 +356,10 @@ class PredictorEvaluation:
         one column per method of its held-out prediction.
     scores : polars.DataFrame
         ``method, r2, r2_lo, r2_hi, spearman, spearman_lo, spearman_hi, rows`` (95 %
-        percentile bootstrap over tasks).
+        percentile bootstrap over tasks) and, for every method but ``"calibrated"``,
+        ``r2_gap``, ``spearman_gap`` (calibrated minus the method) with the paired bootstrap
+        interval of the difference (``*_gap_lo``, ``*_gap_hi``; an interval above 0: the
+        calibrated predictor is better).
     ceiling : dict
         :func:`noise_ceiling` (empty without per-seed gains).
     chosen : list of dict
@@ -410,21 +413,34 @@ def _score_table(
     pred: pl.DataFrame, methods: Sequence[str], task_names: list[str], n_bootstrap: int,
     random_state: Any,
 ) -> pl.DataFrame:  # fmt: skip
+    """Scores with percentile intervals, and each method's paired difference from
+    ``"calibrated"`` (calibrated minus method, on the same bootstrap replicates)."""
     y = pred["gain"].to_numpy()
     pos = {t: i for i, t in enumerate(task_names)}
     members = [[pos[t] for t in str(g).split("+")] for g in pred["group"].to_list()]
     rng = np.random.default_rng([seed_from("random_state", random_state), 3])
     weights = [_task_weights(members, len(task_names), rng) for _ in range(n_bootstrap)]
+    point = {m: np.array(_scores(y, pred[m].to_numpy())) for m in methods}
+    boot = {m: np.array([_scores(y, pred[m].to_numpy(), w) for w in weights]) for m in methods}
+
+    def interval(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if n_bootstrap < 2 or not np.isfinite(b).any():
+            return np.full(2, np.nan), np.full(2, np.nan)
+        return np.nanpercentile(b, 2.5, axis=0), np.nanpercentile(b, 97.5, axis=0)
+
     rows = []
     for m in methods:
-        p = pred[m].to_numpy()
-        r2, rho = _scores(y, p)
-        boot = np.array([_scores(y, p, w) for w in weights])
-        lo = np.nanpercentile(boot, 2.5, axis=0) if n_bootstrap > 1 else [np.nan] * 2
-        hi = np.nanpercentile(boot, 97.5, axis=0) if n_bootstrap > 1 else [np.nan] * 2
-        rows.append({"method": m, "r2": r2, "r2_lo": float(lo[0]), "r2_hi": float(hi[0]),
-                     "spearman": rho, "spearman_lo": float(lo[1]),
-                     "spearman_hi": float(hi[1]), "rows": int(np.isfinite(p).sum())})  # fmt: skip
+        lo, hi = interval(boot[m])
+        row = {"method": m, "r2": point[m][0], "r2_lo": lo[0], "r2_hi": hi[0],
+               "spearman": point[m][1], "spearman_lo": lo[1], "spearman_hi": hi[1],
+               "rows": int(np.isfinite(pred[m].to_numpy()).sum())}  # fmt: skip
+        if "calibrated" in boot and m != "calibrated":
+            d = point["calibrated"] - point[m]
+            dlo, dhi = interval(boot["calibrated"] - boot[m])
+            row |= {"r2_gap": d[0], "r2_gap_lo": dlo[0], "r2_gap_hi": dhi[0],
+                    "spearman_gap": d[1], "spearman_gap_lo": dlo[1],
+                    "spearman_gap_hi": dhi[1]}  # fmt: skip
+        rows.append({k: float(v) if k not in ("method", "rows") else v for k, v in row.items()})
     return pl.DataFrame(rows)
 
 
