@@ -10,7 +10,8 @@ code of the paper's):
 :func:`~stgmtl.payoff.group_features.group_features`:
 
 1. *calibration*: each chosen signal statistic goes through its own cubic B-spline basis
-   (``sklearn.preprocessing.SplineTransformer``, uniform knots, constant extrapolation)
+   (``sklearn.preprocessing.SplineTransformer``, uniform or quantile knots, constant
+   extrapolation)
    and one ridge fits the sum of these per-signal non-linear maps to the gain;
 2. *residual*: a second ridge fits what the calibration leaves, from the group's membership
    (which task is the recipient, which tasks are its partners) and its size.
@@ -77,6 +78,7 @@ __all__ = [
 #: The inner grid (``signals`` is added per call: each signal alone, and all together).
 DEFAULT_GRID: dict[str, list[Any]] = {
     "n_knots": [3, 5],
+    "knots": ["uniform", "quantile"],
     "stats": [("in_mean",), SIGNAL_STATS],
     "alpha_map": [0.3, 3.0, 30.0],
     "alpha_residual": [1.0, 10.0, 100.0],
@@ -98,6 +100,8 @@ class GainPredictor(RegressorMixin, BaseEstimator):
         Statistics of each signal read (:data:`~stgmtl.payoff.group_features.SIGNAL_STATS`).
     n_knots : int
         Knots of each cubic spline (``n_knots + 2`` basis functions per statistic).
+    knots : {"uniform", "quantile"}
+        Knot placement over the training range (``"quantile"`` resists heavy-tailed signals).
     alpha_map, alpha_residual : float
         Ridge penalties of the calibration and of the residual model.
     residual : bool
@@ -110,6 +114,7 @@ class GainPredictor(RegressorMixin, BaseEstimator):
         signals: Sequence[str] | None = None,
         stats: Sequence[str] = ("in_mean",),
         n_knots: int = 4,
+        knots: str = "uniform",
         alpha_map: float = 1.0,
         alpha_residual: float = 10.0,
         residual: bool = True,
@@ -118,6 +123,7 @@ class GainPredictor(RegressorMixin, BaseEstimator):
         self.signals = signals
         self.stats = stats
         self.n_knots = n_knots
+        self.knots = knots
         self.alpha_map = alpha_map
         self.alpha_residual = alpha_residual
         self.residual = residual
@@ -140,7 +146,7 @@ class GainPredictor(RegressorMixin, BaseEstimator):
         self.sig_idx_, self.res_idx_ = self._index()
         if self.sig_idx_:
             self.map_ = make_pipeline(
-                SplineTransformer(n_knots=int(self.n_knots), degree=3, knots="uniform",
+                SplineTransformer(n_knots=int(self.n_knots), degree=3, knots=self.knots,
                                   extrapolation="constant"),
                 Ridge(alpha=float(self.alpha_map)),
             )  # fmt: skip
