@@ -191,6 +191,7 @@ def run_payoff(
         signals=to_record, signal_seeds=signal_seeds, record_separately=st.record_separately,
         ks=st.ks, architectures=st.architectures, random_partitions=st.random_partitions,
         n_sources=n_sources, random_state=st.random_state, budgets=st.budgets(),
+        group_sizes=st.group_sizes, max_groups=st.max_groups,
     )  # fmt: skip
     workers = _workers(executor)
     estimates = estimate_seconds(calibration_specs(plan), ctx)  # also asserts every budget

@@ -18,6 +18,7 @@ import numpy as np
 from stgmtl._checks import check_choice
 from stgmtl.affinity import FREE_SIGNALS
 from stgmtl.payoff.architectures import ARCHITECTURES as REGISTRY
+from stgmtl.payoff.gains import sample_groups
 from stgmtl.payoff.runs import RunSpec
 
 __all__ = [
@@ -129,11 +130,16 @@ def plan_payoff(
     n_sources: int,
     random_state: int = 0,
     budgets: Sequence[float] = (1.0,),
+    group_sizes: Sequence[int] = (),
+    max_groups: int | None = None,
 ) -> PayoffPlan:
     """The runs :func:`run_payoff` will train, before the signals are recorded.
 
     ``budgets``: one model for all tasks is trained at each (the references a grouping of that
-    budget is compared with; see :mod:`~stgmtl.payoff.architectures`)."""
+    budget is compared with; see :mod:`~stgmtl.payoff.architectures`). ``group_sizes`` (with
+    ``truth="pairs"``): also train groups of these sizes (3 or more), every one or a seeded
+    sample of ``max_groups`` per size (:func:`~stgmtl.payoff.gains.sample_groups`), each one
+    network at the recipe's width like a pair, on every seed (default none: as before)."""
     names = list(task_names)
     order = {t: i for i, t in enumerate(names)}
     t = len(names)
@@ -142,10 +148,15 @@ def plan_payoff(
     if truth == "pairs" and max_pairs is not None and max_pairs < len(pairs):
         rng = np.random.default_rng([random_state, 7])
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), max_pairs, replace=False))]
+    larger: list[list[str]] = []
+    if truth == "pairs" and group_sizes:
+        larger = [list(g) for g in sample_groups(names, [int(x) for x in group_sizes],
+                                                 max_per_size=max_groups,
+                                                 random_state=random_state)]  # fmt: skip
     for seed in seeds:
         sets: list[list[str]] = [[n] for n in names] if singles else []
         if truth == "pairs":
-            sets += pairs
+            sets += pairs + larger
         elif truth == "subsets":
             sets += [list(c) for r in range(2, t) for c in itertools.combinations(names, r)]
         sets.append(names)

@@ -64,8 +64,13 @@ class PayoffSettings:
         Resamples of the signal scores.
     column : str
         The per-task loss (``"loss"``: the training objective; ``"bce"``: plain BCE).
+    group_sizes : sequence of int
+        With ``truth="pairs"``: also train groups of these sizes (3 or more) as truth, for the
+        gain predictor (:mod:`stgmtl.payoff.predictor`); default none.
+    max_groups : int, optional
+        A seeded sample of this many groups per size in ``group_sizes`` (default: every group).
     random_state : int
-        Seeds pair sampling, random partitions, the random control and the resamples.
+        Seeds pair and group sampling, random partitions, the random control and the resamples.
     """
 
     seeds: Sequence[int] = (0, 1, 2)
@@ -89,6 +94,8 @@ class PayoffSettings:
     n_permutations: int = 1000
     column: str = "loss"
     random_state: int = 0
+    group_sizes: Sequence[int] = ()
+    max_groups: int | None = None
 
     def __post_init__(self) -> None:
         seeds = tuple(check_int("seeds", s, low=0) for s in self.seeds)
@@ -123,6 +130,10 @@ class PayoffSettings:
         if self.column not in ("loss", "bce"):
             raise fail("column", "'loss' or 'bce'", self.column)
         check_int("random_state", self.random_state, low=0)
+        sizes = tuple(sorted({check_int("group_sizes", g, low=3) for g in self.group_sizes}))
+        object.__setattr__(self, "group_sizes", sizes)
+        if self.max_groups is not None:
+            check_int("max_groups", self.max_groups, low=1)
 
     def budgets(self) -> list[float]:
         """The budgets the groupings use (one model is trained at each as a reference)."""
@@ -136,7 +147,7 @@ class PayoffSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (precomputed signals by name)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k in ("seeds", "ks", "architectures", "signal_seeds", "signals"):
+        for k in ("seeds", "ks", "architectures", "signal_seeds", "signals", "group_sizes"):
             if out[k] is not None:
                 out[k] = sorted(out[k]) if isinstance(out[k], Mapping) else list(out[k])
         return out

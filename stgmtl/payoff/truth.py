@@ -8,8 +8,10 @@ together, on several seeds with paired data order and initialisation):
 
       gain[s, j, i] = (L_single[s, i] - L_pair{i, j}[s, i]) / L_single[s, i]
 
-  (positive = ``j`` helps ``i``), in the :class:`~stgmtl.affinity.TaskAffinity` orientation
-  ``values[source, recipient]``; the truth is its mean over seeds;
+  (positive = ``j`` helps ``i``; :func:`~stgmtl.payoff.gains.relative_gain`, the one
+  definition of a gain, which also serves groups of 3+ tasks), in the
+  :class:`~stgmtl.affinity.TaskAffinity` orientation ``values[source, recipient]``; the truth
+  is its mean over seeds;
 * the **noise floor** of task ``i`` is the seed spread of its single-task loss, relative to its
   mean: ``std_s(L_single[s, i]) / mean_s(L_single[s, i])`` (ddof 1), used only to call a
   top-1 partner "within noise";
@@ -38,6 +40,7 @@ from scipy.stats import rankdata
 
 from stgmtl._checks import check_choice, fail
 from stgmtl.affinity import TaskAffinity
+from stgmtl.payoff.gains import relative_gain
 from stgmtl.payoff.stats import (
     PairTests,
     moderated_pair_tests,
@@ -114,8 +117,7 @@ class GroundTruth:
 
     def seed_gains(self) -> np.ndarray:
         """``(S, T, T)`` gains per seed, ``[s, source, recipient]`` (NaN where not measured)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (self.single[:, None, :] - self.pair) / self.single[:, None, :]
+        return relative_gain(self.single[:, None, :], self.pair)
 
     def gains(self) -> np.ndarray:
         """``(T, T)`` mean gain over seeds, ``[source, recipient]``; NaN where not measured."""
@@ -179,8 +181,7 @@ class GroundTruth:
 
     def one_model_gain(self) -> np.ndarray:
         """``(T,)`` mean relative gain of one model for all tasks over single-task models."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ((self.single - self.all_tasks) / self.single).mean(0)
+        return relative_gain(self.single, self.all_tasks).mean(0)
 
     def affinity(self) -> TaskAffinity:
         """The mean gains as a ``TaskAffinity`` (signal ``"truth"``), with per-pair seed counts."""
