@@ -257,3 +257,51 @@ def test_recommends_planted_needs_a_confirmed_unmixed_grouping() -> None:
                                   suite)  # fmt: skip
     nothing = planted_suite(_splits(), strength=0.0, noisy=["task_2", "task_3"])
     assert not recommends_planted({"verdict": "grouping", "groups": good}, nothing)
+
+
+# ---------------------------------------------------------------------------- the command
+def test_planted_preset_and_its_options() -> None:
+    import argparse
+
+    from stgmtl.payoff_command import PAYOFF_PRESETS, payoff_settings
+
+    ns = argparse.Namespace(quick=False, suite="planted", strength=0.5, instance=None)
+    st = payoff_settings(ns)
+    assert st["strength"] == 0.5 and st["instance"] == 0 and st["truth"] == "none"
+    assert st["ks"] == "2" and st["budget"] == 2.0 and st["confirm_seeds"] == 5
+    # the other presets are unchanged by the new one
+    assert "strength" not in PAYOFF_PRESETS["cifar10-15"]
+    assert PAYOFF_PRESETS["cifar10-15"]["epochs"] == 4 and PAYOFF_PRESETS["quick"]["ks"] == "2"
+
+
+def test_strength_outside_the_planted_suite_is_one_line(capsys, tmp_path) -> None:
+    from stgmtl import cli
+
+    try:
+        code = cli.main(["payoff", "--strength", "0.5", "--out", str(tmp_path / "o")])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 1 and "--strength" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_tiny_planted_run_on_real_cifar10(capsys, tmp_path, cifar_root) -> None:
+    from stgmtl import cli
+    from stgmtl.datasets import cifar10_planted_splits
+
+    suite = cifar10_planted_splits(strength=0.4, instance=1, root=cifar_root, test_limit=300)
+    assert len(suite.sides[1]) == 5 and suite.replaced["train"] == dict.fromkeys(
+        suite.sides[1], round(0.4 * 3200) / 3200
+    )
+    null = cifar10_planted_splits(kind="null", root=cifar_root, test_limit=300)
+    assert null.kind == "null" and len(null.sides[0]) == 10
+    argv = ["payoff", "--suite", "planted", "--strength", "1", "--data-root", str(cifar_root),
+            "--seeds", "0,1", "--epochs", "1", "--width", "0.125", "--val-size", "200",
+            "--test-limit", "300", "--signals", "label", "--confirm-seeds", "2",
+            "--random-partitions", "0", "--no-report", "--out", str(tmp_path / "p"),
+            "-q"]  # fmt: skip
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0 and "Planted label-noise at strength 1" in out
+    assert "Known answer" in out
