@@ -12,6 +12,10 @@ finishes, so a run stopped by ``--minutes`` still leaves a complete table of wha
     STGMTL_DATA=../shared/data PYTHONPATH=. python benchmarks/known_answers.py \\
         --strengths 1.0,0.5 --instances 3 --null-instances 3 --minutes 40
     python benchmarks/known_answers.py --summarise   # the tables from OUT/trials.jsonl
+    python benchmarks/known_answers.py --simulate    # the null rate at the study's shapes
+
+``--summarise`` also draws ``OUT/power.png``: power (with its interval) against each level's
+measured effect, and the false-positive rate on the nulls.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ def _trials(args: argparse.Namespace) -> list[tuple[str, float, int]]:
     strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
     out = []
     for i in range(max(args.instances, args.null_instances)):
-        for s in strengths:
-            if i < args.instances:
-                out.append(("planted", s, i))
-        if i < args.null_instances:
-            out.append(("null", 0.0, i))
+        # the strongest level first, then the null, then the other levels: a run cut short
+        # still has both ends of the study
+        levels = [("planted", s, i) for s in strengths if i < args.instances]
+        null = [("null", 0.0, i)] if i < args.null_instances else []
+        out += levels[:1] + null + levels[1:]
     return out
 
 
@@ -52,6 +56,64 @@ def summarise(path: Path, alpha: float = 0.05) -> None:
         if any(t.kind == "null" for t in trials):
             print(false_positive_rate(trials, alpha).describe("false-positive rate"))
     print(f"total trial time {sum(t.seconds for t in trials):.0f} s over {len(trials)} trials")
+    if trials:
+        figure(trials, path.parent / "power.png", alpha)
+
+
+def simulate(n_sim: int = 2000) -> None:
+    """The false-positive rate simulated (stgmtl.payoff.null) at the shapes of both trials."""
+    import numpy as np
+
+    from stgmtl.payoff.null import simulate_null
+
+    shapes = {
+        "planted trial (1x one model + 3 groupings of cost 2, budget 2)": (
+            np.array([1.0, 2.0, 2.0, 2.0]), 2.0),
+        "exact-null trial (2 retrained copies of one model, budget 1)": (np.ones(2), 1.0),
+    }  # fmt: skip
+    for name, (costs, budget) in shapes.items():
+        for noise in (0.01, 0.03, 0.10):
+            r = simulate_null(systems=costs.size, tasks=10, seeds=3, confirm_seeds=5,
+                              budget=budget, costs=costs, n_sim=n_sim, noise_sd=noise,
+                              random_state=0)  # fmt: skip
+            print(
+                f"{name}, noise {noise:g}: verdict {100 * r.rate:.2f} % [{100 * r.lo:.2f}, "
+                f"{100 * r.hi:.2f}]; validation only {100 * r.validation_rate:.2f} % "
+                f"[{100 * r.validation_lo:.2f}, {100 * r.validation_hi:.2f}]; a candidate to "
+                f"confirm in {100 * r.candidate_rate:.1f} %",
+                flush=True,
+            )
+
+
+def figure(trials: list, path: Path, alpha: float = 0.05) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stgmtl.payoff.study import false_positive_rate, power_by_strength
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if any(t.kind == "planted" for t in trials):
+        tab = power_by_strength(trials, alpha)
+        x = [100 * e for e in tab["effect"].to_list()]
+        y = tab["power"].to_list()
+        err = [[p - lo for p, lo in zip(y, tab["lo"], strict=True)],
+               [hi - p for p, hi in zip(y, tab["hi"], strict=True)]]  # fmt: skip
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="planted split + label (harness)")
+        for xi, yi, s in zip(x, y, tab["strength"].to_list(), strict=True):
+            ax.annotate(f"strength {s:g}", (xi, yi), textcoords="offset points", xytext=(4, 4))
+    if any(t.kind == "null" for t in trials):
+        fp = false_positive_rate(trials, alpha)
+        ax.axhline(fp.rate, color="grey", ls="--", label=f"exact null: {fp.k}/{fp.n}")
+        ax.axhspan(fp.lo, fp.hi, color="grey", alpha=0.15)
+    ax.set_xlabel("measured effect: planted grouping vs one model at 2x (% test loss)")
+    ax.set_ylabel("power (confirmed, unmixed)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -67,9 +129,13 @@ def main() -> None:
     p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
     p.add_argument("--out", default="benchmarks/results/known_answers")
     p.add_argument("--summarise", action="store_true")
+    p.add_argument("--simulate", action="store_true")
     args = p.parse_args()
     out = Path(args.out)
     log = out / "trials.jsonl"
+    if args.simulate:
+        simulate()
+        return
     if args.summarise:
         summarise(log)
         return
