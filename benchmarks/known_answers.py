@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=None, help="start no trial after this")
     p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
     p.add_argument("--out", default="benchmarks/results/known_answers")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (spawned processes)")
     p.add_argument("--summarise", action="store_true")
     p.add_argument("--simulate", action="store_true")
     args = p.parse_args()
@@ -139,6 +140,11 @@ def main() -> None:
     if args.summarise:
         summarise(log)
         return
+
+    import contextlib
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     from stgmtl.datasets import cifar10_planted_splits
     from stgmtl.models import model_factory
@@ -154,31 +160,40 @@ def main() -> None:
         for line in log.read_text().splitlines():
             d = json.loads(line)
             done.add((d["kind"], d["strength"], d["instance"]))
+    threads = 1 if args.workers > 1 else None
+    pool = (
+        ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+        if args.workers > 1
+        else None
+    )
     t0 = time.perf_counter()
-    for kind, s, i in _trials(args):
-        if (kind, s, i) in done:
-            continue
-        if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
-            print(f"--minutes {args.minutes:g} reached: no more trials started", flush=True)
-            break
-        if args.until is not None and time.strftime("%H:%M", time.gmtime()) >= args.until:
-            print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
-            break
-        suite = cifar10_planted_splits(strength=s, instance=i, kind=kind,
-                                       test_limit=args.test_limit)  # fmt: skip
-        if kind == "planted":
-            trial = planted_trial(suite, factory, recipe, out / f"planted-{s:g}-{i}",
-                                  seeds=seeds, cache_dir=str(out / "cache"))  # fmt: skip
-        else:
-            trial = exact_null_trial(suite, factory, recipe, out / "cache", seeds=seeds)
-        with log.open("a") as f:
-            f.write(json.dumps(trial.to_dict(), default=float) + "\n")
-        print(
-            f"{kind} {s:g} #{i}: {trial.verdict} (hit {trial.hit}) effect "
-            f"{[round(e, 4) for e in trial.effect]} {trial.seconds:.0f} s "
-            f"[{time.perf_counter() - t0:.0f} s]",
-            flush=True,
-        )
+    with contextlib.nullcontext(pool) if pool is None else pool:
+        for kind, s, i in _trials(args):
+            if (kind, s, i) in done:
+                continue
+            if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
+                print(f"--minutes {args.minutes:g} reached: no more trials started", flush=True)
+                break
+            if args.until is not None and time.strftime("%H:%M", time.gmtime()) >= args.until:
+                print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
+                break
+            data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
+                                     test_limit=args.test_limit)  # fmt: skip
+            if kind == "planted":
+                trial = planted_trial(data, factory, recipe, out / f"planted-{s:g}-{i}",
+                                      executor=pool, seeds=seeds, threads=threads,
+                                      cache_dir=str(out / "cache"))  # fmt: skip
+            else:
+                trial = exact_null_trial(data, factory, recipe, out / "cache", seeds=seeds,
+                                         executor=pool, threads=threads)  # fmt: skip
+            with log.open("a") as f:
+                f.write(json.dumps(trial.to_dict(), default=float) + "\n")
+            print(
+                f"{kind} {s:g} #{i}: {trial.verdict} (hit {trial.hit}) effect "
+                f"{[round(e, 4) for e in trial.effect]} {trial.seconds:.0f} s "
+                f"[{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
     summarise(log)
 
 

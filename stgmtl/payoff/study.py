@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +180,19 @@ def planted_effect(payoff: pl.DataFrame, *, source: str = "planted", k: int = 2)
     return [float(v) for v in rows["gain_vs_budget"].to_list()]
 
 
+def _suite(data: Any, kind: str) -> PlantedSuite:
+    suite = data() if callable(data) and not isinstance(data, PlantedSuite) else data
+    if not isinstance(suite, PlantedSuite) or suite.kind != kind:
+        what = "planted_suite" if kind == "planted" else "exact_null_suite"
+        raise fail(
+            "suite", f"a {kind} PlantedSuite ({what}) or a callable returning one",
+            getattr(suite, "kind", type(suite).__name__), error=TypeError,
+        )  # fmt: skip
+    return suite
+
+
 def planted_trial(
-    suite: PlantedSuite,
+    suite: PlantedSuite | Callable[[], PlantedSuite],
     factory: Any,
     recipe: TrainConfig,
     out: str | Path,
@@ -196,14 +207,15 @@ def planted_trial(
     The grouping sources are the planted split (``"planted"``: the suite's
     :meth:`~stgmtl.payoff.planted.PlantedSuite.oracle_affinity`), the label statistic
     (``"label"``) and the random partitions; ``overrides`` replace :data:`POWER_STUDY` entries
-    (e.g. ``signals=`` to add recorded signals).
+    (e.g. ``signals=`` to add recorded signals). ``suite`` may be a picklable zero-argument
+    callable returning the suite (for process pools: workers then load the data themselves).
     """
     from stgmtl.payoff.harness import run_payoff
     from stgmtl.payoff.signal_runs import label_control
     from stgmtl.specialise.data import targets_of
 
-    if not isinstance(suite, PlantedSuite):
-        raise fail("suite", "a PlantedSuite (planted_suite)", type(suite).__name__, error=TypeError)
+    data = suite
+    suite = _suite(data, "planted")
     names = suite.task_names()
     settings = {
         **POWER_STUDY,
@@ -215,7 +227,7 @@ def planted_trial(
     }
     t0 = time.perf_counter()
     result = run_payoff(
-        suite, factory, recipe, out, executor=executor, progress=progress, log=log, **settings
+        data, factory, recipe, out, executor=executor, progress=progress, log=log, **settings
     )
     rec = result.recommendation
     conf = rec.get("confirmation") or {}
@@ -246,7 +258,7 @@ def _detail(conf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def exact_null_trial(
-    suite: PlantedSuite,
+    suite: PlantedSuite | Callable[[], PlantedSuite],
     factory: Any,
     recipe: TrainConfig,
     cache_dir: str | Path,
@@ -256,6 +268,7 @@ def exact_null_trial(
     confirm_seeds: int = 5,
     alpha: float = 0.05,
     executor: Any = None,
+    threads: int | None = None,
     progress: bool = False,
 ) -> Trial:
     """One exact-null instance: the candidates are the one model retrained with other seeds.
@@ -273,10 +286,11 @@ def exact_null_trial(
 
     Runs go through the harness's run cache at ``cache_dir`` (:func:`~stgmtl.payoff.
     execution.run_all`); instances differ by their seeds (``instance`` shifts them by
-    ``1000 * instance``) and share nothing else.
+    ``1000 * instance``) and share nothing else. ``suite`` may be a picklable zero-argument
+    callable returning the suite (for process pools).
     """
-    if not isinstance(suite, PlantedSuite) or suite.kind != "null":
-        raise fail("suite", "an exact null suite (exact_null_suite)", getattr(suite, "kind", suite))
+    data = suite
+    suite = _suite(data, "null")
     check_int("candidates", candidates, low=1)
     check_int("confirm_seeds", confirm_seeds, low=2)
     check_float("alpha", alpha, low=0.0, high=0.5, low_open=True)
@@ -286,8 +300,9 @@ def exact_null_trial(
         raise fail("seeds", "at least 2 distinct seeds below 1000", list(seeds))
     names = tuple(suite.task_names())
     ctx = RunContext(
-        suite, factory, recipe, str(cache_dir), data_fingerprint(suite), factory_identity(factory)
-    )
+        data, factory, recipe, str(cache_dir), data_fingerprint(suite), factory_identity(factory),
+        threads,
+    )  # fmt: skip
     t0 = time.perf_counter()
 
     def spec(seed: int, c: int) -> RunSpec:
