@@ -305,3 +305,26 @@ def test_a_tiny_planted_run_on_real_cifar10(capsys, tmp_path, cifar_root) -> Non
     out = capsys.readouterr().out
     assert code == 0 and "Planted label-noise at strength 1" in out
     assert "Known answer" in out
+
+
+def test_planted_effect_reads_the_planted_partitions_test_gain_per_seed() -> None:
+    import json
+
+    import polars as pl
+
+    from stgmtl.payoff.study import planted_effect
+
+    payoff = pl.DataFrame(
+        {
+            "split": ["test", "test", "val", "test", "test"],
+            "source": ["planted", "planted", "planted", "label", "planted"],
+            "k": [2, 2, 2, 2, 3],
+            "seed": [1, 0, 0, 0, 0],
+            "gain_vs_budget": [0.2, 0.1, 0.9, 0.5, 0.7],
+        }
+    )
+    assert planted_effect(payoff) == [0.1, 0.2]  # test split, source planted, k = 2, by seed
+    assert planted_effect(payoff, source="label") == [0.5]
+    assert planted_effect(pl.DataFrame()) == []
+    t = Trial("planted", 1.0, 2, "grouping", [["a"], ["b"]], True, [0.1], 3.0, {"loss_p": 0.01})
+    assert Trial(**json.loads(json.dumps(t.to_dict()))) == t
