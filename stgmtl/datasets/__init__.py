@@ -10,7 +10,7 @@ from stgmtl.datasets.cifar import (
     resolve_data_root,
 )
 from stgmtl.datasets.pairs import cifar100_pairs_suite, class_pairs
-from stgmtl.datasets.splits import cifar10_15_splits, cifar100_splits
+from stgmtl.datasets.splits import cifar10_15_splits, cifar10_planted_splits, cifar100_splits
 from stgmtl.datasets.suites import (
     CIFAR10_15_TASKS,
     SuiteLoader,
@@ -28,6 +28,7 @@ __all__ = [
     "TaskSuite",
     "channel_stats",
     "cifar10_15_splits",
+    "cifar10_planted_splits",
     "cifar100_splits",
     "cifar10_15_suite",
     "cifar10_suite",

@@ -6,6 +6,9 @@ chooses on a test image:
 * :func:`cifar10_15_splits`: STG-MTL's 15-task CIFAR-10 suite. The shared CIFAR-10 copy has
   4,000 training images (400 per class): a seeded, class-stratified ``val_size`` of them is the
   validation split, the rest trains; the official test split (9,966 images there) tests.
+* :func:`cifar10_planted_splits`: the 10 CIFAR-10 class tasks with a known answer: planted label
+  noise of graded strength on half of them, or the exact null
+  (:mod:`stgmtl.payoff.planted`).
 * :func:`cifar100_splits`: CIFAR-100's 100 one-vs-rest tasks: the first ``train_limit`` of the
   first 45,000 training images train, the first ``val_size`` of the last 5,000 (STG-MTL's
   validation set) validate, the official test split tests.
@@ -21,10 +24,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stgmtl.datasets.suites import cifar10_15_suite, cifar100_suite
+from stgmtl.datasets.suites import CIFAR10_15_TASKS, cifar10_15_suite, cifar100_suite
+from stgmtl.payoff.planted import PlantedSuite, exact_null_suite, planted_suite
 from stgmtl.payoff.splits import Splits
 
-__all__ = ["cifar10_15_splits", "cifar100_splits", "stratified_split"]
+__all__ = ["cifar10_15_splits", "cifar100_splits", "cifar10_planted_splits", "stratified_split"]
 
 
 def stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +86,50 @@ def cifar10_15_splits(
     train.split, val.split = "train-minus-val", "val"
     test = cifar10_15_suite("test", tasks=tasks, root=root, seed=seed, limit=test_limit)
     return Splits(train, val, test)
+
+
+def cifar10_planted_splits(
+    *,
+    strength: float = 1.0,
+    instance: int = 0,
+    kind: str = "planted",
+    n_noisy: int = 5,
+    val_size: int = 800,
+    test_limit: int | None = 2000,
+    root: str | os.PathLike[str] | None = None,
+) -> PlantedSuite:
+    """CIFAR-10's 10 one-vs-rest class tasks as a suite with a known answer.
+
+    ``kind="planted"``: :func:`stgmtl.payoff.planted_suite` with ``n_noisy`` classes drawn per
+    ``instance`` for the noisy side, a fraction ``strength`` of their labels replaced by fair
+    coins in every split. ``kind="null"``: :func:`stgmtl.payoff.exact_null_suite` (the 10 tasks
+    unchanged). The images and the validation draw are those of :func:`cifar10_15_splits`
+    (3,200 training, 800 validation images; the first ``test_limit`` test images).
+
+    Parameters
+    ----------
+    strength : float
+        The knob in ``[0, 1]`` (ignored for the null).
+    instance : int
+        Which draw: the noisy classes and the noise.
+    kind : {"planted", "null"}
+    n_noisy : int
+        Classes on the noisy side.
+    val_size, test_limit, root
+        As :func:`cifar10_15_splits`.
+
+    Returns
+    -------
+    PlantedSuite
+    """
+    base = cifar10_15_splits(
+        tasks=CIFAR10_15_TASKS[:10], val_size=val_size, test_limit=test_limit, root=root
+    )
+    if kind == "null":
+        return exact_null_suite(base, instance=instance)
+    if kind != "planted":
+        raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")
+    return planted_suite(base, strength=strength, n_noisy=n_noisy, instance=instance)
 
 
 def cifar100_splits(

@@ -6,6 +6,10 @@ asserted budget (:mod:`.architectures`) beside fixed random partitions and the b
 one model, choose on validation (:mod:`.recommendation`), then confirm the choice on fresh seeds
 with a paired test (:mod:`.confirm`, statistics in :mod:`.stats`). Runs are independent and
 cached (:mod:`.runs`, :mod:`.worker`, :mod:`.execution`), so any executor can train them.
+
+Suites with a known answer (planted negative transfer of graded strength, the exact null) are
+built by :mod:`.planted`; :mod:`.study` measures the verdict's power and false-positive rate
+on them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "run_payoff": "stgmtl.payoff.harness",
     "recommend": "stgmtl.payoff.recommendation",
     "Recommendation": "stgmtl.payoff.recommendation",
+    "planted_suite": "stgmtl.payoff.planted",
+    "exact_null_suite": "stgmtl.payoff.planted",
+    "PlantedSuite": "stgmtl.payoff.planted",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,201 @@
+"""The known-answer study: power on planted CIFAR-10 suites, false positives on exact nulls.
+
+Each trial is one instance (a new draw of the noisy classes and of the noise; the images are the
+shared CIFAR-10 copy's): planted trials run the harness with
+:data:`stgmtl.payoff.study.POWER_STUDY` (no pair truth, k = 2, the planted split and the label
+statistic as grouping sources, one random partition, one network per group at budget 2, 5 fresh
+confirmation seeds); null trials run :func:`stgmtl.payoff.study.exact_null_trial` (2 candidates
+that are the one model retrained with other seeds). Trials run interleaved (every level's
+instance 0 first, then instance 1, ...) and each is appended to ``OUT/trials.jsonl`` as it
+finishes, so a run stopped by ``--minutes`` still leaves a complete table of what it did.
+
+    STGMTL_DATA=../shared/data PYTHONPATH=. python benchmarks/known_answers.py \\
+        --strengths 1.0,0.5 --instances 3 --null-instances 3 --minutes 40
+    python benchmarks/known_answers.py --summarise   # the tables from OUT/trials.jsonl
+    python benchmarks/known_answers.py --simulate    # the null rate at the study's shapes
+
+``--summarise`` also draws ``OUT/power.png``: power (with its interval) against each level's
+measured effect, and the false-positive rate on the nulls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import polars as pl
+
+
+def _trials(args: argparse.Namespace) -> list[tuple[str, float, int]]:
+    strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
+    out = []
+    for i in range(max(args.instances, args.null_instances)):
+        # the strongest level first, then the null, then the other levels: a run cut short
+        # still has both ends of the study
+        levels = [("planted", s, i) for s in strengths if i < args.instances]
+        null = [("null", 0.0, i)] if i < args.null_instances else []
+        out += levels[:1] + null + levels[1:]
+    return out
+
+
+def summarise(path: Path, alpha: float = 0.05) -> None:
+    from stgmtl.payoff.study import Trial, false_positive_rate, power_by_strength
+
+    trials = [Trial(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, float_precision=4, tbl_width_chars=200):
+        for t in trials:
+            print(
+                f"{t.kind:8s} strength {t.strength:g} instance {t.instance}: {t.verdict}, "
+                f"hit {t.hit}, effect {[round(e, 4) for e in t.effect]}, "
+                f"{t.seconds:.0f} s, {t.detail}"
+            )
+        if any(t.kind == "planted" for t in trials):
+            print(power_by_strength(trials, alpha))
+        if any(t.kind == "null" for t in trials):
+            print(false_positive_rate(trials, alpha).describe("false-positive rate"))
+    print(f"total trial time {sum(t.seconds for t in trials):.0f} s over {len(trials)} trials")
+    if trials:
+        figure(trials, path.parent / "power.png", alpha)
+
+
+def simulate(n_sim: int = 2000) -> None:
+    """The false-positive rate simulated (stgmtl.payoff.null) at the shapes of both trials."""
+    import numpy as np
+
+    from stgmtl.payoff.null import simulate_null
+
+    shapes = {
+        "planted trial (1x one model + 3 groupings of cost 2, budget 2)": (
+            np.array([1.0, 2.0, 2.0, 2.0]), 2.0),
+        "exact-null trial (2 retrained copies of one model, budget 1)": (np.ones(2), 1.0),
+    }  # fmt: skip
+    for name, (costs, budget) in shapes.items():
+        for noise in (0.01, 0.03, 0.10):
+            r = simulate_null(systems=costs.size, tasks=10, seeds=3, confirm_seeds=5,
+                              budget=budget, costs=costs, n_sim=n_sim, noise_sd=noise,
+                              random_state=0)  # fmt: skip
+            print(
+                f"{name}, noise {noise:g}: verdict {100 * r.rate:.2f} % [{100 * r.lo:.2f}, "
+                f"{100 * r.hi:.2f}]; validation only {100 * r.validation_rate:.2f} % "
+                f"[{100 * r.validation_lo:.2f}, {100 * r.validation_hi:.2f}]; a candidate to "
+                f"confirm in {100 * r.candidate_rate:.1f} %",
+                flush=True,
+            )
+
+
+def figure(trials: list, path: Path, alpha: float = 0.05) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stgmtl.payoff.study import false_positive_rate, power_by_strength
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if any(t.kind == "planted" for t in trials):
+        tab = power_by_strength(trials, alpha)
+        x = [100 * e for e in tab["effect"].to_list()]
+        y = tab["power"].to_list()
+        err = [[p - lo for p, lo in zip(y, tab["lo"], strict=True)],
+               [hi - p for p, hi in zip(y, tab["hi"], strict=True)]]  # fmt: skip
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="planted split + label (harness)")
+        for xi, yi, s in zip(x, y, tab["strength"].to_list(), strict=True):
+            ax.annotate(f"strength {s:g}", (xi, yi), textcoords="offset points", xytext=(4, 4))
+    if any(t.kind == "null" for t in trials):
+        fp = false_positive_rate(trials, alpha)
+        ax.axhline(fp.rate, color="grey", ls="--", label=f"exact null: {fp.k}/{fp.n}")
+        ax.axhspan(fp.lo, fp.hi, color="grey", alpha=0.15)
+    ax.set_xlabel("measured effect: planted grouping vs one model at 2x (% test loss)")
+    ax.set_ylabel("power (confirmed, unmixed)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--strengths", default="1.0,0.5")
+    p.add_argument("--instances", type=int, default=2)
+    p.add_argument("--null-instances", type=int, default=2)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=None, help="start no trial after this")
+    p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
+    p.add_argument("--out", default="benchmarks/results/known_answers")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (spawned processes)")
+    p.add_argument("--summarise", action="store_true")
+    p.add_argument("--simulate", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    log = out / "trials.jsonl"
+    if args.simulate:
+        simulate()
+        return
+    if args.summarise:
+        summarise(log)
+        return
+
+    import contextlib
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from stgmtl.datasets import cifar10_planted_splits
+    from stgmtl.models import model_factory
+    from stgmtl.payoff.study import exact_null_trial, planted_trial
+    from stgmtl.specialise import TrainConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = TrainConfig(width=args.width, epochs=args.epochs, batch_size=256, lr=1e-3)
+    factory = model_factory("cnn")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    done = set()
+    if log.exists():
+        for line in log.read_text().splitlines():
+            d = json.loads(line)
+            done.add((d["kind"], d["strength"], d["instance"]))
+    threads = 1 if args.workers > 1 else None
+    pool = (
+        ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+        if args.workers > 1
+        else None
+    )
+    t0 = time.perf_counter()
+    with contextlib.nullcontext(pool) if pool is None else pool:
+        for kind, s, i in _trials(args):
+            if (kind, s, i) in done:
+                continue
+            if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
+                print(f"--minutes {args.minutes:g} reached: no more trials started", flush=True)
+                break
+            if args.until is not None and time.strftime("%H:%M", time.gmtime()) >= args.until:
+                print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
+                break
+            data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
+                                     test_limit=args.test_limit)  # fmt: skip
+            if kind == "planted":
+                trial = planted_trial(data, factory, recipe, out / f"planted-{s:g}-{i}",
+                                      executor=pool, seeds=seeds, threads=threads,
+                                      cache_dir=str(out / "cache"))  # fmt: skip
+            else:
+                trial = exact_null_trial(data, factory, recipe, out / "cache", seeds=seeds,
+                                         executor=pool, threads=threads)  # fmt: skip
+            with log.open("a") as f:
+                f.write(json.dumps(trial.to_dict(), default=float) + "\n")
+            print(
+                f"{kind} {s:g} #{i}: {trial.verdict} (hit {trial.hit}) effect "
+                f"{[round(e, 4) for e in trial.effect]} {trial.seconds:.0f} s "
+                f"[{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
+    summarise(log)
+
+
+if __name__ == "__main__":
+    main()
