@@ -49,7 +49,7 @@ planted split (to train the planted grouping beside the signals' groupings).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,7 @@ import torch
 
 from stgmtl._checks import check_float, check_int, fail
 from stgmtl.affinity import TaskAffinity
-from stgmtl.payoff.splits import Splits
+from stgmtl.payoff.splits import MappedTargetsLoader, Splits
 from stgmtl.specialise.data import make_loader, targets_of, task_names_of
 
 __all__ = [
@@ -147,22 +147,15 @@ class PlantedSuite(Splits):
         )
 
 
-class _RelabelledLoader:
-    """A loader whose batch targets are read from a replacement target matrix by position."""
+class _RelabelledLoader(MappedTargetsLoader):
+    """Batches whose targets are read from a replacement target matrix by sample position."""
 
     def __init__(self, inner: Any, targets: torch.Tensor) -> None:
-        self.inner, self.targets = inner, targets
+        super().__init__(inner)
+        self.replacement = targets
 
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        if callable(getattr(self.inner, "set_epoch", None)):
-            self.inner.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor, Any]]:
-        for x, _y, idx in self.inner:
-            yield x, self.targets[torch.as_tensor(idx, dtype=torch.long)], idx
+    def targets(self, y: torch.Tensor, idx: Any) -> torch.Tensor:
+        return self.replacement[torch.as_tensor(idx, dtype=torch.long)]
 
 
 class RelabelledData:

@@ -20,7 +20,7 @@ import torch
 from stgmtl._checks import fail
 from stgmtl.specialise.data import make_loader, targets_of, task_names_of
 
-__all__ = ["Splits", "TaskColumns", "data_fingerprint"]
+__all__ = ["MappedTargetsLoader", "Splits", "TaskColumns", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -81,22 +81,39 @@ def data_fingerprint(splits: Splits) -> str:
     return h.hexdigest()
 
 
-class _ColumnLoader:
-    """A loader whose batches keep only some target columns (len and set_epoch pass through)."""
+class MappedTargetsLoader:
+    """A loader whose batch targets are rewritten by :meth:`targets` (inputs, order, indices,
+    ``len`` and ``set_epoch`` pass through). Subclasses say how."""
 
-    def __init__(self, inner: Any, columns: torch.Tensor) -> None:
-        self.inner, self.columns = inner, columns
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def set_epoch(self, epoch: int) -> None:
+        """Forward to the wrapped loader (distributed samplers reshuffle per epoch)."""
         if callable(getattr(self.inner, "set_epoch", None)):
             self.inner.set_epoch(epoch)
 
+    def targets(self, y: torch.Tensor, idx: Any) -> torch.Tensor:
+        """The batch's new ``(B, T')`` targets from its targets ``y`` and sample indices."""
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[tuple[Any, torch.Tensor, Any]]:
         for x, y, idx in self.inner:
-            yield x, y.index_select(-1, self.columns), idx
+            yield x, self.targets(y, idx), idx
+
+
+class _ColumnLoader(MappedTargetsLoader):
+    """Batches that keep only some target columns."""
+
+    def __init__(self, inner: Any, columns: torch.Tensor) -> None:
+        super().__init__(inner)
+        self.columns = columns
+
+    def targets(self, y: torch.Tensor, idx: Any) -> torch.Tensor:
+        return y.index_select(-1, self.columns)
 
 
 class TaskColumns:
