@@ -56,8 +56,41 @@ def summarise(path: Path, alpha: float = 0.05) -> None:
         if any(t.kind == "null" for t in trials):
             print(false_positive_rate(trials, alpha).describe("false-positive rate"))
     print(f"total trial time {sum(t.seconds for t in trials):.0f} s over {len(trials)} trials")
+    by_side(trials, path.parent, alpha)
     if trials:
         figure(trials, path.parent / "power.png", alpha)
+
+
+def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
+    """The planted grouping's test gain per side (clean / noisy), mean over seeds, and its t
+    interval over instances (the seeds of an instance share its draw of sides)."""
+    import numpy as np
+    from scipy import stats
+
+    from stgmtl.datasets import cifar10_planted_splits
+    from stgmtl.payoff.study import effect_by_side
+    from stgmtl.payoff.tables import PayoffResult
+
+    rows = []
+    for t in (t for t in trials if t.kind == "planted"):
+        folder = out / f"planted-{t.strength:g}-{t.instance}" / "result"
+        if not folder.is_dir():
+            continue
+        suite = cifar10_planted_splits(strength=t.strength, instance=t.instance, test_limit=2000)
+        for r in effect_by_side(PayoffResult.load(folder), suite).iter_rows(named=True):
+            rows.append({"strength": t.strength, "instance": t.instance, **r})
+    if not rows:
+        return
+    tab = pl.DataFrame(rows)
+    print("planted grouping vs one model at its budget, per side (test, relative loss decrease):")
+    for (strength, side), g in tab.group_by("strength", "side", maintain_order=True):
+        m = g.group_by("instance").agg(pl.col("gain").mean())["gain"].to_numpy()
+        half = stats.t.ppf(1 - alpha / 2, m.size - 1) * m.std(ddof=1) / np.sqrt(m.size)
+        print(
+            f"  strength {strength:g} {side}: {100 * g['gain'].mean():+.2f} % "
+            f"({100 * (m.mean() - half):+.2f}, {100 * (m.mean() + half):+.2f}) over {m.size} "
+            f"instances; {int((g['gain'] > 0).sum())} of {g.height} seeds > 0"
+        )
 
 
 def simulate(n_sim: int = 2000) -> None:

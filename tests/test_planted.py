@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from scipy import stats
@@ -16,12 +19,14 @@ from stgmtl.payoff.splits import data_fingerprint
 from stgmtl.payoff.study import (
     NULL_SEED_STRIDE,
     Trial,
+    effect_by_side,
     exact_null_trial,
     false_positive_rate,
     planted_trial,
     power_by_strength,
     rate,
     recommends_planted,
+    trained_sets,
 )
 from stgmtl.specialise import TrainConfig
 from stgmtl.specialise.data import make_loader, targets_of
@@ -236,6 +241,12 @@ def test_power_by_strength_and_false_positive_rate_by_hand() -> None:
     assert (one["n"], one["hits"], one["power"], one["confirmed"]) == (3, 2, 2 / 3, 3)
     assert one["effect"] == pytest.approx(0.15) and one["effect_n"] == 4
     assert one["effect_sd"] == pytest.approx(np.std([0.1, 0.2, 0.3, 0.0], ddof=1))
+    # the effect's interval is over instances (means 0.15, 0.30, 0.00), df = 2, by hand:
+    m, sd = 0.15, np.std([0.15, 0.30, 0.00], ddof=1)
+    half = 4.302652729911275 * sd / np.sqrt(3)  # t(0.975, 2)
+    assert one["effect_lo"] == pytest.approx(m - half) and one["effect_hi"] == pytest.approx(
+        m + half
+    )
     assert one["lo"] == pytest.approx(stats.beta.ppf(0.025, 2, 2))
     assert one["hi"] == pytest.approx(stats.beta.ppf(0.975, 3, 1))
     half = tab.filter(tab["strength"] == 0.5).row(0, named=True)
@@ -257,6 +268,29 @@ def test_recommends_planted_needs_a_confirmed_unmixed_grouping() -> None:
                                   suite)  # fmt: skip
     nothing = planted_suite(_splits(), strength=0.0, noisy=["task_2", "task_3"])
     assert not recommends_planted({"verdict": "grouping", "groups": good}, nothing)
+    # served groups can look unmixed while a chosen network trained both sides together: one
+    # model serving the noisy side plus a clean-side network is mixed (judged on what trained)
+    names = list(suite.task_names())
+    systems = pl.DataFrame(
+        {
+            "system": ["one", "clean"],
+            "tasks": [json.dumps(names), json.dumps(["task_0", "task_1"])],
+            "groups": ["[]", "[]"],
+        }
+    )
+    rec = {
+        "verdict": "grouping",
+        "groups": good,
+        "systems": [{"system": "clean"}, {"system": "one"}],
+    }
+    assert recommends_planted(rec, suite)  # the served groups alone
+    assert not recommends_planted(rec, suite, systems)
+    assert trained_sets(rec, systems) == [["task_0", "task_1"], names]
+    grouped = systems.with_columns(
+        pl.Series("groups", [json.dumps(good), "[]"]), pl.Series("system", ["sep", "x"])
+    )
+    rec2 = {"verdict": "grouping", "groups": good, "systems": [{"system": "sep"}]}
+    assert recommends_planted(rec2, suite, grouped)
 
 
 # ---------------------------------------------------------------------------- the command
@@ -328,3 +362,42 @@ def test_planted_effect_reads_the_planted_partitions_test_gain_per_seed() -> Non
     assert planted_effect(pl.DataFrame()) == []
     t = Trial("planted", 1.0, 2, "grouping", [["a"], ["b"]], True, [0.1], 3.0, {"loss_p": 0.01})
     assert Trial(**json.loads(json.dumps(t.to_dict()))) == t
+
+
+def test_effect_by_side_separates_the_sides_by_hand() -> None:
+    from types import SimpleNamespace
+
+    suite = planted_suite(_splits(), strength=1.0, noisy=["task_2", "task_3"])
+    names = list(suite.task_names())  # task_0, task_1 clean; task_2, task_3 noisy
+    parts = pl.DataFrame(
+        {
+            "partition": ["planted:k2"] * 4 + ["one model (2x)"] * 4,
+            "source": ["planted"] * 4 + ["one model"] * 4,
+            "task": names * 2,
+            "system": ["A", "A", "B", "B", "R", "R", "R", "R"],
+        }
+    )
+    systems = pl.DataFrame({"system": ["A", "B", "R"], "budget": [2.0, 2.0, 2.0]})
+    loss = {"A": [0.9, 1.1], "B": [2.0, 2.2], "R": [1.0, 1.0, 2.0, 2.0]}
+    rows = []
+    for seed in (0, 1):
+        for i, t in enumerate(names):
+            sys_ = "A" if i < 2 else "B"
+            rows.append({"system": sys_, "seed": seed, "task": t, "split": "test",
+                         "loss": loss[sys_][i % 2] + seed})  # fmt: skip
+            rows.append({"system": "R", "seed": seed, "task": t, "split": "test",
+                         "loss": loss["R"][i] + seed})  # fmt: skip
+    result = SimpleNamespace(partitions=parts, systems=systems, runs=pl.DataFrame(rows))
+    tab = effect_by_side(result, suite)
+    got = {(r["side"], r["seed"]): r["gain"] for r in tab.iter_rows(named=True)}
+    for seed in (0, 1):
+        clean = np.mean(
+            [(1 + seed - (0.9 + seed)) / (1 + seed), (1 + seed - (1.1 + seed)) / (1 + seed)]
+        )
+        noisy = np.mean(
+            [(2 + seed - (2.0 + seed)) / (2 + seed), (2 + seed - (2.2 + seed)) / (2 + seed)]
+        )
+        assert got[("clean", seed)] == pytest.approx(clean)
+        assert got[("noisy", seed)] == pytest.approx(noisy)
+    with pytest.raises(ValueError, match="source"):
+        effect_by_side(result, suite, source="nope")

@@ -24,6 +24,7 @@ random partition, one network per group at budget 2, five fresh confirmation see
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from stgmtl._checks import check_float, check_int, fail
 from stgmtl.payoff.execution import run_all
@@ -55,7 +57,9 @@ __all__ = [
     "planted_trial",
     "power_by_strength",
     "rate",
+    "effect_by_side",
     "recommends_planted",
+    "trained_sets",
 ]
 
 #: :class:`~stgmtl.payoff.settings.PayoffSettings` overrides of the power study (module
@@ -108,8 +112,35 @@ def rate(hits: Sequence[bool], alpha: float = 0.05) -> Rate:
     return Rate(k, n, k / n, lo, hi, float(alpha))
 
 
-def recommends_planted(recommendation: Mapping[str, Any], suite: PlantedSuite) -> bool:
-    """A hit: a confirmed grouping (verdict ``"grouping"``, 2 or more groups) that mixes no sides.
+def trained_sets(
+    recommendation: Mapping[str, Any], systems: pl.DataFrame | None
+) -> list[list[str]]:
+    """The task sets trained together by the recommendation's chosen systems.
+
+    A system serves some tasks (``recommendation["groups"]``) but may train more: one model
+    serving only some tasks was still trained on all of them. With the harness's ``systems``
+    table each chosen network contributes the tasks it trained (``tasks``) and each grouped
+    system its groups (``groups``); without it, the served groups are returned.
+    """
+    chosen = [str(c["system"]) for c in recommendation.get("systems", [])]
+    if systems is None or not chosen:
+        return [list(g) for g in recommendation.get("groups", [])]
+    rows = {r["system"]: r for r in systems.iter_rows(named=True)}
+    out: list[list[str]] = []
+    for sid in chosen:
+        row = rows[sid]
+        groups = json.loads(row["groups"]) if row.get("groups") else []
+        out += [list(g) for g in groups] if groups else [list(json.loads(row["tasks"]))]
+    return out
+
+
+def recommends_planted(
+    recommendation: Mapping[str, Any], suite: PlantedSuite, systems: pl.DataFrame | None = None
+) -> bool:
+    """A hit: a confirmed grouping (verdict ``"grouping"``, 2 or more groups) in which no set of
+    tasks trained together mixes the two sides (:func:`trained_sets`; pass the harness result's
+    ``systems`` table so that a one model serving one side, but trained on both, counts as
+    mixed).
 
     On a null suite nothing can be a hit (nothing is planted).
     """
@@ -118,7 +149,7 @@ def recommends_planted(recommendation: Mapping[str, Any], suite: PlantedSuite) -
         suite.planted
         and recommendation.get("verdict") == "grouping"
         and len(groups) > 1
-        and not suite.mixes(groups)
+        and not suite.mixes(trained_sets(recommendation, systems))
     )
 
 
@@ -180,6 +211,47 @@ def planted_effect(payoff: pl.DataFrame, *, source: str = "planted", k: int = 2)
     return [float(v) for v in rows["gain_vs_budget"].to_list()]
 
 
+def effect_by_side(
+    result: Any, suite: PlantedSuite, *, source: str = "planted", split: str = "test"
+) -> pl.DataFrame:
+    """The planted grouping's gain against one model at its budget, per seed and side.
+
+    ``result`` is the trial's :class:`~stgmtl.payoff.tables.PayoffResult` (its ``partitions``
+    and ``runs`` tables). Per seed and side (``"clean"`` / ``"noisy"``): the mean over that
+    side's tasks of the relative loss decrease of the network serving the task in ``source``'s
+    partition against one model at that partition's budget (> 0: the grouping helps that side).
+    The study's ``effect`` averages both sides; this separates a gain on one side from a loss on
+    the other.
+    """
+    parts = result.partitions
+    planted = parts.filter(pl.col("source") == source)
+    if planted.height == 0:
+        raise fail("source", "a grouping source trained in this result", source)
+    budget = float(
+        result.systems.filter(pl.col("system").is_in(planted["system"].unique()))["budget"].max()
+    )
+    label = "one model" if budget == 1.0 else f"one model ({budget:g}x)"
+    ref = parts.filter(pl.col("partition") == label).select("task", pl.col("system").alias("ref"))
+    runs = result.runs.filter(pl.col("split") == split).select("system", "seed", "task", "loss")
+    serve = planted.select("task", "system").join(ref, on="task")
+    mine = serve.join(runs, on=["system", "task"]).rename({"loss": "l_group"})
+    base = serve.join(runs.rename({"system": "ref", "loss": "l_ref"}), on=["ref", "task"])
+    j = mine.join(base.select("task", "seed", "l_ref"), on=["task", "seed"])
+    noisy = set(suite.sides[1])
+    return (
+        j.with_columns(
+            ((pl.col("l_ref") - pl.col("l_group")) / pl.col("l_ref")).alias("gain"),
+            pl.when(pl.col("task").is_in(list(noisy)))
+            .then(pl.lit("noisy"))
+            .otherwise(pl.lit("clean"))
+            .alias("side"),
+        )
+        .group_by("seed", "side")
+        .agg(pl.col("gain").mean())
+        .sort("side", "seed")
+    )
+
+
 def _suite(data: Any, kind: str) -> PlantedSuite:
     suite = data() if callable(data) and not isinstance(data, PlantedSuite) else data
     if not isinstance(suite, PlantedSuite) or suite.kind != kind:
@@ -237,13 +309,15 @@ def planted_trial(
         instance=suite.instance,
         verdict=str(rec["verdict"]),
         groups=[list(g) for g in rec["groups"]],
-        hit=recommends_planted(rec, suite)
+        hit=recommends_planted(rec, suite, result.systems)
         if suite.kind == "planted"
         else rec["verdict"] == "grouping",
         effect=planted_effect(result.payoff),
         seconds=time.perf_counter() - t0,
         detail=_detail(conf),
-        unmixed=suite.planted and len(rec["groups"]) > 1 and not suite.mixes(rec["groups"]),
+        unmixed=suite.planted
+        and len(rec["groups"]) > 1
+        and not suite.mixes(trained_sets(rec, result.systems)),
     )
 
 
@@ -366,7 +440,9 @@ def power_by_strength(trials: Sequence[Trial], alpha: float = 0.05) -> pl.DataFr
 
     Columns: ``strength, n, hits, power, lo, hi`` (Clopper-Pearson ``1 - alpha``),
     ``effect`` (mean of the pooled per-seed planted gains against one model at the budget),
-    ``effect_sd`` (their sd), ``effect_n`` (how many seeds), ``confirmed`` (verdicts
+    ``effect_sd`` (their sd), ``effect_n`` (how many seeds), ``effect_lo`` / ``effect_hi`` (the
+    ``1 - alpha`` t interval over the **instances'** mean effects, df = instances - 1: seeds of
+    one instance share its draw of sides, so the instance is the unit), ``confirmed`` (verdicts
     ``"grouping"`` of any grouping, mixed or not), ``unmixed`` (trials whose validation
     candidate was an unmixed grouping) and ``loss_hits`` (of those, the ones whose confirmation
     accepted the loss half of the test at ``alpha``, whatever the ROC AUC half said).
@@ -379,12 +455,22 @@ def power_by_strength(trials: Sequence[Trial], alpha: float = 0.05) -> pl.DataFr
         at = [t for t in planted if t.strength == s]
         r = rate([t.hit for t in at], alpha)
         eff = np.array([e for t in at for e in t.effect], dtype=np.float64)
+        per_instance = np.array([np.mean(t.effect) for t in at if t.effect], dtype=np.float64)
+        lo = hi = math.nan
+        if per_instance.size > 1:
+            half = (
+                stats.t.ppf(1 - alpha / 2, per_instance.size - 1)
+                * per_instance.std(ddof=1)
+                / math.sqrt(per_instance.size)
+            )
+            lo, hi = per_instance.mean() - half, per_instance.mean() + half
         rows.append(
             {
                 "strength": s, "n": r.n, "hits": r.k, "power": r.rate, "lo": r.lo, "hi": r.hi,
                 "effect": float(eff.mean()) if eff.size else math.nan,
                 "effect_sd": float(eff.std(ddof=1)) if eff.size > 1 else math.nan,
                 "effect_n": int(eff.size),
+                "effect_lo": float(lo), "effect_hi": float(hi),
                 "confirmed": sum(t.verdict == "grouping" for t in at),
                 "unmixed": sum(t.unmixed for t in at),
                 "loss_hits": sum(
