@@ -28,7 +28,7 @@ from stgmtl.payoff.runs import RunResult, RunSpec
 from stgmtl.payoff.stats import paired_confirmation
 from stgmtl.payoff.tables import loss_lookup, runs_table
 
-__all__ = ["confirm", "confirmation_specs", "fresh_seeds"]
+__all__ = ["confirm", "confirmation_specs", "confirmation_tests", "fresh_seeds"]
 
 
 def fresh_seeds(used: Sequence[int], n: int) -> list[int]:
@@ -65,6 +65,27 @@ def _per_seed(
     return cand, base
 
 
+def confirmation_tests(
+    cand_loss: np.ndarray,
+    base_loss: np.ndarray,
+    cand_auc: np.ndarray,
+    base_auc: np.ndarray,
+    alpha: float = 0.05,
+) -> tuple[np.ndarray, Any, Any, bool]:
+    """The verdict's statistics on ``(seeds, tasks)`` test values of candidate and reference.
+
+    Returns ``(ratio, loss_test, auc_test, accepted)``: the per-seed mean over tasks of the
+    relative loss ``cand / base``; the one-sided paired t-test (:func:`~stgmtl.payoff.stats.
+    paired_confirmation`) of that ratio against 1; the same on the per-seed mean ROC AUC (higher
+    is better); and whether both reject (intersection-union).
+    """
+    ratio = (cand_loss / base_loss).mean(1)  # per seed: mean over tasks of the relative loss
+    loss = paired_confirmation(ratio, np.ones_like(ratio), alpha=alpha)
+    # higher AUC is better: test the negated values so that a positive difference favours it
+    auc = paired_confirmation(-cand_auc.mean(1), -base_auc.mean(1), alpha=alpha)
+    return ratio, loss, auc, bool(loss.accepted and auc.accepted)
+
+
 def confirm(
     rec: Recommendation,
     results: Sequence[RunResult],
@@ -97,11 +118,9 @@ def confirm(
     if not rec.has_candidate:
         raise ValueError("rec: expected a recommendation with a candidate to confirm, got none")
     cand, base = _per_seed(results, rec, column, seeds)
-    ratio = (cand / base).mean(1)  # per seed: mean over tasks of the relative loss
-    loss = paired_confirmation(ratio, np.ones_like(ratio), alpha=alpha)
-    auc_c, auc_b = (a.mean(1) for a in _per_seed(results, rec, "roc_auc", seeds))
-    # higher AUC is better: test the negated values so that a positive difference favours it
-    auc = paired_confirmation(-auc_c, -auc_b, alpha=alpha)
+    cand_auc, base_auc = _per_seed(results, rec, "roc_auc", seeds)
+    ratio, loss, auc, ok = confirmation_tests(cand, base, cand_auc, base_auc, alpha)
+    auc_c, auc_b = cand_auc.mean(1), base_auc.mean(1)
     rec.confirmation = {
         "seeds": [int(s) for s in seeds],
         "loss": {
@@ -120,7 +139,6 @@ def confirm(
         "test": "one-sided t on the per-seed mean relative loss (< 1) and on the ROC AUC "
         "difference (> 0); both must reject (intersection-union)",
     }
-    ok = loss.accepted and auc.accepted
     rec.verdict = "grouping" if ok else "one model"
     rec.one_model_best = not ok
     rec.message = rec.describe()

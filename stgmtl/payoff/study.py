@@ -37,12 +37,13 @@ import polars as pl
 from scipy import stats
 
 from stgmtl._checks import check_float, check_int, fail
+from stgmtl.payoff.confirm import confirmation_tests, fresh_seeds
 from stgmtl.payoff.execution import run_all
 from stgmtl.payoff.planted import PlantedSuite
 from stgmtl.payoff.recommendation import choose
 from stgmtl.payoff.runs import RunContext, RunSpec, factory_identity
 from stgmtl.payoff.splits import data_fingerprint
-from stgmtl.payoff.stats import clopper_pearson, paired_confirmation
+from stgmtl.payoff.stats import clopper_pearson
 from stgmtl.payoff.tables import loss_lookup, runs_table
 from stgmtl.specialise.training import TrainConfig
 
@@ -368,10 +369,16 @@ def exact_null_trial(
     check_int("candidates", candidates, low=1)
     check_int("confirm_seeds", confirm_seeds, low=2)
     check_float("alpha", alpha, low=0.0, high=0.5, low_open=True)
+    # instance i owns seeds [1000 i, 1000 i + 1000) for its exploration and fresh seeds, and
+    # the candidates' copies of them (+ c * NULL_SEED_STRIDE): instances never share a run
+    check_int("instance", suite.instance, high=NULL_SEED_STRIDE // 1000 - 1)
     base = 1000 * suite.instance
     explore = [base + check_int("seeds", s, low=0, high=999) for s in seeds]
     if len(set(explore)) < 2:
         raise fail("seeds", "at least 2 distinct seeds below 1000", list(seeds))
+    if max(explore) + confirm_seeds >= base + 1000:
+        raise fail("seeds", f"seeds leaving room for {confirm_seeds} fresh seeds below 1000",
+                   list(seeds))  # fmt: skip
     names = tuple(suite.task_names())
     ctx = RunContext(
         data, factory, recipe, str(cache_dir), data_fingerprint(suite), factory_identity(factory),
@@ -397,7 +404,7 @@ def exact_null_trial(
     trial = Trial("null", 0.0, suite.instance, "one model", [list(names)], False)
     if choice.chosen and choice.objective < 1.0:
         c = int(choice.chosen[0]) + 1
-        fresh = list(range(max(explore) + 1, max(explore) + 1 + confirm_seeds))
+        fresh = fresh_seeds(explore, confirm_seeds)
         runs = runs_table(
             run_all(
                 [spec(f, x) for f in fresh for x in (0, c)],
@@ -414,11 +421,9 @@ def exact_null_trial(
             return np.array([[table[(sid, f + x * NULL_SEED_STRIDE, "test", t)] for t in names]
                              for f in fresh])  # fmt: skip
 
-        ratio = (per_seed(loss, c) / per_seed(loss, 0)).mean(1)
-        t_loss = paired_confirmation(ratio, np.ones_like(ratio), alpha=alpha)
-        t_auc = paired_confirmation(-per_seed(auc, c).mean(1), -per_seed(auc, 0).mean(1),
-                                    alpha=alpha)  # fmt: skip
-        ok = t_loss.accepted and t_auc.accepted
+        ratio, t_loss, t_auc, ok = confirmation_tests(
+            per_seed(loss, c), per_seed(loss, 0), per_seed(auc, c), per_seed(auc, 0), alpha
+        )
         trial.verdict = "grouping" if ok else "one model"
         trial.hit = ok
         trial.detail = {
