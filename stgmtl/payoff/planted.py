@@ -163,23 +163,30 @@ class RelabelledData:
 
     Works for anything :func:`stgmtl.specialise.data.make_loader` takes whose batch indices are
     the samples' positions ``0 .. N-1`` (true of :class:`stgmtl.datasets.TaskSuite` and of
-    datasets with ``(inputs, targets)`` items). ``images`` and ``name`` pass through, so the
-    harness's data fingerprint sees the inputs and the new targets.
+    datasets with ``(inputs, targets)`` items). ``images``, ``sample_ids``, ``split``,
+    ``augment`` and ``seed`` pass through and ``name`` is tagged, so the harness's data
+    fingerprint (:func:`~stgmtl.payoff.splits.data_fingerprint`) sees what the wrapped data
+    shows and the new targets.
     """
 
-    def __init__(self, data: Any, targets: torch.Tensor, task_names: Sequence[str], tag: str):
+    def __init__(
+        self, data: Any, targets: torch.Tensor, task_names: Sequence[str], tag: str
+    ) -> None:
         self.data = data
         self.targets = targets.float()
         self.task_names = list(task_names)
         self.name = f"{getattr(data, 'name', type(data).__name__)}|{tag}"
-        images = getattr(data, "images", None)
-        if images is not None:
-            self.images = images
+        for attr in ("images", "sample_ids", "split", "augment", "seed"):
+            value = getattr(data, attr, None)
+            if value is not None:
+                setattr(self, attr, value)
 
     def __len__(self) -> int:
+        """Number of samples."""
         return int(self.targets.shape[0])
 
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _RelabelledLoader:
+        """The wrapped data's loader with the replaced targets."""
         return _RelabelledLoader(
             make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.targets
         )
