@@ -34,9 +34,11 @@ from stgmtl.payoff.predictor import (
     learning_curve,
     training_table,
 )
+from stgmtl.payoff.scoring import CONTROLS as SCORING_CONTROLS
 
-#: control signals (the payoff harness's), never "the best raw signal"
-CONTROLS = ("raw:random", "raw:label")
+#: control signals (the payoff harness's, :data:`stgmtl.payoff.scoring.CONTROLS`), never "the
+#: best raw signal"
+CONTROLS = tuple(f"raw:{c}" for c in SCORING_CONTROLS)
 #: the learning curve refits many times: a smaller inner grid than the evaluation's default
 CURVE_GRID: dict[str, list[Any]] = {
     "n_knots": [4],
@@ -108,6 +110,7 @@ def planted(
         feats.select("group", "size", "task").with_columns(
             pl.lit(s, dtype=pl.Int64).alias("seed"),
             pl.Series("gain", clean + noise * rng.normal(size=clean.size)),
+            pl.lit("single").alias("reference"),
             pl.lit("measured").alias("origin"),
         )
         for s in range(seeds)

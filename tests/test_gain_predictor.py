@@ -15,6 +15,7 @@ import pytest
 from stgmtl.affinity import TaskAffinity
 from stgmtl.payoff.gains import (
     check_origin,
+    check_reference,
     concat_gains,
     group_gains,
     losses_from_tables,
@@ -30,13 +31,14 @@ from stgmtl.payoff.predictor import (
     cross_fitted_gains,
     evaluate_predictor,
     fit_predictor,
+    learning_curve,
     noise_ceiling,
     outer_folds,
     standley_estimate,
     training_table,
 )
 from stgmtl.payoff.settings import PayoffSettings
-from stgmtl.payoff.stats import spearman_brown
+from stgmtl.payoff.stats import seed_reliability, spearman_brown
 from stgmtl.payoff.truth import GroundTruth
 
 #: a small inner grid: the tests check what the model can do, not the default grid's cost
@@ -143,7 +145,8 @@ def _planted(t: int = 12, noise: float = 0.02, seeds: int = 1, seed: int = 0):
     rows = []
     for s in range(seeds):
         g = clean + noise * rng.normal(size=x.size)
-        cols = (pl.lit(s).alias("seed"), pl.Series("gain", g), pl.lit("measured").alias("origin"))
+        cols = (pl.lit(s).alias("seed"), pl.Series("gain", g), pl.lit("single").alias("reference"),
+                pl.lit("measured").alias("origin"))  # fmt: skip
         rows.append(feats.select("group", "size", "task").with_columns(*cols))
     return names, sig, feats, pl.concat(rows), clean
 
@@ -238,7 +241,8 @@ def test_selection_from_one_origin_finds_the_planted_groups() -> None:
     for g in itertools.combinations(names, 2):
         for t in g:
             rows.append({"group": "+".join(g), "size": 2, "task": t, "seed": 0,
-                         "gain": good.get(g, -0.1), "origin": "predicted"})  # fmt: skip
+                         "gain": good.get(g, -0.1), "reference": "single",
+                         "origin": "predicted"})  # fmt: skip
     sel = select_from_gains(pl.DataFrame(rows), names, 2.0)
     assert sorted(map(sorted, sel.groups)) == [["a", "b"], ["c", "d"]]
     assert sel.origin == "predicted" and sel.exact and sel.score == pytest.approx(0.25)
@@ -327,3 +331,126 @@ def test_cross_fitted_gains_are_out_of_fold_and_marked_predicted() -> None:
     rows = (cands["group"] == "t0+t1+t2+t3").to_numpy()
     full = fit_predictor(table, n_inner=3, grid=GRID)
     np.testing.assert_allclose(pred["gain"].to_numpy()[rows], full.predict(x[rows]))
+
+
+# ------------------------------------------------------------------------------- issue 26 review
+
+
+def test_gain_tables_record_one_reference() -> None:
+    losses = {
+        (("a",), 0): {"a": 1.0},
+        (("b",), 0): {"b": 2.0},
+        (("a", "b"), 0): {"a": 0.5, "b": 3.0},
+        (("a", "b", "c"), 0): {"a": 0.8, "b": 1.0, "c": 5.0},
+        (("c",), 0): {"c": 4.0},
+    }
+    single = group_gains(losses, ["a", "b", "c"], reference="single")
+    vs_all = group_gains(losses, ["a", "b", "c"], reference="all")
+    assert check_reference(single) == "single" and check_reference(vs_all) == "all"
+    with pytest.raises(ValueError, match="one reference"):
+        concat_gains([single, vs_all])
+    with pytest.raises(ValueError, match="one reference"):
+        mean_gains(pl.concat([single, vs_all]))
+    with pytest.raises(ValueError, match="reference"):
+        check_reference(single.drop("reference"))
+    # a gain against the all-task network makes the single-task candidates' 0 wrong
+    with pytest.raises(ValueError, match="single"):
+        select_from_gains(vs_all, ["a", "b", "c"], 3.0)
+    assert select_from_gains(single, ["a", "b", "c"], 3.0).origin == "measured"
+
+
+def test_training_table_and_predictions_carry_the_reference() -> None:
+    names, sig, feats, gains, _ = _planted(t=6)
+    with pytest.raises(ValueError, match="one reference"):
+        training_table(pl.concat([gains, gains.with_columns(pl.lit("all").alias("reference"))]),
+                       feats)  # fmt: skip
+    table = training_table(gains.with_columns(pl.lit("all").alias("reference")), feats)
+    assert table["reference"].unique().to_list() == ["all"]
+    pred = cross_fitted_gains(table, feats, n_outer=2, n_inner=2, grid=GRID)
+    assert check_reference(pred) == "all" and check_origin(pred) == "predicted"
+    with pytest.raises(ValueError, match="single"):
+        select_from_gains(pred, names, 3.0)
+
+
+def test_group_sizes_need_pair_truth() -> None:
+    for truth in ("subsets", "none"):
+        with pytest.raises(ValueError, match="truth"):
+            PayoffSettings(truth=truth, group_sizes=(3,))
+    assert PayoffSettings(truth="auto", group_sizes=(3,)).group_sizes == (3,)
+    with pytest.raises(ValueError, match="max_groups"):
+        PayoffSettings(truth="pairs", max_groups=5)
+    names = [f"t{i}" for i in range(5)]
+    kw = dict(seeds=(0,), max_pairs=None, singles=True, signals=(), signal_seeds=(0,),
+              record_separately=True, ks=(2,), architectures=("network",),
+              random_partitions=0, n_sources=1)  # fmt: skip
+    # "auto" resolved to another mode: the plan raises, naming group_sizes and truth='pairs'
+    with pytest.raises(ValueError, match=r"group_sizes.*truth='pairs' is needed"):
+        plan_payoff(names, truth="subsets", group_sizes=(3,), **kw)
+    with pytest.raises(ValueError, match="max_groups"):
+        plan_payoff(names, truth="pairs", max_groups=2, **kw)
+    with pytest.raises(ValueError, match=r"^group_sizes: expected an int in \[3, 5\]"):
+        plan_payoff(names, truth="pairs", group_sizes=(6,), **kw)
+    assert len(plan_payoff(names, truth="pairs", group_sizes=(5,), **kw).truth) == 5 + 10 + 1
+
+
+def test_fit_predictor_rejects_unknown_signals() -> None:
+    _, _, feats, gains, _ = _planted(t=6)
+    table = training_table(gains, feats)
+    with pytest.raises(ValueError, match=r"signals.*available.*planted.*plantd"):
+        fit_predictor(table, signals=["plantd"], grid=GRID, n_inner=2)
+    assert fit_predictor(table, signals=["planted"], grid=GRID, n_inner=2).best_params_[
+        "signals"] == ("planted",)  # fmt: skip
+
+
+def test_seed_reliability_shared_and_restricted_to_complete_rows() -> None:
+    rng = np.random.default_rng(2)
+    t, s = 6, 3
+    # planted pair gains plus seed noise, the diagonal unmeasured
+    g = rng.normal(size=(t, t))[None] * 0.1 + 0.05 * rng.normal(size=(s, t, t))
+    gt = GroundTruth.__new__(GroundTruth)
+    seed_g = np.where(np.eye(t, dtype=bool)[None], np.nan, g)
+    gt.seed_gains = lambda: seed_g  # type: ignore[method-assign]
+    rel = gt.reliability()
+    # hand computation for complete data: mean Spearman over seed pairs, Spearman-Brown
+    from scipy.stats import spearmanr
+
+    off = ~np.eye(t, dtype=bool)
+    rhos = [spearmanr(seed_g[a][off], seed_g[b][off])[0] for a, b in itertools.combinations(
+        range(s), 2)]  # fmt: skip
+    assert rel["seed_spearman"] == pytest.approx(np.mean(rhos))
+    assert rel["mean_reliability"] == pytest.approx(spearman_brown(float(np.mean(rhos)), s))
+    assert seed_reliability(seed_g)["reliability_spearman"] == rel["mean_reliability"]
+    # a row missing on one seed is left out of every seed pair (not only that seed's pairs)
+    holed = seed_g.copy()
+    holed[2, 0, 1] = np.nan
+    out = seed_reliability(holed)
+    keep = off.copy()
+    keep[0, 1] = False
+    rhos = [spearmanr(seed_g[a][keep], seed_g[b][keep])[0] for a, b in itertools.combinations(
+        range(s), 2)]  # fmt: skip
+    assert out["seed_spearman"] == pytest.approx(np.mean(rhos))
+    assert out["rows"] == t * t - t - 1 and out["seeds"] == s
+
+
+def test_noise_ceiling_uses_only_rows_of_every_seed() -> None:
+    _, _, _, gains, _ = _planted(noise=0.1, seeds=3, seed=4)
+    drop = gains.filter((pl.col("seed") == 2) & (pl.col("group") == gains["group"][0]))
+    part = gains.join(drop.select("group", "task", "seed"), on=["group", "task", "seed"],
+                      how="anti")  # fmt: skip
+    ceil = noise_ceiling(part)
+    full = gains.filter(pl.col("group") != gains["group"][0])
+    wide = full.pivot(on="seed", index=["group", "task"], values="gain")
+    r = np.mean([np.corrcoef(wide[a], wide[b])[0, 1] for a, b in itertools.combinations(
+        ["0", "1", "2"], 2)])  # fmt: skip
+    assert ceil["rows"] == wide.height
+    assert ceil["reliability_pearson"] == pytest.approx(spearman_brown(r, 3))
+
+
+def test_learning_curve_records_the_groups_used() -> None:
+    _, _, feats, gains, _ = _planted(t=5)
+    table = training_table(gains, feats)
+    n_groups = table["group"].n_unique()  # 10 pairs + 10 triples
+    lc = learning_curve(table, [4, 1000], repeats=1, n_outer=2, n_inner=2, grid=GRID)
+    # 2 outer folds of 10 groups each: at most 10 training groups, never the 1000 asked for
+    assert sorted(set(lc["n_groups"].to_list())) == [4, n_groups // 2]
+    assert set(lc.filter(pl.col("n_groups") == n_groups // 2)["n_requested"]) == {1000}

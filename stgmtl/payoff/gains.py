@@ -20,6 +20,13 @@ them (:func:`select_from_gains`).
 trained networks) or ``"predicted"`` (from :mod:`~stgmtl.payoff.predictor`). The two are never
 combined: :func:`concat_gains` and :func:`select_from_gains` raise on a table mixing them, so a
 predicted gain can never win an argmax against a measured one.
+
+**One reference per table.** A gain table also carries a column ``reference`` (``"single"`` or
+``"all"``; predicted gains inherit the reference of the gains the predictor learnt from).
+:func:`check_reference` raises on a table mixing references, and so do :func:`concat_gains`,
+:func:`mean_gains` and the predictor's ``training_table``. :func:`select_from_gains` needs
+``reference="single"``: it gives every single-task candidate a gain of 0, which is true only
+when the single-task network is the reference.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = [
     "ORIGINS",
     "REFERENCES",
     "check_origin",
+    "check_reference",
     "concat_gains",
     "group_gains",
     "group_id",
@@ -57,7 +65,9 @@ ORIGINS = ("measured", "predicted")
 #: References of the gain (module docstring).
 REFERENCES = ("single", "all")
 #: Columns of a per-seed gain table (:func:`group_gains`).
-GAIN_COLUMNS = ("group", "size", "task", "seed", "loss", "reference_loss", "gain", "origin")
+GAIN_COLUMNS = (
+    "group", "size", "task", "seed", "loss", "reference_loss", "gain", "reference", "origin",
+)  # fmt: skip
 
 
 def relative_gain(reference: Any, loss: Any) -> np.ndarray:
@@ -139,8 +149,8 @@ def group_gains(
     Returns
     -------
     polars.DataFrame
-        :data:`GAIN_COLUMNS`, ``origin = "measured"``; one row per (group, member task, seed)
-        whose reference was trained on that seed.
+        :data:`GAIN_COLUMNS`, ``origin = "measured"``, ``reference`` as given; one row per
+        (group, member task, seed) whose reference was trained on that seed.
 
     Raises
     ------
@@ -158,7 +168,8 @@ def group_gains(
         elif reference == "all" and tuple(sorted(tasks)) == full:
             for t in names:
                 ref[(seed, t)] = float(vals[t])
-    rows: dict[str, list[Any]] = {c: [] for c in GAIN_COLUMNS if c not in ("gain", "origin")}
+    skip = ("gain", "reference", "origin")
+    rows: dict[str, list[Any]] = {c: [] for c in GAIN_COLUMNS if c not in skip}
     for (tasks, seed), vals in sorted(losses.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if len(tasks) < min_size or any(t not in order for t in tasks):
             continue
@@ -185,7 +196,9 @@ def group_gains(
     )  # fmt: skip
     gain = relative_gain(df["reference_loss"].to_numpy(), df["loss"].to_numpy())
     return df.with_columns(
-        pl.Series("gain", gain, dtype=pl.Float64), pl.lit("measured").alias("origin")
+        pl.Series("gain", gain, dtype=pl.Float64),
+        pl.lit(reference).alias("reference"),
+        pl.lit("measured").alias("origin"),
     ).select(GAIN_COLUMNS)
 
 
@@ -231,22 +244,47 @@ def check_origin(gains: pl.DataFrame, name: str = "gains") -> str:
     return str(found[0])
 
 
+def check_reference(gains: pl.DataFrame, name: str = "gains") -> str:
+    """The one reference of a gain table (:data:`REFERENCES`); raises if it mixes references.
+
+    Raises
+    ------
+    ValueError
+        A table without a ``reference`` column, with an unknown reference, or with several
+        (a gain against the single-task network and one against the all-task network are not
+        the same quantity).
+    """
+    if not isinstance(gains, pl.DataFrame):
+        raise fail(name, "a polars DataFrame of gains", type(gains).__name__, error=TypeError)
+    if "reference" not in gains.columns:
+        raise fail(name, f"a gain table with a 'reference' column (one of {REFERENCES})",
+                   gains.columns)  # fmt: skip
+    found = sorted(set(gains["reference"].to_list()), key=str)
+    if len(found) != 1 or found[0] not in REFERENCES:
+        raise fail(name, f"gains of one reference (one of {REFERENCES}), never mixed", found)
+    return str(found[0])
+
+
 def concat_gains(tables: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """Stack gain tables of **one** origin (raises on a mix, :func:`check_origin`)."""
+    """Stack gain tables of **one** origin and **one** reference (raises on a mix,
+    :func:`check_origin`, :func:`check_reference`)."""
     if not tables:
         raise fail("tables", "at least one gain table", "none")
     out = pl.concat(list(tables), how="diagonal_relaxed")
     check_origin(out, "tables")
+    check_reference(out, "tables")
     return out
 
 
 def mean_gains(gains: pl.DataFrame) -> pl.DataFrame:
-    """Per (group, task): the gain's mean over seeds (``gain``), its seed count and origin."""
+    """Per (group, task): the gain's mean over seeds (``gain``), its seed count, reference and
+    origin (raises on a table of several origins or references)."""
     origin = check_origin(gains)
+    reference = check_reference(gains)
     return (
         gains.group_by("group", "size", "task", maintain_order=True)
         .agg(pl.col("gain").mean(), pl.col("gain").len().alias("seeds"))
-        .with_columns(pl.lit(origin).alias("origin"))
+        .with_columns(pl.lit(reference).alias("reference"), pl.lit(origin).alias("origin"))
     )
 
 
@@ -273,7 +311,11 @@ def pair_affinity(gains: pl.DataFrame, task_names: Sequence[str]) -> Any:
         task_names=names,
         values=values,
         signal=f"{origin}-gain",
-        meta={"origin": origin, "formula": "seed-mean relative_gain of the recipient in the pair"},
+        meta={
+            "origin": origin,
+            "reference": check_reference(gains),
+            "formula": "seed-mean relative_gain of the recipient in the pair",
+        },
     )
 
 
@@ -319,8 +361,8 @@ def select_from_gains(
     """Standley et al.'s budgeted selection on gains of one origin (measured **or** predicted).
 
     Every group in ``gains`` with a gain for each member is a candidate network of cost 1; every
-    single-task network is a candidate of cost 1 with gain 0 (the reference itself, when
-    ``reference="single"``). Each task is served by the chosen network where its gain is
+    single-task network is a candidate of cost 1 with gain 0 (the reference itself: the table's
+    reference must be ``"single"``). Each task is served by the chosen network where its gain is
     largest; the chosen set maximises the mean served gain within the budget
     (:func:`~stgmtl.payoff.search.select_networks`: exact when there are at most ``max_exact``
     affordable sets, else its heuristic). No higher-order filling: only the table's groups are
@@ -346,11 +388,16 @@ def select_from_gains(
     Raises
     ------
     ValueError
-        If ``gains`` mixes measured and predicted gains, or the budget cannot serve every task.
+        If ``gains`` mixes measured and predicted gains or references, its reference is not
+        ``"single"``, or the budget cannot serve every task.
     """
     from stgmtl.payoff.search import select_networks
 
     origin = check_origin(gains)
+    reference = check_reference(gains)
+    if reference != "single":
+        raise fail("gains", "gains against the single-task networks (reference 'single': a "
+                   "single-task candidate's gain is 0 only then)", reference)  # fmt: skip
     check_float("budget", budget, low=0.0, low_open=True)
     names = [str(t) for t in task_names]
     pos = {t: i for i, t in enumerate(names)}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stgmtl._checks import check_choice
+from stgmtl._checks import check_choice, check_int, fail
 from stgmtl.affinity import FREE_SIGNALS
 from stgmtl.payoff.architectures import ARCHITECTURES as REGISTRY
 from stgmtl.payoff.gains import sample_groups
@@ -139,10 +139,22 @@ def plan_payoff(
     budget is compared with; see :mod:`~stgmtl.payoff.architectures`). ``group_sizes`` (with
     ``truth="pairs"``): also train groups of these sizes (3 or more), every one or a seeded
     sample of ``max_groups`` per size (:func:`~stgmtl.payoff.gains.sample_groups`), each one
-    network at the recipe's width like a pair, on every seed (default none: as before)."""
+    network at the recipe's width like a pair, on every seed (default none: as before); they are
+    then systems like any other, so candidates of the recommendation too. ``group_sizes`` with
+    another truth mode (e.g. ``"auto"`` resolved to ``"subsets"`` or ``"none"``), ``max_groups``
+    without ``group_sizes`` and a size above ``T`` raise."""
     names = list(task_names)
     order = {t: i for i, t in enumerate(names)}
     t = len(names)
+    if group_sizes and truth != "pairs":
+        raise fail("group_sizes", f"no group sizes with truth {truth!r} (for {t} tasks; "
+                   "truth='auto' resolves to 'pairs' only for some numbers of tasks): "
+                   "truth='pairs' is needed to train groups beyond pairs",
+                   list(group_sizes))  # fmt: skip
+    if max_groups is not None and not group_sizes:
+        raise fail("max_groups", "None without group_sizes", max_groups)
+    for size in group_sizes:
+        check_int("group_sizes", size, low=3, high=t)
     plan = PayoffPlan()
     pairs = [list(p) for p in itertools.combinations(names, 2)]
     if truth == "pairs" and max_pairs is not None and max_pairs < len(pairs):

@@ -58,7 +58,7 @@ from stgmtl._checks import check_int, fail, seed_from
 from stgmtl.payoff.gains import mean_gains
 from stgmtl.payoff.group_features import SIGNAL_STATS, membership_columns, signal_columns
 from stgmtl.payoff.scoring import CONTROLS
-from stgmtl.payoff.stats import spearman_brown
+from stgmtl.payoff.stats import seed_reliability
 from stgmtl.payoff.truth import spearman
 
 __all__ = [
@@ -191,14 +191,16 @@ def training_table(gains: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
     Returns
     -------
     polars.DataFrame
-        The features' columns plus ``gain`` (mean over seeds) and ``seeds``.
+        The features' columns plus ``gain`` (mean over seeds), ``seeds`` and ``reference``
+        (the gains' one reference, :func:`~stgmtl.payoff.gains.check_reference`; raises on a
+        mix).
     """
     from stgmtl.payoff.gains import check_origin
 
     if check_origin(gains) != "measured":
         raise fail("gains", "measured gains (a predictor learns from trained groups only)",
                    "predicted gains")  # fmt: skip
-    m = mean_gains(gains).select("group", "task", "gain", "seeds")
+    m = mean_gains(gains).select("group", "task", "gain", "seeds", "reference")
     out = features.join(m, on=["group", "task"], how="inner")
     if out.height == 0:
         raise fail("features", "rows of the measured groups", "no (group, task) in common")
@@ -206,7 +208,8 @@ def training_table(gains: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
 
 
 def _xy(table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    cols = [c for c in table.columns if c not in ("group", "task", "gain", "seeds", "origin")]
+    skip = ("group", "task", "gain", "seeds", "reference", "origin")
+    cols = [c for c in table.columns if c not in skip]
     x = table.select(cols).to_numpy().astype(np.float64)
     y = table["gain"].to_numpy().astype(np.float64) if "gain" in table.columns else np.zeros(0)
     return x, y, table["group"].to_numpy(), cols
@@ -232,7 +235,9 @@ def fit_predictor(
         :func:`training_table` rows (the training groups only).
     signals : sequence of str, optional
         Candidate signals (default every signal in the table but the harness's controls,
-        ``random`` and ``label``); the grid tries each alone and all together.
+        ``random`` and ``label``); the grid tries each alone and all together. A name that is
+        not a signal of the table raises (a failing fit is never scored away: the search runs
+        with ``error_score="raise"``).
     grid : mapping, optional
         Grid of :class:`GainPredictor` parameters (default :data:`DEFAULT_GRID`); a
         ``"signals"`` entry replaces the per-signal choices.
@@ -249,7 +254,14 @@ def fit_predictor(
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
         raise fail("table", "rows of at least 2 trained groups", n_groups)
-    sigs = [s for s in _signals_in(cols) if s not in CONTROLS] if signals is None else list(signals)
+    available = _signals_in(cols)
+    if signals is None:
+        sigs = [s for s in available if s not in CONTROLS]
+    else:
+        sigs = [str(s) for s in signals]
+        unknown = [s for s in sigs if s not in available]
+        if unknown:
+            raise fail("signals", f"signals of the table (available: {available})", unknown)
     param = dict(DEFAULT_GRID if grid is None else grid)
     if "signals" not in param:
         choices: list[Any] = [(s,) for s in sigs] + ([tuple(sigs)] if len(sigs) > 1 else [])
@@ -257,7 +269,8 @@ def fit_predictor(
     param = {k: list(v) for k, v in param.items()}
     fold = outer_folds(groups, check_int("n_inner", n_inner, low=2), random_state)
     cv = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
-    search = GridSearchCV(GainPredictor(columns=tuple(cols)), param, cv=cv, scoring="r2")
+    search = GridSearchCV(GainPredictor(columns=tuple(cols)), param, cv=cv, scoring="r2",
+                          error_score="raise")  # fmt: skip
     return search.fit(x, y)
 
 
@@ -322,30 +335,20 @@ def _task_weights(members: list[list[int]], t: int, rng: np.random.Generator) ->
 def noise_ceiling(gains: pl.DataFrame) -> dict[str, float]:
     """How reproducible the measured gains are across seeds, over (group, task) rows.
 
-    For each pair of seeds, the Spearman and Pearson correlations of their gains over the rows
-    measured on both; their means ``r`` through Spearman-Brown for ``S`` seeds
-    (:func:`~stgmtl.payoff.stats.spearman_brown`) give the reliability of the seed mean.
+    :func:`~stgmtl.payoff.stats.seed_reliability` of the per-seed gains (the one computation
+    :meth:`~stgmtl.payoff.truth.GroundTruth.reliability` uses too): for each pair of seeds, the
+    Spearman and Pearson correlations of their gains over the rows measured on **every** seed
+    (a row missing on some seed is left out, so each row's mean is over the ``S`` seeds the
+    Spearman-Brown step assumes; ``rows`` counts those kept); their means ``r`` through
+    Spearman-Brown for ``S`` seeds give the reliability of the seed mean.
     ``ceiling_spearman = sqrt(reliability_spearman)`` is about the largest Spearman a perfect
     predictor can reach against the measured means, ``ceiling_r2 = reliability_pearson`` the
     largest R^2 (NaN with one seed or ``r <= 0``).
     """
     wide = gains.pivot(on="seed", index=["group", "task"], values="gain")
     seeds = [c for c in wide.columns if c not in ("group", "task")]
-    rs, ps = [], []
-    for a in range(len(seeds)):
-        for b in range(a + 1, len(seeds)):
-            x, y = wide[seeds[a]].to_numpy(), wide[seeds[b]].to_numpy()
-            ok = np.isfinite(x) & np.isfinite(y)
-            if ok.sum() >= 3:
-                rs.append(spearman(x[ok], y[ok]))
-                ps.append(float(np.corrcoef(x[ok], y[ok])[0, 1]))
-    s = len(seeds)
-    out = {"seeds": float(s)}
-    for name, vals in (("spearman", rs), ("pearson", ps)):
-        r = float(np.mean(vals)) if vals else float("nan")
-        rel = spearman_brown(r, s) if np.isfinite(r) and r > 0 else float("nan")
-        out[f"seed_{name}"] = r
-        out[f"reliability_{name}"] = rel
+    values = np.vstack([wide[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in seeds])
+    out = seed_reliability(values)
     out["ceiling_spearman"] = float(np.sqrt(out["reliability_spearman"]))
     out["ceiling_r2"] = out["reliability_pearson"]
     return out
@@ -519,7 +522,9 @@ def learning_curve(
     For each outer fold, each ``n`` in ``sizes`` and each repeat, ``n`` groups are drawn
     (seeded) from the fold's training groups; every method is fitted on them and predicts the
     held-out fold; scores pool the held-out rows of all folds. Returns one row per
-    ``(n, method)`` with the mean and standard deviation over repeats.
+    ``(n, method)`` with the mean and standard deviation over repeats: ``n_groups`` is the
+    number of groups actually trained on (``n`` capped at the fewest training groups of any
+    fold; sizes that cap to the same number are run once), ``n_requested`` the ``n`` asked for.
     """
     check_int("repeats", repeats, low=1)
     _, _, groups, _ = _xy(table)
@@ -527,12 +532,17 @@ def learning_curve(
     rng = np.random.default_rng([seed_from("random_state", random_state), 5])
     rows = []
     y = table["gain"].to_numpy()
-    for n in sorted({check_int("sizes", s, low=4) for s in sizes}):
+    n_folds = int(fold.max()) + 1
+    fewest = min(len(set(groups[fold != f].tolist())) for f in range(n_folds))
+    used: dict[int, int] = {}
+    for req in sorted({check_int("sizes", s, low=4) for s in sizes}):
+        used.setdefault(min(req, fewest), req)
+    for n, req in used.items():
         for rep in range(repeats):
             preds: dict[str, np.ndarray] = {}
-            for f in range(int(fold.max()) + 1):
+            for f in range(n_folds):
                 tr_groups = sorted(set(groups[fold != f].tolist()))
-                pick = set(rng.choice(tr_groups, min(n, len(tr_groups)), replace=False).tolist())
+                pick = set(rng.choice(tr_groups, n, replace=False).tolist())
                 train = table.filter(pl.col("group").is_in(list(pick)))
                 test = table.filter(pl.Series(fold == f))
                 got = _methods(train, test, grid=grid, n_inner=n_inner,
@@ -541,11 +551,11 @@ def learning_curve(
                     preds.setdefault(m, np.full(table.height, np.nan))[fold == f] = p
             for m, p in preds.items():
                 r2, rho = _scores(y, p)
-                rows.append({"n_groups": n, "repeat": rep, "method": m, "r2": r2,
-                             "spearman": rho})  # fmt: skip
+                rows.append({"n_groups": n, "n_requested": req, "repeat": rep, "method": m,
+                             "r2": r2, "spearman": rho})  # fmt: skip
     return (
         pl.DataFrame(rows)
-        .group_by("n_groups", "method", maintain_order=True)
+        .group_by("n_groups", "n_requested", "method", maintain_order=True)
         .agg(
             pl.col("r2").mean().alias("r2"),
             pl.col("r2").std().alias("r2_sd"),
@@ -570,7 +580,8 @@ def cross_fitted_gains(
     A candidate group that was trained gets its out-of-fold prediction (from the predictor fitted
     without its fold); one that was not gets the prediction of the predictor fitted on every
     trained group. The result is a gain table of ``origin = "predicted"``
-    (:mod:`~stgmtl.payoff.gains`): ``group, size, task, seed (-1), gain, origin``.
+    (:mod:`~stgmtl.payoff.gains`) with the training table's reference:
+    ``group, size, task, seed (-1), gain, reference, origin``.
 
     Parameters
     ----------
@@ -579,6 +590,9 @@ def cross_fitted_gains(
     candidates : polars.DataFrame
         :func:`~stgmtl.payoff.group_features.group_features` of every candidate group.
     """
+    from stgmtl.payoff.gains import check_reference
+
+    reference = check_reference(table, "table")
     _, _, groups, cols = _xy(table)
     cand_cols = [c for c in candidates.columns if c not in ("group", "task")]
     if cand_cols != cols:
@@ -597,5 +611,6 @@ def cross_fitted_gains(
     return candidates.select("group", "size", "task").with_columns(
         pl.lit(-1, dtype=pl.Int64).alias("seed"),
         pl.Series("gain", out, dtype=pl.Float64),
+        pl.lit(reference).alias("reference"),
         pl.lit("predicted").alias("origin"),
     )

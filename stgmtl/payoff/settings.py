@@ -65,10 +65,15 @@ class PayoffSettings:
     column : str
         The per-task loss (``"loss"``: the training objective; ``"bce"``: plain BCE).
     group_sizes : sequence of int
-        With ``truth="pairs"``: also train groups of these sizes (3 or more) as truth, for the
-        gain predictor (:mod:`stgmtl.payoff.predictor`); default none.
+        With ``truth="pairs"``: also train groups of these sizes (3 to ``T``) as truth, for the
+        gain predictor (:mod:`stgmtl.payoff.predictor`); default none. They need pair truth: an
+        explicit other ``truth`` raises here, and ``truth="auto"`` raises when the plan resolves
+        it to something else. The trained groups are systems like any other, so they also
+        become candidates of :func:`~stgmtl.payoff.recommendation.recommend` (the verdict may
+        choose one).
     max_groups : int, optional
-        A seeded sample of this many groups per size in ``group_sizes`` (default: every group).
+        A seeded sample of this many groups per size in ``group_sizes`` (default: every group;
+        only with ``group_sizes``).
     random_state : int
         Seeds pair and group sampling, random partitions, the random control and the resamples.
     """
@@ -132,8 +137,15 @@ class PayoffSettings:
         check_int("random_state", self.random_state, low=0)
         sizes = tuple(sorted({check_int("group_sizes", g, low=3) for g in self.group_sizes}))
         object.__setattr__(self, "group_sizes", sizes)
+        if sizes and self.truth not in ("pairs", "auto"):
+            raise fail("truth", "'pairs' with group_sizes (groups beyond pairs are trained only "
+                       "with pair truth; set truth='pairs' or drop group_sizes)",
+                       self.truth)  # fmt: skip
         if self.max_groups is not None:
             check_int("max_groups", self.max_groups, low=1)
+            if not sizes:
+                raise fail("max_groups", "None without group_sizes (it samples the groups of "
+                           "the sizes in group_sizes)", self.max_groups)  # fmt: skip
 
     def budgets(self) -> list[float]:
         """The budgets the groupings use (one model is trained at each as a reference)."""

@@ -25,7 +25,7 @@ from stgmtl._checks import check_choice, check_float, check_int, fail, seed_from
 __all__ = [
     "Confirmation", "ControlRank", "MantelNull", "PairTests", "benjamini_hochberg",
     "benjamini_yekutieli", "clopper_pearson", "holm", "mantel_null", "moderated_pair_tests",
-    "paired_confirmation", "rank_among_controls", "seeds_for_reliability",
+    "paired_confirmation", "rank_among_controls", "seed_reliability", "seeds_for_reliability",
     "signal_ranking_meaningful", "spearman_brown",
 ]  # fmt: skip
 
@@ -331,6 +331,54 @@ def seeds_for_reliability(r: float, target: float = 0.7) -> int | None:
     while spearman_brown(r, m) < target - 1e-12:  # guard against rounding in the ceiling
         m += 1
     return m
+
+
+def seed_reliability(values: Any, *, min_rows: int = 3) -> dict[str, float]:
+    """How reproducible a measurement is across seeds: the seed-to-seed correlations and the
+    Spearman-Brown reliability of the seed mean.
+
+    Only the rows measured on **every** seed are used (a row missing on some seed is left out,
+    so that every row's mean is over the same ``S`` seeds the Spearman-Brown step assumes). For
+    each pair of seeds, Spearman's rho (average ranks) and Pearson's r over those rows; their
+    means over the pairs of seeds, through :func:`spearman_brown` for ``S`` seeds, give the
+    reliabilities.
+
+    Parameters
+    ----------
+    values : array_like
+        ``(S, ...)``: one measurement per seed (first axis) and row (the other axes, flattened;
+        NaN = not measured).
+    min_rows : int
+        Fewest complete rows for a correlation (else NaN).
+
+    Returns
+    -------
+    dict
+        ``seeds`` (``S``), ``rows`` (rows measured on every seed), ``seed_spearman``,
+        ``seed_pearson`` (mean correlation of two seeds; NaN for one seed or too few rows),
+        ``reliability_spearman``, ``reliability_pearson`` (:func:`spearman_brown` of those for
+        ``S`` seeds; NaN when the correlation is not positive).
+    """
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim < 1 or a.shape[0] < 1:
+        raise fail("values", "an array of shape (seeds, ...) with at least one seed", a.shape)
+    check_int("min_rows", min_rows, low=2)
+    a = a.reshape(a.shape[0], -1)
+    s = a.shape[0]
+    a = a[:, np.isfinite(a).all(0)]
+    rhos: list[float] = []
+    rs: list[float] = []
+    if a.shape[1] >= min_rows:
+        for i, j in itertools.combinations(range(s), 2):
+            rhos.append(_spearman(a[i], a[j]))
+            sd = float(a[i].std() * a[j].std())
+            rs.append(float(np.corrcoef(a[i], a[j])[0, 1]) if sd > 0 else math.nan)
+    out = {"seeds": float(s), "rows": float(a.shape[1])}
+    for name, vals in (("spearman", rhos), ("pearson", rs)):
+        r = float(np.mean(vals)) if vals else math.nan
+        out[f"seed_{name}"] = r
+        out[f"reliability_{name}"] = spearman_brown(r, s) if math.isfinite(r) else math.nan
+    return out
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -44,8 +44,8 @@ from stgmtl.payoff.gains import relative_gain
 from stgmtl.payoff.stats import (
     PairTests,
     moderated_pair_tests,
+    seed_reliability,
     seeds_for_reliability,
-    spearman_brown,
 )
 
 __all__ = ["GroundTruth", "ground_truth", "network_losses", "spearman"]
@@ -153,7 +153,8 @@ class GroundTruth:
         -------
         dict
             ``seed_spearman``: mean over pairs of seeds of Spearman's rho between their gain
-            matrices (over directed pairs measured on both); ``mean_reliability``: the
+            matrices (over the directed pairs measured on every seed,
+            :func:`~stgmtl.payoff.stats.seed_reliability`); ``mean_reliability``: the
             Spearman-Brown reliability of the mean over ``S`` seeds, ``S r / (1 + (S - 1) r)``;
             ``ceiling``: its square root, about the largest rank correlation a perfect signal
             can reach with the mean gains (NaN for one seed or ``r <= 0``);
@@ -161,15 +162,10 @@ class GroundTruth:
             ``r <= 0``: no number of seeds would).
         """
         g = self.seed_gains()
+        rel_all = seed_reliability(g)
         s = g.shape[0]
-        rhos = []
-        for a in range(s):
-            for b in range(a + 1, s):
-                ok = np.isfinite(g[a]) & np.isfinite(g[b])
-                if ok.sum() >= 3:
-                    rhos.append(spearman(g[a][ok], g[b][ok]))
-        r = float(np.mean(rhos)) if rhos else float("nan")
-        rel = spearman_brown(r, s) if np.isfinite(r) else float("nan")
+        r = rel_all["seed_spearman"]
+        rel = rel_all["reliability_spearman"]
         need = seeds_for_reliability(r, 0.7) if np.isfinite(r) else None
         return {
             "seed_spearman": r,
