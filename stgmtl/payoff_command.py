@@ -63,7 +63,7 @@ PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
         "test_limit": None,
         "random_partitions": 5,
         "truth": "none",
-        "signal_seeds": "same",
+        "signal_seeds": None,
         "confirm_seeds": 5,
     },
     "quick": {
@@ -197,7 +197,8 @@ def add_payoff_parser(sub: Any) -> None:
         "--signal-seeds",
         default=None,
         help="seeds of the recording runs: comma-separated, or 'same' for every "
-        "training seed (default: the first seed; cifar100: same)",
+        "training seed (default: the first seed, whose groupings are then trained on every "
+        "seed, as the verdict needs: a grouping trained on one seed only cannot be chosen)",
     )
     p.add_argument("--ks", default=None, help="numbers of groups (default 2,3; cifar100 5,10)")
     p.add_argument(
