@@ -12,6 +12,16 @@ harness result (``<out>/result``).
     STGMTL_DATA=/work/shared/data PYTHONPATH=. python benchmarks/gain_predictor.py \\
         --epochs 8 --seeds 0,1,2 --group-sizes 3 --max-groups 60 --workers 2 \\
         --out runs/gain-c10
+
+``--suite cifar100`` takes the tasks of ``--superclasses`` (default four superclasses, 20 tasks)
+with the ``stgmtl payoff --suite cifar100`` preset's recipe and data (wide-cnn 0.5, 6 epochs,
+10,000 training images). ``--confirm-k K`` then sends the grouping chosen from predicted gains
+through the harness's choose-then-confirm path: the cross-fitted predictions of a predictor fitted
+on *validation* gains (so test never chooses) become a ``predicted-gain`` affinity; its
+``K``-group partition (and the best raw signal's, and random partitions) are trained as one
+network per group (budget ``K``) on the exploration seeds, the recommendation chooses on
+validation against one model at ``1x`` and ``K x`` parameters, and the choice is retrained on
+fresh seeds (``stgmtl.payoff.run_payoff``; result in ``<out>-confirm``).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from stgmtl.payoff.predictor import (
     evaluate_predictor,
     learning_curve,
     training_table,
+    within_task_scores,
 )
 from stgmtl.payoff.scoring import CONTROLS as SCORING_CONTROLS
 
@@ -52,29 +63,52 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def train(args: argparse.Namespace) -> Any:
-    """The harness's truth and signals (``ks=(1,)``: no grouping beyond the all-task model;
-    no confirmation)."""
+#: ``--suite cifar100``'s default superclasses: 20 tasks, two animal, one plant, one vehicle
+CIFAR100_SUPERCLASSES = "aquatic_mammals,flowers,people,vehicles_1"
+
+
+def suite(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(data factory, model factory, recipe)`` of ``--suite``: the payoff command's preset
+    (:data:`stgmtl.payoff_command.PAYOFF_PRESETS`), ``--epochs`` overriding its length."""
+    from stgmtl.datasets import cifar10_15_splits, cifar100_splits
+    from stgmtl.models import model_factory
+    from stgmtl.payoff_command import PAYOFF_PRESETS
+    from stgmtl.specialise import TrainConfig
+
+    pre = PAYOFF_PRESETS[args.suite]
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    if args.suite == "cifar10-15":
+        data: Any = functools.partial(cifar10_15_splits, tasks=tasks, val_size=pre["val_size"],
+                                      test_limit=pre["test_limit"])  # fmt: skip
+    else:
+        supers = None if tasks else [c.strip() for c in args.superclasses.split(",")]
+        data = functools.partial(
+            cifar100_splits, tasks=tasks, superclasses=supers, train_limit=pre["train_limit"],
+            val_size=pre["val_size"], test_limit=pre["test_limit"],
+        )  # fmt: skip
+    epochs = args.epochs if args.epochs is not None else pre["epochs"]
+    recipe = TrainConfig(width=pre["width"], epochs=epochs, batch_size=pre["batch_size"],
+                         lr=pre["lr"], scheduler=pre["scheduler"])  # fmt: skip
+    return data, model_factory(pre["model"]), recipe
+
+
+def _pool(workers: int) -> Any:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from stgmtl.datasets import cifar10_15_splits
-    from stgmtl.models import model_factory
-    from stgmtl.payoff import run_payoff
-    from stgmtl.specialise import TrainConfig
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
 
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    data = functools.partial(cifar10_15_splits, tasks=tasks, val_size=800, test_limit=None)
-    recipe = TrainConfig(width=0.5, epochs=args.epochs, batch_size=256, lr=1e-3,
-                         scheduler="constant")  # fmt: skip
-    pool = (
-        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-        if args.workers > 1
-        else None
-    )
+
+def train(args: argparse.Namespace) -> Any:
+    """The harness's truth and signals (``ks=(1,)``: no grouping beyond the all-task model;
+    no confirmation)."""
+    from stgmtl.payoff import run_payoff
+
+    data, factory, recipe = suite(args)
+    pool = _pool(args.workers)
     try:
         return run_payoff(
-            data, model_factory("cnn"), recipe, args.out, seeds=_ints(args.seeds),
+            data, factory, recipe, args.out, seeds=_ints(args.seeds),
             truth="pairs", max_pairs=args.max_pairs, group_sizes=_ints(args.group_sizes),
             max_groups=args.max_groups, ks=(1,), architectures=("network",),
             random_partitions=0, confirm_seeds=0, executor=pool,
@@ -83,6 +117,57 @@ def train(args: argparse.Namespace) -> Any:
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def predicted_affinity(
+    result: Any, signals: dict[str, Any], n_outer: int, random_state: int = 0
+) -> Any:
+    """The cross-fitted predicted pair gains, from a predictor fitted on the **validation**
+    gains of the trained groups, as a ``predicted-gain`` affinity for the partition search."""
+    from stgmtl.payoff.gains import pair_affinity
+
+    names = list(result.task_names)
+    gains = group_gains(losses_from_tables(result.runs, result.systems, "val"), names)
+    gains = gains.filter(pl.col("size") < len(names))
+    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
+    table = training_table(gains, group_features(signals, groups, names))
+    cands = group_features(signals, sample_groups(names, (2,)), names)
+    pred = cross_fitted_gains(table, cands, n_outer=n_outer, random_state=random_state)
+    return pair_affinity(pred, names)
+
+
+def confirm_choice(
+    args: argparse.Namespace, result: Any, signals: dict[str, Any], best_raw: str | None
+) -> dict[str, Any]:
+    """Train the ``--confirm-k`` partitions of the predicted gains and of the best raw signal
+    (one network per group, budget ``K``), choose on validation, confirm on fresh seeds."""
+    from stgmtl.payoff import run_payoff
+
+    t0 = time.perf_counter()
+    chosen = {"predicted-gain": predicted_affinity(result, signals, args.outer)}
+    if best_raw and best_raw in signals:
+        chosen[best_raw] = signals[best_raw]
+    data, factory, recipe = suite(args)
+    pool = _pool(args.workers)
+    try:
+        conf = run_payoff(
+            data, factory, recipe, f"{args.out}-confirm", seeds=_ints(args.seeds),
+            signals=chosen, truth="none", singles=False, ks=(args.confirm_k,),
+            architectures=("network",), random_partitions=args.random_partitions,
+            confirm_seeds=args.confirm_seeds, cache_dir=str(Path(args.out) / "cache"),
+            executor=pool, threads=1 if pool is not None else None,
+        )  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    summary = conf.summary.filter(pl.col("split") == "test")
+    return {
+        "k": args.confirm_k,
+        "signals": list(chosen),
+        "recommendation": conf.recommendation,
+        "summary_test": summary.to_dicts(),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def planted(
@@ -144,6 +229,9 @@ def analyse(
     table = training_table(gains, feats)
     ev = evaluate_predictor(table, seed_gains=gains, n_outer=n_outer, n_bootstrap=n_bootstrap,
                             random_state=random_state)  # fmt: skip
+    seed_rows = gains.filter(pl.col("seed") >= 0) if "seed" in gains.columns else None
+    within, within_ceiling = within_task_scores(ev, seed_rows, n_bootstrap=n_bootstrap,
+                                                random_state=random_state)  # fmt: skip
     raw = [m.removeprefix("raw:") for m in ev.scores["method"].to_list() if m.startswith("raw:")]
     raw_scores = ev.scores.filter(
         pl.col("method").str.starts_with("raw:") & ~pl.col("method").is_in(list(CONTROLS))
@@ -168,6 +256,8 @@ def analyse(
         "rows": table.height,
         "scores": ev.scores.to_dicts(),
         "ceiling": ev.ceiling,
+        "within_task": within.to_dicts(),
+        "within_task_ceiling": within_ceiling,
         "chosen": [
             {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()} for c in ev.chosen
         ],  # fmt: skip
@@ -245,9 +335,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/gain-c10", help="harness output (result + cache)")
     ap.add_argument("--results", default="benchmarks/results", help="folder of the JSON")
-    ap.add_argument("--tasks", default=None, help="comma-separated subset of the 15 tasks")
+    ap.add_argument("--suite", choices=("cifar10-15", "cifar100"), default="cifar10-15")
+    ap.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    ap.add_argument("--superclasses", default=CIFAR100_SUPERCLASSES,
+                    help="cifar100: the superclasses whose fine classes are the tasks")  # fmt: skip
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the suite's preset")
     ap.add_argument("--max-pairs", type=int, default=None, help="default: every pair")
     ap.add_argument("--group-sizes", default="3")
     ap.add_argument("--max-groups", type=int, default=60, help="groups sampled per size")
@@ -257,6 +350,12 @@ def main() -> None:
     ap.add_argument("--outer", type=int, default=5)
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--select-budget", type=float, default=None)
+    ap.add_argument("--confirm-k", type=int, default=None,
+                    help="train the predicted gains' K-group partition and confirm it on fresh "
+                    "seeds (result in <out>-confirm)")  # fmt: skip
+    ap.add_argument("--confirm-seeds", type=int, default=5)
+    ap.add_argument("--random-partitions", type=int, default=2,
+                    help="with --confirm-k: random partitions of the same sizes")  # fmt: skip
     ap.add_argument("--analyse-only", action="store_true", help="read <out>/result, train none")
     ap.add_argument("--planted", type=float, default=None, metavar="NOISE",
                     help="no training: a planted truth of the design's shape with seed noise "
@@ -288,12 +387,15 @@ def main() -> None:
         curve=_ints(args.curve), repeats=args.repeats, n_outer=args.outer,
         n_bootstrap=args.bootstrap, select_budget=args.select_budget,
     )  # fmt: skip
+    if args.confirm_k is not None:
+        out["confirmation"] = confirm_choice(args, result, signals, out["best_raw_signal"])
     out["costs"] = costs(result.runs, result.systems, Path(args.out) / "cache")
     out["equal_time"] = equal_time(out["learning_curve"], out["costs"]["groups_per_recording_time"])
     out["train_seconds"] = None if args.analyse_only else train_s
     out["harness_seconds"] = result.settings.get("seconds")
     out["command"] = vars(args)
-    _write(out, Path(args.results) / "gain_predictor.json")
+    name = "gain_predictor" if args.suite == "cifar10-15" else f"gain_predictor_{args.suite}"
+    _write(out, Path(args.results) / f"{name}.json")
 
 
 def _write(out: dict[str, Any], path: Path) -> None:
@@ -302,6 +404,9 @@ def _write(out: dict[str, Any], path: Path) -> None:
     with pl.Config(tbl_rows=60, tbl_cols=12, tbl_width_chars=160, float_precision=3):
         print(pl.DataFrame(out["scores"]))
         print("noise ceiling:", out["ceiling"])
+        print("within each recipient task (the shared reference cancels):")
+        print(pl.DataFrame(out["within_task"]))
+        print("within-task noise ceiling:", out["within_task_ceiling"])
         print("costs:", out.get("costs"))
         print(pl.DataFrame(out["learning_curve"]))
     print(f"wrote {path}")

@@ -240,6 +240,18 @@ def add_payoff_parser(sub: Any) -> None:
     )
     p.add_argument("--max-pairs", type=int, default=None, help="train a seeded sample of pairs")
     p.add_argument(
+        "--group-sizes",
+        default=None,
+        help="with --truth pairs: also train seeded groups of these sizes, comma-separated "
+        "(e.g. 3,4; for the gain predictor, stgmtl.payoff.predictor)",
+    )
+    p.add_argument(
+        "--max-groups",
+        type=int,
+        default=None,
+        help="groups drawn per size of --group-sizes (default every group of that size)",
+    )
+    p.add_argument(
         "--no-singles",
         action="store_true",
         help="do not train single-task networks (default: trained whenever there is a truth "
@@ -360,10 +372,9 @@ def run_payoff_command(args: argparse.Namespace) -> int:
             root=args.data_root,
         )
     else:
-        if tasks:
-            raise ValueError("--tasks: the cifar100 suite uses all 100 tasks")
         data = functools.partial(
             cifar100_splits,
+            tasks=tasks,
             train_limit=st["train_limit"],
             val_size=st["val_size"],
             test_limit=st["test_limit"],
@@ -414,6 +425,8 @@ def run_payoff_command(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 truth=st["truth"],
                 max_pairs=args.max_pairs,
+                group_sizes=tuple(_ints(args.group_sizes)) if args.group_sizes else (),
+                max_groups=args.max_groups,
                 singles=False if getattr(args, "no_singles", False) else None,
                 signals=signals,
                 signal_seeds=signal_seeds,

@@ -454,3 +454,57 @@ def test_learning_curve_records_the_groups_used() -> None:
     # 2 outer folds of 10 groups each: at most 10 training groups, never the 1000 asked for
     assert sorted(set(lc["n_groups"].to_list())) == [4, n_groups // 2]
     assert set(lc.filter(pl.col("n_groups") == n_groups // 2)["n_requested"]) == {1000}
+
+
+def test_within_task_scores_by_hand() -> None:
+    from scipy.stats import spearmanr
+
+    from stgmtl.payoff.predictor import PredictorEvaluation, within_task_scores
+
+    rng = np.random.default_rng(4)
+    tasks = ["a", "b", "c", "d"]
+    rows = []
+    for t_i, t in enumerate(tasks):
+        n = 2 if t == "d" else 6  # "d" has too few groups: left out
+        for g in range(n):
+            rows.append({"group": f"{t}+x{g}", "size": 2, "task": t, "fold": g % 3,
+                         "gain": 10.0 * t_i + rng.normal()})  # fmt: skip
+    pred = pl.DataFrame(rows)
+    offset = pred["task"].replace_strict({t: 10.0 * i for i, t in enumerate(tasks)}).to_numpy()
+    within = pred["gain"].to_numpy() - offset + 0.5 * rng.normal(size=pred.height)
+    pred = pred.with_columns(
+        pl.Series("good", offset + within),  # follows the gains within each task
+        pl.Series("offset", offset + 1e-3 * rng.normal(size=pred.height)),  # the task only
+    )
+    ev = PredictorEvaluation(pred, pl.DataFrame())
+    scores, ceiling = within_task_scores(ev, n_bootstrap=50)
+    assert ceiling == {}
+    got = dict(zip(scores["method"], scores["spearman_within"], strict=True))
+    for m in ("good", "offset"):
+        want = np.mean([
+            spearmanr(*pred.filter(pl.col("task") == t).select(m, "gain").to_numpy().T)[0]
+            for t in ("a", "b", "c")
+        ])  # fmt: skip
+        assert got[m] == pytest.approx(want)
+    assert set(scores["tasks"].to_list()) == {3}
+    # pooled, the task offset alone looks excellent; within tasks it is not
+    pooled = spearmanr(pred["offset"], pred["gain"])[0]
+    assert pooled > 0.9 and got["good"] > got["offset"] + 0.3
+    # the within-task ceiling: seed-to-seed Spearman inside each task, Spearman-Brown for 2 seeds
+    seed_rows = []
+    for r in rows:
+        for s in (0, 1):
+            seed_rows.append({"group": r["group"], "task": r["task"], "seed": s,
+                              "gain": r["gain"] + rng.normal()})  # fmt: skip
+    sg = pl.DataFrame(seed_rows)
+    _, ceiling = within_task_scores(ev, sg, n_bootstrap=10)
+    rhos = []
+    for t in ("a", "b", "c"):
+        w = sg.filter(pl.col("task") == t).sort("group", "seed")
+        x = w.filter(pl.col("seed") == 0)["gain"].to_numpy()
+        y = w.filter(pl.col("seed") == 1)["gain"].to_numpy()
+        rhos.append(spearmanr(x, y)[0])
+    r = float(np.mean(rhos))
+    assert ceiling["seed_spearman_within"] == pytest.approx(r)
+    if r > 0:
+        assert ceiling["reliability_within"] == pytest.approx(2 * r / (1 + r))

@@ -48,11 +48,15 @@ def test_presets_and_explicit_options() -> None:
     assert payoff_settings(argparse.Namespace(quick=True, suite="cifar10-15"))["seeds"] == "0,1"
 
 
-def test_bad_input_is_one_line(capsys, tmp_path) -> None:
+def test_bad_input_is_one_line(capsys, tmp_path, cifar_root) -> None:
     code, _, err = _run(
-        capsys, "payoff", "--suite", "cifar100", "--tasks", "apple", "--out", str(tmp_path / "o")
-    )
-    assert code == 1 and "--tasks" in err and "Traceback" not in err
+        capsys, "payoff", "--suite", "cifar100", "--tasks", "apple,pearr", "--data-root",
+        str(cifar_root), "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 1 and "tasks" in err and "pearr" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "result").exists()
+    code, _, err = _run(capsys, "payoff", "--group-sizes", "2", "--out", str(tmp_path / "o"))
+    assert code == 1 and "group_sizes" in err and "Traceback" not in err
 
 
 def test_cifar10_splits_never_share_images(cifar_root) -> None:

@@ -119,6 +119,40 @@ def test_cifar100_suite(cifar_root: Path) -> None:
     assert s.task_superclass[s.task_names.index("whale")] == "aquatic_mammals"
 
 
+def test_cifar100_splits_task_subsets(cifar_root: Path) -> None:
+    from stgmtl.datasets import cifar100_splits
+    from stgmtl.payoff.splits import data_fingerprint
+
+    kw = {"root": cifar_root, "train_limit": 400, "val_size": 100, "test_limit": 200}
+    full = cifar100_splits(**kw)
+    sub = cifar100_splits(superclasses=["people", "flowers"], **kw)
+    names = sub.task_names()
+    supers = full.train.task_superclass
+    # the superclasses' fine classes, in the data's order, five each
+    want = [t for t, c in zip(full.train.task_names, supers) if c in ("people", "flowers")]
+    assert names == want and len(names) == 10
+    for a, b in ((sub.train, full.train), (sub.val, full.val), (sub.test, full.test)):
+        cols = [full.train.task_names.index(t) for t in names]
+        torch.testing.assert_close(a.targets, b.targets[:, cols])  # every image, kept columns
+        x, y, idx = next(iter(a.loader(64, shuffle=True, seed=3)))
+        x2, y2, idx2 = next(iter(b.loader(64, shuffle=True, seed=3)))
+        torch.testing.assert_close(x, x2)
+        torch.testing.assert_close(y, y2[:, cols])
+    picked = cifar100_splits(tasks=["woman", "rose"], **kw)
+    assert picked.task_names() == ["woman", "rose"]
+    # a view's fingerprint sees the images of its source, and differs from the full suite's
+    assert data_fingerprint(sub) != data_fingerprint(full)
+    assert data_fingerprint(sub) == data_fingerprint(
+        cifar100_splits(superclasses=["people", "flowers"], **kw)
+    )
+    with pytest.raises(ValueError, match="superclasses"):
+        cifar100_splits(superclasses=["peoples"], **kw)
+    with pytest.raises(ValueError, match="tasks"):
+        cifar100_splits(tasks=["woman", "woman"], **kw)
+    with pytest.raises(ValueError, match="not both"):
+        cifar100_splits(tasks=["woman"], superclasses=["people"], **kw)
+
+
 def test_cifar100_train_stats_match_constants(cifar_root: Path) -> None:
     from stgmtl.datasets import load_cifar100
 

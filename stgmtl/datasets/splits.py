@@ -24,9 +24,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stgmtl._checks import fail
 from stgmtl.datasets.suites import CIFAR10_15_TASKS, cifar10_15_suite, cifar100_suite
 from stgmtl.payoff.planted import PlantedSuite, exact_null_suite, planted_suite
-from stgmtl.payoff.splits import Splits
+from stgmtl.payoff.splits import Splits, TaskColumns
 
 __all__ = ["cifar10_15_splits", "cifar100_splits", "cifar10_planted_splits", "stratified_split"]
 
@@ -139,8 +140,15 @@ def cifar100_splits(
     test_limit: int | None = None,
     root: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    tasks: Sequence[str] | None = None,
+    superclasses: Sequence[str] | None = None,
 ) -> Splits:
     """CIFAR-100's 100 one-vs-rest tasks as train / validation / test (module docstring).
+
+    Every image stays (a task's negatives are the other 99 classes); ``tasks`` or
+    ``superclasses`` keep only some tasks' target columns (a
+    :class:`~stgmtl.payoff.splits.TaskColumns` view per split), e.g. the 20 tasks of four
+    superclasses for settings where every pair of 100 tasks is out of reach.
 
     Parameters
     ----------
@@ -153,13 +161,41 @@ def cifar100_splits(
     root : path, optional
     seed : int
         The suites' seed (shuffling defaults).
+    tasks : sequence of str, optional
+        Fine-class tasks to keep, in this order (default all 100).
+    superclasses : sequence of str, optional
+        Keep the fine classes of these superclasses (in the data's task order); not with
+        ``tasks``.
 
     Returns
     -------
     Splits
+
+    Raises
+    ------
+    ValueError
+        Unknown task or superclass names, or both selections given.
     """
-    return Splits(
+    full = Splits(
         cifar100_suite("train45k", root=root, limit=train_limit, seed=seed),
         cifar100_suite("val5k", root=root, limit=val_size, seed=seed),
         cifar100_suite("test", root=root, limit=test_limit, seed=seed),
     )
+    if tasks is None and superclasses is None:
+        return full
+    if tasks is not None and superclasses is not None:
+        raise fail("tasks", "either tasks or superclasses, not both", "both given")
+    names = list(full.train.task_names)
+    coarse = list(full.train.task_superclass)
+    if superclasses is not None:
+        unknown = sorted(set(superclasses) - set(coarse))
+        if unknown or not superclasses:
+            raise fail("superclasses", f"a non-empty subset of {sorted(set(coarse))}", unknown)
+        keep = [n for n, c in zip(names, coarse, strict=True) if c in set(superclasses)]
+    else:
+        keep = list(tasks or [])
+        unknown = sorted(set(keep) - set(names))
+        if unknown or not keep or len(set(keep)) != len(keep):
+            raise fail("tasks", "distinct CIFAR-100 fine-class names", unknown or keep)
+    cols = [names.index(t) for t in keep]
+    return Splits(*(TaskColumns(d, cols, keep) for d in (full.train, full.val, full.test)))

@@ -33,6 +33,15 @@ folds, and the controls (the same calibrated predictor reading only the harness'
 or ``label`` control signal, where present; the calibrated predictor itself never reads them).
 :func:`learning_curve` repeats the evaluation with only ``n`` trained groups.
 
+**Pooled scores can be read too kindly.** A task's gains in every group share its reference
+loss (its single-task network's, per seed), so the seed-mean gains of one task move together
+with that reference's seed noise; a method that learns "which task is the recipient" (membership,
+or any predictor with a residual on it) predicts that shared part on held-out groups, and the
+pooled R^2 / Spearman can even exceed :func:`noise_ceiling` (which is computed over rows, per
+seed). :func:`within_task_scores` asks the question a grouping decision needs instead: for a
+given task, which of its groups help it most (Spearman within each recipient task, averaged
+over tasks; the shared reference cancels), with its own within-task noise ceiling.
+
 Predictions are **predicted** gains (``origin = "predicted"``, :mod:`~stgmtl.payoff.gains`),
 never mixed with measured ones: :func:`cross_fitted_gains` returns a table of predicted gains for
 every candidate (out-of-fold for trained groups), which
@@ -58,7 +67,7 @@ from stgmtl._checks import check_int, fail, seed_from
 from stgmtl.payoff.gains import mean_gains
 from stgmtl.payoff.group_features import SIGNAL_STATS, membership_columns, signal_columns
 from stgmtl.payoff.scoring import CONTROLS
-from stgmtl.payoff.stats import seed_reliability
+from stgmtl.payoff.stats import seed_reliability, spearman_brown
 from stgmtl.payoff.truth import spearman
 
 __all__ = [
@@ -73,6 +82,7 @@ __all__ = [
     "outer_folds",
     "standley_estimate",
     "training_table",
+    "within_task_scores",
 ]
 
 #: The inner grid (``signals`` is added per call: each signal alone, and all together).
@@ -504,6 +514,79 @@ def evaluate_predictor(
     scores = _score_table(pred, list(preds), names, n_bootstrap, random_state)
     ceiling = noise_ceiling(seed_gains) if seed_gains is not None else {}
     return PredictorEvaluation(pred, scores, ceiling, chosen)
+
+
+def within_task_scores(
+    evaluation: PredictorEvaluation,
+    seed_gains: pl.DataFrame | None = None,
+    *,
+    n_bootstrap: int = 500,
+    min_rows: int = 3,
+    random_state: Any = 0,
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Held-out Spearman **within each recipient task**, averaged over tasks (module docstring).
+
+    Parameters
+    ----------
+    evaluation : PredictorEvaluation
+        From :func:`evaluate_predictor` (its held-out ``predictions``).
+    seed_gains : polars.DataFrame, optional
+        The per-seed measured gains, for the within-task noise ceiling.
+    n_bootstrap : int
+        Replicates of the percentile interval (tasks drawn with replacement).
+    min_rows : int
+        Fewest held-out groups of a task for its Spearman (tasks with fewer are left out).
+    random_state : int
+
+    Returns
+    -------
+    scores : polars.DataFrame
+        ``method, spearman_within, lo, hi, tasks``: the mean over tasks of Spearman's rho
+        between a method's held-out predictions and the measured seed-mean gains among that
+        task's groups, with a 95 % percentile bootstrap interval over tasks.
+    ceiling : dict
+        ``seed_spearman_within`` (mean over tasks of the mean seed-to-seed Spearman among the
+        task's rows), ``reliability_within`` (:func:`~stgmtl.payoff.stats.spearman_brown` for
+        the number of seeds), ``ceiling_within`` (its square root); empty without
+        ``seed_gains``.
+    """
+    check_int("n_bootstrap", n_bootstrap, low=1)
+    check_int("min_rows", min_rows, low=3)
+    pred = evaluation.predictions
+    methods = [c for c in pred.columns if c not in ("group", "size", "task", "fold", "gain")]
+    tasks = sorted(set(pred["task"].to_list()))
+    per: dict[str, np.ndarray] = {}
+    for m in methods:
+        vals = []
+        for t in tasks:
+            sub = pred.filter((pl.col("task") == t) & pl.col(m).is_finite())
+            ok = sub.height >= min_rows
+            vals.append(spearman(sub[m].to_numpy(), sub["gain"].to_numpy()) if ok else np.nan)
+        per[m] = np.asarray(vals, dtype=np.float64)
+    rng = np.random.default_rng([seed_from("random_state", random_state), 5])
+    draws = rng.integers(0, len(tasks), size=(n_bootstrap, len(tasks)))
+    rows = []
+    for m, v in per.items():
+        boot = np.array([np.nanmean(v[d]) if np.isfinite(v[d]).any() else np.nan for d in draws])
+        lo, hi = (np.nanpercentile(boot, [2.5, 97.5]) if n_bootstrap > 1 and np.isfinite(boot).any()
+                  else (np.nan, np.nan))  # fmt: skip
+        mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        rows.append({"method": m, "spearman_within": mean, "lo": float(lo), "hi": float(hi),
+                     "tasks": int(np.isfinite(v).sum())})  # fmt: skip
+    ceiling: dict[str, float] = {}
+    if seed_gains is not None:
+        wide = seed_gains.pivot(on="seed", index=["group", "task"], values="gain")
+        seeds = [c for c in wide.columns if c not in ("group", "task")]
+        rhos = []
+        for t in tasks:
+            sub = wide.filter(pl.col("task") == t)
+            a = np.vstack([sub[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in seeds])
+            rhos.append(seed_reliability(a, min_rows=min_rows)["seed_spearman"])
+        r = float(np.nanmean(rhos)) if np.isfinite(rhos).any() else float("nan")
+        rel = spearman_brown(r, len(seeds))
+        top = float(np.sqrt(rel)) if rel == rel else float("nan")
+        ceiling = {"seed_spearman_within": r, "reliability_within": rel, "ceiling_within": top}
+    return pl.DataFrame(rows), ceiling
 
 
 def learning_curve(

@@ -64,7 +64,8 @@ def data_fingerprint(splits: Splits) -> str:
 
     Hashes, per split, the targets, the task names, the length and, where present, the
     ``images`` tensor, ``sample_ids`` and the ``name`` / ``split`` / ``augment`` / ``seed``
-    attributes (as :class:`stgmtl.datasets.TaskSuite` has them). Two datasets whose inputs differ
+    attributes (as :class:`stgmtl.datasets.TaskSuite` has them; of the viewed dataset for a
+    :class:`TaskColumns` view). Two datasets whose inputs differ
     only in ways these do not show get the same fingerprint: pass ``cache_id=`` to the harness
     then.
     """
@@ -74,9 +75,11 @@ def data_fingerprint(splits: Splits) -> str:
         h.update(f"{name}:{len(y)}:".encode())
         h.update(json.dumps(task_names_of(d, int(y.shape[1]))).encode())
         _tensor_digest(h, y)
+        src = d.data if isinstance(d, TaskColumns) else d  # a column view: its images' source
         for attr in ("images", "sample_ids"):
-            _tensor_digest(h, getattr(d, attr, None))
-        extra = {a: getattr(d, a) for a in ("name", "split", "augment", "seed") if hasattr(d, a)}
+            _tensor_digest(h, getattr(src, attr, None))
+        attrs = ("name", "split", "augment", "seed")
+        extra = {a: getattr(src, a) for a in attrs if hasattr(src, a)}
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
