@@ -15,7 +15,9 @@ finishes, so a run stopped by ``--minutes`` still leaves a complete table of wha
     python benchmarks/known_answers.py --simulate    # the null rate at the study's shapes
 
 ``--summarise`` also draws ``OUT/power.png``: power (with its interval) against each level's
-measured effect, and the false-positive rate on the nulls.
+measured effect, and the false-positive rate on the nulls. Other recipes of the same mechanism:
+``--n-noisy 8`` (more noisy than clean tasks), ``--epochs`` / ``--width`` (longer training,
+a smaller trunk); a run writes them to ``OUT/settings.json``, which ``--summarise`` reads.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def _trials(args: argparse.Namespace) -> list[tuple[str, float, int]]:
         null = [("null", 0.0, i)] if i < args.null_instances else []
         out += levels[:1] + null + levels[1:]
     return out
+
+
+def _settings(out: Path) -> dict:
+    """The recipe a run recorded (``OUT/settings.json``; the first study's defaults if none)."""
+    f = out / "settings.json"
+    return json.loads(f.read_text()) if f.is_file() else {"n_noisy": 5, "test_limit": 2000}
 
 
 def summarise(path: Path, alpha: float = 0.05) -> None:
@@ -76,7 +84,11 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
         folder = out / f"planted-{t.strength:g}-{t.instance}" / "result"
         if not folder.is_dir():
             continue
-        suite = cifar10_planted_splits(strength=t.strength, instance=t.instance, test_limit=2000)
+        st = _settings(out)
+        suite = cifar10_planted_splits(
+            strength=t.strength, instance=t.instance, n_noisy=st["n_noisy"],
+            test_limit=st["test_limit"],
+        )  # fmt: skip
         for r in effect_by_side(PayoffResult.load(folder), suite).iter_rows(named=True):
             rows.append({"strength": t.strength, "instance": t.instance, **r})
     if not rows:
@@ -158,6 +170,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--n-noisy", type=int, default=5, help="noisy-side tasks of the 10")
     p.add_argument("--minutes", type=float, default=None, help="start no trial after this")
     p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
     p.add_argument("--out", default="benchmarks/results/known_answers")
@@ -185,6 +198,11 @@ def main() -> None:
     from stgmtl.specialise import TrainConfig
 
     out.mkdir(parents=True, exist_ok=True)
+    settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
+                "width": args.width, "seeds": args.seeds}  # fmt: skip
+    if (out / "settings.json").is_file() and _settings(out) != settings:
+        raise SystemExit(f"{out} holds trials of another recipe ({_settings(out)}): use --out")
+    (out / "settings.json").write_text(json.dumps(settings))
     recipe = TrainConfig(width=args.width, epochs=args.epochs, batch_size=256, lr=1e-3)
     factory = model_factory("cnn")
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -211,7 +229,7 @@ def main() -> None:
                 print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
                 break
             data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
-                                     test_limit=args.test_limit)  # fmt: skip
+                                     n_noisy=args.n_noisy, test_limit=args.test_limit)  # fmt: skip
             if kind == "planted":
                 trial = planted_trial(data, factory, recipe, out / f"planted-{s:g}-{i}",
                                       executor=pool, seeds=seeds, threads=threads,
