@@ -106,11 +106,11 @@ def test_log_variances_frozen_at_zero_train_exactly_like_plain_training() -> Non
     hook_a, hook_b = _Losses(), _Losses()
     train_loop(model, make_loader(data, 32, shuffle=True, seed=4),
                optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), hooks=[hook_a],
-               **common)  # type: ignore[arg-type]  # fmt: skip
+               **common)  # fmt: skip
     frozen = UncertaintyWeighting(3).requires_grad_(False)
     train_loop(twin, make_loader(data, 32, shuffle=True, seed=4),
                optimizer=torch.optim.Adam(twin.parameters(), lr=1e-2), hooks=[hook_b],
-               loss_weighting=frozen, **common)  # type: ignore[arg-type]  # fmt: skip
+               loss_weighting=frozen, **common)  # fmt: skip
     assert hook_a.losses == hook_b.losses  # bit for bit
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -309,8 +309,8 @@ def test_the_plan_adds_the_variant_at_every_budget_on_every_seed() -> None:
     kw = dict(truth="none", max_pairs=None, singles=False, signals=[], signal_seeds=[0],
               record_separately=True, ks=[2], architectures=["network"], random_partitions=0,
               n_sources=0, budgets=[1.0, 2.0])  # fmt: skip
-    plain = plan_payoff(list(N4), seeds=[0, 1], **kw)  # type: ignore[arg-type]
-    both = plan_payoff(list(N4), seeds=[0, 1], one_model_variants=("plain", "uncertainty"), **kw)  # type: ignore[arg-type]
+    plain = plan_payoff(list(N4), seeds=[0, 1], **kw)
+    both = plan_payoff(list(N4), seeds=[0, 1], one_model_variants=("plain", "uncertainty"), **kw)
     extra = [s for s in both.truth if s not in plain.truth]
     assert [s for s in both.truth if s in plain.truth] == plain.truth  # the plain plan, in order
     assert sorted((s.seed, s.budget) for s in extra) == [(0, 1.0), (0, 2.0), (1, 1.0), (1, 2.0)]
@@ -418,11 +418,12 @@ def test_the_harness_trains_the_variant_beside_the_plain_one_model(tmp_path) -> 
     kw = dict(truth="none", seeds=(0, 1), ks=(2,), signals={}, random_partitions=1,
               confirm_seeds=0, n_bootstrap=10, n_permutations=10, progress=False, log=None,
               cache_dir=str(tmp_path / "cache"))  # fmt: skip
-    plain = run_payoff(_splits(), _bottleneck, recipe, None, **kw)  # type: ignore[arg-type]
+    plain = run_payoff(_splits(), _bottleneck, recipe, None, **kw)
     both = run_payoff(_splits(), _bottleneck, recipe, tmp_path / "out",
-                      one_model_variants=("plain", "uncertainty"), **kw)  # type: ignore[arg-type]  # fmt: skip
-    assert "one_model_variants" not in plain.settings and "loss_weighting" not in (
-        plain.settings["recipe"]
+                      one_model_variants=("plain", "uncertainty"), **kw)  # fmt: skip
+    assert (
+        "one_model_variants" not in plain.settings
+        and "loss_weighting" not in (plain.settings["recipe"])
     )
     assert both.settings["one_model_variants"] == ["plain", "uncertainty"]
     # the plain runs are the same runs (same keys: read from the cache), the variant is new
@@ -445,7 +446,10 @@ def test_the_harness_trains_the_variant_beside_the_plain_one_model(tmp_path) -> 
     new = both.summary.filter(pl.col("source") != "one model (uncertainty)")
     assert new.sort("source", "k", "architecture", "split").equals(old)
     rows = both.summary.filter(pl.col("source") == "one model (uncertainty)")
-    assert set(rows["architecture"].to_list()) == {"network-uncertainty@1x", "network-uncertainty@2x"}
+    assert set(rows["architecture"].to_list()) == {
+        "network-uncertainty@1x",
+        "network-uncertainty@2x",
+    }
     # gain_vs_budget of the variant: against the plain one model at the same budget, by hand
     look = {(s, e, sp, t): v for s, e, sp, t, v in
             both.runs.select("system", "seed", "split", "task", "loss").iter_rows()}  # fmt: skip
@@ -455,7 +459,9 @@ def test_the_harness_trains_the_variant_beside_the_plain_one_model(tmp_path) -> 
         np.mean([(look[(p2, e, "test", t)] - look[(uw2, e, "test", t)]) / look[(p2, e, "test", t)]
                  for t in plain.task_names]) for e in (0, 1)
     ])  # fmt: skip
-    got = rows.filter((pl.col("split") == "test") & (pl.col("architecture") == "network-uncertainty@2x"))
+    got = rows.filter(
+        (pl.col("split") == "test") & (pl.col("architecture") == "network-uncertainty@2x")
+    )
     assert got["gain_vs_budget"][0] == pytest.approx(by_hand)
     # the reference: the one model (any variant, within the budget) with the lowest val loss
     val = both.runs.filter(pl.col("split") == "val")

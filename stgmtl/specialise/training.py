@@ -415,7 +415,7 @@ def train_model(
     weighting = None
     if config.loss_weighting == "uncertainty":
         weighting = UncertaintyWeighting(t).to(device)
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": list(model.parameters())},
             {"params": list(weighting.parameters()), "weight_decay": 0.0},
         ]
