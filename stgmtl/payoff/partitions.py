@@ -200,7 +200,7 @@ def grouping_runs(
             continue
         for b in budgets:
             sid = system_id(one_model_spec(names, budget=b, variant=variant))
-            label = f"one model ({variant})" + ("" if b == 1.0 else f" ({b:g}x)")
+            label = f"one model ({variant})" if b == 1.0 else f"one model ({variant}, {b:g}x)"
             rows += partition_rows(
                 label, f"one model ({variant})", 1, f"network-{variant}@{b:g}x",
                 np.zeros(t, dtype=np.int64), names, [sid] * t,
