@@ -480,3 +480,14 @@ def test_the_harness_trains_the_variant_beside_the_plain_one_model(tmp_path) -> 
     assert len(lv) == 1 and set(lv[0]) == set(plain.task_names)
     assert all(v != 0.0 for v in lv[0].values())
     assert PayoffResult.load(tmp_path / "out" / "result").recommendation == both.recommendation
+
+
+def test_the_command_line_offers_the_variant(capsys) -> None:
+    from stgmtl import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["payoff", "--help"])
+    out = capsys.readouterr().out
+    assert "--one-model" in out and "uncertainty" in out
+    code = cli.main(["payoff", "--one-model", "plain,kendall", "--out", "unused", "-q"])
+    assert code == 1 and "--one-model: expected" in capsys.readouterr().err
