@@ -181,15 +181,24 @@ class LoopResult:
 
 
 class _TaskLoss:
-    """Per-task loss ``(T,)`` of a batch and its weighted sum (the default loss)."""
+    """Per-task loss ``(T,)`` of a batch and its weighted sum (the default loss), or what a
+    loss-weighting module makes of them."""
 
-    def __init__(self, pos_weight: torch.Tensor | None, task_weights: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        pos_weight: torch.Tensor | None,
+        task_weights: torch.Tensor | None,
+        weighting: nn.Module | None = None,
+    ) -> None:
         self.pos_weight, self.task_weights = pos_weight, task_weights
+        self.weighting = weighting
 
     def per_task(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return task_losses(logits, batch.targets, batch.mask, self.pos_weight)
 
     def total(self, per: torch.Tensor) -> torch.Tensor:
+        if self.weighting is not None:
+            return self.weighting(per, self.task_weights)
         return (per if self.task_weights is None else per * self.task_weights).sum()
 
 
@@ -235,6 +244,7 @@ def train_loop(
     progress: bool = True,
     desc: str = "train",
     random_state: Any = 0,
+    loss_weighting: nn.Module | None = None,
 ) -> LoopResult:
     """Train ``model`` on ``loader`` for ``epochs`` (see the module docstring for one step).
 
@@ -270,23 +280,39 @@ def train_loop(
         seed, a Generator / RandomState draws one; ``None`` leaves torch's RNG as it is (not
         reproducible unless you seed torch yourself). A resumed run restores the RNG state of
         its checkpoint instead.
+    loss_weighting : nn.Module, optional
+        Replaces the weighted sum of the default per-task losses: ``loss_weighting(per_task,
+        task_weights) -> scalar`` with the ``(T,)`` losses of the batch and the ``(T,)`` task
+        weights (or None), e.g. :class:`stgmtl.specialise.UncertaintyWeighting`. Its parameters
+        are trained only if they are in ``optimizer``; its state is checkpointed and resumed
+        with the run. Not with ``loss_fn``.
 
     Returns
     -------
     LoopResult
     """
     check_int("epochs", epochs, low=1)
+    if loss_weighting is not None:
+        if loss_fn is not None:
+            raise fail("loss_weighting", "None with a custom loss_fn (it weights the default "
+                       "per-task losses)", type(loss_weighting).__name__)  # fmt: skip
+        if not isinstance(loss_weighting, nn.Module):
+            raise fail("loss_weighting", "an nn.Module", type(loss_weighting).__name__,
+                       error=TypeError)  # fmt: skip
     seed = None if random_state is None else seed_from("random_state", random_state)
     dev = device if device is not None else next(model.parameters()).device
     model.to(dev)
+    if loss_weighting is not None:
+        loss_weighting.to(dev)
     crit = _TaskLoss(
         _as_task_vector("pos_weight", pos_weight, dev),
         _as_task_vector("task_weights", task_weights, dev),
+        loss_weighting,
     )
     ckpt = _rank_path(checkpoint_path)
     start = 0
     if ckpt is not None and ckpt.exists():
-        start = _resume(ckpt, dev, model, optimizer, scheduler, hooks)
+        start = _resume(ckpt, dev, model, optimizer, scheduler, hooks, loss_weighting)
     elif seed is not None:
         torch.manual_seed(seed)
     steps_per_epoch = _len(loader)
@@ -307,7 +333,7 @@ def train_loop(
             for h in hooks:
                 h.on_epoch_end(epoch, model)
             if ckpt is not None:
-                _checkpoint(ckpt, epoch + 1, model, optimizer, scheduler, hooks)
+                _checkpoint(ckpt, epoch + 1, model, optimizer, scheduler, hooks, loss_weighting)
     finally:
         bar.close()
     return LoopResult(epochs, done, time.perf_counter() - t0, start)
@@ -379,20 +405,21 @@ def _checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     hooks: Sequence[Hook],
+    loss_weighting: nn.Module | None = None,
 ) -> None:
-    save_checkpoint(
-        {
-            "format": "stgmtl.train_loop",
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-            "hooks": [h.state_dict() for h in hooks],
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
-        path,
-    )
+    state = {
+        "format": "stgmtl.train_loop",
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "hooks": [h.state_dict() for h in hooks],
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    if loss_weighting is not None:  # only then: checkpoints of plain runs are as before
+        state["loss_weighting"] = loss_weighting.state_dict()
+    save_checkpoint(state, path)
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -414,15 +441,25 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     hooks: Sequence[Hook],
+    loss_weighting: nn.Module | None = None,
 ) -> int:
     """Restore everything from a checkpoint; returns the epoch to continue from."""
     state = read_checkpoint(path, dev)
+    if (loss_weighting is None) != (state.get("loss_weighting") is None):
+        raise ValueError(
+            f"checkpoint_path: {path} was written "
+            f"{'without' if loss_weighting is not None else 'with'} a loss weighting, this run "
+            f"has {'one' if loss_weighting is not None else 'none'}; use the same settings or "
+            "another checkpoint path"
+        )
     if len(state["hooks"]) != len(hooks):
         raise ValueError(
             f"checkpoint_path: {path} was written with {len(state['hooks'])} recorders/probes, "
             f"this run has {len(hooks)}; use the same settings or another checkpoint path"
         )
     model.load_state_dict(state["model"])
+    if loss_weighting is not None:
+        loss_weighting.load_state_dict(state["loss_weighting"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])

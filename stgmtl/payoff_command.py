@@ -133,6 +133,22 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+def _one_model_variants(text: str | None) -> tuple[str, ...] | None:
+    """``--one-model``'s variants, ``plain`` first (always trained); None when not given."""
+    if text is None:
+        return None
+    from stgmtl.payoff.plan import ONE_MODEL_VARIANTS
+
+    given = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in given if v not in ONE_MODEL_VARIANTS]
+    if bad or not given:
+        raise ValueError(
+            f"--one-model: expected comma-separated variants among {', '.join(ONE_MODEL_VARIANTS)}"
+            f", got {text!r}"
+        )
+    return ("plain", *dict.fromkeys(v for v in given if v != "plain"))
+
+
 def payoff_main(argv: list[str]) -> int:
     """Run ``stgmtl payoff ARGV`` in this process (the demo's ``--study``); returns its status."""
     parser = argparse.ArgumentParser(prog="stgmtl")
@@ -211,6 +227,15 @@ def add_payoff_parser(sub: Any) -> None:
         "/ one conv block earlier, ResNet-18 before stage 4 / 3: list both and the "
         "recommendation chooses the split on validation; the early split costs more "
         "multiply-adds); default network (cifar100: separate,branched,branched-early)",
+    )
+    p.add_argument(
+        "--one-model",
+        default=None,
+        metavar="VARIANTS",
+        help="how the one model for all tasks is trained, comma-separated: plain (the recipe; "
+        "always trained) and uncertainty (Kendall et al.'s 2018 uncertainty weighting, a "
+        "loss-balancing baseline), each at every budget on every seed; the verdict's reference "
+        "is the one model with the lowest validation loss (default plain)",
     )
     p.add_argument(
         "--budget",
@@ -389,6 +414,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
         if signal_text is None
         else [s.strip() for s in str(signal_text).split(",") if s.strip()]
     )
+    variants = _one_model_variants(getattr(args, "one_model", None))
     recipe = TrainConfig(
         width=st["width"],
         epochs=st["epochs"],
@@ -441,6 +467,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
                 threads=threads,
                 progress=not args.quiet,
                 cache_dir=args.cache,
+                **({"one_model_variants": variants} if variants else {}),
             )
     except lost as err:
         print(f"stgmtl payoff: error: {err}", file=sys.stderr)

@@ -91,10 +91,14 @@ def test_many_branches_of_cifar100s_model_stay_in_the_band(arch: str, k: int) ->
 
 
 def _key_before_splits(spec: RunSpec, recipe: TrainConfig) -> str:
-    """The cache key as computed before splits existed: the spec's dict without the field."""
-    body = {k: v for k, v in dataclasses.asdict(spec).items() if k != "split"}
+    """The cache key as computed before splits existed: the spec's dict without the field (and
+    without the loss weighting of spec and recipe, added later still)."""
+    later = ("split", "loss_weighting")
+    body = {k: v for k, v in dataclasses.asdict(spec).items() if k not in later}
     recipe_fields = {
-        k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("seed", "device")
+        k: v
+        for k, v in dataclasses.asdict(recipe).items()
+        if k not in ("seed", "device", "loss_weighting")
     }
     payload = {"format": "stgmtl.PayoffRun", "version": 2, "spec": body,
                "recipe": recipe_fields, "factory": "f", "data": "d"}  # fmt: skip

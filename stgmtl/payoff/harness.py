@@ -21,7 +21,9 @@
    scored against the one models at each budget and the single-task networks
    (:mod:`~stgmtl.payoff.tables`).
 4. **Choose, then confirm.** :func:`~stgmtl.payoff.recommendation.recommend` chooses on
-   validation the budget-matched one model and the candidate set of systems;
+   validation the budget-matched one model (of any variant trained: with
+   ``one_model_variants=("plain", "uncertainty")`` also the loss-balanced one model, Kendall
+   et al.'s uncertainty weighting, at every budget) and the candidate set of systems;
    :func:`~stgmtl.payoff.confirm.confirm` retrains both on fresh seeds, and a one-sided paired
    t-test on their test losses gives the verdict.
 
@@ -168,6 +170,11 @@ def run_payoff(
     """
     say = log if log is not None else (lambda _msg: None)
     st = replace(settings or PayoffSettings(), **overrides)
+    if getattr(recipe, "loss_weighting", "none") != "none":
+        raise fail("recipe", "loss_weighting='none' (the harness trains every system, and records "
+                   "the signals, with the plain recipe; the loss-balanced one model is asked for "
+                   "with one_model_variants=('plain', 'uncertainty'))",
+                   recipe.loss_weighting)  # fmt: skip
     splits = _splits(data)
     names = splits.task_names()
     if max(st.ks) > len(names):
@@ -192,6 +199,7 @@ def run_payoff(
         ks=st.ks, architectures=st.architectures, random_partitions=st.random_partitions,
         n_sources=n_sources, random_state=st.random_state, budgets=st.budgets(),
         group_sizes=st.group_sizes, max_groups=st.max_groups,
+        one_model_variants=st.one_model_variants,
     )  # fmt: skip
     workers = _workers(executor)
     estimates = estimate_seconds(calibration_specs(plan), ctx)  # also asserts every budget
@@ -216,8 +224,9 @@ def run_payoff(
         mode, st.random_partitions, st.random_state,
     )  # fmt: skip
     specs, part_rows = grouping_runs(
-        partitions, st.architectures, names, st.target_entropy, singles, st.budgets()
-    )
+        partitions, st.architectures, names, st.target_entropy, singles, st.budgets(),
+        st.one_model_variants,
+    )  # fmt: skip
     grouped_results = run_all(specs, ctx, executor=executor, progress=progress, desc="groupings")
     say(f"groupings done ({time.perf_counter() - t0:.0f} s)")
     explored = [*truth_results, *grouped_results]
@@ -318,11 +327,19 @@ def _settings(
         "signal_seeds": signal_seeds,
         "budget": st.resolved_budget(),
         "budgets": st.budgets(),
-        "recipe": dict(vars(recipe)),
+        "recipe": _recipe_dict(recipe),
         "factory": ctx.factory_id,
         "data": ctx.fingerprint,
         "cache": str(cache),
     }
+
+
+def _recipe_dict(recipe: TrainConfig) -> dict[str, Any]:
+    """The recipe's fields (``loss_weighting`` only when set: default settings read as before)."""
+    out = dict(vars(recipe))
+    if out.get("loss_weighting") == "none":
+        del out["loss_weighting"]
+    return out
 
 
 def _signals_by_seed(recs: list[RecordResult]) -> dict[int, dict[str, TaskAffinity]]:

@@ -18,7 +18,7 @@ import numpy as np
 from stgmtl.affinity import TaskAffinity
 from stgmtl.grouping import TaskGroups
 from stgmtl.payoff.architectures import architecture
-from stgmtl.payoff.plan import network_spec
+from stgmtl.payoff.plan import network_spec, one_model_spec
 from stgmtl.payoff.runs import RunSpec
 from stgmtl.payoff.search import partition_from_affinity, set_partitions
 from stgmtl.payoff.softness import soft_memberships
@@ -163,9 +163,15 @@ def grouping_runs(
     target_entropy: float,
     singles: bool,
     budgets: Sequence[float] = (1.0,),
+    one_model_variants: Sequence[str] = ("plain",),
 ) -> tuple[list[RunSpec], list[dict[str, Any]]]:
     """Runs that train every partition with every architecture, and the partitions table rows
-    (with the one-model references at each budget and, when trained, single-task networks)."""
+    (with the one-model references at each budget and, when trained, single-task networks).
+
+    Each one-model variant other than ``"plain"`` (e.g. ``"uncertainty"``) adds, per budget
+    ``b``, the rows of source ``"one model (uncertainty)"``, architecture
+    ``"network-uncertainty@<b>x"``: the payoff table then gives its gain against the plain one
+    model at the same budget (``gain_vs_budget``)."""
     specs: list[RunSpec] = []
     rows: list[dict[str, Any]] = []
     order = {n: i for i, n in enumerate(names)}
@@ -189,6 +195,16 @@ def grouping_runs(
         rows += partition_rows(
             label, "one model", 1, f"network@{b:g}x", np.zeros(t, dtype=np.int64), names, [one] * t
         )
+    for variant in one_model_variants:
+        if variant == "plain":
+            continue
+        for b in budgets:
+            sid = system_id(one_model_spec(names, budget=b, variant=variant))
+            label = f"one model ({variant})" if b == 1.0 else f"one model ({variant}, {b:g}x)"
+            rows += partition_rows(
+                label, f"one model ({variant})", 1, f"network-{variant}@{b:g}x",
+                np.zeros(t, dtype=np.int64), names, [sid] * t,
+            )  # fmt: skip
     if singles:
         single = [system_id(network_spec([n], order, 0)) for n in names]
         rows += partition_rows(

@@ -23,10 +23,12 @@ from stgmtl.payoff.runs import RunSpec
 
 __all__ = [
     "ARCHITECTURES",
+    "ONE_MODEL_VARIANTS",
     "TRUTH_MODES",
     "PayoffPlan",
     "calibration_specs",
     "network_spec",
+    "one_model_spec",
     "plan_payoff",
     "resolve_truth",
 ]
@@ -35,6 +37,11 @@ ARCHITECTURES = tuple(REGISTRY)
 #: What ground truth is trained: every subset (exhaustive tier), pairs, or none; ``"auto"`` is
 #: ``"subsets"`` for ``T <= 5``, ``"pairs"`` for ``T <= 30``, else ``"none"``.
 TRUTH_MODES = ("auto", "subsets", "pairs", "none")
+#: How the one model for all tasks is trained, each at every budget and on every seed: ``"plain"``
+#: (the recipe: the sum of the per-task losses) and ``"uncertainty"`` (Kendall et al.'s 2018
+#: uncertainty weighting, :class:`~stgmtl.specialise.training.UncertaintyWeighting`: the
+#: loss-balancing baseline). The recommendation's reference is the best of them on validation.
+ONE_MODEL_VARIANTS = ("plain", "uncertainty")
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,6 +51,16 @@ TRUTH_MODES = ("auto", "subsets", "pairs", "none")
 def network_spec(tasks: Sequence[str], order: Mapping[str, int], seed: int) -> RunSpec:
     """A ``"network"`` run on ``tasks``, listed in suite order (so its id is stable)."""
     return RunSpec("network", tuple(sorted(tasks, key=order.__getitem__)), seed=seed)
+
+
+def one_model_spec(
+    names: Sequence[str], seed: int = 0, budget: float = 1.0, variant: str = "plain"
+) -> RunSpec:
+    """The one model for all ``names`` (in suite order) at ``budget``, trained as ``variant``
+    (:data:`ONE_MODEL_VARIANTS`; ``"plain"`` is the recipe's own training)."""
+    check_choice("variant", variant, ONE_MODEL_VARIANTS)
+    lw = "" if variant == "plain" else variant
+    return RunSpec("network", tuple(names), seed=seed, budget=float(budget), loss_weighting=lw)
 
 
 class PayoffPlan:
@@ -132,6 +149,7 @@ def plan_payoff(
     budgets: Sequence[float] = (1.0,),
     group_sizes: Sequence[int] = (),
     max_groups: int | None = None,
+    one_model_variants: Sequence[str] = ("plain",),
 ) -> PayoffPlan:
     """The runs :func:`run_payoff` will train, before the signals are recorded.
 
@@ -142,7 +160,10 @@ def plan_payoff(
     network at the recipe's width like a pair, on every seed (default none: as before); they are
     then systems like any other, so candidates of the recommendation too. ``group_sizes`` with
     another truth mode (e.g. ``"auto"`` resolved to ``"subsets"`` or ``"none"``), ``max_groups``
-    without ``group_sizes`` and a size above ``T`` raise."""
+    without ``group_sizes`` and a size above ``T`` raise. ``one_model_variants``
+    (:data:`ONE_MODEL_VARIANTS`, ``"plain"`` always among them): each other variant adds the
+    one model trained that way at every budget (1 included) on every seed, after the seed's
+    plain runs."""
     names = list(task_names)
     order = {t: i for i, t in enumerate(names)}
     t = len(names)
@@ -155,6 +176,8 @@ def plan_payoff(
         raise fail("max_groups", "None without group_sizes", max_groups)
     for size in group_sizes:
         check_int("group_sizes", size, low=3, high=t)
+    for variant in one_model_variants:
+        check_choice("one_model_variants", variant, ONE_MODEL_VARIANTS)
     plan = PayoffPlan()
     pairs = [list(p) for p in itertools.combinations(names, 2)]
     if truth == "pairs" and max_pairs is not None and max_pairs < len(pairs):
@@ -180,6 +203,10 @@ def plan_payoff(
                 plan.truth.append(spec)
         for b in sorted(set(budgets) - {1.0}):
             plan.truth.append(RunSpec("network", tuple(names), seed=seed, budget=float(b)))
+        for variant in one_model_variants:
+            if variant != "plain":
+                for b in sorted(set(budgets) | {1.0}):
+                    plan.truth.append(one_model_spec(names, seed, b, variant))
     if signals:
         if record_separately:
             # the free signals are read from the same data maps: one run records them together

@@ -4,9 +4,11 @@
 and measured) and does only what validation may decide:
 
 1. **The reference.** Among the one-model systems within the budget (one model for all tasks
-   at 1x parameters and at each budget ``b`` the harness trained), the one with the lowest mean
-   validation loss over seeds and tasks. This is the budget-matched one model every candidate
-   must beat.
+   at 1x parameters and at each budget ``b`` the harness trained, of every variant it trained:
+   plain and, when asked for, the loss-balanced ``network-uncertainty``), the one with the
+   lowest mean validation loss over seeds and tasks (ties: the cheaper, then the id). This is
+   the budget-matched one model every candidate must beat, and the one the fresh-seed
+   confirmation retrains beside the candidate.
 2. **The candidate.** Every other trained system (single-task, pair and subset networks;
    grouped systems at their asserted budgets) is scored per seed and task by its validation
    loss relative to the reference on the same seed and task (paired), averaged over seeds. For
@@ -40,8 +42,22 @@ from stgmtl._checks import check_float, fail
 from stgmtl.payoff.runs import RunSpec
 from stgmtl.payoff.search import select_networks
 from stgmtl.payoff.tables import PayoffResult, system_id
+from stgmtl.specialise.training import LOSS_WEIGHTINGS
 
-__all__ = ["Choice", "Recommendation", "choose", "recommend", "served_mean"]
+__all__ = [
+    "ONE_MODEL_KINDS",
+    "Choice",
+    "Recommendation",
+    "choose",
+    "choose_reference",
+    "one_model_systems",
+    "recommend",
+    "served_mean",
+]
+
+#: System kinds of a one model for all tasks: plain, and trained with a loss weighting
+#: (``network-uncertainty``).
+ONE_MODEL_KINDS = ("network", *(f"network-{w}" for w in LOSS_WEIGHTINGS if w != "none"))
 
 
 @dataclass
@@ -158,7 +174,10 @@ class Recommendation:
         ``"grouping"`` (confirmed), ``"one model"`` (confirmation rejected it, or no candidate
         beat the reference even on validation) or ``"unconfirmed"`` (no confirmation run).
     reference : dict
-        The budget-matched one model: ``system``, ``budget``, ``parameters``.
+        The budget-matched one model: ``system``, ``budget``, ``parameters``; when
+        loss-balanced one models were trained also ``kind`` (``"network"`` or
+        ``"network-uncertainty"``) and ``validation`` (the mean validation loss of every
+        one model within the budget, what chose it).
     systems : list of dict
         The candidate's systems: ``system``, ``kind``, ``k``, ``tasks`` (served), ``cost``,
         ``budget``.
@@ -215,7 +234,9 @@ class Recommendation:
 
     def describe(self) -> str:
         """The message: what was chosen, against what, and what decided it."""
-        ref = f"one model at {self.reference['budget']:g}x parameters"
+        weighted = str(self.reference.get("kind", "network")).removeprefix("network")
+        how = f" with {weighted.lstrip('-')} loss weighting" if weighted else ""
+        ref = f"one model{how} at {self.reference['budget']:g}x parameters"
         if not self.has_candidate:
             return (
                 f"One model for all tasks: no set of networks within a budget of {self.budget:g} "
@@ -261,25 +282,34 @@ def _cube(
 
 
 def one_model_systems(result: PayoffResult) -> dict[str, float]:
-    """``{system id: budget}`` of the one-model systems (all tasks, one network)."""
+    """``{system id: budget}`` of the one-model systems (all tasks, one network; every kind of
+    :data:`ONE_MODEL_KINDS`)."""
     names = tuple(result.task_names)
     out = {}
     for row in result.systems.iter_rows(named=True):
-        if row["kind"] == "network" and int(row["num_tasks"]) == len(names):
+        if row["kind"] in ONE_MODEL_KINDS and int(row["num_tasks"]) == len(names):
             out[row["system"]] = float(row.get("budget") or 1.0)
     return out
 
 
-def choose_reference(result: PayoffResult, budget: float, column: str) -> tuple[str, float]:
-    """The one-model system within ``budget`` with the lowest mean validation loss."""
+def _reference_losses(result: PayoffResult, budget: float, column: str) -> dict[str, float]:
+    """``{system: mean validation column}`` of the one-model systems within ``budget``."""
     ones = {s: b for s, b in one_model_systems(result).items() if b <= budget + 1e-9}
     one = system_id(RunSpec("network", tuple(result.task_names)))
     if one not in ones:
         raise fail("result", "runs that include one model for all tasks", "none")
     val = result.runs.filter((pl.col("split") == "val") & pl.col("system").is_in(list(ones)))
     means = val.group_by("system").agg(pl.col(column).mean()).sort("system")
-    best = min(means.iter_rows(), key=lambda r: (r[1], ones[r[0]]))
-    return str(best[0]), ones[str(best[0])]
+    return {str(s): float(v) for s, v in means.iter_rows()}
+
+
+def choose_reference(result: PayoffResult, budget: float, column: str) -> tuple[str, float]:
+    """The one-model system within ``budget`` with the lowest mean validation loss (ties: the
+    smaller budget, then the id): ``(system id, its budget)``. Only validation is read."""
+    ones = one_model_systems(result)
+    means = _reference_losses(result, budget, column)
+    best = min(means, key=lambda s: (means[s], ones[s], s))
+    return best, ones[best]
 
 
 def recommend(
@@ -337,10 +367,19 @@ def recommend(
             for r in (choice.per_budget if choice else [])
         ]
     )
+    reference: dict[str, Any] = {
+        "system": ref,
+        "budget": ref_budget,
+        "parameters": int(info[ref]["parameters"]),
+    }
+    if any(info[s]["kind"] != "network" for s in one_model_systems(result)):
+        # loss-balanced one models were trained: say which kind won, among what, on validation
+        reference["kind"] = str(info[ref]["kind"])
+        reference["validation"] = _reference_losses(result, b, column)
     rec = Recommendation(
         one_model_best=True,
         verdict="unconfirmed",
-        reference={"system": ref, "budget": ref_budget, "parameters": int(info[ref]["parameters"])},
+        reference=reference,
         systems=[],
         groups=[list(names)],
         k=1,

@@ -23,6 +23,10 @@ networks of equal shape, and each task's head row seeded by its name (not in a b
 with several branches, whose heads sit in the branches); see
 :func:`~stgmtl.specialise.training.train_model`).
 
+A spec's ``loss_weighting`` overrides the recipe's (:class:`~stgmtl.specialise.training.
+TrainConfig`): ``RunSpec("network", tasks, budget=b, loss_weighting="uncertainty")`` is the one
+model at budget ``b`` trained with uncertainty weighting, the loss-balancing baseline.
+
 Caching: a run's key (:func:`run_key`) is the sha256 of its spec, the recipe (without seed and
 device), the factory's identity (:func:`factory_identity`) and the data's fingerprint
 (:func:`~stgmtl.payoff.splits.data_fingerprint`). A finished run is a folder
@@ -58,7 +62,7 @@ from stgmtl._io import (
     write_manifest,
 )
 from stgmtl.payoff.splits import Splits
-from stgmtl.specialise.training import TrainConfig
+from stgmtl.specialise.training import LOSS_WEIGHTINGS, TrainConfig
 
 __all__ = [
     "RUN_KINDS",
@@ -123,6 +127,10 @@ class RunSpec:
     split : str
         ``"branched"`` only: where the factory's trunk ends (``factory.with_split(split)``;
         :data:`stgmtl.models.SPLITS`); empty for the factory's own split.
+    loss_weighting : str
+        Empty: the recipe's ``loss_weighting``; else one of
+        :data:`~stgmtl.specialise.training.LOSS_WEIGHTINGS`, replacing the recipe's for this
+        run (``"uncertainty"``: the loss-balancing baseline).
     """
 
     kind: str
@@ -132,9 +140,11 @@ class RunSpec:
     seed: int = 0
     budget: float = 1.0
     split: str = ""
+    loss_weighting: str = ""
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, RUN_KINDS)
+        check_choice("loss_weighting", self.loss_weighting, ("", *LOSS_WEIGHTINGS))
         if self.split and self.kind != "branched":
             raise fail("split", "a split point only for kind 'branched'", self.split)
         object.__setattr__(self, "tasks", _names("tasks", self.tasks))
@@ -183,14 +193,16 @@ class RunSpec:
         return w
 
     def describe(self) -> str:
-        """A short label: ``network[a+b] seed 0``, ``branched k=3 seed 1``, ..."""
+        """A short label: ``network[a+b] seed 0``, ``branched k=3 seed 1``,
+        ``network[6 tasks] uncertainty-weighted at 2x seed 0``, ..."""
         at = f" at {self.budget:g}x" if self.budget != 1.0 else ""
+        lw = f" {self.loss_weighting}-weighted" if self.loss_weighting else ""
         if self.kind == "network":
             body = "+".join(self.tasks) if len(self.tasks) <= 3 else f"{len(self.tasks)} tasks"
-            return f"network[{body}]{at} seed {self.seed}"
+            return f"network[{body}]{lw}{at} seed {self.seed}"
         soft = " soft" if self.membership else ""
         split = f"-{self.split}" if self.split else ""
-        return f"{self.kind}{split}{soft} k={self.k}{at} seed {self.seed}"
+        return f"{self.kind}{split}{soft}{lw} k={self.k}{at} seed {self.seed}"
 
 
 def factory_identity(factory: Any) -> str:
@@ -221,17 +233,21 @@ def factory_identity(factory: Any) -> str:
 
 
 def _recipe_fields(recipe: TrainConfig) -> dict[str, Any]:
-    out = asdict(recipe)
-    out.pop("seed")
-    out.pop("device")
-    return out
+    return recipe.key_fields()
 
 
 def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: str) -> str:
-    """The cache key of a run: sha256 of spec, recipe (no seed, device), factory and data."""
+    """The cache key of a run: sha256 of spec, recipe (no seed, device), factory and data.
+
+    Fields added after caches existed enter the key only when set (a spec's ``split`` and
+    ``loss_weighting``, the recipe's ``loss_weighting`` when not ``"none"``), so that the runs
+    that train what they trained before keep their keys.
+    """
     fields = asdict(spec)
     if not fields["split"]:
         del fields["split"]  # the factory's own split: the key of runs made before splits existed
+    if not fields["loss_weighting"]:
+        del fields["loss_weighting"]  # the recipe's: its key_fields say which
     if spec.kind == "branched":
         # per-branch widths (build 2) train other networks than the common width did
         fields["build"] = _BRANCHED_BUILD

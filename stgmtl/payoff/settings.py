@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from stgmtl._checks import check_bool, check_float, check_int, fail
+from stgmtl._checks import check_bool, check_choice, check_float, check_int, fail
 from stgmtl.affinity import TaskAffinity
 from stgmtl.payoff.architectures import architecture
-from stgmtl.payoff.plan import TRUTH_MODES
+from stgmtl.payoff.plan import ONE_MODEL_VARIANTS, TRUTH_MODES
 
 __all__ = ["PayoffSettings"]
 
@@ -76,6 +76,14 @@ class PayoffSettings:
         only with ``group_sizes``).
     random_state : int
         Seeds pair and group sampling, random partitions, the random control and the resamples.
+    one_model_variants : sequence of str
+        How the one model for all tasks is trained (:data:`~stgmtl.payoff.plan.
+        ONE_MODEL_VARIANTS`): ``"plain"`` (always; the default alone) and ``"uncertainty"``
+        (the loss-balancing baseline: uncertainty weighting, Kendall et al. 2018). Every
+        variant is trained at every budget on every seed (paired with the plain one model); the
+        recommendation's reference is the one model, of any variant and budget within the
+        budget, with the lowest validation loss, and the fresh-seed confirmation tests the
+        candidate against it.
     """
 
     seeds: Sequence[int] = (0, 1, 2)
@@ -101,6 +109,7 @@ class PayoffSettings:
     random_state: int = 0
     group_sizes: Sequence[int] = ()
     max_groups: int | None = None
+    one_model_variants: Sequence[str] = ("plain",)
 
     def __post_init__(self) -> None:
         seeds = tuple(check_int("seeds", s, low=0) for s in self.seeds)
@@ -146,6 +155,16 @@ class PayoffSettings:
             if not sizes:
                 raise fail("max_groups", "None without group_sizes (it samples the groups of "
                            "the sizes in group_sizes)", self.max_groups)  # fmt: skip
+        if isinstance(self.one_model_variants, str):
+            raise fail("one_model_variants", "a sequence of variant names, e.g. ('plain', "
+                       "'uncertainty')", self.one_model_variants, error=TypeError)  # fmt: skip
+        variants = tuple(self.one_model_variants)
+        for v in variants:
+            check_choice("one_model_variants", v, ONE_MODEL_VARIANTS)
+        if "plain" not in variants or len(set(variants)) != len(variants):
+            raise fail("one_model_variants", "distinct variants including 'plain' (the one "
+                       "model every grouping is compared with)", variants)  # fmt: skip
+        object.__setattr__(self, "one_model_variants", variants)
 
     def budgets(self) -> list[float]:
         """The budgets the groupings use (one model is trained at each as a reference)."""
@@ -157,9 +176,13 @@ class PayoffSettings:
         return float(self.budget) if self.budget is not None else max(self.budgets())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (precomputed signals by name)."""
+        """JSON-friendly form (precomputed signals by name; ``one_model_variants`` only when
+        not the default, so that the settings of default runs read as before)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k in ("seeds", "ks", "architectures", "signal_seeds", "signals", "group_sizes"):
+        for k in ("seeds", "ks", "architectures", "signal_seeds", "signals", "group_sizes",
+                  "one_model_variants"):  # fmt: skip
             if out[k] is not None:
                 out[k] = sorted(out[k]) if isinstance(out[k], Mapping) else list(out[k])
+        if out["one_model_variants"] == ["plain"]:
+            del out["one_model_variants"]
         return out

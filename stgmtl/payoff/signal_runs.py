@@ -155,9 +155,7 @@ class RecordResult:
 
 def recording_key(signals: Sequence[str], seed: int, recorder_id: str, ctx: RunContext) -> str:
     """Cache key of a recording run."""
-    recipe = asdict(ctx.recipe)
-    recipe.pop("seed")
-    recipe.pop("device")
+    recipe = ctx.recipe.key_fields()
     body = {
         "format": _FORMAT,
         "signals": list(signals),

@@ -127,22 +127,39 @@ _TABLES = (
 )
 
 
+def _weighting(spec: Any) -> str:
+    """``"-uncertainty"`` for a run with its own loss weighting (not ``"none"``), else empty."""
+    lw = getattr(spec, "loss_weighting", "")
+    return f"-{lw}" if lw and lw != "none" else ""
+
+
 def system_kind(spec: Any) -> str:
     """What trains a system, as the architecture registry names it: ``network``,
-    ``separate``, ``separate-soft``, ``branched``, ``branched-early``."""
+    ``separate``, ``separate-soft``, ``branched``, ``branched-early``; a run with its own loss
+    weighting adds it: ``network-uncertainty`` (the loss-balanced one model)."""
     split = getattr(spec, "split", "")
-    return spec.kind + (f"-{split}" if split else "") + ("-soft" if spec.membership else "")
+    return (
+        spec.kind
+        + (f"-{split}" if split else "")
+        + ("-soft" if spec.membership else "")
+        + _weighting(spec)
+    )
 
 
 def system_id(spec: Any) -> str:
-    """A stable id of what a run trains (its spec without the seed; ``@bx`` marks a budget)."""
+    """A stable id of what a run trains (its spec without the seed; ``@bx`` marks a budget).
+
+    Networks: ``net:a+b`` (up to 3 tasks), ``net:15-tasks:<digest>``; with a loss weighting
+    ``net-uncertainty:...``; grouped systems: ``<kind>:k<k>:<digest>``.
+    """
     budget = float(getattr(spec, "budget", 1.0))
     at = "" if budget == 1.0 else f"@{budget:g}x"
     if spec.kind == "network":
+        net = "net" + _weighting(spec)
         if len(spec.tasks) <= 3:
-            return "net:" + "+".join(spec.tasks) + at
+            return f"{net}:" + "+".join(spec.tasks) + at
         digest = hashlib.sha1("+".join(spec.tasks).encode()).hexdigest()[:10]
-        return f"net:{len(spec.tasks)}-tasks:{digest}{at}"
+        return f"{net}:{len(spec.tasks)}-tasks:{digest}{at}"
     body = json.dumps([list(g) for g in spec.groups]) + json.dumps(spec.membership)
     return f"{system_kind(spec)}:k{spec.k}:{hashlib.sha1(body.encode()).hexdigest()[:10]}{at}"
 
@@ -297,7 +314,9 @@ def _budget_reference(
     serve: dict[str, str], budget_of: dict[str, float], names: list[str], one: str
 ) -> str:
     """The one model at the partition's budget: a grouped system's own budget, else the number
-    of networks serving the tasks (``k`` networks at the recipe's width: budget ``k``)."""
+    of networks serving the tasks (``k`` networks at the recipe's width: budget ``k``). A
+    loss-balanced one model (``net-uncertainty:...``) counts with its own budget: it is
+    compared with the plain one model at its budget."""
     systems = set(serve.values())
     grouped = [budget_of.get(s, 1.0) for s in systems if not s.startswith("net:")]
     b = max(grouped) if grouped else float(len(systems))

@@ -67,7 +67,8 @@ def network_losses(
     Parameters
     ----------
     results : sequence of RunResult
-        Finished runs (other kinds are skipped).
+        Finished runs (other kinds, and networks with their own ``loss_weighting``, are
+        skipped).
     split : {"val", "test"}
     column : str
         A metric column of the runs (``"loss"``, ``"bce"``, ``"roc_auc"``).
@@ -75,8 +76,8 @@ def network_losses(
     check_choice("split", split, ("val", "test"))
     out: dict[tuple[tuple[str, ...], int], dict[str, float]] = {}
     for r in results:
-        if r.spec.kind != "network":
-            continue
+        if r.spec.kind != "network" or getattr(r.spec, "loss_weighting", ""):
+            continue  # a loss-balanced one model is a baseline, not the truth
         rows = r.metrics.filter(pl.col("split") == split)
         out[(tuple(sorted(r.spec.tasks)), r.spec.seed)] = dict(
             zip(rows["task"].to_list(), rows[column].to_list(), strict=True)

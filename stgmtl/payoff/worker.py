@@ -53,10 +53,12 @@ def _train(
     names = data.task_names()
     members, combine, meta = build_members(spec, ctx.factory, cfg.width)
     models = []
+    log_variances = []
     for c, m in enumerate(members):
         tasks = tuple(spec.tasks[j] for j in m.columns)
         view = TaskColumns(data.train, [names.index(x) for x in tasks], tasks)
         mcfg = replace(cfg, width=m.width)
+        extras: dict[str, Any] = {}
         models.append(
             train_model(
                 m.build,
@@ -67,8 +69,13 @@ def _train(
                 progress=False,
                 checkpoint_path=partial / f"member{c}.pt",
                 task_names=tasks,
+                extras=extras,
             )
         )
+        if "log_variances" in extras:
+            log_variances.append(dict(zip(tasks, extras["log_variances"].tolist(), strict=True)))
+    if log_variances:  # uncertainty weighting: the learned s_t per network and task
+        meta = {**meta, "log_variances": log_variances}
     return members, models, combine, meta
 
 
@@ -139,6 +146,8 @@ def execute_run(spec: RunSpec, ctx: RunContext) -> RunResult:
     partial.mkdir(parents=True, exist_ok=True)
     try:
         cfg = TrainConfig(**{**asdict(ctx.recipe), "seed": spec.seed})
+        if spec.loss_weighting:
+            cfg = replace(cfg, loss_weighting=spec.loss_weighting)
         t0 = time.perf_counter()
         members, models, combine, meta = _train(spec, data, ctx, cfg, partial)
         t1 = time.perf_counter()

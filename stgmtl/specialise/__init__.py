@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "train_model": "stgmtl.specialise.training",
     "train_one_model": "stgmtl.specialise.baselines",
     "train_random_groups": "stgmtl.specialise.baselines",
+    "UncertaintyWeighting": "stgmtl.specialise.training",
     "width_for_budget": "stgmtl.specialise.baselines",
 }
 
@@ -55,6 +56,7 @@ __all__ = [
     "SelectiveResult",
     "TrainConfig",
     "TrunkBranchFactory",
+    "UncertaintyWeighting",
     "branch_width_for_budget",
     "branch_widths_for_budget",
     "compare_methods",

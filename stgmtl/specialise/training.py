@@ -11,6 +11,10 @@ A task is then predicted by the membership-weighted sum of the group models' log
 
 Models are trained one after another on the same seeded data order; nothing here imports the
 grouping code: the membership is a plain ``(T, k)`` array.
+
+Loss balancing (``TrainConfig(loss_weighting="uncertainty")``): Kendall, Gal & Cipolla's (2018)
+uncertainty weighting learns one log-variance ``s_t`` per task beside the model and trains on
+``sum_t W[t, c] * (exp(-s_t) * L_t + s_t)`` instead (:class:`UncertaintyWeighting`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,10 +37,12 @@ from stgmtl.loop import make_scheduler, train_loop
 from stgmtl.specialise.data import make_loader, pos_weight_of, targets_of, task_names_of
 
 __all__ = [
+    "LOSS_WEIGHTINGS",
     "GroupedModels",
     "ModelFactory",
     "PredictMode",
     "TrainConfig",
+    "UncertaintyWeighting",
     "check_membership",
     "count_parameters",
     "ensemble_logits",
@@ -54,6 +60,9 @@ PredictMode = Literal["weighted", "own"]
 #: ``factory(num_tasks, width) -> nn.Module`` returning ``(B, num_tasks)`` logits; ``width``
 #: scales the model (parameter budgets search over it).
 ModelFactory = Callable[[int, float], nn.Module]
+#: How the per-task losses are combined: ``"none"`` (their (membership-)weighted sum) or
+#: ``"uncertainty"`` (:class:`UncertaintyWeighting`).
+LOSS_WEIGHTINGS = ("none", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,12 @@ class TrainConfig:
         Seeds model initialisation and data order.
     device : str
         Torch device.
+    loss_weighting : {"none", "uncertainty"}
+        ``"none"``: the loss is the (membership-)weighted sum of the per-task losses.
+        ``"uncertainty"``: Kendall et al.'s (2018) uncertainty weighting, one learned
+        log-variance per task (:class:`UncertaintyWeighting`), trained by the same optimizer
+        and schedule as the model (without weight decay). A loss-balancing baseline: it removes
+        conflicts that come from the tasks' loss scales alone.
     """
 
     width: float = 1.0
@@ -88,6 +103,7 @@ class TrainConfig:
     pos_weight: str | float | None = "auto"
     seed: int = 0
     device: str = "cpu"
+    loss_weighting: str = "none"
 
     def __post_init__(self) -> None:
         check_float("width", self.width, low=0.0, low_open=True)
@@ -102,6 +118,63 @@ class TrainConfig:
         else:
             check_float("pos_weight", self.pos_weight, low=0.0, low_open=True)
         check_int("seed", self.seed, low=0)
+        check_choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that decide what a run of this recipe computes, for cache keys.
+
+        Every field but ``seed`` and ``device`` (the run's own); ``loss_weighting`` only when it
+        is not ``"none"``, so that the keys of recipes without it stay as they were before the
+        field existed.
+        """
+        out = asdict(self)
+        out.pop("seed")
+        out.pop("device")
+        if out["loss_weighting"] == "none":
+            del out["loss_weighting"]
+        return out
+
+
+class UncertaintyWeighting(nn.Module):
+    """Kendall, Gal & Cipolla's (2018) uncertainty weighting of per-task losses.
+
+    Holds one learned log-variance ``s_t = log sigma_t^2`` per task (``log_variances``,
+    initialised to 0) and combines the ``(T,)`` per-task losses ``L_t`` (each the batch mean
+    of the task's BCE, ``pos_weight`` included) with the ``(T,)`` task weights ``w_t``
+    (membership weights; all ones for plain multi-task training) into
+
+        loss = sum_t w_t * (exp(-s_t) * L_t + s_t)
+
+    This is the form commonly used for Kendall et al.'s objective with ``s = log sigma^2``:
+    each task's loss is scaled by its precision ``exp(-s_t) = 1 / sigma_t^2`` and ``s_t``
+    penalises large variances. (The paper's classification form ``L_t / sigma_t^2 + log
+    sigma_t`` would have ``s_t / 2``; we use ``s_t``.) For fixed ``L_t``, ``s_t`` is pulled to
+    ``log L_t``, where every task's weighted loss ``exp(-s_t) L_t`` is 1: a task whose loss
+    scale is 100 times another's ends with ``s_t`` larger by ``log 100``. With ``s = 0`` the
+    loss is the plain weighted sum. A task with weight 0 (not in this group) gives its ``s_t``
+    no gradient. The weights multiply the whole term, so a soft membership is well defined:
+    ``s_t`` still goes to ``log L_t`` for every task with ``w_t > 0``.
+
+    Parameters
+    ----------
+    num_tasks : int
+        ``T``.
+    """
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__()
+        check_int("num_tasks", num_tasks, low=1)
+        self.log_variances = nn.Parameter(torch.zeros(num_tasks))
+
+    def forward(
+        self, per_task: torch.Tensor, task_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``sum_t w_t * (exp(-s_t) * per_task[t] + s_t)`` (a scalar)."""
+        s = self.log_variances
+        if per_task.shape != s.shape:
+            raise fail("per_task", f"{s.shape[0]} per-task losses", tuple(per_task.shape))
+        terms = torch.exp(-s) * per_task + s
+        return (terms if task_weights is None else terms * task_weights).sum()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -285,6 +358,7 @@ def train_model(
     desc: str = "train",
     checkpoint_path: str | Path | None = None,
     task_names: Sequence[str] | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Train one model ``factory(T, config.width)`` on all tasks with per-task loss weights.
 
@@ -313,11 +387,18 @@ def train_model(
         Checkpoint after every epoch and resume from it (see :func:`stgmtl.loop.train_loop`).
     task_names : sequence of str, optional
         Names of the ``T`` outputs: seed each task's head row by name (see above).
+    extras : dict, optional
+        Filled with what training learned beside the model: with
+        ``config.loss_weighting="uncertainty"``, ``extras["log_variances"]``, the ``(T,)``
+        learned ``s_t`` (float64; see :class:`UncertaintyWeighting`).
 
     Returns
     -------
     torch.nn.Module
-        The trained model, in eval mode, on ``config.device``.
+        The trained model, in eval mode, on ``config.device``. With
+        ``config.loss_weighting="uncertainty"`` the log-variances are trained beside it (one
+        more parameter group of the same Adam optimizer, without weight decay, under the same
+        schedule) and are not part of it.
     """
     t = num_tasks if num_tasks is not None else int(targets_of(data).shape[1])
     w = np.ones(t) if task_weights is None else np.asarray(task_weights, dtype=np.float64)
@@ -331,7 +412,16 @@ def train_model(
             raise fail("task_names", f"{t} names", len(task_names))
         seed_task_heads(model, task_names, config.seed)
     model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weighting = None
+    if config.loss_weighting == "uncertainty":
+        weighting = UncertaintyWeighting(t).to(device)
+        groups: list[dict[str, Any]] = [
+            {"params": list(model.parameters())},
+            {"params": list(weighting.parameters()), "weight_decay": 0.0},
+        ]
+        opt = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loader = make_loader(data, config.batch_size, shuffle=True, seed=config.seed)
     sched = make_scheduler(config.scheduler, opt, config.lr, config.epochs * len(loader))  # type: ignore[arg-type]
     train_loop(
@@ -339,8 +429,10 @@ def train_model(
         pos_weight=resolve_pos_weight(config, t, lambda: targets_of(data)), task_weights=w,
         device=device,
         progress=progress, desc=desc, random_state=stream_seed(config.seed, "dropout"),
-        checkpoint_path=checkpoint_path,
+        checkpoint_path=checkpoint_path, loss_weighting=weighting,
     )  # fmt: skip
+    if weighting is not None and extras is not None:
+        extras["log_variances"] = weighting.log_variances.detach().cpu().double().numpy()
     return model.eval()
 
 
