@@ -129,7 +129,8 @@ def test_cifar100_splits_task_subsets(cifar_root: Path) -> None:
     names = sub.task_names()
     supers = full.train.task_superclass
     # the superclasses' fine classes, in the data's order, five each
-    want = [t for t, c in zip(full.train.task_names, supers) if c in ("people", "flowers")]
+    pairs = zip(full.train.task_names, supers, strict=True)
+    want = [t for t, c in pairs if c in ("people", "flowers")]
     assert names == want and len(names) == 10
     for a, b in ((sub.train, full.train), (sub.val, full.val), (sub.test, full.test)):
         cols = [full.train.task_names.index(t) for t in names]
