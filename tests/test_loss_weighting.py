@@ -463,6 +463,12 @@ def test_the_harness_trains_the_variant_beside_the_plain_one_model(tmp_path) -> 
         (pl.col("split") == "test") & (pl.col("architecture") == "network-uncertainty@2x")
     )
     assert got["gain_vs_budget"][0] == pytest.approx(by_hand)
+    # the plain one model at 2x is its own budget reference (it was compared with 1x before)
+    plain2 = both.summary.filter(
+        (pl.col("source") == "one model") & (pl.col("architecture") == "network@2x")
+    )
+    assert plain2.height == 2 and (plain2["gain_vs_budget"] == 0.0).all()
+    assert (plain2["gain_vs_one"] != 0.0).all()
     # the reference: the one model (any variant, within the budget) with the lowest val loss
     val = both.runs.filter(pl.col("split") == "val")
     ones = both.systems.filter(

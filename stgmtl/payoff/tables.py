@@ -316,8 +316,12 @@ def _budget_reference(
     """The one model at the partition's budget: a grouped system's own budget, else the number
     of networks serving the tasks (``k`` networks at the recipe's width: budget ``k``). A
     loss-balanced one model (``net-uncertainty:...``) counts with its own budget: it is
-    compared with the plain one model at its budget."""
+    compared with the plain one model at its budget, and a plain one model at ``b`` x
+    parameters with itself (its ``gain_vs_budget`` is 0)."""
     systems = set(serve.values())
+    if len(systems) == 1:  # one system serves every task: a one model is its own reference
+        b = budget_of.get(next(iter(systems)), 1.0)
+        return one if b == 1.0 else system_id(RunSpec("network", tuple(names), budget=b))
     grouped = [budget_of.get(s, 1.0) for s in systems if not s.startswith("net:")]
     b = max(grouped) if grouped else float(len(systems))
     return one if b == 1.0 else system_id(RunSpec("network", tuple(names), budget=b))
