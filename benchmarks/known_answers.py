@@ -17,7 +17,8 @@ finishes, so a run stopped by ``--minutes`` still leaves a complete table of wha
 ``--summarise`` also draws ``OUT/power.png``: power (with its interval) against each level's
 measured effect, and the false-positive rate on the nulls. Other recipes of the same mechanism:
 ``--n-noisy 8`` (more noisy than clean tasks), ``--epochs`` / ``--width`` (longer training,
-a smaller trunk); a run writes them to ``OUT/settings.json``, which ``--summarise`` reads.
+a smaller trunk), ``--one-model plain,uncertainty`` (the loss-balanced one model as a reference
+too); a run writes them to ``OUT/settings.json``, which ``--summarise`` reads.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _trials(args: argparse.Namespace) -> list[tuple[str, float, int]]:
 def _settings(out: Path) -> dict:
     """The recipe a run recorded (``OUT/settings.json``; the first study's defaults if none)."""
     f = out / "settings.json"
-    return json.loads(f.read_text()) if f.is_file() else {"n_noisy": 5, "test_limit": 2000}
+    first = {"n_noisy": 5, "test_limit": 2000}
+    return {**first, **json.loads(f.read_text())} if f.is_file() else first
 
 
 def summarise(path: Path, alpha: float = 0.05) -> None:
@@ -171,6 +173,9 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-limit", type=int, default=2000)
     p.add_argument("--n-noisy", type=int, default=5, help="noisy-side tasks of the 10")
+    p.add_argument("--one-model", default="plain",
+                   help="one-model variants of the planted trials' reference (plain,uncertainty: "
+                   "the loss-balanced one model too, the better one on validation)")  # fmt: skip
     p.add_argument("--minutes", type=float, default=None, help="start no trial after this")
     p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
     p.add_argument("--out", default="benchmarks/results/known_answers")
@@ -199,7 +204,7 @@ def main() -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
-                "width": args.width, "seeds": args.seeds}  # fmt: skip
+                "width": args.width, "seeds": args.seeds, "one_model": args.one_model}  # fmt: skip
     if (out / "settings.json").is_file() and _settings(out) != settings:
         raise SystemExit(f"{out} holds trials of another recipe ({_settings(out)}): use --out")
     (out / "settings.json").write_text(json.dumps(settings))
@@ -231,9 +236,11 @@ def main() -> None:
             data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
                                      n_noisy=args.n_noisy, test_limit=args.test_limit)  # fmt: skip
             if kind == "planted":
+                variants = tuple(v.strip() for v in args.one_model.split(",") if v.strip())
                 trial = planted_trial(data, factory, recipe, out / f"planted-{s:g}-{i}",
                                       executor=pool, seeds=seeds, threads=threads,
-                                      cache_dir=str(out / "cache"))  # fmt: skip
+                                      cache_dir=str(out / "cache"),
+                                      one_model_variants=variants)  # fmt: skip
             else:
                 trial = exact_null_trial(data, factory, recipe, out / "cache", seeds=seeds,
                                          executor=pool, threads=threads)  # fmt: skip
