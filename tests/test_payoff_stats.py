@@ -87,6 +87,20 @@ def test_gains_noise_floor_and_decided_pairs_by_hand() -> None:
     assert val.gains()[1, 0] == pytest.approx(np.mean([(2.0 - 1.9) / 2.0, (2.2 - 2.0) / 2.2]))
 
 
+def test_ground_truth_ignores_budget_matched_one_models() -> None:
+    runs = _results()
+    # one model at 2x parameters (listed after the 1x one): a reference, never the truth
+    for seed in (0, 1):
+        big = _run(tuple(NAMES), seed, [0.5, 1.0, 2.0], [1.5, 2.0, 3.0])
+        runs.append(RunResult(RunSpec("network", tuple(NAMES), seed=seed, budget=2.0),
+                              f"big{seed}", big.metrics, 1.0, 1.0, 10, 10))  # fmt: skip
+    one = ground_truth(runs, NAMES, split="test").one_model_gain()
+    assert one[0] == pytest.approx(np.mean([(1.0 - 0.95) / 1.0, (1.2 - 0.95) / 1.2]))
+    np.testing.assert_allclose(
+        ground_truth(runs, NAMES).gains(), ground_truth(_results(), NAMES).gains()
+    )
+
+
 def test_truth_reliability_is_the_seed_to_seed_rank_correlation() -> None:
     gt = ground_truth(_results(), NAMES)
     g = gt.seed_gains()

@@ -67,8 +67,9 @@ def network_losses(
     Parameters
     ----------
     results : sequence of RunResult
-        Finished runs (other kinds, and networks with their own ``loss_weighting``, are
-        skipped).
+        Finished runs (other kinds, networks with their own ``loss_weighting`` and networks at
+        a budget other than 1, the budget-matched one models, are skipped: the truth is the
+        networks at the recipe's width).
     split : {"val", "test"}
     column : str
         A metric column of the runs (``"loss"``, ``"bce"``, ``"roc_auc"``).
@@ -78,6 +79,8 @@ def network_losses(
     for r in results:
         if r.spec.kind != "network" or getattr(r.spec, "loss_weighting", ""):
             continue  # a loss-balanced one model is a baseline, not the truth
+        if float(getattr(r.spec, "budget", 1.0)) != 1.0:
+            continue  # a one model at b x parameters is a reference, not the truth's network
         rows = r.metrics.filter(pl.col("split") == split)
         out[(tuple(sorted(r.spec.tasks)), r.spec.seed)] = dict(
             zip(rows["task"].to_list(), rows[column].to_list(), strict=True)
