@@ -349,3 +349,23 @@ def test_truth_decides_planted_pairs_only_with_five_seeds() -> None:
     rel = five.reliability()
     assert rel["seeds"] == 5 and np.isfinite(rel["mean_reliability"])
     assert not truth(4).decided().any()
+
+
+def test_a_column_view_records_signals_with_its_own_tasks() -> None:
+    """Signals recorded on a task subset (e.g. ``cifar100_splits(superclasses=...)``): the
+    view's loader says its own dataset (size, task names), and the recording sees its columns."""
+    from stgmtl.payoff.signal_runs import record_signals
+    from stgmtl.record.affinity import dataset_task_names
+
+    data = _data()
+    view = TaskColumns(data, [4, 1, 2], ["t4", "t1", "t2"])
+    loader = view.loader(32, shuffle=True, seed=0)
+    assert loader.dataset is view and len(loader.dataset) == 96
+    assert dataset_task_names(loader) == ["t4", "t1", "t2"]
+    cfg = TrainConfig(width=1.0, epochs=2, batch_size=32, lr=1e-3, pos_weight=None, seed=1)
+    sig = record_signals(view, lambda t, w: nn.Sequential(nn.Linear(5, 8), nn.ReLU(),
+                                                          nn.Linear(8, t)),
+                         cfg, ["datamap", "confusion"], progress=False)  # fmt: skip
+    assert set(sig) == {"datamap", "confusion"}
+    for aff in sig.values():
+        assert list(aff.task_names) == ["t4", "t1", "t2"] and aff.values.shape == (3, 3)

@@ -150,8 +150,8 @@ class PlantedSuite(Splits):
 class _RelabelledLoader(MappedTargetsLoader):
     """Batches whose targets are read from a replacement target matrix by sample position."""
 
-    def __init__(self, inner: Any, targets: torch.Tensor) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: Any, targets: torch.Tensor, dataset: Any = None) -> None:
+        super().__init__(inner, dataset)
         self.replacement = targets
 
     def targets(self, y: torch.Tensor, idx: Any) -> torch.Tensor:
@@ -188,7 +188,7 @@ class RelabelledData:
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _RelabelledLoader:
         """The wrapped data's loader with the replaced targets."""
         return _RelabelledLoader(
-            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.targets
+            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.targets, self
         )
 
 

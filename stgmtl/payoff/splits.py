@@ -86,10 +86,16 @@ def data_fingerprint(splits: Splits) -> str:
 
 class MappedTargetsLoader:
     """A loader whose batch targets are rewritten by :meth:`targets` (inputs, order, indices,
-    ``len`` and ``set_epoch`` pass through). Subclasses say how."""
+    ``len`` and ``set_epoch`` pass through). Subclasses say how.
 
-    def __init__(self, inner: Any) -> None:
+    ``dataset`` (DataLoader-style, e.g. ``len(loader.dataset)`` for a recorder's number of
+    samples and its ``task_names``) is the view whose targets the batches carry, never the
+    wrapped data (whose targets and task names are not these).
+    """
+
+    def __init__(self, inner: Any, dataset: Any = None) -> None:
         self.inner = inner
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -111,8 +117,8 @@ class MappedTargetsLoader:
 class _ColumnLoader(MappedTargetsLoader):
     """Batches that keep only some target columns."""
 
-    def __init__(self, inner: Any, columns: torch.Tensor) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: Any, columns: torch.Tensor, dataset: Any = None) -> None:
+        super().__init__(inner, dataset)
         self.columns = columns
 
     def targets(self, y: torch.Tensor, idx: Any) -> torch.Tensor:
@@ -137,5 +143,5 @@ class TaskColumns:
 
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> _ColumnLoader:
         return _ColumnLoader(
-            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.columns
+            make_loader(self.data, batch_size, shuffle=shuffle, seed=seed), self.columns, self
         )
