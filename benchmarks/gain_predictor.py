@@ -18,7 +18,8 @@ with the ``stgmtl payoff --suite cifar100`` preset's recipe and data (wide-cnn 0
 10,000 training images). ``--confirm-k K`` then sends the grouping chosen from predicted gains
 through the harness's choose-then-confirm path: the cross-fitted predictions of a predictor fitted
 on *validation* gains (so test never chooses) become a ``predicted-gain`` affinity; its
-``K``-group partition (and the best raw signal's, and random partitions) are trained as one
+``K``-group partition (and that of the raw signal ranking the validation gains best, and random
+partitions) are trained as one
 network per group (budget ``K``) on the exploration seeds, the recommendation chooses on
 validation against one model at ``1x`` and ``K x`` parameters, and the choice is retrained on
 fresh seeds (``stgmtl.payoff.run_payoff``; result in ``<out>-confirm``).
@@ -119,6 +120,15 @@ def train(args: argparse.Namespace) -> Any:
             pool.shutdown()
 
 
+def _val_table(result: Any, signals: dict[str, Any]) -> pl.DataFrame:
+    """The training table of the **validation** gains of the trained groups."""
+    names = list(result.task_names)
+    gains = group_gains(losses_from_tables(result.runs, result.systems, "val"), names)
+    gains = gains.filter(pl.col("size") < len(names))
+    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
+    return training_table(gains, group_features(signals, groups, names))
+
+
 def predicted_affinity(
     result: Any, signals: dict[str, Any], n_outer: int, random_state: int = 0
 ) -> Any:
@@ -127,27 +137,49 @@ def predicted_affinity(
     from stgmtl.payoff.gains import pair_affinity
 
     names = list(result.task_names)
-    gains = group_gains(losses_from_tables(result.runs, result.systems, "val"), names)
-    gains = gains.filter(pl.col("size") < len(names))
-    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
-    table = training_table(gains, group_features(signals, groups, names))
     cands = group_features(signals, sample_groups(names, (2,)), names)
-    pred = cross_fitted_gains(table, cands, n_outer=n_outer, random_state=random_state)
+    pred = cross_fitted_gains(_val_table(result, signals), cands, n_outer=n_outer,
+                              random_state=random_state)  # fmt: skip
     return pair_affinity(pred, names)
 
 
+def best_raw_on_validation(result: Any, signals: dict[str, Any]) -> str | None:
+    """The recorded signal (controls excluded) whose ``in_mean`` ranks the **validation** gains
+    of the trained groups best (Spearman): the raw signal the confirmation stage trains, chosen
+    without the test split."""
+    from stgmtl.payoff.truth import spearman
+
+    table = _val_table(result, signals)
+    y = table["gain"].to_numpy()
+    rho = {
+        name: spearman(table[f"{name}:in_mean"].to_numpy(), y)
+        for name in signals
+        if f"raw:{name}" not in CONTROLS and f"{name}:in_mean" in table.columns
+    }
+    rho = {k: v for k, v in rho.items() if v == v}
+    return max(rho, key=lambda k: (rho[k], k)) if rho else None
+
+
 def confirm_choice(
-    args: argparse.Namespace, result: Any, signals: dict[str, Any], best_raw: str | None
+    args: argparse.Namespace, result: Any, signals: dict[str, Any]
 ) -> dict[str, Any]:
-    """Train the ``--confirm-k`` partitions of the predicted gains and of the best raw signal
-    (one network per group, budget ``K``), choose on validation, confirm on fresh seeds."""
+    """Train the ``--confirm-k`` partitions of the predicted gains and of the raw signal that
+    ranks the validation gains best (one network per group, budget ``K``), choose on
+    validation, confirm on fresh seeds: the test split chooses nothing."""
     from stgmtl.payoff import run_payoff
 
+    data, factory, recipe = suite(args)
+    names = data().task_names()
+    if names != list(result.task_names):
+        raise SystemExit(
+            f"--confirm-k: the suite's tasks {names[:3]}... are not those of {args.out} "
+            f"({list(result.task_names)[:3]}...): give the same --suite / --tasks"
+        )
     t0 = time.perf_counter()
     chosen = {"predicted-gain": predicted_affinity(result, signals, args.outer)}
-    if best_raw and best_raw in signals:
-        chosen[best_raw] = signals[best_raw]
-    data, factory, recipe = suite(args)
+    raw = best_raw_on_validation(result, signals)
+    if raw is not None:
+        chosen[raw] = signals[raw]
     pool = _pool(args.workers)
     try:
         conf = run_payoff(
@@ -388,7 +420,7 @@ def main() -> None:
         n_bootstrap=args.bootstrap, select_budget=args.select_budget,
     )  # fmt: skip
     if args.confirm_k is not None:
-        out["confirmation"] = confirm_choice(args, result, signals, out["best_raw_signal"])
+        out["confirmation"] = confirm_choice(args, result, signals)
     out["costs"] = costs(result.runs, result.systems, Path(args.out) / "cache")
     out["equal_time"] = equal_time(out["learning_curve"], out["costs"]["groups_per_recording_time"])
     out["train_seconds"] = None if args.analyse_only else train_s

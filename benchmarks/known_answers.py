@@ -205,8 +205,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
                 "width": args.width, "seeds": args.seeds, "one_model": args.one_model}  # fmt: skip
-    if (out / "settings.json").is_file() and _settings(out) != settings:
-        raise SystemExit(f"{out} holds trials of another recipe ({_settings(out)}): use --out")
+    if (out / "settings.json").is_file() or log.exists():
+        # a folder of the first study has trials and no settings.json: its recipe is the default
+        old = _settings(out)
+        if any(old.get(k, v) != v for k, v in settings.items()) or (
+            not (out / "settings.json").is_file() and (args.n_noisy, args.test_limit) != (5, 2000)
+        ):
+            raise SystemExit(f"{out} holds trials of another recipe ({old}): use another --out")
     (out / "settings.json").write_text(json.dumps(settings))
     recipe = TrainConfig(width=args.width, epochs=args.epochs, batch_size=256, lr=1e-3)
     factory = model_factory("cnn")
@@ -236,7 +241,8 @@ def main() -> None:
             data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
                                      n_noisy=args.n_noisy, test_limit=args.test_limit)  # fmt: skip
             if kind == "planted":
-                variants = tuple(v.strip() for v in args.one_model.split(",") if v.strip())
+                asked = [v.strip() for v in args.one_model.split(",") if v.strip()]
+                variants = ("plain", *(v for v in asked if v != "plain"))  # plain: always
                 trial = planted_trial(data, factory, recipe, out / f"planted-{s:g}-{i}",
                                       executor=pool, seeds=seeds, threads=threads,
                                       cache_dir=str(out / "cache"),

@@ -497,3 +497,11 @@ def test_the_command_line_offers_the_variant(capsys) -> None:
     assert "--one-model" in out and "uncertainty" in out
     code = cli.main(["payoff", "--one-model", "plain,kendall", "--out", "unused", "-q"])
     assert code == 1 and "--one-model: expected" in capsys.readouterr().err
+
+
+def test_a_run_spec_names_the_plain_recipe_one_way() -> None:
+    from stgmtl.payoff.runs import RunSpec
+
+    with pytest.raises(ValueError, match="loss_weighting"):
+        RunSpec("network", ("a", "b"), loss_weighting="none")  # "" is the recipe's own
+    assert RunSpec("network", ("a", "b"), loss_weighting="uncertainty").loss_weighting
