@@ -120,13 +120,21 @@ def train(args: argparse.Namespace) -> Any:
             pool.shutdown()
 
 
+def _gain_table(
+    gains: pl.DataFrame, signals: dict[str, Any], names: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The gains of the trained groups (the all-task model is not a group) and their training
+    table (features from ``signals``)."""
+    gains = gains.filter(pl.col("size") < len(names))
+    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
+    return gains, training_table(gains, group_features(signals, groups, names))
+
+
 def _val_table(result: Any, signals: dict[str, Any]) -> pl.DataFrame:
     """The training table of the **validation** gains of the trained groups."""
     names = list(result.task_names)
     gains = group_gains(losses_from_tables(result.runs, result.systems, "val"), names)
-    gains = gains.filter(pl.col("size") < len(names))
-    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
-    return training_table(gains, group_features(signals, groups, names))
+    return _gain_table(gains, signals, names)[1]
 
 
 def predicted_affinity(
@@ -255,14 +263,10 @@ def analyse(
     if gains is None:
         assert runs is not None and systems is not None
         gains = group_gains(losses_from_tables(runs, systems, "test"), task_names)
-    gains = gains.filter(pl.col("size") < len(task_names))  # the all-task model is not a group
-    groups = [tuple(g.split("+")) for g in gains["group"].unique(maintain_order=True)]
-    feats = group_features(signals, groups, task_names)
-    table = training_table(gains, feats)
+    gains, table = _gain_table(gains, signals, task_names)
     ev = evaluate_predictor(table, seed_gains=gains, n_outer=n_outer, n_bootstrap=n_bootstrap,
                             random_state=random_state)  # fmt: skip
-    seed_rows = gains.filter(pl.col("seed") >= 0) if "seed" in gains.columns else None
-    within, within_ceiling = within_task_scores(ev, seed_rows, n_bootstrap=n_bootstrap,
+    within, within_ceiling = within_task_scores(ev, gains, n_bootstrap=n_bootstrap,
                                                 random_state=random_state)  # fmt: skip
     raw = [m.removeprefix("raw:") for m in ev.scores["method"].to_list() if m.startswith("raw:")]
     raw_scores = ev.scores.filter(

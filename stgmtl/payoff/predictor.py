@@ -355,13 +355,17 @@ def noise_ceiling(gains: pl.DataFrame) -> dict[str, float]:
     predictor can reach against the measured means, ``ceiling_r2 = reliability_pearson`` the
     largest R^2 (NaN with one seed or ``r <= 0``).
     """
-    wide = gains.pivot(on="seed", index=["group", "task"], values="gain")
-    seeds = [c for c in wide.columns if c not in ("group", "task")]
-    values = np.vstack([wide[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in seeds])
-    out = seed_reliability(values)
+    out = seed_reliability(_seed_values(gains))
     out["ceiling_spearman"] = float(np.sqrt(out["reliability_spearman"]))
     out["ceiling_r2"] = out["reliability_pearson"]
     return out
+
+
+def _seed_values(gains: pl.DataFrame) -> np.ndarray:
+    """``(S, rows)`` per-seed gains of the (group, task) rows (NaN where a seed lacks one)."""
+    wide = gains.pivot(on="seed", index=["group", "task"], values="gain")
+    seeds = [c for c in wide.columns if c not in ("group", "task")]
+    return np.vstack([wide[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in seeds])
 
 
 @dataclass
@@ -575,15 +579,14 @@ def within_task_scores(
                      "tasks": int(np.isfinite(v).sum())})  # fmt: skip
     ceiling: dict[str, float] = {}
     if seed_gains is not None:
-        wide = seed_gains.pivot(on="seed", index=["group", "task"], values="gain")
-        seeds = [c for c in wide.columns if c not in ("group", "task")]
-        rhos = []
-        for t in tasks:
-            sub = wide.filter(pl.col("task") == t)
-            a = np.vstack([sub[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in seeds])
-            rhos.append(seed_reliability(a, min_rows=min_rows)["seed_spearman"])
+        n_seeds = seed_gains["seed"].n_unique()
+        rhos = [
+            seed_reliability(_seed_values(seed_gains.filter(pl.col("task") == t)),
+                             min_rows=min_rows)["seed_spearman"]
+            for t in tasks
+        ]  # fmt: skip
         r = float(np.nanmean(rhos)) if np.isfinite(rhos).any() else float("nan")
-        rel = spearman_brown(r, len(seeds))
+        rel = spearman_brown(r, n_seeds)
         top = float(np.sqrt(rel)) if rel == rel else float("nan")
         ceiling = {"seed_spearman_within": r, "reliability_within": rel, "ceiling_within": top}
     return pl.DataFrame(rows), ceiling

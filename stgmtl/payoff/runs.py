@@ -235,10 +235,6 @@ def factory_identity(factory: Any) -> str:
     )
 
 
-def _recipe_fields(recipe: TrainConfig) -> dict[str, Any]:
-    return recipe.key_fields()
-
-
 def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: str) -> str:
     """The cache key of a run: sha256 of spec, recipe (no seed, device), factory and data.
 
@@ -258,7 +254,7 @@ def run_key(spec: RunSpec, recipe: TrainConfig, factory_id: str, fingerprint: st
         "format": _FORMAT,
         "version": _KEY_VERSION,
         "spec": fields,
-        "recipe": _recipe_fields(recipe),
+        "recipe": recipe.key_fields(),
         "factory": factory_id,
         "data": fingerprint,
     }
@@ -399,7 +395,7 @@ def save_run(ctx: RunContext, result: RunResult, models: list[nn.Module]) -> Non
             "format_version": _FORMAT_VERSION,
             "key": result.key,
             "spec": asdict(result.spec),
-            "recipe": _recipe_fields(ctx.recipe),
+            "recipe": ctx.recipe.key_fields(),
             "factory": ctx.factory_id,
             "data": ctx.fingerprint,
             "train_seconds": result.train_seconds,

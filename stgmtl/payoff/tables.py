@@ -130,7 +130,7 @@ _TABLES = (
 def _weighting(spec: Any) -> str:
     """``"-uncertainty"`` for a run with its own loss weighting (not ``"none"``), else empty."""
     lw = getattr(spec, "loss_weighting", "")
-    return f"-{lw}" if lw and lw != "none" else ""
+    return f"-{lw}" if lw else ""
 
 
 def system_kind(spec: Any) -> str:
@@ -321,9 +321,9 @@ def _budget_reference(
     systems = set(serve.values())
     if len(systems) == 1:  # one system serves every task: a one model is its own reference
         b = budget_of.get(next(iter(systems)), 1.0)
-        return one if b == 1.0 else system_id(RunSpec("network", tuple(names), budget=b))
-    grouped = [budget_of.get(s, 1.0) for s in systems if not s.startswith("net:")]
-    b = max(grouped) if grouped else float(len(systems))
+    else:
+        grouped = [budget_of.get(s, 1.0) for s in systems if not s.startswith("net:")]
+        b = max(grouped) if grouped else float(len(systems))
     return one if b == 1.0 else system_id(RunSpec("network", tuple(names), budget=b))
 
 
