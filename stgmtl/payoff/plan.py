@@ -20,6 +20,7 @@ from stgmtl.affinity import FREE_SIGNALS
 from stgmtl.payoff.architectures import ARCHITECTURES as REGISTRY
 from stgmtl.payoff.gains import sample_groups
 from stgmtl.payoff.runs import RunSpec
+from stgmtl.specialise.training import LOSS_WEIGHTINGS
 
 __all__ = [
     "ARCHITECTURES",
@@ -41,7 +42,7 @@ TRUTH_MODES = ("auto", "subsets", "pairs", "none")
 #: (the recipe: the sum of the per-task losses) and ``"uncertainty"`` (Kendall et al.'s 2018
 #: uncertainty weighting, :class:`~stgmtl.specialise.training.UncertaintyWeighting`: the
 #: loss-balancing baseline). The recommendation's reference is the best of them on validation.
-ONE_MODEL_VARIANTS = ("plain", "uncertainty")
+ONE_MODEL_VARIANTS = ("plain", *(w for w in LOSS_WEIGHTINGS if w != "none"))
 
 
 # --------------------------------------------------------------------------------------------
