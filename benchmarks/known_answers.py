@@ -46,7 +46,7 @@ def _trials(args: argparse.Namespace) -> list[tuple[str, float, int]]:
 def _settings(out: Path) -> dict:
     """The recipe a run recorded (``OUT/settings.json``; the first study's defaults if none)."""
     f = out / "settings.json"
-    first = {"n_noisy": 5, "test_limit": 2000}
+    first = {"n_noisy": 5, "test_limit": 2000, "mechanism": "label-noise"}
     return {**first, **json.loads(f.read_text())} if f.is_file() else first
 
 
@@ -89,7 +89,7 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
         st = _settings(out)
         suite = cifar10_planted_splits(
             strength=t.strength, instance=t.instance, n_noisy=st["n_noisy"],
-            test_limit=st["test_limit"],
+            test_limit=st["test_limit"], mechanism=st["mechanism"],
         )  # fmt: skip
         for r in effect_by_side(PayoffResult.load(folder), suite).iter_rows(named=True):
             rows.append({"strength": t.strength, "instance": t.instance, **r})
@@ -172,7 +172,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-limit", type=int, default=2000)
-    p.add_argument("--n-noisy", type=int, default=5, help="noisy-side tasks of the 10")
+    p.add_argument("--n-noisy", type=int, default=5,
+                   help="noisy-side (second-image side) tasks of the 10")
+    p.add_argument("--mechanism", default="label-noise", choices=("label-noise", "two-images"),
+                   help="what is planted (stgmtl.payoff.planted.MECHANISMS)")
     p.add_argument("--one-model", default="plain",
                    help="one-model variants of the planted trials' reference (plain,uncertainty: "
                    "the loss-balanced one model too, the better one on validation)")  # fmt: skip
@@ -204,7 +207,8 @@ def main() -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
-                "width": args.width, "seeds": args.seeds, "one_model": args.one_model}  # fmt: skip
+                "width": args.width, "seeds": args.seeds, "one_model": args.one_model,
+                "mechanism": args.mechanism}  # fmt: skip
     if (out / "settings.json").is_file() or log.exists():
         # a folder of the first study has trials and no settings.json: its recipe is the default
         old = _settings(out)
@@ -239,7 +243,8 @@ def main() -> None:
                 print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
                 break
             data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
-                                     n_noisy=args.n_noisy, test_limit=args.test_limit)  # fmt: skip
+                                     n_noisy=args.n_noisy, test_limit=args.test_limit,
+                                     mechanism=args.mechanism)  # fmt: skip
             if kind == "planted":
                 asked = [v.strip() for v in args.one_model.split(",") if v.strip()]
                 variants = ("plain", *(v for v in asked if v != "plain"))  # plain: always

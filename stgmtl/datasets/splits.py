@@ -26,7 +26,7 @@ import numpy as np
 
 from stgmtl._checks import fail
 from stgmtl.datasets.suites import CIFAR10_15_TASKS, cifar10_15_suite, cifar100_suite
-from stgmtl.payoff.planted import PlantedSuite, exact_null_suite, planted_suite
+from stgmtl.payoff.planted import PlantedSuite, exact_null_suite, planted_suite, two_image_suite
 from stgmtl.payoff.splits import Splits, TaskColumns
 
 __all__ = ["cifar10_15_splits", "cifar100_splits", "cifar10_planted_splits", "stratified_split"]
@@ -98,6 +98,7 @@ def cifar10_planted_splits(
     val_size: int = 800,
     test_limit: int | None = 2000,
     root: str | os.PathLike[str] | None = None,
+    mechanism: str = "label-noise",
 ) -> PlantedSuite:
     """CIFAR-10's 10 one-vs-rest class tasks as a suite with a known answer.
 
@@ -115,9 +116,13 @@ def cifar10_planted_splits(
         Which draw: the noisy classes and the noise.
     kind : {"planted", "null"}
     n_noisy : int
-        Classes on the noisy side.
+        Classes on the noisy side (the second side for ``"two-images"``).
     val_size, test_limit, root
         As :func:`cifar10_15_splits`.
+    mechanism : {"label-noise", "two-images"}
+        What is planted: label noise (:func:`stgmtl.payoff.planted_suite`) or two images per
+        input, ``strength`` the fraction of samples whose second side reads another image
+        (:func:`stgmtl.payoff.two_image_suite`).
 
     Returns
     -------
@@ -130,7 +135,11 @@ def cifar10_planted_splits(
         return exact_null_suite(base, instance=instance)
     if kind != "planted":
         raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")
-    return planted_suite(base, strength=strength, n_noisy=n_noisy, instance=instance)
+    if mechanism == "two-images":
+        return two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
+    return planted_suite(
+        base, strength=strength, n_noisy=n_noisy, instance=instance, mechanism=mechanism
+    )
 
 
 def cifar100_splits(

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "recommend": "stgmtl.payoff.recommendation",
     "Recommendation": "stgmtl.payoff.recommendation",
     "planted_suite": "stgmtl.payoff.planted",
+    "two_image_suite": "stgmtl.payoff.planted",
     "exact_null_suite": "stgmtl.payoff.planted",
     "PlantedSuite": "stgmtl.payoff.planted",
 }

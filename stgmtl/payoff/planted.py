@@ -68,10 +68,14 @@ __all__ = [
     "exact_null_suite",
     "noisy_targets",
     "planted_suite",
+    "two_image_suite",
 ]
 
-#: Planted mechanisms :func:`planted_suite` builds (one so far; see the module docstring).
-MECHANISMS = ("label-noise",)
+#: Planted mechanisms: ``"label-noise"`` (:func:`planted_suite`) and ``"two-images"``
+#: (:func:`two_image_suite`); see the module docstring.
+MECHANISMS = ("label-noise", "two-images")
+#: What each mechanism's two sides are called (``PlantedSuite.sides`` order).
+SIDE_NAMES = {"label-noise": ("clean", "noisy"), "two-images": ("first", "second"), "none": ("all", "")}
 _SPLITS = ("train", "val", "test")
 
 
@@ -104,12 +108,18 @@ class PlantedSuite(Splits):
     replaced: dict[str, dict[str, float]] | None = None
 
     @property
+    def side_names(self) -> tuple[str, str]:
+        """What the two sides are called: ``("clean", "noisy")`` for label noise, ``("first",
+        "second")`` for two images (:data:`SIDE_NAMES`)."""
+        return SIDE_NAMES.get(self.mechanism, ("0", "1"))
+
+    @property
     def planted(self) -> bool:
         """Whether something is planted (a planted suite at ``strength > 0``)."""
         return self.kind == "planted" and self.strength > 0 and bool(self.sides[1])
 
     def side_of(self, task: str) -> int:
-        """0 for a clean-side task, 1 for a noisy-side task."""
+        """0 for a task of the first side (clean), 1 for the second (noisy, second image)."""
         if task in self.sides[0]:
             return 0
         if task in self.sides[1]:
@@ -140,9 +150,10 @@ class PlantedSuite(Splits):
                 f"Exact null (instance {self.instance}): {len(self.sides[0])} tasks, nothing "
                 "planted; candidates are the same model retrained with other seeds."
             )
+        a, b = self.side_names
         return (
             f"Planted {self.mechanism} at strength {self.strength:g} (instance "
-            f"{self.instance}): clean side {list(self.sides[0])}, noisy side "
+            f"{self.instance}): {a} side {list(self.sides[0])}, {b} side "
             f"{list(self.sides[1])}."
         )
 
@@ -290,8 +301,9 @@ def planted_suite(
     PlantedSuite
         ``sides = (clean, noisy)``; ``replaced`` the realised fractions.
     """
-    if mechanism not in MECHANISMS:
-        raise fail("mechanism", f"one of {MECHANISMS}", mechanism)
+    if mechanism != "label-noise":
+        hint = " (two-images: two_image_suite)" if mechanism == "two-images" else ""
+        raise fail("mechanism", f"'label-noise'{hint}", mechanism)
     strength = check_float("strength", strength, low=0.0, high=1.0)
     instance = check_int("instance", instance, low=0)
     splits = _splits(data)
@@ -327,4 +339,134 @@ def exact_null_suite(data: Splits | Callable[[], Splits], *, instance: int = 0) 
     return PlantedSuite(
         splits.train, splits.val, splits.test, kind="null", mechanism="none", strength=0.0,
         sides=(names, ()), instance=instance, replaced={s: {} for s in _SPLITS},
+    )  # fmt: skip
+
+
+#: ITU-R BT.601 luma weights: the grey level each image stream carries.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` grey levels of uint8 ``(N, 3, H, W)`` images."""
+    w = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.float() * w).sum(1).round().clamp(0, 255).to(torch.uint8)
+
+
+def partner_indices(n: int, strength: float, seed: Sequence[int]) -> np.ndarray:
+    """Each sample's partner image: itself, except for ``round(strength * n)`` samples drawn
+    with ``seed``, which are given one another's images in one random cycle (no one keeps its
+    own; with one drawn sample nothing can move and it keeps its own).
+
+    Returns
+    -------
+    np.ndarray
+        int64 ``(n,)``: ``partner[i]`` is the image whose labels the second side reads for
+        sample ``i``.
+    """
+    partner = np.arange(n, dtype=np.int64)
+    m = int(round(strength * n))
+    if m >= 2:
+        moved = np.random.default_rng([*seed]).choice(n, m, replace=False)
+        partner[moved] = moved[np.roll(np.arange(m), 1)]
+    return partner
+
+
+def two_image_suite(
+    data: Splits | Callable[[], Splits],
+    *,
+    strength: float,
+    second: Sequence[str] | None = None,
+    n_second: int | None = None,
+    instance: int = 0,
+) -> PlantedSuite:
+    """Two task families that read two different images in one input: planted unrelated tasks.
+
+    Every input carries two grey images in its channels: channel 0 is the sample's own image,
+    channel 1 its *partner's*, channel 2 is blank. The tasks are dealt to two sides (seeded by
+    ``instance``, or given): the *first* side's labels are those of the own image, the
+    *second* side's those of the partner's. ``strength`` is the one knob: the fraction of
+    samples (per split) whose partner is another image of the split (in one random cycle); the
+    others are their own partner. At 0 both channels hold the same image and every task reads
+    it (nothing is planted: the grey version of the suite); at 1 the two sides' tasks are about
+    unrelated images, so no feature serves both sides, and a shared trunk must carry two
+    streams in the width one network gives each side on its own. Whether that survives one
+    model **at the same parameter budget** (wider, so with more room for both streams) is what
+    :attr:`stgmtl.payoff.study.Trial.effect` measures.
+
+    Parameters
+    ----------
+    data : Splits or callable
+        Image suites (:class:`stgmtl.datasets.TaskSuite`: uint8 ``images (N, 3, 32, 32)``,
+        ``targets``, ``sample_ids``) for train, validation and test, or a zero-argument
+        callable returning them.
+    strength : float
+        The knob in ``[0, 1]``: the fraction of samples whose second-side labels and second
+        channel come from another image.
+    second : sequence of str, optional
+        The second side's tasks (default ``n_second`` tasks drawn with ``instance``).
+    n_second : int, optional
+        How many tasks to draw for the second side (default half, rounded down).
+    instance : int
+        The draw: which tasks are on the second side (unless given) and the partners.
+
+    Returns
+    -------
+    PlantedSuite
+        ``mechanism="two-images"``, ``sides = (first, second)``; ``replaced`` holds, per split
+        and second-side task, the fraction of samples whose label was taken from another image.
+        Normalisation: the per-channel mean and std of the new training inputs (the blank
+        channel: 0 and 1).
+
+    Raises
+    ------
+    TypeError
+        If a split has no uint8 ``images`` tensor of shape ``(N, 3, 32, 32)``.
+    """
+    from stgmtl.datasets.suites import TaskSuite, channel_stats
+
+    strength = check_float("strength", strength, low=0.0, high=1.0)
+    instance = check_int("instance", instance, low=0)
+    splits = _splits(data)
+    names = splits.task_names()
+    if len(names) < 2:
+        raise fail("data", "a suite of at least 2 tasks", len(names))
+    sides = _sides(names, second, n_second, instance)
+    cols = torch.tensor([names.index(t) for t in sides[1]], dtype=torch.long)
+    built: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+    replaced: dict[str, dict[str, float]] = {}
+    for i, (split, d) in enumerate(
+        zip(_SPLITS, (splits.train, splits.val, splits.test), strict=True)
+    ):
+        images = getattr(d, "images", None)
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(
+            images.shape[1:]
+        ) != (3, 32, 32):
+            raise fail(
+                f"data.{split}", "an image suite with uint8 images (N, 3, 32, 32) "
+                "(stgmtl.datasets.TaskSuite)", type(d).__name__, error=TypeError,
+            )  # fmt: skip
+        n = int(images.shape[0])
+        partner = partner_indices(n, strength, (instance, 25, 3, i))
+        grey = _grey(images)
+        x = torch.stack([grey, grey[torch.from_numpy(partner)], torch.zeros_like(grey)], 1)
+        y = targets_of(d).float().clone()
+        y[:, cols] = y[torch.from_numpy(partner)][:, cols]
+        moved = float((partner != np.arange(n)).mean()) if n else 0.0
+        replaced[split] = {t: moved for t in sides[1]}
+        built.append((x, y, d))
+    mean, std = channel_stats(built[0][0])
+    std = np.where(std > 0, std, 1.0)
+    tag = f"two-images:{strength:g}:{instance}:{','.join(sides[1])}"
+    parts = [
+        TaskSuite(
+            x, y, names, sample_ids=np.asarray(getattr(d, "sample_ids", np.arange(len(y)))),
+            mean=mean.tolist(), std=std.tolist(), augment=bool(getattr(d, "augment", False)),
+            seed=int(getattr(d, "seed", 0)), name=f"{getattr(d, 'name', '')}|{tag}",
+            split=str(getattr(d, "split", split)),
+        )  # fmt: skip
+        for x, y, d in built
+    ]
+    return PlantedSuite(
+        parts[0], parts[1], parts[2], kind="planted", mechanism="two-images", strength=strength,
+        sides=sides, instance=instance, replaced=replaced,
     )  # fmt: skip

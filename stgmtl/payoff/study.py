@@ -218,7 +218,8 @@ def effect_by_side(
     """The planted grouping's gain against one model at its budget, per seed and side.
 
     ``result`` is the trial's :class:`~stgmtl.payoff.tables.PayoffResult` (its ``partitions``
-    and ``runs`` tables). Per seed and side (``"clean"`` / ``"noisy"``): the mean over that
+    and ``runs`` tables). Per seed and side (``"clean"`` / ``"noisy"``, or the suite's
+    :attr:`~stgmtl.payoff.planted.PlantedSuite.side_names`): the mean over that
     side's tasks of the relative loss decrease of the network serving the task in ``source``'s
     partition against one model at that partition's budget (> 0: the grouping helps that side).
     The study's ``effect`` averages both sides; this separates a gain on one side from a loss on
@@ -238,13 +239,13 @@ def effect_by_side(
     mine = serve.join(runs, on=["system", "task"]).rename({"loss": "l_group"})
     base = serve.join(runs.rename({"system": "ref", "loss": "l_ref"}), on=["ref", "task"])
     j = mine.join(base.select("task", "seed", "l_ref"), on=["task", "seed"])
-    noisy = set(suite.sides[1])
+    first, second = suite.side_names
     return (
         j.with_columns(
             ((pl.col("l_ref") - pl.col("l_group")) / pl.col("l_ref")).alias("gain"),
-            pl.when(pl.col("task").is_in(list(noisy)))
-            .then(pl.lit("noisy"))
-            .otherwise(pl.lit("clean"))
+            pl.when(pl.col("task").is_in(list(suite.sides[1])))
+            .then(pl.lit(second))
+            .otherwise(pl.lit(first))
             .alias("side"),
         )
         .group_by("seed", "side")
