@@ -19,6 +19,13 @@ measured effect, and the false-positive rate on the nulls. Other recipes of the 
 ``--n-noisy 8`` (more noisy than clean tasks), ``--epochs`` / ``--width`` (longer training,
 a smaller trunk), ``--one-model plain,uncertainty`` (the loss-balanced one model as a reference
 too); a run writes them to ``OUT/settings.json``, which ``--summarise`` reads.
+
+``--mechanism two-images`` plants the other mechanism (:func:`stgmtl.payoff.two_image_suite`:
+the second side's tasks read a second grey image in the same input; ``--n-noisy`` is then the
+second side's size); its null trials are the exact nulls of the strongest level's two-image
+suite. ``--record SIGNALS`` records the signals once per planted instance (seed 100) and checks
+whether each one's 2-group partition is the planted split: ``OUT/signals.jsonl``, and per signal
+power (recovered and confirmed) in ``--summarise`` and the figure.
 """
 
 from __future__ import annotations
@@ -67,8 +74,16 @@ def summarise(path: Path, alpha: float = 0.05) -> None:
             print(false_positive_rate(trials, alpha).describe("false-positive rate"))
     print(f"total trial time {sum(t.seconds for t in trials):.0f} s over {len(trials)} trials")
     by_side(trials, path.parent, alpha)
+    per_signal = signal_power(path.parent, trials, alpha)
+    if per_signal.height:
+        print(
+            "per signal: its 2-group partition is the planted split (recovered), and power "
+            "(recovered and confirmed):"
+        )
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, float_precision=3):
+            print(per_signal)
     if trials:
-        figure(trials, path.parent / "power.png", alpha)
+        figure(trials, path.parent / "power.png", alpha, per_signal)
 
 
 def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
@@ -107,6 +122,65 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
         )
 
 
+#: seed of the recording run of ``--record`` (not an exploration or confirmation seed)
+RECORD_SEED = 100
+
+
+def recovery(suite, factory, recipe, signals: list[str]) -> list[dict]:
+    """Record ``signals`` in one all-task run and check each one's 2-group partition.
+
+    Returns one row per signal (and the ``random`` control): its groups, whether they are the
+    planted split exactly (``recovered``), whether they mix the sides, and the recording's
+    seconds (shared by the signals of the run). A signal that recovers the split proposes
+    the very grouping the trial trained as ``planted`` (same tasks, same networks), so the
+    trial's verdict on it is the verdict this signal would have had.
+    """
+    from dataclasses import replace
+
+    from stgmtl.payoff.search import partition_from_affinity
+    from stgmtl.payoff.signal_runs import random_affinity, record_signals
+
+    t0 = time.perf_counter()
+    found = record_signals(suite.train, factory, replace(recipe, seed=RECORD_SEED), signals)
+    seconds = time.perf_counter() - t0
+    found["random"] = random_affinity(suite.task_names(), RECORD_SEED + suite.instance)
+    planted = {frozenset(suite.sides[0]), frozenset(suite.sides[1])}
+    rows = []
+    for name, aff in found.items():
+        groups = partition_from_affinity(aff, 2, random_state=0).groups
+        rows.append({
+            "signal": name, "groups": groups,
+            "recovered": {frozenset(g) for g in groups} == planted,
+            "mixes": suite.mixes(groups), "seconds": seconds if name != "random" else 0.0,
+        })  # fmt: skip
+    return rows
+
+
+def signal_power(out: Path, trials: list, alpha: float = 0.05) -> pl.DataFrame:
+    """Per level and signal: how often its 2-group partition is the planted split, and its
+    power (recovered **and** the trial confirmed the planted grouping), with intervals."""
+    from stgmtl.payoff.study import rate
+
+    f = out / "signals.jsonl"
+    if not f.is_file():
+        return pl.DataFrame()
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line]
+    hit = {(t.strength, t.instance): t.hit for t in trials if t.kind == "planted"}
+    out_rows = []
+    for (strength, signal), g in pl.DataFrame(rows).group_by(
+        "strength", "signal", maintain_order=True
+    ):
+        rec = g["recovered"].to_list()
+        inst = g["instance"].to_list()
+        both = [r and hit.get((strength, i), False) for r, i in zip(rec, inst, strict=True)]
+        p = rate(both, alpha)
+        out_rows.append({
+            "strength": strength, "signal": signal, "n": len(rec), "recovered": sum(rec),
+            "power": p.rate, "lo": p.lo, "hi": p.hi, "record_s": float(g["seconds"].mean()),
+        })  # fmt: skip
+    return pl.DataFrame(out_rows).sort("signal", "strength")
+
+
 def simulate(n_sim: int = 2000) -> None:
     """The false-positive rate simulated (stgmtl.payoff.null) at the shapes of both trials."""
     import numpy as np
@@ -132,7 +206,7 @@ def simulate(n_sim: int = 2000) -> None:
             )
 
 
-def figure(trials: list, path: Path, alpha: float = 0.05) -> None:
+def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,14 +224,27 @@ def figure(trials: list, path: Path, alpha: float = 0.05) -> None:
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="planted split + label (harness)")
         for xi, yi, s in zip(x, y, tab["strength"].to_list(), strict=True):
             ax.annotate(f"strength {s:g}", (xi, yi), textcoords="offset points", xytext=(4, 4))
+        effect = dict(zip(tab["strength"].to_list(), x, strict=True))
+        if per_signal is not None and per_signal.height:
+            for (signal,), g in per_signal.group_by("signal", maintain_order=True):
+                g = g.filter(pl.col("strength").is_in(list(effect))).sort("strength")
+                ax.plot(
+                    [effect[v] for v in g["strength"]],
+                    g["power"].to_list(),
+                    marker=".",
+                    lw=1,
+                    ls=":" if signal == "random" else "-",
+                    label=str(signal),
+                )
     if any(t.kind == "null" for t in trials):
         fp = false_positive_rate(trials, alpha)
         ax.axhline(fp.rate, color="grey", ls="--", label=f"exact null: {fp.k}/{fp.n}")
         ax.axhspan(fp.lo, fp.hi, color="grey", alpha=0.15)
     ax.set_xlabel("measured effect: planted grouping vs one model at 2x (% test loss)")
+    ax.set_xlim(min(ax.get_xlim()[0], -0.5), max(ax.get_xlim()[1], 0.5))
     ax.set_ylabel("power (confirmed, unmixed)")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
@@ -172,13 +259,26 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-limit", type=int, default=2000)
-    p.add_argument("--n-noisy", type=int, default=5,
-                   help="noisy-side (second-image side) tasks of the 10")
-    p.add_argument("--mechanism", default="label-noise", choices=("label-noise", "two-images"),
-                   help="what is planted (stgmtl.payoff.planted.MECHANISMS)")
+    p.add_argument(
+        "--n-noisy", type=int, default=5, help="noisy-side (second-image side) tasks of the 10"
+    )
+    p.add_argument(
+        "--mechanism",
+        default="label-noise",
+        choices=("label-noise", "two-images"),
+        help="what is planted (stgmtl.payoff.planted.MECHANISMS)",
+    )
     p.add_argument("--one-model", default="plain",
                    help="one-model variants of the planted trials' reference (plain,uncertainty: "
                    "the loss-balanced one model too, the better one on validation)")  # fmt: skip
+    p.add_argument(
+        "--record",
+        default="",
+        help="signals recorded once per planted instance (seed 100, the recipe), "
+        "whose 2-group partitions are checked against the planted split: "
+        "OUT/signals.jsonl (e.g. datamap,confusion,colearning,tag,grad-cosine,"
+        "rep-cosine,grad-tag)",
+    )
     p.add_argument("--minutes", type=float, default=None, help="start no trial after this")
     p.add_argument("--until", default=None, help="start no trial after this UTC time (HH:MM)")
     p.add_argument("--out", default="benchmarks/results/known_answers")
@@ -220,6 +320,7 @@ def main() -> None:
     recipe = TrainConfig(width=args.width, epochs=args.epochs, batch_size=256, lr=1e-3)
     factory = model_factory("cnn")
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    strengths = [float(v) for v in args.strengths.split(",") if v.strip()]
     done = set()
     if log.exists():
         for line in log.read_text().splitlines():
@@ -242,7 +343,9 @@ def main() -> None:
             if args.until is not None and time.strftime("%H:%M", time.gmtime()) >= args.until:
                 print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
                 break
-            data = functools.partial(cifar10_planted_splits, strength=s, instance=i, kind=kind,
+            # the two-image null is the exact null of the strongest level's suite
+            level = strengths[0] if kind == "null" and args.mechanism == "two-images" else s
+            data = functools.partial(cifar10_planted_splits, strength=level, instance=i, kind=kind,
                                      n_noisy=args.n_noisy, test_limit=args.test_limit,
                                      mechanism=args.mechanism)  # fmt: skip
             if kind == "planted":
@@ -257,6 +360,11 @@ def main() -> None:
                                          executor=pool, threads=threads)  # fmt: skip
             with log.open("a") as f:
                 f.write(json.dumps(trial.to_dict(), default=float) + "\n")
+            if kind == "planted" and args.record:
+                names = [v.strip() for v in args.record.split(",") if v.strip()]
+                for row in recovery(data(), factory, recipe, names):
+                    with (out / "signals.jsonl").open("a") as f:
+                        f.write(json.dumps({"strength": s, "instance": i, **row}) + "\n")
             print(
                 f"{kind} {s:g} #{i}: {trial.verdict} (hit {trial.hit}) effect "
                 f"{[round(e, 4) for e in trial.effect]} {trial.seconds:.0f} s "

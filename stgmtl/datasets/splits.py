@@ -111,7 +111,8 @@ def cifar10_planted_splits(
     Parameters
     ----------
     strength : float
-        The knob in ``[0, 1]`` (ignored for the null).
+        The knob in ``[0, 1]`` (for the null: ignored with label noise; with two images the
+        null is that of the two-image suite at this strength).
     instance : int
         Which draw: the noisy classes and the noise.
     kind : {"planted", "null"}
@@ -132,6 +133,8 @@ def cifar10_planted_splits(
         tasks=CIFAR10_15_TASKS[:10], val_size=val_size, test_limit=test_limit, root=root
     )
     if kind == "null":
+        if mechanism == "two-images":  # the exact null of the two-image suite at `strength`
+            base = two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
         return exact_null_suite(base, instance=instance)
     if kind != "planted":
         raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")

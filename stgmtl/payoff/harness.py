@@ -69,7 +69,7 @@ from stgmtl.payoff.tables import (
     soft_vs_hard,
     system_id,
 )
-from stgmtl.payoff.truth import GroundTruth, ground_truth
+from stgmtl.payoff.truth import GroundTruth, difficulty_control, ground_truth
 from stgmtl.specialise.data import targets_of
 from stgmtl.specialise.training import TrainConfig
 
@@ -219,6 +219,8 @@ def run_payoff(
     sig_first = dict(precomputed) or dict(by_seed.get(signal_seeds[0], {}))
     for name, aff in controls.items():
         sig_first.setdefault(name, aff)
+    if "val" in gt:  # scored only (not a grouping source): the validation single-task losses
+        sig_first.setdefault("difficulty", difficulty_control(gt["val"]))
     partitions = build_partitions(
         names, list(st.ks), list(st.seeds), signal_seeds, by_seed, precomputed, controls, gt,
         mode, st.random_partitions, st.random_state,

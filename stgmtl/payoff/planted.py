@@ -75,7 +75,11 @@ __all__ = [
 #: (:func:`two_image_suite`); see the module docstring.
 MECHANISMS = ("label-noise", "two-images")
 #: What each mechanism's two sides are called (``PlantedSuite.sides`` order).
-SIDE_NAMES = {"label-noise": ("clean", "noisy"), "two-images": ("first", "second"), "none": ("all", "")}
+SIDE_NAMES = {
+    "label-noise": ("clean", "noisy"),
+    "two-images": ("first", "second"),
+    "none": ("all", ""),
+}
 _SPLITS = ("train", "val", "test")
 
 
@@ -348,8 +352,8 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def _grey(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``(N, H, W)`` grey levels of uint8 ``(N, 3, H, W)`` images."""
-    w = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
-    return (images.float() * w).sum(1).round().clamp(0, 255).to(torch.uint8)
+    w = torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+    return (images.double() * w).sum(1).round().clamp(0, 255).to(torch.uint8)
 
 
 def partner_indices(n: int, strength: float, seed: Sequence[int]) -> np.ndarray:
@@ -438,9 +442,11 @@ def two_image_suite(
         zip(_SPLITS, (splits.train, splits.val, splits.test), strict=True)
     ):
         images = getattr(d, "images", None)
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(
-            images.shape[1:]
-        ) != (3, 32, 32):
+        if (
+            not isinstance(images, torch.Tensor)
+            or images.dtype != torch.uint8
+            or tuple(images.shape[1:]) != (3, 32, 32)
+        ):
             raise fail(
                 f"data.{split}", "an image suite with uint8 images (N, 3, 32, 32) "
                 "(stgmtl.datasets.TaskSuite)", type(d).__name__, error=TypeError,
@@ -459,9 +465,15 @@ def two_image_suite(
     tag = f"two-images:{strength:g}:{instance}:{','.join(sides[1])}"
     parts = [
         TaskSuite(
-            x, y, names, sample_ids=np.asarray(getattr(d, "sample_ids", np.arange(len(y)))),
-            mean=mean.tolist(), std=std.tolist(), augment=bool(getattr(d, "augment", False)),
-            seed=int(getattr(d, "seed", 0)), name=f"{getattr(d, 'name', '')}|{tag}",
+            x,
+            y,
+            names,
+            sample_ids=np.asarray(getattr(d, "sample_ids", np.arange(len(y)))),
+            mean=mean.tolist(),
+            std=std.tolist(),
+            augment=bool(getattr(d, "augment", False)),
+            seed=int(getattr(d, "seed", 0)),
+            name=f"{getattr(d, 'name', '')}|{tag}",
             split=str(getattr(d, "split", split)),
         )  # fmt: skip
         for x, y, d in built

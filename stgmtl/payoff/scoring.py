@@ -70,8 +70,10 @@ SCORE_COLUMNS = (
     "meaningful",
     "control",
 )
-#: signals that are controls, not candidates (not counted in the Holm correction)
-CONTROLS = ("random", "label")
+#: signals that are controls, not candidates (not counted in the Holm correction): a random
+#: matrix, the label statistic, and each partner's single-task loss
+#: (:func:`~stgmtl.payoff.truth.difficulty_control`)
+CONTROLS = ("random", "label", "difficulty")
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:

@@ -48,7 +48,7 @@ from stgmtl.payoff.stats import (
     seeds_for_reliability,
 )
 
-__all__ = ["GroundTruth", "ground_truth", "network_losses", "spearman"]
+__all__ = ["GroundTruth", "difficulty_control", "ground_truth", "network_losses", "spearman"]
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -276,3 +276,36 @@ def ground_truth(
             f"none for {names[ti]!r} on seed {seeds[si]}",
         )
     return GroundTruth(names, seeds, split, single, pair, every)
+
+
+def difficulty_control(truth: GroundTruth) -> TaskAffinity:
+    """The single-task-loss control: a partner helps as much as it is easy to learn alone.
+
+    ``values[j, i] = -mean_s L_single[s, j]``: minus the source (partner) task's single-task
+    loss, averaged over ``truth``'s seeds (NaN diagonal). Pass the *validation* truth when the
+    signals are scored against the test truth (the harness does), so that the control reads no
+    test loss. It needs no recording and no pair run, only the single-task networks: a signal
+    that does not beat it has found no more than which tasks are hard (random-label and noisy
+    tasks are found by it alone).
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        Its ``single`` losses are used (seeds with a NaN are skipped per task).
+
+    Returns
+    -------
+    TaskAffinity
+        Signal ``"difficulty"``.
+    """
+    seen = np.isfinite(truth.single)
+    if not seen.any(0).all():
+        raise fail("truth", "a single-task loss for every task", truth.single.shape)
+    loss = np.where(seen, truth.single, 0.0).sum(0) / seen.sum(0)
+    t = truth.num_tasks
+    v = np.repeat(-loss[:, None], t, axis=1)
+    np.fill_diagonal(v, np.nan)
+    return TaskAffinity(
+        list(truth.task_names), v, "difficulty",
+        meta={"formula": "-mean_s L_single[s, source]", "split": truth.split},
+    )  # fmt: skip

@@ -1,0 +1,127 @@
+"""The two-images planted mechanism and the single-task-loss (difficulty) control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stgmtl.datasets.suites import TaskSuite
+from stgmtl.payoff import Splits, two_image_suite
+from stgmtl.payoff.planted import partner_indices, planted_suite
+from stgmtl.payoff.splits import data_fingerprint
+from stgmtl.payoff.truth import GroundTruth, difficulty_control
+
+NAMES = ["a", "b", "c", "d"]
+
+
+def _suite(n: int, seed: int, split: str) -> TaskSuite:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    targets = torch.nn.functional.one_hot(labels, 4).float()
+    return TaskSuite(
+        images, targets, NAMES, sample_ids=np.arange(n) + 1000 * seed, mean=(0.5,) * 3,
+        std=(0.25,) * 3, labels=labels.numpy(), name="toy", split=split,
+    )  # fmt: skip
+
+
+def _splits() -> Splits:
+    return Splits(_suite(60, 1, "train"), _suite(20, 2, "val"), _suite(30, 3, "test"))
+
+
+def _grey_ref(images: torch.Tensor) -> np.ndarray:
+    x = images.double().numpy()
+    return np.clip(np.round(0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]), 0, 255)
+
+
+def test_partner_is_a_derangement_of_exactly_the_drawn_share() -> None:
+    for n, s in [(50, 1.0), (50, 0.5), (7, 0.3), (10, 0.0), (10, 0.1)]:
+        p = partner_indices(n, s, (3, 1))
+        m = int(round(s * n))
+        moved = p != np.arange(n)
+        assert moved.sum() == (m if m >= 2 else 0)
+        assert sorted(p.tolist()) == list(range(n))  # a permutation: every image used once
+        assert np.array_equal(p, partner_indices(n, s, (3, 1)))
+    assert not np.array_equal(partner_indices(50, 1.0, (3, 1)), partner_indices(50, 1.0, (4, 1)))
+
+
+def test_channels_and_labels_follow_the_own_image_and_the_partner() -> None:
+    base = _splits()
+    suite = two_image_suite(base, strength=1.0, second=["b", "d"], instance=2)
+    assert suite.mechanism == "two-images" and suite.sides == (("a", "c"), ("b", "d"))
+    assert suite.side_names == ("first", "second") and suite.planted
+    for i, (old, new) in enumerate(
+        zip((base.train, base.val, base.test), (suite.train, suite.val, suite.test), strict=True)
+    ):
+        p = partner_indices(len(old), 1.0, (2, 25, 3, i))
+        grey = _grey_ref(old.images)
+        assert np.array_equal(new.images[:, 0].numpy(), grey)
+        assert np.array_equal(new.images[:, 1].numpy(), grey[p])
+        assert not new.images[:, 2].any()
+        y, y0 = new.targets.numpy(), old.targets.numpy()
+        assert np.array_equal(y[:, [0, 2]], y0[:, [0, 2]])  # first side: the own image
+        assert np.array_equal(y[:, [1, 3]], y0[p][:, [1, 3]])  # second side: the partner's
+        assert np.array_equal(new.sample_ids, old.sample_ids)
+    assert suite.replaced == {s: {"b": 1.0, "d": 1.0} for s in ("train", "val", "test")}
+    # normalisation from the new training inputs; the blank channel is left unscaled
+    x = suite.train.images.double() / 255
+    assert suite.train.mean.flatten()[0].item() == pytest.approx(x[:, 0].mean().item(), abs=1e-6)
+    assert suite.train.std.flatten()[2].item() == 1.0
+    assert data_fingerprint(suite) != data_fingerprint(two_image_suite(base, strength=0.5))
+
+
+def test_strength_zero_is_the_grey_suite_with_nothing_planted() -> None:
+    base = _splits()
+    suite = two_image_suite(base, strength=0.0, n_second=2)
+    assert not suite.planted
+    assert torch.equal(suite.train.images[:, 0], suite.train.images[:, 1])
+    assert torch.equal(suite.test.targets, base.test.targets)
+
+
+def test_bad_inputs_say_what_to_fix() -> None:
+    from torch.utils.data import TensorDataset
+
+    flat = TensorDataset(torch.zeros(4, 5), torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="uint8 images"):
+        two_image_suite(Splits(flat, flat, flat), strength=1.0)
+    with pytest.raises(ValueError, match="strength"):
+        two_image_suite(_splits(), strength=1.5)
+    with pytest.raises(ValueError, match="two_image_suite"):
+        planted_suite(_splits(), strength=1.0, mechanism="two-images")
+
+
+def test_difficulty_control_is_minus_the_partners_single_loss() -> None:
+    single = np.array([[0.2, 0.5, 0.9], [0.4, 0.7, 0.7]])
+    truth = GroundTruth(
+        task_names=["x", "y", "z"], seeds=[0, 1], split="val", single=single,
+        pair=np.full((2, 3, 3), np.nan), all_tasks=np.full((2, 3), np.nan),
+    )  # fmt: skip
+    a = difficulty_control(truth)
+    expect = np.array([[np.nan, -0.3, -0.3], [-0.6, np.nan, -0.6], [-0.8, -0.8, np.nan]])
+    np.testing.assert_allclose(a.values, expect)
+    assert a.signal == "difficulty" and a.meta["split"] == "val"
+    broken = GroundTruth(["x", "y"], [0], "val", np.array([[0.1, np.nan]]),
+                         np.full((1, 2, 2), np.nan), np.full((1, 2), np.nan))  # fmt: skip
+    with pytest.raises(ValueError, match="single-task loss for every task"):
+        difficulty_control(broken)
+
+
+def test_shipped_cifar10_two_image_suite_and_its_exact_null(cifar_root) -> None:
+    from stgmtl.datasets import cifar10_planted_splits
+
+    kw = {"mechanism": "two-images", "root": cifar_root, "test_limit": 200}
+    suite = cifar10_planted_splits(strength=1.0, instance=3, **kw)
+    null = cifar10_planted_splits(strength=1.0, instance=3, kind="null", **kw)
+    base = cifar10_planted_splits(strength=0.0, kind="null", root=cifar_root, test_limit=200)
+    assert suite.mechanism == "two-images" and len(suite.sides[1]) == 5
+    assert null.kind == "null" and null.sides == (tuple(suite.task_names()), ())
+    # the null is the two-image suite itself (same inputs and labels), not the colour suite
+    assert torch.equal(null.train.images, suite.train.images)
+    assert torch.equal(null.test.targets, suite.test.targets)
+    assert data_fingerprint(null) == data_fingerprint(suite)
+    assert data_fingerprint(null) != data_fingerprint(base)
+    # the first side keeps its labels; every second-side label moved with its image
+    first = [suite.task_names().index(t) for t in suite.sides[0]]
+    assert torch.equal(suite.train.targets[:, first], base.train.targets[:, first])
+    assert suite.replaced["train"][suite.sides[1][0]] == 1.0
