@@ -111,6 +111,7 @@ PAYOFF_PRESETS: dict[str, dict[str, Any]] = {
         "signals": "datamap,confusion,colearning,label",
         "strength": 1.0,
         "instance": 0,
+        "mechanism": "label-noise",
     },
 }
 
@@ -192,6 +193,15 @@ def add_payoff_parser(sub: Any) -> None:
         type=int,
         default=None,
         help="--suite planted: which draw of the noisy classes and the noise (default 0)",
+    )
+    p.add_argument(
+        "--mechanism",
+        choices=("label-noise", "two-images"),
+        default=None,
+        help="--suite planted: what is planted (default label-noise; two-images: 5 tasks read "
+        "a second grey image carried in the same input, --strength the share of samples whose "
+        "second image is another one; there the planted grouping beats one model at 2x: "
+        "docs/results/known-answers.md)",
     )
     p.add_argument(
         "--quick",
@@ -374,8 +384,10 @@ def run_payoff_command(args: argparse.Namespace) -> int:
     st = payoff_settings(args)
     suite = "cifar10-15" if args.quick else args.suite
     tasks = None if not st["tasks"] else [t.strip() for t in str(st["tasks"]).split(",")]
-    if suite != "planted" and (args.strength is not None or args.instance is not None):
-        raise ValueError("--strength, --instance: only with --suite planted")
+    if suite != "planted" and any(
+        getattr(args, k, None) is not None for k in ("strength", "instance", "mechanism")
+    ):
+        raise ValueError("--strength, --instance, --mechanism: only with --suite planted")
     data: Any
     if suite == "planted":
         if tasks:
@@ -384,6 +396,7 @@ def run_payoff_command(args: argparse.Namespace) -> int:
             cifar10_planted_splits,
             strength=st["strength"],
             instance=st["instance"],
+            mechanism=st["mechanism"],
             val_size=st["val_size"],
             test_limit=st["test_limit"],
             root=args.data_root,
