@@ -74,6 +74,7 @@ def summarise(path: Path, alpha: float = 0.05) -> None:
             print(false_positive_rate(trials, alpha).describe("false-positive rate"))
     print(f"total trial time {sum(t.seconds for t in trials):.0f} s over {len(trials)} trials")
     by_side(trials, path.parent, alpha)
+    backfill_free_rows(path.parent, trials)
     per_signal = signal_power(path.parent, trials, alpha)
     if per_signal.height:
         print(
@@ -92,7 +93,6 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
     import numpy as np
     from scipy import stats
 
-    from stgmtl.datasets import cifar10_planted_splits
     from stgmtl.payoff.study import effect_by_side
     from stgmtl.payoff.tables import PayoffResult
 
@@ -101,11 +101,7 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
         folder = out / f"planted-{t.strength:g}-{t.instance}" / "result"
         if not folder.is_dir():
             continue
-        st = _settings(out)
-        suite = cifar10_planted_splits(
-            strength=t.strength, instance=t.instance, n_noisy=st["n_noisy"],
-            test_limit=st["test_limit"], mechanism=st["mechanism"],
-        )  # fmt: skip
+        suite = _suite_of(out, t.strength, t.instance)
         for r in effect_by_side(PayoffResult.load(folder), suite).iter_rows(named=True):
             rows.append({"strength": t.strength, "instance": t.instance, **r})
     if not rows:
@@ -126,24 +122,9 @@ def by_side(trials: list, out: Path, alpha: float = 0.05) -> None:
 RECORD_SEED = 100
 
 
-def recovery(suite, factory, recipe, signals: list[str]) -> list[dict]:
-    """Record ``signals`` in one all-task run and check each one's 2-group partition.
-
-    Returns one row per signal (and the ``random`` control): its groups, whether they are the
-    planted split exactly (``recovered``), whether they mix the sides, and the recording's
-    seconds (shared by the signals of the run). A signal that recovers the split proposes
-    the very grouping the trial trained as ``planted`` (same tasks, same networks), so the
-    trial's verdict on it is the verdict this signal would have had.
-    """
-    from dataclasses import replace
-
+def _partition_rows(suite, found: dict, seconds: dict) -> list[dict]:
     from stgmtl.payoff.search import partition_from_affinity
-    from stgmtl.payoff.signal_runs import random_affinity, record_signals
 
-    t0 = time.perf_counter()
-    found = record_signals(suite.train, factory, replace(recipe, seed=RECORD_SEED), signals)
-    seconds = time.perf_counter() - t0
-    found["random"] = random_affinity(suite.task_names(), RECORD_SEED + suite.instance)
     planted = {frozenset(suite.sides[0]), frozenset(suite.sides[1])}
     rows = []
     for name, aff in found.items():
@@ -151,9 +132,84 @@ def recovery(suite, factory, recipe, signals: list[str]) -> list[dict]:
         rows.append({
             "signal": name, "groups": groups,
             "recovered": {frozenset(g) for g in groups} == planted,
-            "mixes": suite.mixes(groups), "seconds": seconds if name != "random" else 0.0,
+            "mixes": suite.mixes(groups), "seconds": seconds.get(name, 0.0),
         })  # fmt: skip
     return rows
+
+
+def free_rows(suite) -> list[dict]:
+    """The controls that need no training: the label statistic of the training labels and a
+    seeded random matrix (``random (matrix)``: not the trial's size-matched random partition)."""
+    from stgmtl.payoff.signal_runs import label_control, random_affinity
+    from stgmtl.specialise.data import targets_of
+
+    names = suite.task_names()
+    found = {
+        "label": label_control(targets_of(suite.train), names),
+        "random (matrix)": random_affinity(names, RECORD_SEED + suite.instance),
+    }
+    return _partition_rows(suite, found, {})
+
+
+def recovery(suite, factory, recipe, signals: list[str]) -> list[dict]:
+    """Record ``signals`` in one all-task run and check each one's 2-group partition.
+
+    Returns one row per signal and per free control (:func:`free_rows`): its groups, whether
+    they are the planted split exactly (``recovered``), whether they mix the sides, and the
+    recording's seconds (shared by the signals of the run). A signal that recovers the split
+    proposes the very grouping the trial trained as ``planted`` (same tasks, same networks).
+    """
+    from dataclasses import replace
+
+    from stgmtl.payoff.signal_runs import record_signals
+
+    t0 = time.perf_counter()
+    found = record_signals(suite.train, factory, replace(recipe, seed=RECORD_SEED), signals)
+    seconds = time.perf_counter() - t0
+    rows = _partition_rows(suite, found, dict.fromkeys(found, seconds))
+    return rows + free_rows(suite)
+
+
+def _suite_of(out: Path, strength: float, instance: int):
+    from stgmtl.datasets import cifar10_planted_splits
+
+    st = _settings(out)
+    return cifar10_planted_splits(
+        strength=strength, instance=instance, n_noisy=st["n_noisy"],
+        test_limit=st["test_limit"], mechanism=st["mechanism"],
+    )  # fmt: skip
+
+
+def backfill_free_rows(out: Path, trials: list) -> None:
+    """Append the free controls' rows (:func:`free_rows`) for recorded instances without them
+    (a folder written before they were added, or a run stopped between the two writes)."""
+    f = out / "signals.jsonl"
+    if not f.is_file():
+        return
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line]
+    recorded = {(r["strength"], r["instance"]) for r in rows}
+    have = {(r["strength"], r["instance"]) for r in rows if r["signal"] == "label"}
+    for strength, instance in sorted(recorded - have):
+        with f.open("a") as fh:
+            for row in free_rows(_suite_of(out, strength, instance)):
+                fh.write(json.dumps({"strength": strength, "instance": instance, **row}) + "\n")
+
+
+def record(out: Path, strength: float, instance: int, suite, factory, recipe, signals: str):
+    """:func:`recovery` for one planted instance, appended to ``OUT/signals.jsonl``."""
+    names = [v.strip() for v in signals.split(",") if v.strip()]
+    rows = recovery(suite, factory, recipe, names)
+    with (out / "signals.jsonl").open("a") as f:
+        for row in rows:
+            f.write(json.dumps({"strength": strength, "instance": instance, **row}) + "\n")
+
+
+def rows_planted(rows: list[dict], strength: float, instance: int) -> list[list[str]]:
+    """The planted split of an instance, read back from a recovered row (or ``[]``)."""
+    for r in rows:
+        if r["strength"] == strength and r["instance"] == instance and r["recovered"]:
+            return r["groups"]
+    return []
 
 
 def signal_power(out: Path, trials: list, alpha: float = 0.05) -> pl.DataFrame:
@@ -165,7 +221,15 @@ def signal_power(out: Path, trials: list, alpha: float = 0.05) -> pl.DataFrame:
     if not f.is_file():
         return pl.DataFrame()
     rows = [json.loads(line) for line in f.read_text().splitlines() if line]
-    hit = {(t.strength, t.instance): t.hit for t in trials if t.kind == "planted"}
+    # the signal's power is the trial's verdict only where the trial confirmed exactly the
+    # planted split (with k = 2, an unmixed grouping is the split; checked, not assumed)
+    hit = {
+        (t.strength, t.instance): t.hit
+        and {frozenset(g) for g in t.groups}
+        == {frozenset(g) for g in rows_planted(rows, t.strength, t.instance)}
+        for t in trials
+        if t.kind == "planted"
+    }
     out_rows = []
     for (strength, signal), g in pl.DataFrame(rows).group_by(
         "strength", "signal", maintain_order=True
@@ -309,6 +373,8 @@ def main() -> None:
     settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
                 "width": args.width, "seeds": args.seeds, "one_model": args.one_model,
                 "mechanism": args.mechanism}  # fmt: skip
+    if args.mechanism == "two-images":  # the level whose exact null the null trials are
+        settings["null_level"] = max(float(v) for v in args.strengths.split(",") if v.strip())
     if (out / "settings.json").is_file() or log.exists():
         # a folder of the first study has trials and no settings.json: its recipe is the default
         old = _settings(out)
@@ -334,8 +400,15 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     with contextlib.nullcontext(pool) if pool is None else pool:
+        recorded = set()
+        if (out / "signals.jsonl").is_file():
+            for line in (out / "signals.jsonl").read_text().splitlines():
+                d = json.loads(line)
+                recorded.add((d["strength"], d["instance"]))
         for kind, s, i in _trials(args):
-            if (kind, s, i) in done:
+            if (kind, s, i) in done and not (
+                kind == "planted" and args.record and (s, i) not in recorded
+            ):
                 continue
             if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
                 print(f"--minutes {args.minutes:g} reached: no more trials started", flush=True)
@@ -344,10 +417,13 @@ def main() -> None:
                 print(f"--until {args.until} (UTC) reached: no more trials started", flush=True)
                 break
             # the two-image null is the exact null of the strongest level's suite
-            level = strengths[0] if kind == "null" and args.mechanism == "two-images" else s
+            level = max(strengths) if kind == "null" and args.mechanism == "two-images" else s
             data = functools.partial(cifar10_planted_splits, strength=level, instance=i, kind=kind,
                                      n_noisy=args.n_noisy, test_limit=args.test_limit,
                                      mechanism=args.mechanism)  # fmt: skip
+            if (kind, s, i) in done:  # trained before a stop: only its recording is missing
+                record(out, s, i, data(), factory, recipe, args.record)
+                continue
             if kind == "planted":
                 asked = [v.strip() for v in args.one_model.split(",") if v.strip()]
                 variants = ("plain", *(v for v in asked if v != "plain"))  # plain: always
@@ -361,10 +437,7 @@ def main() -> None:
             with log.open("a") as f:
                 f.write(json.dumps(trial.to_dict(), default=float) + "\n")
             if kind == "planted" and args.record:
-                names = [v.strip() for v in args.record.split(",") if v.strip()]
-                for row in recovery(data(), factory, recipe, names):
-                    with (out / "signals.jsonl").open("a") as f:
-                        f.write(json.dumps({"strength": s, "instance": i, **row}) + "\n")
+                record(out, s, i, data(), factory, recipe, args.record)
             print(
                 f"{kind} {s:g} #{i}: {trial.verdict} (hit {trial.hit}) effect "
                 f"{[round(e, 4) for e in trial.effect]} {trial.seconds:.0f} s "

@@ -217,7 +217,8 @@ def add_payoff_parser(sub: Any) -> None:
         help="comma-separated signals of stgmtl.record_affinity (default: all of them: "
         "datamap, confusion, label, colearning, tag, grad-cosine, rep-cosine, grad-tag; "
         "colearning needs --epochs >= 2); label is computed from the training labels "
-        "without a recording run, and with a truth label and a random matrix are controls",
+        "without a recording run, and with a truth label, a random matrix and each partner's "
+        "single-task loss (difficulty) are controls",
     )
     p.add_argument(
         "--signal-seeds",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,76 @@ def test_the_two_image_split_beats_one_model_at_the_budget_on_real_cifar10(tmp_p
     assert len(trial.effect) == 2 and min(trial.effect) > 0, trial.effect
     sides = effect_by_side(PayoffResult.load(tmp_path / "t" / "result"), suite)
     assert set(sides["side"]) == {"first", "second"} and sides.height == 4
+
+
+def test_the_planted_flag_needs_something_moved_and_names_the_parameter() -> None:
+    tiny = Splits(_suite(20, 1, "train"), _suite(20, 2, "val"), _suite(20, 3, "test"))
+    assert not two_image_suite(tiny, strength=0.01).planted  # round(0.2) = 0 samples moved
+    assert two_image_suite(tiny, strength=0.5).planted
+    with pytest.raises(ValueError, match="^second"):
+        two_image_suite(tiny, strength=1.0, second=["zz"])
+    with pytest.raises(ValueError, match="^n_second"):
+        two_image_suite(tiny, strength=1.0, n_second=4)
+
+
+def test_cifar10_planted_splits_refuses_an_unknown_mechanism() -> None:
+    from stgmtl.datasets import cifar10_planted_splits
+
+    for kind in ("planted", "null"):  # before any data is read
+        with pytest.raises(ValueError, match="mechanism: expected one of"):
+            cifar10_planted_splits(kind=kind, mechanism="rotation", root="/nonexistent")
+
+
+def _toy_truth_data() -> Splits:
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+
+    def part(n: int) -> TensorDataset:
+        x = torch.randn(n, 6, generator=g)
+        y = torch.stack([(x[:, 0] > 0), (x[:, 1] > 0), (x[:, 0] + x[:, 2] > 0)], 1).float()
+        return TensorDataset(x, y)
+
+    return Splits(part(120), part(60), part(60))
+
+
+def _toy_factory(num_tasks: int, width: float) -> torch.nn.Module:
+    h = max(2, int(8 * width))
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, h), torch.nn.ReLU(), torch.nn.Linear(h, num_tasks)
+    )
+
+
+@pytest.mark.slow
+def test_the_harness_scores_the_difficulty_control_from_validation_losses(tmp_path) -> None:
+    from stgmtl.payoff import run_payoff
+    from stgmtl.payoff.tables import PayoffResult
+    from stgmtl.specialise import TrainConfig
+
+    recipe = TrainConfig(width=1.0, epochs=2, batch_size=32, lr=1e-2)
+    res = run_payoff(
+        _toy_truth_data(), _toy_factory, recipe, tmp_path / "o", seeds=(0, 1), truth="pairs",
+        signals=["label"], ks=(1,), random_partitions=0, confirm_seeds=0, singles=True,
+    )  # fmt: skip
+    row = res.signal_scores.filter(res.signal_scores["signal"] == "difficulty").to_dicts()
+    assert row and row[0]["control"] and np.isnan(row[0]["p_holm"])
+    assert "difficulty" in res.settings["controls"]
+    # its matrix is minus the mean single-task *validation* loss of the partner
+    runs = res.runs.filter(res.runs["kind"] == "network")
+    singles = res.systems.filter(res.systems["num_tasks"] == 1)
+    val, test = {}, {}
+    for system, task in zip(singles["system"], singles["tasks"], strict=True):
+        t = json.loads(task)[0] if isinstance(task, str) else list(task)[0]
+        r = runs.filter((runs["system"] == system) & (runs["task"] == t))
+        val[t] = r.filter(r["split"] == "val")["loss"].mean()
+        test[t] = r.filter(r["split"] == "test")["loss"].mean()
+    names = res.task_names
+    d = res.signals["difficulty"].values
+    for j, src in enumerate(names):
+        assert d[j, (j + 1) % 3] == pytest.approx(-val[src])
+        assert d[j, (j + 1) % 3] != pytest.approx(-test[src])
+    saved = PayoffResult.load(tmp_path / "o" / "result")
+    assert "difficulty" in saved.signals
+    with pytest.raises(ValueError, match="difficulty"):
+        run_payoff(_toy_truth_data(), _toy_factory, recipe, tmp_path / "p",
+                   signals=["label", "difficulty"], truth="pairs")  # fmt: skip

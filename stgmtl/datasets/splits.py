@@ -26,7 +26,13 @@ import numpy as np
 
 from stgmtl._checks import fail
 from stgmtl.datasets.suites import CIFAR10_15_TASKS, cifar10_15_suite, cifar100_suite
-from stgmtl.payoff.planted import PlantedSuite, exact_null_suite, planted_suite, two_image_suite
+from stgmtl.payoff.planted import (
+    MECHANISMS,
+    PlantedSuite,
+    exact_null_suite,
+    planted_suite,
+    two_image_suite,
+)
 from stgmtl.payoff.splits import Splits, TaskColumns
 
 __all__ = ["cifar10_15_splits", "cifar100_splits", "cifar10_planted_splits", "stratified_split"]
@@ -129,6 +135,10 @@ def cifar10_planted_splits(
     -------
     PlantedSuite
     """
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}")
+    if kind not in ("planted", "null"):
+        raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")
     base = cifar10_15_splits(
         tasks=CIFAR10_15_TASKS[:10], val_size=val_size, test_limit=test_limit, root=root
     )
@@ -136,8 +146,6 @@ def cifar10_planted_splits(
         if mechanism == "two-images":  # the exact null of the two-image suite at `strength`
             base = two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
         return exact_null_suite(base, instance=instance)
-    if kind != "planted":
-        raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")
     if mechanism == "two-images":
         return two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
     return planted_suite(

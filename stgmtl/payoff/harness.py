@@ -13,7 +13,8 @@
    truth (:mod:`~stgmtl.payoff.scoring`): rank correlations with bootstrap intervals, the
    Mantel p-value Holm-corrected across signals, top-1 partner accuracy, sign accuracy on
    decided pairs, and whether the truth is reliable enough to rank signals at all. Controls: a
-   random matrix and the label statistics.
+   random matrix, the label statistics and each partner's single-task validation loss
+   (``difficulty``, :func:`~stgmtl.payoff.truth.difficulty_control`: scored, not grouped).
 3. **The payoff at equal budgets.** For each ``k`` the partition each signal implies under one
    common selector (:func:`~stgmtl.payoff.search.partition_from_affinity`), the partition the
    *validation* truth implies, and fixed size-matched random partitions are trained with each
@@ -183,6 +184,9 @@ def run_payoff(
     singles = (mode != "none" or len(names) <= 30) if st.singles is None else bool(st.singles)
     signals = default_signals(recipe) if st.signals is None else st.signals
     precomputed = dict(signals) if isinstance(signals, Mapping) else {}
+    if "difficulty" in signals:  # a name or a key of precomputed signals
+        raise fail("signals", "names other than 'difficulty' (the harness's single-task-loss "
+                   "control, scored whenever there is a truth)", "difficulty")  # fmt: skip
     to_record = [] if precomputed else [str(x) for x in signals if x != "label"]
     signal_seeds = [st.seeds[0]] if st.signal_seeds is None else [int(x) for x in st.signal_seeds]
     cache = (
@@ -233,7 +237,8 @@ def run_payoff(
     say(f"groupings done ({time.perf_counter() - t0:.0f} s)")
     explored = [*truth_results, *grouped_results]
     result = assemble(names, explored, part_rows, gt, sig_first, st)
-    result.settings = _settings(st, mode, singles, list(precomputed) or to_record, controls,
+    scored = {**controls, **({"difficulty": sig_first["difficulty"]} if "val" in gt else {})}
+    result.settings = _settings(st, mode, singles, list(precomputed) or to_record, scored,
                                 signal_seeds, recipe, ctx, cache)  # fmt: skip
     rec = recommend(result)
     if rec.has_candidate and st.confirm_seeds:
