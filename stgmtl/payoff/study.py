@@ -230,7 +230,9 @@ def effect_by_side(
     if planted.height == 0:
         raise fail("source", "a grouping source trained in this result", source)
     budget = float(
-        result.systems.filter(pl.col("system").is_in(planted["system"].unique()))["budget"].max()
+        result.systems.filter(pl.col("system").is_in(planted["system"].unique().to_list()))[
+            "budget"
+        ].max()
     )
     label = "one model" if budget == 1.0 else f"one model ({budget:g}x)"
     ref = parts.filter(pl.col("partition") == label).select("task", pl.col("system").alias("ref"))
