@@ -239,6 +239,19 @@ def _splits(data: Splits | Callable[[], Splits]) -> Splits:
     return splits
 
 
+def _checked(
+    data: Splits | Callable[[], Splits], strength: float, instance: int
+) -> tuple[float, int, Splits, list[str]]:
+    """The planted suites' common checks: the knob, the instance, and a suite of 2+ tasks."""
+    strength = check_float("strength", strength, low=0.0, high=1.0)
+    instance = check_int("instance", instance, low=0)
+    splits = _splits(data)
+    names = splits.task_names()
+    if len(names) < 2:
+        raise fail("data", "a suite of at least 2 tasks", len(names))
+    return strength, instance, splits, names
+
+
 def _sides(
     names: list[str],
     noisy: Sequence[str] | None,
@@ -336,12 +349,7 @@ def planted_suite(
             "mechanism", "'label-noise' (for 'two-images' call two_image_suite; mechanisms: "
             f"{MECHANISMS})", mechanism,
         )  # fmt: skip
-    strength = check_float("strength", strength, low=0.0, high=1.0)
-    instance = check_int("instance", instance, low=0)
-    splits = _splits(data)
-    names = splits.task_names()
-    if len(names) < 2:
-        raise fail("data", "a suite of at least 2 tasks", len(names))
+    strength, instance, splits, names = _checked(data, strength, instance)
     sides = _sides(names, noisy, n_noisy, instance)
     cols = [names.index(t) for t in sides[1]]
     tag = f"planted:{mechanism}:{strength:g}:{instance}:{','.join(sides[1])}"
@@ -458,12 +466,7 @@ def two_image_suite(
     """
     from stgmtl.datasets.suites import TaskSuite, channel_stats
 
-    strength = check_float("strength", strength, low=0.0, high=1.0)
-    instance = check_int("instance", instance, low=0)
-    splits = _splits(data)
-    names = splits.task_names()
-    if len(names) < 2:
-        raise fail("data", "a suite of at least 2 tasks", len(names))
+    strength, instance, splits, names = _checked(data, strength, instance)
     sides = _sides(names, second, n_second, instance, ("second", "n_second"))
     cols = torch.tensor([names.index(t) for t in sides[1]], dtype=torch.long)
     built: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
