@@ -177,16 +177,17 @@ def add_payoff_parser(sub: Any) -> None:
         default="cifar10-15",
         help="task suite (default cifar10-15: STG-MTL's 15 CIFAR-10 tasks with the "
         "planted pairs; cifar100: 100 one-vs-rest tasks at the group level, no pairs; "
-        "planted: the 10 CIFAR-10 class tasks with label noise of --strength planted on 5 "
-        "of them, the planted split recorded; at the preset's recipe the planted grouping did "
-        "not beat one model at 2x: docs/results/known-answers.md)",
+        "planted: the 10 CIFAR-10 class tasks with a known answer planted (--mechanism: label "
+        "noise on 5 of them, where the planted grouping did not beat one model at 2x, or two "
+        "images per input read by 5 + 5 of them, where it did); docs/results/known-answers.md)",
     )
     p.add_argument(
         "--strength",
         type=float,
         default=None,
-        help="--suite planted: fraction of the noisy side's labels replaced by fair coins, "
-        "0..1 (default 1: random-label tasks)",
+        help="--suite planted: the knob, 0..1 (default 1): the fraction of the noisy side's "
+        "labels replaced by fair coins (label-noise: 1 = random-label tasks), or of the samples "
+        "whose second image is another one (two-images)",
     )
     p.add_argument(
         "--instance",
