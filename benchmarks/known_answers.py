@@ -284,7 +284,7 @@ def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> No
 
     from stgmtl.payoff.study import false_positive_rate, power_by_strength
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 3.8))
     if any(t.kind == "planted" for t in trials):
         tab = power_by_strength(trials, alpha)
         x = [100 * e for e in tab["effect"].to_list()]
@@ -293,7 +293,8 @@ def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> No
                [hi - p for p, hi in zip(y, tab["hi"], strict=True)]]  # fmt: skip
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="planted split + label (harness)")
         for xi, yi, s in zip(x, y, tab["strength"].to_list(), strict=True):
-            ax.annotate(f"strength {s:g}", (xi, yi), textcoords="offset points", xytext=(4, 4))
+            ax.annotate(f"strength {s:g}", (xi, yi), textcoords="offset points", xytext=(-30, 8),
+                        fontsize=8)  # fmt: skip
         effect = dict(zip(tab["strength"].to_list(), x, strict=True))
         if per_signal is not None and per_signal.height:
             for (signal,), g in per_signal.group_by("signal", maintain_order=True):
@@ -314,7 +315,7 @@ def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> No
     ax.set_xlim(min(ax.get_xlim()[0], -0.5), max(ax.get_xlim()[1], 0.5))
     ax.set_ylabel("power (confirmed, unmixed)")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
