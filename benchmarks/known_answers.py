@@ -276,7 +276,7 @@ def simulate(n_sim: int = 2000) -> None:
             )
 
 
-def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> None:
+def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None, dpi: int = 120) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -317,7 +317,7 @@ def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None) -> No
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pil_kwargs={"optimize": True})
     print(f"wrote {path}")
 
 

@@ -8,6 +8,8 @@ Every image under docs/assets/figures/ comes from this script, so each can be re
 
 ``--synthetic`` (always on) runs the guide's example: the 12 synthetic tasks of
 docs/snippets/synthetic.py, recorded with ``fit_datamaps`` and grouped into 3 (a few seconds).
+The known-answers figure (always on) is redrawn from the study's trials saved under
+docs/results/data/ (``benchmarks/known_answers.py``; no training).
 The CIFAR figures are redrawn from saved runs, made with the commands on the results pages:
 
     python examples/cifar100_grouping.py --no-progress --seed 0 --out runs/cifar100
@@ -95,6 +97,28 @@ def cifar10_15(run: Path, out: Path) -> None:
     _save(fig, out / "cifar10-15-datamaps.png", dpi=50)
 
 
+def known_answers(out: Path) -> None:
+    """Power against measured effect on the two-image suite, from the study's saved trials and
+    per-signal rows (docs/results/data/known-answers-2img-*.jsonl; no training)."""
+    import json
+    import shutil
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from known_answers import figure, signal_power
+
+    from stgmtl.payoff.study import Trial
+
+    data = ROOT / "docs" / "results" / "data"
+    lines = (data / "known-answers-2img-trials.jsonl").read_text().splitlines()
+    trials = [Trial(**json.loads(line)) for line in lines if line]
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(data / "known-answers-2img-signals.jsonl", Path(tmp) / "signals.jsonl")
+        per_signal = signal_power(Path(tmp), trials)
+    figure(trials, out / "known-answers-power.png", per_signal=per_signal, dpi=80)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=OUT, help="folder of the images")
@@ -107,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cifar10-15", type=Path, help="a cifar10_15_tasks.py run folder")
     args = p.parse_args(argv)
     synthetic(args.out)
+    known_answers(args.out)
     if args.cifar100:
         cifar100(args.cifar100, args.out)
     if args.cifar100_study:

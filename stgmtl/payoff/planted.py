@@ -464,8 +464,6 @@ def two_image_suite(
     TypeError
         If a split has no uint8 ``images`` tensor of shape ``(N, 3, 32, 32)``.
     """
-    from stgmtl.datasets.suites import TaskSuite, channel_stats
-
     strength, instance, splits, names = _checked(data, strength, instance)
     sides = _sides(names, second, n_second, instance, ("second", "n_second"))
     cols = torch.tensor([names.index(t) for t in sides[1]], dtype=torch.long)
@@ -493,24 +491,34 @@ def two_image_suite(
         moved = float((partner != np.arange(n)).mean()) if n else 0.0
         replaced[split] = {t: moved for t in sides[1]}
         built.append((x, y, d))
-    mean, std = channel_stats(built[0][0])
+    pixels = built[0][0].permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+    mean = pixels.mean(1).numpy()
+    std = pixels.std(1, unbiased=False).numpy()
     std = np.where(std > 0, std, 1.0)
     tag = f"two-images:{strength:g}:{instance}:{','.join(sides[1])}"
-    parts = [
-        TaskSuite(
-            x,
-            y,
-            names,
-            sample_ids=np.asarray(getattr(d, "sample_ids", np.arange(len(y)))),
-            mean=mean.tolist(),
-            std=std.tolist(),
-            augment=bool(getattr(d, "augment", False)),
-            seed=int(getattr(d, "seed", 0)),
-            name=f"{getattr(d, 'name', '')}|{tag}",
-            split=str(getattr(d, "split", split)),
-        )  # fmt: skip
-        for x, y, d in built
-    ]
+    parts = []
+    for (x, y, d), split in zip(built, _SPLITS, strict=True):
+        try:  # a new suite of the input's own class (stgmtl.datasets.TaskSuite's constructor)
+            parts.append(
+                type(d)(
+                    x,
+                    y,
+                    names,
+                    sample_ids=np.asarray(getattr(d, "sample_ids", np.arange(len(y)))),
+                    mean=mean.tolist(),
+                    std=std.tolist(),
+                    augment=bool(getattr(d, "augment", False)),
+                    seed=int(getattr(d, "seed", 0)),
+                    name=f"{getattr(d, 'name', '')}|{tag}",
+                    split=str(getattr(d, "split", split)),
+                )  # fmt: skip
+            )
+        except TypeError as err:
+            raise fail(
+                f"data.{split}", "an image suite built like stgmtl.datasets.TaskSuite (images, "
+                "targets, task_names, sample_ids=, mean=, std=, ...)", type(d).__name__,
+                error=TypeError,
+            ) from err  # fmt: skip
     return PlantedSuite(
         parts[0], parts[1], parts[2], kind="planted", mechanism="two-images", strength=strength,
         sides=sides, instance=instance, replaced=replaced,
