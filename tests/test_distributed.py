@@ -100,6 +100,10 @@ def _worker(rank, port, out):
             arrays["overflow_kept"] = np.array(overflow_kept)
             arrays["fit_count"] = fitted.count
             np.savez(out, **arrays)
+        # both ranks leave together: a rank tearing gloo down while its peer still reads from
+        # the connection can abort the peer ("terminate called without an active exception",
+        # seen once under CI load)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
