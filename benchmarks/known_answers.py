@@ -180,19 +180,27 @@ def _suite_of(out: Path, strength: float, instance: int):
     )  # fmt: skip
 
 
+def signal_rows(out: Path) -> list[dict]:
+    """The rows of ``OUT/signals.jsonl`` (none if absent); the first version's name of the
+    seeded random matrix, ``random``, is read as ``random (matrix)``."""
+    f = out / "signals.jsonl"
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line] if f.is_file() else []
+    for r in rows:
+        r["first_version_random"] = r["signal"] == "random"
+        r["signal"] = "random (matrix)" if r["signal"] == "random" else r["signal"]
+    return rows
+
+
 def backfill_free_rows(out: Path, trials: list) -> None:
     """Append the free controls' rows (:func:`free_rows`) for recorded instances without them
     (a folder written before they were added, or a run stopped between the two writes)."""
-    f = out / "signals.jsonl"
-    if not f.is_file():
-        return
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line]
+    rows = signal_rows(out)
     recorded = {(r["strength"], r["instance"]) for r in rows}
     have = {(r["strength"], r["instance"]) for r in rows if r["signal"] == "label"}
     # rows of the first version named the same seeded matrix "random"
-    old = {(r["strength"], r["instance"]) for r in rows if r["signal"] == "random"}
+    old = {(r["strength"], r["instance"]) for r in rows if r["first_version_random"]}
     for strength, instance in sorted(recorded - have):
-        with f.open("a") as fh:
+        with (out / "signals.jsonl").open("a") as fh:
             for row in free_rows(_suite_of(out, strength, instance)):
                 if row["signal"].startswith("random") and (strength, instance) in old:
                     continue
@@ -221,12 +229,9 @@ def signal_power(out: Path, trials: list, alpha: float = 0.05) -> pl.DataFrame:
     power (recovered **and** the trial confirmed the planted grouping), with intervals."""
     from stgmtl.payoff.study import rate
 
-    f = out / "signals.jsonl"
-    if not f.is_file():
+    rows = signal_rows(out)
+    if not rows:
         return pl.DataFrame()
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line]
-    for r in rows:  # the first version's name of the seeded random matrix
-        r["signal"] = "random (matrix)" if r["signal"] == "random" else r["signal"]
     # the signal's power is the trial's verdict only where the trial confirmed exactly the
     # planted split (with k = 2, an unmixed grouping is the split; checked, not assumed)
     hit = {
@@ -237,9 +242,8 @@ def signal_power(out: Path, trials: list, alpha: float = 0.05) -> pl.DataFrame:
         if t.kind == "planted"
     }
     out_rows = []
-    for (strength, signal), g in pl.DataFrame(rows).group_by(
-        "strength", "signal", maintain_order=True
-    ):
+    table = pl.DataFrame(rows).drop("groups", "first_version_random")
+    for (strength, signal), g in table.group_by("strength", "signal", maintain_order=True):
         rec = g["recovered"].to_list()
         inst = g["instance"].to_list()
         both = [r and hit.get((strength, i), False) for r, i in zip(rec, inst, strict=True)]
@@ -304,7 +308,7 @@ def figure(trials: list, path: Path, alpha: float = 0.05, per_signal=None, dpi: 
                     g["power"].to_list(),
                     marker=".",
                     lw=1,
-                    ls=":" if signal == "random" else "-",
+                    ls=":" if str(signal).startswith("random") else "-",
                     label=str(signal),
                 )
     if any(t.kind == "null" for t in trials):
@@ -380,8 +384,9 @@ def main() -> None:
     settings = {"n_noisy": args.n_noisy, "test_limit": args.test_limit, "epochs": args.epochs,
                 "width": args.width, "seeds": args.seeds, "one_model": args.one_model,
                 "mechanism": args.mechanism}  # fmt: skip
+    strengths = [float(v) for v in args.strengths.split(",") if v.strip()]
     if args.mechanism == "two-images":  # the level whose exact null the null trials are
-        settings["null_level"] = max(float(v) for v in args.strengths.split(",") if v.strip())
+        settings["null_level"] = max(strengths)
     if (out / "settings.json").is_file() or log.exists():
         # a folder of the first study has trials and no settings.json: its recipe is the default
         old = _settings(out)
@@ -393,7 +398,6 @@ def main() -> None:
     recipe = TrainConfig(width=args.width, epochs=args.epochs, batch_size=256, lr=1e-3)
     factory = model_factory("cnn")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    strengths = [float(v) for v in args.strengths.split(",") if v.strip()]
     done = set()
     if log.exists():
         for line in log.read_text().splitlines():
@@ -407,11 +411,7 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     with contextlib.nullcontext(pool) if pool is None else pool:
-        recorded = set()
-        if (out / "signals.jsonl").is_file():
-            for line in (out / "signals.jsonl").read_text().splitlines():
-                d = json.loads(line)
-                recorded.add((d["strength"], d["instance"]))
+        recorded = {(r["strength"], r["instance"]) for r in signal_rows(out)}
         for kind, s, i in _trials(args):
             if (kind, s, i) in done and not (
                 kind == "planted" and args.record and (s, i) not in recorded

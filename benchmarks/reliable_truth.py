@@ -30,31 +30,6 @@ import numpy as np
 import polars as pl
 
 
-def losses(result, split: str = "test") -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
-    """``(S, T)`` single-task and ``(S, T, T)`` pair losses (``pair[s, j, i]``: task ``i``
-    trained with ``j``) from the plain one-network-per-set runs at budget 1."""
-    names = list(result.task_names)
-    pos = {t: i for i, t in enumerate(names)}
-    runs = result.runs.filter(
-        (pl.col("split") == split) & (pl.col("kind") == "network") & (pl.col("budget") == 1.0)
-    )
-    tasks = dict(zip(result.systems["system"], result.systems["tasks"], strict=True))
-    seeds = sorted(set(runs["seed"].to_list()))
-    si = {s: k for k, s in enumerate(seeds)}
-    single = np.full((len(seeds), len(names)), np.nan)
-    pair = np.full((len(seeds), len(names), len(names)), np.nan)
-    for row in runs.iter_rows(named=True):
-        members = json.loads(tasks[row["system"]]) if isinstance(tasks[row["system"]], str) else (
-            list(tasks[row["system"]]))  # fmt: skip
-        s, i = si[row["seed"]], pos[row["task"]]
-        if len(members) == 1:
-            single[s, i] = row["loss"]
-        elif len(members) == 2:
-            j = pos[next(t for t in members if t != row["task"])]
-            pair[s, j, i] = row["loss"]
-    return names, seeds, single, pair
-
-
 def within_recipient(signal: np.ndarray, truth: np.ndarray) -> float:
     """Mean over recipients ``i`` of Spearman's rho between ``signal[:, i]`` and ``truth[:, i]``
     over the partners (NaN-free columns only)."""
@@ -77,14 +52,16 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/reliable_truth.json")
     args = p.parse_args()
 
+    from stgmtl.payoff.gains import losses_from_tables
     from stgmtl.payoff.scoring import aligned_values
     from stgmtl.payoff.stats import seed_reliability, seeds_for_reliability, spearman_brown
     from stgmtl.payoff.tables import PayoffResult
-    from stgmtl.payoff.truth import GroundTruth
+    from stgmtl.payoff.truth import truth_from_losses
 
     result = PayoffResult.load(args.result)
-    names, seeds, single, pair = losses(result)
-    truth = GroundTruth(names, seeds, "test", single, pair, np.full_like(single, np.nan))
+    names = list(result.task_names)
+    truth = truth_from_losses(losses_from_tables(result.runs, result.systems), names)
+    seeds = truth.seeds
     g = truth.seed_gains()
     curve = []
     for s in range(2, len(seeds) + 1):

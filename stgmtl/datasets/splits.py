@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stgmtl._checks import fail
+from stgmtl._checks import check_choice, fail
 from stgmtl.datasets.suites import CIFAR10_15_TASKS, cifar10_15_suite, cifar100_suite
 from stgmtl.payoff.planted import (
     MECHANISMS,
@@ -135,19 +135,16 @@ def cifar10_planted_splits(
     -------
     PlantedSuite
     """
-    if mechanism not in MECHANISMS:
-        raise ValueError(f"mechanism: expected one of {MECHANISMS}, got {mechanism!r}")
-    if kind not in ("planted", "null"):
-        raise ValueError(f"kind: expected 'planted' or 'null', got {kind!r}")
+    check_choice("mechanism", mechanism, MECHANISMS)
+    check_choice("kind", kind, ("planted", "null"))
     base = cifar10_15_splits(
         tasks=CIFAR10_15_TASKS[:10], val_size=val_size, test_limit=test_limit, root=root
     )
+    if mechanism == "two-images":  # its null is the exact null of the two-image suite
+        suite = two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
+        return exact_null_suite(suite, instance=instance) if kind == "null" else suite
     if kind == "null":
-        if mechanism == "two-images":  # the exact null of the two-image suite at `strength`
-            base = two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
         return exact_null_suite(base, instance=instance)
-    if mechanism == "two-images":
-        return two_image_suite(base, strength=strength, n_second=n_noisy, instance=instance)
     return planted_suite(
         base, strength=strength, n_noisy=n_noisy, instance=instance, mechanism=mechanism
     )

@@ -221,10 +221,11 @@ def run_payoff(
     )
     by_seed = _signals_by_seed(recs)
     sig_first = dict(precomputed) or dict(by_seed.get(signal_seeds[0], {}))
-    for name, aff in controls.items():
-        sig_first.setdefault(name, aff)
+    scored = dict(controls)
     if "val" in gt:  # scored only (not a grouping source): the validation single-task losses
-        sig_first.setdefault("difficulty", difficulty_control(gt["val"]))
+        scored["difficulty"] = difficulty_control(gt["val"])
+    for name, aff in scored.items():
+        sig_first.setdefault(name, aff)
     partitions = build_partitions(
         names, list(st.ks), list(st.seeds), signal_seeds, by_seed, precomputed, controls, gt,
         mode, st.random_partitions, st.random_state,
@@ -237,7 +238,6 @@ def run_payoff(
     say(f"groupings done ({time.perf_counter() - t0:.0f} s)")
     explored = [*truth_results, *grouped_results]
     result = assemble(names, explored, part_rows, gt, sig_first, st)
-    scored = {**controls, **({"difficulty": sig_first["difficulty"]} if "val" in gt else {})}
     result.settings = _settings(st, mode, singles, list(precomputed) or to_record, scored,
                                 signal_seeds, recipe, ctx, cache)  # fmt: skip
     rec = recommend(result)

@@ -48,7 +48,14 @@ from stgmtl.payoff.stats import (
     seeds_for_reliability,
 )
 
-__all__ = ["GroundTruth", "difficulty_control", "ground_truth", "network_losses", "spearman"]
+__all__ = [
+    "GroundTruth",
+    "difficulty_control",
+    "ground_truth",
+    "network_losses",
+    "spearman",
+    "truth_from_losses",
+]
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -246,9 +253,28 @@ def ground_truth(
     ValueError
         If some task has no single-task run on some seed that has runs.
     """
+    return truth_from_losses(network_losses(results, split, column), task_names, split=split)
+
+
+def truth_from_losses(
+    losses: dict[tuple[tuple[str, ...], int], dict[str, float]],
+    task_names: Sequence[str],
+    *,
+    split: str = "test",
+) -> GroundTruth:
+    """A :class:`GroundTruth` from ``{(sorted task set, seed): {task: loss}}``.
+
+    The form :func:`network_losses` gives from finished runs and
+    :func:`~stgmtl.payoff.gains.losses_from_tables` from a saved result's tables; sets of one,
+    two and all tasks are used, others ignored.
+
+    Raises
+    ------
+    ValueError
+        If some task has no single-task loss on some seed that has losses.
+    """
     names = [str(t) for t in task_names]
     pos = {t: i for i, t in enumerate(names)}
-    losses = network_losses(results, split, column)
     seeds = sorted({seed for (_, seed) in losses})
     if not seeds:
         raise fail("results", "finished 'network' runs", "none")
